@@ -1,0 +1,395 @@
+//! The model card: how to build a model's input and how to read its output.
+//!
+//! A card sits beside the model as `MODEL.toml`. It is parsed and checked on
+//! its own here (lengths, thresholds, names); `model.rs` then checks it against
+//! the ONNX graph, so the hot path never asks whether shapes agree.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("cannot read model card {path}: {source} (a model needs its card beside it: for `x.onnx`, `x.toml`)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model card {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("model card {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How a window is laid out in the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[batch, window * features]`, time-major (`x[t * F + f]`), oldest first.
+    #[default]
+    Flat,
+    /// `[batch, window, features]`.
+    Sequence,
+}
+
+/// Which side of a threshold is bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Higher is worse (anomaly scores): `score >= threshold` trips.
+    #[default]
+    Above,
+    /// Lower is worse (quality): `score <= threshold` trips.
+    Below,
+}
+
+/// Score state, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Ok,
+    Warn,
+    Alarm,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Ok => "ok",
+            State::Warn => "warn",
+            State::Alarm => "alarm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum VersionText {
+    Text(String),
+    Int(i64),
+    Float(f64),
+}
+
+#[derive(Debug, Deserialize)]
+struct CardFile {
+    name: String,
+    version: VersionText,
+    #[serde(default)]
+    description: Option<String>,
+    features: Vec<String>,
+    window: i64,
+    #[serde(default)]
+    layout: Layout,
+    #[serde(default)]
+    normalize: Option<NormalizeFile>,
+    scores: BTreeMap<String, ScoreFile>,
+    /// Anything else at the top level: reported, not fatal, so a card can carry
+    /// its own metadata (`author`, `trained_on`, ...).
+    #[serde(flatten)]
+    extra: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NormalizeFile {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreFile {
+    output: Option<String>,
+    #[serde(default)]
+    index: i64,
+    warn: Option<f64>,
+    alarm: Option<f64>,
+    #[serde(default)]
+    direction: Direction,
+}
+
+/// One published score: a column of a named model output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreSpec {
+    pub name: String,
+    pub output: String,
+    pub index: usize,
+    pub warn: Option<f64>,
+    pub alarm: Option<f64>,
+    pub direction: Direction,
+}
+
+impl ScoreSpec {
+    /// The state this score alone puts a window in.
+    ///
+    /// Compared in f32, the precision of the score itself: a score published
+    /// as `0.6` trips a threshold of `0.6`.
+    pub fn state(&self, value: f32) -> State {
+        let trips = |t: Option<f64>| match (t.map(|t| t as f32), self.direction) {
+            (Some(t), Direction::Above) => value >= t,
+            (Some(t), Direction::Below) => value <= t,
+            (None, _) => false,
+        };
+        if trips(self.alarm) {
+            State::Alarm
+        } else if trips(self.warn) {
+            State::Warn
+        } else {
+            State::Ok
+        }
+    }
+}
+
+/// z-score constants, one per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalize {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// A parsed, self-consistent model card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelCard {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub features: Vec<String>,
+    pub window: usize,
+    pub layout: Layout,
+    pub normalize: Option<Normalize>,
+    /// In card order (sorted by name).
+    pub scores: Vec<ScoreSpec>,
+    /// Top-level keys the card carries that lineguard does not use.
+    pub unknown_keys: Vec<String>,
+}
+
+/// Largest input a card may ask for (window x features): far beyond any MLP
+/// that fits a gateway, small enough that a typo cannot exhaust memory.
+const MAX_INPUT: usize = 1 << 20;
+
+impl ModelCard {
+    /// The card path for a model: `line-mlp.onnx` -> `line-mlp.toml`.
+    pub fn path_for(model: &Path) -> PathBuf {
+        model.with_extension("toml")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, CardError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CardError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, CardError> {
+        let file: CardFile = toml::from_str(text).map_err(|e| CardError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| CardError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+
+        if file.name.trim().is_empty() {
+            return Err(invalid("`name` is empty".into()));
+        }
+        let version = match file.version {
+            VersionText::Text(s) => s,
+            VersionText::Int(i) => i.to_string(),
+            VersionText::Float(f) => f.to_string(),
+        };
+        if file.features.is_empty() {
+            return Err(invalid(
+                "`features` is empty: list the input features in model order".into(),
+            ));
+        }
+        for (i, f) in file.features.iter().enumerate() {
+            if f.is_empty() {
+                return Err(invalid(format!("features[{i}] is an empty name")));
+            }
+            if file.features[..i].contains(f) {
+                return Err(invalid(format!("feature `{f}` is listed twice")));
+            }
+        }
+        let window = usize::try_from(file.window)
+            .ok()
+            .filter(|&w| w >= 1)
+            .ok_or_else(|| invalid(format!("`window` = {} must be at least 1", file.window)))?;
+        let input = window.saturating_mul(file.features.len());
+        if input > MAX_INPUT {
+            return Err(invalid(format!(
+                "window x features = {input} values per window; more than {MAX_INPUT} is not an MLP for a gateway"
+            )));
+        }
+        let normalize = file
+            .normalize
+            .map(|n| {
+                let nf = file.features.len();
+                if n.mean.len() != nf || n.std.len() != nf {
+                    return Err(invalid(format!(
+                        "[normalize] needs one mean and one std per feature: {nf} features, {} means, {} stds",
+                        n.mean.len(),
+                        n.std.len()
+                    )));
+                }
+                if let Some(i) = n.mean.iter().position(|m| !m.is_finite()) {
+                    return Err(invalid(format!("normalize.mean[{i}] ({}) is not finite", file.features[i])));
+                }
+                if let Some(i) = n.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                    return Err(invalid(format!(
+                        "normalize.std[{i}] ({}) = {} must be a finite number > 0",
+                        file.features[i], n.std[i]
+                    )));
+                }
+                Ok(Normalize { mean: n.mean, std: n.std })
+            })
+            .transpose()?;
+        if file.scores.is_empty() {
+            return Err(invalid(
+                "no [scores.NAME] table: say which model output each published score comes from"
+                    .into(),
+            ));
+        }
+        let mut scores = Vec::with_capacity(file.scores.len());
+        for (name, s) in file.scores {
+            let index = usize::try_from(s.index)
+                .map_err(|_| invalid(format!("scores.{name}.index = {} must be >= 0", s.index)))?;
+            for (key, t) in [("warn", s.warn), ("alarm", s.alarm)] {
+                if t.is_some_and(|t| !t.is_finite()) {
+                    return Err(invalid(format!(
+                        "scores.{name}.{key} is not a finite number"
+                    )));
+                }
+            }
+            if let (Some(w), Some(a)) = (s.warn, s.alarm) {
+                let ordered = match s.direction {
+                    Direction::Above => w <= a,
+                    Direction::Below => w >= a,
+                };
+                if !ordered {
+                    return Err(invalid(format!(
+                        "scores.{name}: warn = {w} and alarm = {a} are in the wrong order for direction = \"{}\" \
+                         (warn must be reached before alarm)",
+                        if s.direction == Direction::Above { "above" } else { "below" }
+                    )));
+                }
+            }
+            scores.push(ScoreSpec {
+                output: s.output.unwrap_or_else(|| name.clone()),
+                name,
+                index,
+                warn: s.warn,
+                alarm: s.alarm,
+                direction: s.direction,
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            name: file.name,
+            version,
+            description: file.description,
+            features: file.features,
+            window,
+            layout: file.layout,
+            normalize,
+            scores,
+            unknown_keys: file.extra.into_keys().collect(),
+        })
+    }
+
+    /// Values per window (`window * features`).
+    pub fn input_len(&self) -> usize {
+        self.window * self.features.len()
+    }
+
+    /// The worst state over all scores of one window.
+    pub fn state(&self, scores: &[f32]) -> State {
+        self.scores
+            .iter()
+            .zip(scores)
+            .map(|(s, &v)| s.state(v))
+            .max()
+            .unwrap_or(State::Ok)
+    }
+
+    /// Whether windows built for `self` are valid input for `other`
+    /// (same features in the same order, same window length).
+    pub fn same_input(&self, other: &ModelCard) -> bool {
+        self.features == other.features && self.window == other.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "m"
+version = 3
+features = ["a", "b"]
+window = 4
+layout = "sequence"
+author = "ds team"
+[normalize]
+mean = [1.0, 2.0]
+std = [0.5, 4.0]
+[scores.anomaly]
+warn = 0.6
+alarm = 0.9
+[scores.quality]
+output = "q"
+index = 1
+direction = "below"
+warn = 0.8
+alarm = 0.6
+"#;
+
+    fn parse(text: &str) -> Result<ModelCard, CardError> {
+        ModelCard::parse(Path::new("m.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_full_card() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.version, "3");
+        assert_eq!(c.layout, Layout::Sequence);
+        assert_eq!(c.input_len(), 8);
+        assert_eq!(c.unknown_keys, ["author"]);
+        assert_eq!(
+            c.scores[0].output, "anomaly",
+            "output defaults to the score name"
+        );
+        assert_eq!(c.scores[1].index, 1);
+        assert_eq!(c.state(&[0.1, 0.95]), State::Ok);
+        assert_eq!(c.state(&[0.6, 0.95]), State::Warn);
+        assert_eq!(c.state(&[0.1, 0.7]), State::Warn);
+        assert_eq!(c.state(&[0.1, 0.6]), State::Alarm);
+        assert_eq!(c.state(&[0.95, 0.9]), State::Alarm);
+    }
+
+    fn broken(from: &str, to: &str) -> String {
+        let text = GOOD.replacen(from, to, 1);
+        assert_ne!(text, GOOD, "test edit `{from}` did not apply");
+        parse(&text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn says_what_is_wrong() {
+        assert!(broken("std = [0.5, 4.0]", "std = [0.5, 0.0]").contains("normalize.std[1] (b)"));
+        assert!(broken("mean = [1.0, 2.0]", "mean = [1.0]")
+            .contains("one mean and one std per feature"));
+        assert!(broken("window = 4", "window = 0").contains("`window` = 0"));
+        assert!(broken("[\"a\", \"b\"]", "[\"a\", \"a\"]").contains("listed twice"));
+        assert!(broken("[\"a\", \"b\"]", "[]").contains("`features` is empty"));
+        assert!(broken("alarm = 0.9", "alarm = 0.5").contains("wrong order"));
+        assert!(broken("index = 1", "index = -1").contains("index = -1"));
+        assert!(broken("layout = \"sequence\"", "layout = \"matrix\"").contains("matrix"));
+        assert!(broken("warn = 0.6", "wran = 0.6").contains("wran"));
+        assert!(broken("name = \"m\"", "").contains("name"));
+        let no_scores = GOOD.split("[scores.anomaly]").next().unwrap();
+        assert!(parse(no_scores).unwrap_err().to_string().contains("scores"));
+    }
+}

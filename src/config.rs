@@ -1,0 +1,537 @@
+//! The daemon's configuration: one TOML file plus `LINEGUARD__SECTION__KEY`
+//! environment overrides, read with the `config` crate.
+//!
+//! `Config` is what the file says (unknown keys are errors); `Settings` is the
+//! same after validation, with topic templates parsed and paths resolved, so
+//! nothing downstream re-checks or re-parses it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topic::TopicTemplate;
+
+pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Stable across restarts: the broker keeps this client's session (and
+    /// queued QoS 1 telemetry) under it.
+    pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// File holding the password (e.g. a systemd credential); wins over `password`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_secs: u64,
+    /// First reconnect delay; doubles per failure up to `reconnect_max_ms`, with jitter.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/lib/lineguard"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9898".parse().expect("literal"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain lines without timestamps or colour: journald adds both.
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `lineguard=debug,rumqttc=warn`, ...
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Larger telemetry payloads are rejected unread.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Largest batch of windows run through a model at once.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: default_max_payload(),
+            max_batch: default_max_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    pub name: String,
+    pub model: PathBuf,
+    /// Defaults to the model path with `.toml`.
+    #[serde(default)]
+    pub card: Option<PathBuf>,
+    pub input_topic: String,
+    pub output_topic: String,
+    #[serde(default = "default_hop")]
+    pub hop: usize,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_reconnect_min() -> u64 {
+    500
+}
+fn default_reconnect_max() -> u64 {
+    30_000
+}
+fn default_level() -> String {
+    "info".into()
+}
+fn default_max_payload() -> usize {
+    256 * 1024
+}
+fn default_max_batch() -> usize {
+    256
+}
+fn default_hop() -> usize {
+    1
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub model: PathBuf,
+    pub card: PathBuf,
+    pub input: TopicTemplate,
+    pub output: TopicTemplate,
+    pub hop: usize,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub path: PathBuf,
+    pub raw: Config,
+    pub password: Option<String>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+impl Settings {
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.raw.mqtt.keep_alive_secs)
+    }
+
+    /// Retained `online`/`offline` status topic.
+    pub fn status_topic(&self) -> String {
+        format!("lineguard/{}/status", self.raw.mqtt.client_id)
+    }
+
+    /// The effective settings as TOML, secrets masked.
+    pub fn display_masked(&self) -> String {
+        let mut shown = self.raw.clone();
+        if shown.mqtt.password.is_some() {
+            shown.mqtt.password = Some("********".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("(cannot render settings: {e})"))
+    }
+}
+
+/// Load and validate the configuration at `path`, with environment overrides
+/// from `env` (pass `std::env::vars()`).
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
+    let load_err = |message: String| ConfigError::Load {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !path.exists() {
+        return Err(load_err(
+            "file not found (pass --config PATH, or install deploy/lineguard.toml there)".into(),
+        ));
+    }
+    let overrides: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("LINEGUARD__"))
+        .collect();
+    let raw: Config = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("LINEGUARD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| load_err(explain(&e.to_string())))?;
+    validate(path, raw)
+}
+
+/// Turn the config crate's wording into advice.
+fn explain(message: &str) -> String {
+    if message.contains("unknown field") {
+        format!("{message} (remove or correct the key; unknown keys are refused so typos cannot pass silently)")
+    } else if message.contains("missing field") {
+        format!("{message} (this key is required; see deploy/lineguard.toml)")
+    } else {
+        message.to_string()
+    }
+}
+
+fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
+    let invalid = |key: String, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        message,
+    };
+    let m = &raw.mqtt;
+    if m.host.trim().is_empty() {
+        return Err(invalid(
+            "mqtt.host".into(),
+            "is empty: name the broker host".into(),
+        ));
+    }
+    if m.port == 0 {
+        return Err(invalid("mqtt.port".into(), "0 is not a broker port".into()));
+    }
+    if m.client_id.trim().is_empty() || m.client_id.contains(['/', '+', '#']) {
+        return Err(invalid(
+            "mqtt.client_id".into(),
+            format!(
+                "`{}` must be a non-empty id without `/`, `+` or `#` (it names the status topic)",
+                m.client_id
+            ),
+        ));
+    }
+    if m.keep_alive_secs < 5 {
+        return Err(invalid(
+            "mqtt.keep_alive_secs".into(),
+            "must be at least 5 seconds".into(),
+        ));
+    }
+    if m.reconnect_min_ms == 0 || m.reconnect_max_ms < m.reconnect_min_ms {
+        return Err(invalid(
+            "mqtt.reconnect_min_ms".into(),
+            "must be > 0 and not above mqtt.reconnect_max_ms".into(),
+        ));
+    }
+    let password = match (&m.password_file, &m.password) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                .map_err(|e| {
+                    invalid(
+                        "mqtt.password_file".into(),
+                        format!("cannot read {}: {e}", file.display()),
+                    )
+                })?,
+        ),
+        (None, p) => p.clone(),
+    };
+    if password.is_some() && m.username.is_none() {
+        return Err(invalid(
+            "mqtt.username".into(),
+            "a password is set but no username".into(),
+        ));
+    }
+    if raw.limits.max_payload_bytes < 64 || raw.limits.max_payload_bytes > 64 * 1024 * 1024 {
+        return Err(invalid(
+            "limits.max_payload_bytes".into(),
+            "must be between 64 bytes and 64 MiB".into(),
+        ));
+    }
+    if raw.limits.max_batch == 0 {
+        return Err(invalid(
+            "limits.max_batch".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if raw.pipelines.is_empty() {
+        return Err(invalid(
+            "pipelines".into(),
+            "no [[pipelines]]: nothing to score".into(),
+        ));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut pipelines = Vec::with_capacity(raw.pipelines.len());
+    for (i, p) in raw.pipelines.iter().enumerate() {
+        let key = |k: &str| format!("pipelines[{i}].{k}");
+        if p.name.trim().is_empty() {
+            return Err(invalid(key("name"), "is empty".into()));
+        }
+        if raw.pipelines[..i].iter().any(|q| q.name == p.name) {
+            return Err(invalid(
+                key("name"),
+                format!("`{}` is used by two pipelines", p.name),
+            ));
+        }
+        let input = TopicTemplate::parse_input(&p.input_topic)
+            .map_err(|e| invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
+        let output = TopicTemplate::parse_output(&p.output_topic, &input)
+            .map_err(|e| invalid(key("output_topic"), format!("`{}`: {e}", p.output_topic)))?;
+        if p.hop == 0 {
+            return Err(invalid(
+                key("hop"),
+                "must be at least 1 (1 = score on every new sample)".into(),
+            ));
+        }
+        // Relative model paths are relative to the config file, not the cwd of systemd.
+        let model = base.join(&p.model);
+        let card = p
+            .card
+            .as_ref()
+            .map(|c| base.join(c))
+            .unwrap_or_else(|| crate::card::ModelCard::path_for(&model));
+        pipelines.push(Pipeline {
+            name: p.name.clone(),
+            model,
+            card,
+            input,
+            output,
+            hop: p.hop,
+        });
+    }
+    for (i, p) in pipelines.iter().enumerate() {
+        for q in &pipelines {
+            if p.output.as_str() == q.input.as_str()
+                || q.input.matches(&p.output.filter().replace('+', "x"))
+            {
+                return Err(invalid(
+                    format!("pipelines[{i}].output_topic"),
+                    format!(
+                        "`{}` feeds the input of pipeline `{}`: scores would be scored",
+                        p.output, q.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Settings {
+        path: path.to_path_buf(),
+        raw,
+        password,
+        pipelines,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+client_id = "lineguard-gw01"
+password = "s3cret"
+username = "lg"
+
+[state]
+dir = "/var/lib/lineguard"
+
+[http]
+listen = "127.0.0.1:9898"
+
+[[pipelines]]
+name = "press-line"
+model = "/usr/share/lineguard/models/line-mlp.onnx"
+input_topic = "plant/{line}/{machine}/telemetry"
+output_topic = "plant/{line}/{machine}/lineguard/scores"
+"#;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lineguard.toml");
+        std::fs::write(&path, text).unwrap();
+        load(
+            &path,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn spec_example_loads_with_defaults() {
+        let s = load_text(MINIMAL, &[]).unwrap();
+        assert_eq!(s.pipelines[0].hop, 1);
+        assert_eq!(s.pipelines[0].input.filter(), "plant/+/+/telemetry");
+        assert_eq!(
+            s.pipelines[0].card,
+            Path::new("/usr/share/lineguard/models/line-mlp.toml")
+        );
+        assert_eq!(s.status_topic(), "lineguard/lineguard-gw01/status");
+        let shown = s.display_masked();
+        assert!(
+            !shown.contains("s3cret") && shown.contains("********"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = load_text(
+            MINIMAL,
+            &[
+                ("LINEGUARD__MQTT__PORT", "2883"),
+                ("LINEGUARD__MQTT__HOST", "broker.local"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.raw.mqtt.port, 2883);
+        assert_eq!(s.raw.mqtt.host, "broker.local");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = load_text(&MINIMAL.replace("port = 1883", "prot = 1883"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prot") && e.contains("unknown"), "{e}");
+        let e = load_text(
+            &MINIMAL
+                .replace("hop", "x")
+                .replace("name = \"press-line\"", "name = \"p\"\nhopp = 2"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hopp"), "{e}");
+        let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__COLOUR", "red")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let cases = [
+            (
+                "input_topic = \"plant/{line}/{machine}/telemetry\"",
+                "input_topic = \"plant/#\"",
+                "pipelines[0].input_topic",
+            ),
+            (
+                "output_topic = \"plant/{line}/{machine}/lineguard/scores\"",
+                "output_topic = \"x/{cell}\"",
+                "pipelines[0].output_topic",
+            ),
+            (
+                "client_id = \"lineguard-gw01\"",
+                "client_id = \"a/b\"",
+                "mqtt.client_id",
+            ),
+            ("port = 1883", "port = 70000", "port"),
+            (
+                "listen = \"127.0.0.1:9898\"",
+                "listen = \"nowhere\"",
+                "listen",
+            ),
+        ];
+        for (from, to, key) in cases {
+            let e = load_text(&MINIMAL.replace(from, to), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{to}: {e}");
+        }
+        let e = load_text(
+            &MINIMAL.replace("name = \"press-line\"", "name = \"p\"\nhop = 0"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pipelines[0].hop"), "{e}");
+        let e = load(Path::new("/nonexistent/lineguard.toml"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not found"), "{e}");
+    }
+}

@@ -1,0 +1,364 @@
+//! A model ready to serve: the ONNX graph in tract, checked against its card.
+//!
+//! Loading does every check once (one f32 input of the card's shape, each
+//! score's output present, f32, `[batch, k]` with the index in range), keeps a
+//! free batch dimension free so all windows ready at once run as one batch,
+//! and prunes the graph to the outputs the card uses. After that, `run` cannot
+//! meet a shape it does not expect.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact, ShapeFactoid};
+
+use crate::card::{CardError, Layout, ModelCard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a usable ONNX model: {message}")]
+    Onnx { path: PathBuf, message: String },
+    #[error(transparent)]
+    Card(#[from] CardError),
+    #[error("{path} does not match its card {card}: {message}")]
+    Mismatch {
+        path: PathBuf,
+        card: PathBuf,
+        message: String,
+    },
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// How many windows one run takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchDim {
+    /// Symbolic batch: any number of windows in one run.
+    Free,
+    /// The graph fixes the batch: runs are padded to exactly this many.
+    Fixed(usize),
+}
+
+/// Where a score is read from: output number and column.
+#[derive(Debug, Clone, Copy)]
+struct ScoreSource {
+    output: usize,
+    column: usize,
+}
+
+type Plan = TypedRunnableModel;
+
+/// A loaded, checked model.
+pub struct Model {
+    pub path: PathBuf,
+    pub card: ModelCard,
+    pub sha256: String,
+    pub input_name: String,
+    pub batch: BatchDim,
+    /// Output names (card order of first use) and widths.
+    pub outputs: Vec<(String, usize)>,
+    sources: Vec<ScoreSource>,
+    plan: Arc<Plan>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("card", &self.card.name)
+            .finish()
+    }
+}
+
+fn dim_text(d: &GenericFactoid<TDim>) -> String {
+    match d {
+        GenericFactoid::Only(t) => t.to_string(),
+        GenericFactoid::Any => "?".into(),
+    }
+}
+
+impl Model {
+    /// Load `path` and the card beside it.
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let card = ModelCard::load(&ModelCard::path_for(path))?;
+        Self::load_with_card(path, card)
+    }
+
+    pub fn load_with_card(path: &Path, card: ModelCard) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+        let onnx_err = |e: TractError| ModelError::Onnx {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let mismatch = |message: String| ModelError::Mismatch {
+            path: path.to_path_buf(),
+            card: card.path.clone(),
+            message,
+        };
+
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .map_err(onnx_err)?;
+        let inputs = model.input_outlets().map_err(onnx_err)?.to_vec();
+        if inputs.len() != 1 {
+            let names: Vec<String> = inputs
+                .iter()
+                .map(|o| model.node(o.node).name.clone())
+                .collect();
+            return Err(mismatch(format!(
+                "lineguard feeds one input tensor, the graph has {} ({})",
+                names.len(),
+                names.join(", ")
+            )));
+        }
+        let input_name = model.node(inputs[0].node).name.clone();
+        let declared = model.input_fact(0).map_err(onnx_err)?.clone();
+        if let GenericFactoid::Only(dt) = declared.datum_type {
+            if dt != f32::datum_type() {
+                return Err(mismatch(format!(
+                    "input `{input_name}` is {dt:?}; lineguard feeds f32"
+                )));
+            }
+        }
+
+        let nf = card.features.len();
+        let expected: Vec<usize> = match card.layout {
+            Layout::Flat => vec![card.input_len()],
+            Layout::Sequence => vec![card.window, nf],
+        };
+        let layout_text = match card.layout {
+            Layout::Flat => format!(
+                "layout \"flat\" needs [batch, {}] (window {} x {nf} features)",
+                card.input_len(),
+                card.window
+            ),
+            Layout::Sequence => format!("layout \"sequence\" needs [batch, {}, {nf}]", card.window),
+        };
+        let declared_dims: Vec<GenericFactoid<TDim>> = declared.shape.dims().cloned().collect();
+        let shape_text = format!(
+            "[{}]",
+            declared_dims
+                .iter()
+                .map(dim_text)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let rank_known = !declared.shape.is_open();
+        if rank_known && declared_dims.len() != expected.len() + 1 {
+            return Err(mismatch(format!(
+                "input `{input_name}` has shape {shape_text}; {layout_text}"
+            )));
+        }
+        for (i, want) in expected.iter().enumerate() {
+            if let Some(GenericFactoid::Only(TDim::Val(have))) = declared_dims.get(i + 1) {
+                if *have != *want as i64 {
+                    return Err(mismatch(format!(
+                        "input `{input_name}` has shape {shape_text}; {layout_text}"
+                    )));
+                }
+            }
+        }
+        let batch_dim = match declared_dims.first() {
+            Some(GenericFactoid::Only(TDim::Val(b))) if *b >= 1 => TDim::Val(*b),
+            Some(GenericFactoid::Only(TDim::Val(b))) => {
+                return Err(mismatch(format!(
+                    "input `{input_name}` has batch dimension {b}"
+                )))
+            }
+            Some(GenericFactoid::Only(d)) => d.clone(),
+            _ => model.sym("batch").into(),
+        };
+        let batch = match batch_dim {
+            TDim::Val(b) => BatchDim::Fixed(b as usize),
+            _ => BatchDim::Free,
+        };
+        let mut dims: TVec<GenericFactoid<TDim>> = tvec![GenericFactoid::Only(batch_dim.clone())];
+        dims.extend(
+            expected
+                .iter()
+                .map(|&d| GenericFactoid::Only(TDim::Val(d as i64))),
+        );
+        model
+            .set_input_fact(
+                0,
+                InferenceFact::dt_shape(f32::datum_type(), ShapeFactoid::closed(dims)),
+            )
+            .map_err(onnx_err)?;
+
+        // Only the outputs the card reads, so unused heads are pruned away.
+        let mut outputs: Vec<String> = Vec::new();
+        for s in &card.scores {
+            if !outputs.contains(&s.output) {
+                outputs.push(s.output.clone());
+            }
+        }
+        let available: Vec<String> = model
+            .output_outlets()
+            .map_err(onnx_err)?
+            .iter()
+            .map(|&o| {
+                model
+                    .outlet_label(o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
+        for s in &card.scores {
+            if !available.contains(&s.output) {
+                return Err(mismatch(format!(
+                    "score `{}` reads output `{}`, which the graph does not have (outputs: {})",
+                    s.name,
+                    s.output,
+                    available.join(", ")
+                )));
+            }
+        }
+        model.select_outputs_by_name(&outputs).map_err(onnx_err)?;
+        let typed = model.into_typed().map_err(onnx_err)?;
+
+        let mut widths = Vec::with_capacity(outputs.len());
+        for (i, name) in outputs.iter().enumerate() {
+            let fact = typed.output_fact(i).map_err(onnx_err)?;
+            if fact.datum_type != f32::datum_type() {
+                return Err(mismatch(format!(
+                    "output `{name}` is {:?}; scores are read as f32",
+                    fact.datum_type
+                )));
+            }
+            let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
+            let text = format!(
+                "[{}]",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let width = match dims.as_slice() {
+                [b, k] if *b == batch_dim => k.to_i64().ok().map(|k| k as usize),
+                [b] if *b == batch_dim => Some(1),
+                _ => None,
+            };
+            let width = width.ok_or_else(|| {
+                mismatch(format!(
+                    "output `{name}` has shape {text}; a score output must be [batch, k]"
+                ))
+            })?;
+            widths.push(width);
+        }
+        let mut sources = Vec::with_capacity(card.scores.len());
+        for s in &card.scores {
+            let output = outputs
+                .iter()
+                .position(|o| *o == s.output)
+                .expect("checked above");
+            if s.index >= widths[output] {
+                return Err(mismatch(format!(
+                    "score `{}` reads column {} of output `{}`, which has {} column(s)",
+                    s.name, s.index, s.output, widths[output]
+                )));
+            }
+            sources.push(ScoreSource {
+                output,
+                column: s.index,
+            });
+        }
+        let plan = typed
+            .into_optimized()
+            .map_err(onnx_err)?
+            .into_runnable()
+            .map_err(onnx_err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            card,
+            sha256,
+            input_name,
+            batch,
+            outputs: outputs.into_iter().zip(widths).collect(),
+            sources,
+            plan,
+        })
+    }
+
+    /// Number of scores per window.
+    pub fn score_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Run `n` windows (`input`: `n * card.input_len()` normalized values) and
+    /// append `n * score_count()` scores, window by window in card order.
+    pub fn run(&self, input: &[f32], n: usize, scores: &mut Vec<f32>) -> Result<(), ModelError> {
+        let len = self.card.input_len();
+        assert_eq!(input.len(), n * len, "caller builds whole windows");
+        match self.batch {
+            BatchDim::Free => {
+                if n > 0 {
+                    self.run_chunk(input, n, n, scores)?;
+                }
+            }
+            BatchDim::Fixed(b) => {
+                let mut padded = Vec::new();
+                for chunk in input.chunks(b * len) {
+                    let rows = chunk.len() / len;
+                    let full = if rows == b {
+                        chunk
+                    } else {
+                        // Pad with copies of the last window; their scores are dropped.
+                        padded.clear();
+                        padded.extend_from_slice(chunk);
+                        for _ in rows..b {
+                            padded.extend_from_slice(&chunk[chunk.len() - len..]);
+                        }
+                        &padded
+                    };
+                    self.run_chunk(full, b, rows, scores)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run_chunk(
+        &self,
+        input: &[f32],
+        batch: usize,
+        keep: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let mut shape = vec![batch];
+        match self.card.layout {
+            Layout::Flat => shape.push(self.card.input_len()),
+            Layout::Sequence => shape.extend([self.card.window, self.card.features.len()]),
+        }
+        let tensor =
+            Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = self
+            .plan
+            .run(tvec![tensor.into_tvalue()])
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let views = outputs
+            .iter()
+            .map(|o| o.to_plain_array_view::<f32>())
+            .collect::<TractResult<Vec<_>>>()
+            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        for row in 0..keep {
+            for s in &self.sources {
+                let width = self.outputs[s.output].1;
+                let flat = views[s.output]
+                    .as_slice()
+                    .ok_or_else(|| ModelError::Run("output not contiguous".into()))?;
+                scores.push(flat[row * width + s.column]);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! Why a sample or message was refused.
+//!
+//! Every rejection carries a reason (a fixed label for metrics) and a detail
+//! (for the rate-limited log line). Nothing rejected is ever scored.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Payload larger than `limits.max_payload_bytes`.
+    PayloadTooLarge,
+    /// Not UTF-8 JSON, or JSON with a syntax error.
+    InvalidJson,
+    /// JSON, but not an object or array of objects with a `values` object.
+    BadShape,
+    /// A feature the model needs is absent.
+    MissingFeature,
+    /// A needed feature is a string, bool, null, array or object.
+    NonNumeric,
+    /// A needed feature is NaN or infinite.
+    NonFinite,
+    /// The same key twice in one object.
+    DuplicateKey,
+    /// `ts` is neither epoch milliseconds nor RFC 3339.
+    BadTimestamp,
+    /// `ts` not newer than the newest sample already in the device's window.
+    OutOfOrder,
+    /// An empty JSON array.
+    EmptyBatch,
+}
+
+impl Reason {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PayloadTooLarge => "payload_too_large",
+            Reason::InvalidJson => "invalid_json",
+            Reason::BadShape => "bad_shape",
+            Reason::MissingFeature => "missing_feature",
+            Reason::NonNumeric => "non_numeric",
+            Reason::NonFinite => "non_finite",
+            Reason::DuplicateKey => "duplicate_key",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::OutOfOrder => "out_of_order",
+            Reason::EmptyBatch => "empty_batch",
+        }
+    }
+}
+
+/// A refused sample (or whole payload) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
+}

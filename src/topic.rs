@@ -1,0 +1,333 @@
+//! Topic templates such as `plant/{line}/{machine}/telemetry`.
+//!
+//! A template is parsed once when the config loads. Each `{name}` stands for
+//! exactly one topic level; the subscription filter puts `+` in its place and
+//! the device key is the captured levels joined by `/` (`line1/press3`).
+//! Matching a topic borrows from it: when the placeholders are adjacent levels
+//! (the usual case) the device key is a slice of the topic, no allocation.
+
+use std::borrow::Cow;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TopicError {
+    #[error("topic template is empty")]
+    Empty,
+    #[error("level {level} `{text}`: MQTT wildcards (+, #) are not allowed in a template; use a {{name}} placeholder for a level that varies")]
+    Wildcard { level: usize, text: String },
+    #[error(
+        "level {level} `{text}`: a placeholder must be a whole topic level, like `{{machine}}`"
+    )]
+    PartialPlaceholder { level: usize, text: String },
+    #[error("level {level} `{text}`: placeholder names use letters, digits and `_`")]
+    BadName { level: usize, text: String },
+    #[error("placeholder `{{{0}}}` appears twice")]
+    Duplicate(String),
+    #[error("the template has no {{placeholder}}, so devices cannot be told apart; write e.g. `plant/{{line}}/{{machine}}/telemetry`")]
+    NoPlaceholder,
+    #[error("placeholder `{{{0}}}` is not in the input topic template")]
+    UnknownPlaceholder(String),
+    #[error(
+        "`{output}` could receive its own scores: it overlaps the input subscription `{input}`"
+    )]
+    Feedback { output: String, input: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Level {
+    Literal(String),
+    /// Index into `names`.
+    Placeholder(usize),
+}
+
+/// A parsed topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    raw: String,
+    levels: Vec<Level>,
+    names: Vec<String>,
+    /// Level indices of the placeholders, in order.
+    slots: Vec<usize>,
+    /// Placeholders are adjacent levels, so the device key is one slice of the topic.
+    contiguous: bool,
+}
+
+impl TopicTemplate {
+    /// Parse an input template: it needs at least one placeholder.
+    pub fn parse_input(raw: &str) -> Result<Self, TopicError> {
+        let t = Self::parse(raw)?;
+        if t.names.is_empty() {
+            return Err(TopicError::NoPlaceholder);
+        }
+        Ok(t)
+    }
+
+    /// Parse an output template whose placeholders must all come from `input`,
+    /// and which must not overlap `input`'s subscription (scores would loop back).
+    pub fn parse_output(raw: &str, input: &TopicTemplate) -> Result<Self, TopicError> {
+        let t = Self::parse(raw)?;
+        if let Some(n) = t.names.iter().find(|n| !input.names.contains(n)) {
+            return Err(TopicError::UnknownPlaceholder(n.clone()));
+        }
+        if t.overlaps(input) {
+            return Err(TopicError::Feedback {
+                output: raw.to_string(),
+                input: input.filter(),
+            });
+        }
+        Ok(t)
+    }
+
+    fn parse(raw: &str) -> Result<Self, TopicError> {
+        if raw.is_empty() {
+            return Err(TopicError::Empty);
+        }
+        let mut levels = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut slots = Vec::new();
+        for (i, text) in raw.split('/').enumerate() {
+            let err_text = || text.to_string();
+            if text.contains(['+', '#']) {
+                return Err(TopicError::Wildcard {
+                    level: i + 1,
+                    text: err_text(),
+                });
+            }
+            let opens = text.contains('{');
+            let closes = text.contains('}');
+            if !opens && !closes {
+                levels.push(Level::Literal(text.to_string()));
+                continue;
+            }
+            let inner = text
+                .strip_prefix('{')
+                .and_then(|t| t.strip_suffix('}'))
+                .filter(|t| !t.contains(['{', '}']))
+                .ok_or_else(|| TopicError::PartialPlaceholder {
+                    level: i + 1,
+                    text: err_text(),
+                })?;
+            if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(TopicError::BadName {
+                    level: i + 1,
+                    text: err_text(),
+                });
+            }
+            if names.iter().any(|n| n == inner) {
+                return Err(TopicError::Duplicate(inner.to_string()));
+            }
+            slots.push(i);
+            levels.push(Level::Placeholder(names.len()));
+            names.push(inner.to_string());
+        }
+        let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 1);
+        Ok(Self {
+            raw: raw.to_string(),
+            levels,
+            names,
+            slots,
+            contiguous,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Placeholder names in order.
+    pub fn placeholders(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The MQTT subscription filter: the template with `+` for each placeholder.
+    pub fn filter(&self) -> String {
+        self.levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => s.as_str(),
+                Level::Placeholder(_) => "+",
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// Whether some topic could match both templates.
+    fn overlaps(&self, other: &TopicTemplate) -> bool {
+        self.levels.len() == other.levels.len()
+            && self
+                .levels
+                .iter()
+                .zip(&other.levels)
+                .all(|(a, b)| match (a, b) {
+                    (Level::Literal(x), Level::Literal(y)) => x == y,
+                    _ => true,
+                })
+    }
+
+    /// The device key of `topic` if it matches, else `None`.
+    ///
+    /// A placeholder never matches an empty level: `plant//press/telemetry`
+    /// has no line, and would make device keys ambiguous.
+    pub fn device_key<'t>(&self, topic: &'t str) -> Option<Cow<'t, str>> {
+        let mut levels = self.levels.iter();
+        let mut first: Option<usize> = None;
+        let mut last_end = 0;
+        let mut pos = 0;
+        for part in topic.split('/') {
+            let start = pos;
+            pos += part.len() + 1;
+            match levels.next()? {
+                Level::Literal(s) if s == part => {}
+                Level::Literal(_) => return None,
+                Level::Placeholder(_) if part.is_empty() => return None,
+                Level::Placeholder(_) => {
+                    first.get_or_insert(start);
+                    last_end = start + part.len();
+                }
+            }
+        }
+        if levels.next().is_some() {
+            return None;
+        }
+        let first = first?;
+        if self.contiguous {
+            return Some(Cow::Borrowed(&topic[first..last_end]));
+        }
+        let parts: Vec<&str> = topic.split('/').collect();
+        Some(Cow::Owned(
+            self.slots
+                .iter()
+                .map(|&i| parts[i])
+                .collect::<Vec<_>>()
+                .join("/"),
+        ))
+    }
+
+    /// Whether `topic` matches.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.device_key(topic).is_some()
+    }
+
+    /// Render this (output) template for a device of `input`: the device key's
+    /// levels are the input placeholders' values, in order.
+    pub fn render(&self, input: &TopicTemplate, device: &str) -> String {
+        let values: Vec<&str> = device.split('/').collect();
+        let mut out = String::with_capacity(self.raw.len() + device.len());
+        for (i, level) in self.levels.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            match level {
+                Level::Literal(s) => out.push_str(s),
+                Level::Placeholder(ix) => {
+                    let name = &self.names[*ix];
+                    let pos = input.names.iter().position(|n| n == name);
+                    out.push_str(pos.and_then(|p| values.get(p)).copied().unwrap_or(""));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for TopicTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> TopicTemplate {
+        TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap()
+    }
+
+    #[test]
+    fn filter_and_device_key() {
+        let t = input();
+        assert_eq!(t.filter(), "plant/+/+/telemetry");
+        assert_eq!(t.placeholders(), ["line", "machine"]);
+        let key = t.device_key("plant/line1/press3/telemetry").unwrap();
+        assert!(matches!(key, Cow::Borrowed("line1/press3")));
+        assert_eq!(t.device_key("plant/line1/press3/other"), None);
+        assert_eq!(t.device_key("plant/line1/press3/telemetry/x"), None);
+        assert_eq!(t.device_key("plant/line1/telemetry"), None);
+        assert_eq!(t.device_key("plant//press3/telemetry"), None);
+        assert_eq!(t.device_key("other/line1/press3/telemetry"), None);
+    }
+
+    #[test]
+    fn non_adjacent_placeholders_join_with_slash() {
+        let t = TopicTemplate::parse_input("{site}/data/{machine}").unwrap();
+        assert_eq!(t.device_key("s1/data/m2").unwrap(), "s1/m2");
+        let out = TopicTemplate::parse_output("scores/{machine}/{site}/lg", &t).unwrap();
+        assert_eq!(out.render(&t, "s1/m2"), "scores/m2/s1/lg");
+        // Same depth as the input and no literal level to tell them apart.
+        assert!(TopicTemplate::parse_output("scores/{machine}/{site}", &t).is_err());
+    }
+
+    #[test]
+    fn output_renders_from_device_key() {
+        let t = input();
+        let out =
+            TopicTemplate::parse_output("plant/{line}/{machine}/lineguard/scores", &t).unwrap();
+        assert_eq!(
+            out.render(&t, "line1/press3"),
+            "plant/line1/press3/lineguard/scores"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        use TopicError::*;
+        assert_eq!(TopicTemplate::parse_input(""), Err(Empty));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/+/x"),
+            Err(Wildcard { level: 2, .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/#"),
+            Err(Wildcard { .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/m-{id}"),
+            Err(PartialPlaceholder { .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/{id"),
+            Err(PartialPlaceholder { .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/{a b}"),
+            Err(BadName { .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_input("plant/{}"),
+            Err(BadName { .. })
+        ));
+        assert_eq!(
+            TopicTemplate::parse_input("{a}/{a}"),
+            Err(Duplicate("a".into()))
+        );
+        assert_eq!(
+            TopicTemplate::parse_input("plant/press"),
+            Err(NoPlaceholder)
+        );
+        let t = input();
+        assert_eq!(
+            TopicTemplate::parse_output("x/{cell}", &t),
+            Err(UnknownPlaceholder("cell".into()))
+        );
+        assert!(matches!(
+            TopicTemplate::parse_output("plant/{machine}/{line}/telemetry", &t),
+            Err(Feedback { .. })
+        ));
+        assert!(matches!(
+            TopicTemplate::parse_output("plant/a/b/telemetry", &t),
+            Err(Feedback { .. })
+        ));
+    }
+}

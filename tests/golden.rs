@@ -1,0 +1,97 @@
+//! tract against ONNX Runtime: every fixture window, through lineguard's own
+//! windowing, normalization and batched inference, must reproduce the scores
+//! ONNX Runtime computed (models/*.py wrote the fixtures).
+
+mod support;
+
+use lineguard::model::Model;
+use lineguard::window::{Pushed, Windows};
+use support::golden::{assert_close, Golden};
+
+fn check(model_path: &str, fixture: &str) {
+    let golden = Golden::load(fixture);
+    let model = Model::load(&support::repo_path(model_path))
+        .unwrap_or_else(|e| panic!("{model_path}: {e}"));
+    let card = &model.card;
+    assert_eq!(card.features, golden.features);
+    let len = card.input_len();
+
+    // 1. lineguard's windows + normalization build exactly ORT's input.
+    let mut windows = Windows::new(card.window, card.features.len(), 1);
+    let mut inputs = Vec::new();
+    let mut expected = Vec::new();
+    for (device, samples) in &golden.devices {
+        for s in samples {
+            let row: Vec<f64> = card.features.iter().map(|f| s.values[f]).collect();
+            if let Pushed::Ready { ts } = windows.push(device, Some(s.ts), 0, &row).unwrap() {
+                let w = golden.window(device, ts);
+                let mut buf = vec![0f32; len];
+                assert!(windows.write_window(device, card.normalize.as_ref(), &mut buf));
+                for (i, (a, b)) in buf.iter().zip(&w.input).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                        "{device} ts {ts} input[{i}]: {a} vs ORT {b}"
+                    );
+                }
+                inputs.extend_from_slice(&buf);
+                expected.push(w);
+            }
+        }
+    }
+    assert_eq!(
+        expected.len(),
+        golden.windows.len(),
+        "every fixture window is produced once"
+    );
+
+    // 2. One batch of everything, and one window at a time: both match ORT.
+    let n = expected.len();
+    let mut batched = Vec::new();
+    model.run(&inputs, n, &mut batched).unwrap();
+    let mut single = Vec::new();
+    for w in inputs.chunks(len) {
+        model.run(w, 1, &mut single).unwrap();
+    }
+    let k = model.score_count();
+    assert_eq!(batched.len(), n * k);
+    for (i, w) in expected.iter().enumerate() {
+        for (j, s) in card.scores.iter().enumerate() {
+            let want = w.outputs[&s.output][s.index];
+            let what = format!("{model_path} {} ts {} score {}", w.device, w.ts, s.name);
+            assert_close(batched[i * k + j], want, &what);
+            assert_close(single[i * k + j], want, &what);
+        }
+    }
+}
+
+#[test]
+fn shipped_line_mlp_matches_onnx_runtime() {
+    check(
+        "models/line-mlp.onnx",
+        "models/fixtures/line-mlp.golden.json",
+    );
+}
+
+#[test]
+fn sequence_layout_softmax_and_unused_output_match_onnx_runtime() {
+    check(
+        "tests/fixtures/models/seq-risk.onnx",
+        "tests/fixtures/models/seq-risk.golden.json",
+    );
+}
+
+#[test]
+fn fixed_batch_model_matches_onnx_runtime() {
+    check(
+        "tests/fixtures/models/fixed1.onnx",
+        "tests/fixtures/models/fixed1.golden.json",
+    );
+}
+
+#[test]
+fn scikit_learn_export_matches_onnx_runtime() {
+    check(
+        "tests/fixtures/models/sk-mlp.onnx",
+        "tests/fixtures/models/sk-mlp.golden.json",
+    );
+}
