@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("cannot read model card {path}: {source} (a model needs its card beside it: for `x.onnx`, `x.toml`)")]
+    #[error("cannot read model card {path}: {error} (a model needs its card beside it: for `x.onnx`, `x.toml`)")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("model card {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -176,9 +176,9 @@ impl ModelCard {
     }
 
     pub fn load(path: &Path) -> Result<Self, CardError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CardError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| CardError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::parse(path, &text)
     }

@@ -442,7 +442,7 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
                         format!("`{key}` is not finite"),
                     ))
                 }
-                Number::NotANumber(kind) => {
+                Number::Other(kind) => {
                     problem = Some(Rejection::new(
                         Reason::NonNumeric,
                         format!("`{key}` is {kind}, not a number"),
@@ -480,7 +480,7 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
 enum Number {
     Finite(f64),
     NonFinite,
-    NotANumber(&'static str),
+    Other(&'static str),
 }
 
 struct NumberSeed;
@@ -515,22 +515,22 @@ impl<'de> Visitor<'de> for NumberSeed {
         // "NaN" / "inf" strings are how some gateways spell a failed sensor.
         Ok(match v.trim().parse::<f64>() {
             Ok(x) if !x.is_finite() => Number::NonFinite,
-            _ => Number::NotANumber("a string"),
+            _ => Number::Other("a string"),
         })
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Number, E> {
-        Ok(Number::NotANumber("a boolean"))
+        Ok(Number::Other("a boolean"))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Number, E> {
-        Ok(Number::NotANumber("null"))
+        Ok(Number::Other("null"))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Number, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Number::NotANumber("an object"))
+        Ok(Number::Other("an object"))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Number, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Number::NotANumber("an array"))
+        Ok(Number::Other("an array"))
     }
 }
 

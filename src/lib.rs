@@ -5,10 +5,22 @@
 //! -> `model` (batched inference) -> `score` (payloads) -> MQTT out.
 //! `daemon` is the one place that wires them together.
 
+pub mod broker;
 pub mod card;
+pub mod check_model;
 pub mod config;
+pub mod daemon;
 pub mod decode;
+pub mod demo;
+pub mod events;
+pub mod logging;
 pub mod model;
+pub mod mqtt;
+pub mod pipeline;
 pub mod reject;
+pub mod score;
+pub mod shutdown;
+pub mod sim;
+pub mod status;
 pub mod topic;
 pub mod window;

@@ -1,1 +1,115 @@
-fn main() {}
+//! Command line: parse, load, hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use lineguard::config::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "lineguard",
+    version,
+    about = "MQTT telemetry -> sliding windows -> ONNX MLP -> anomaly and quality scores"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the configuration (and its models) and print the effective settings, secrets masked.
+    CheckConfig {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Load a model and its card, print what lineguard feeds and reads, run and time a test inference.
+    CheckModel {
+        model: PathBuf,
+        /// The card, if not MODEL.toml beside the model.
+        #[arg(long)]
+        card: Option<PathBuf>,
+    },
+    /// Zero set-up demo: embedded broker, simulated line with faults, the daemon, live scores.
+    Demo(lineguard::demo::DemoArgs),
+    /// Publish a simulated line (with faults) to a real broker.
+    Simulate(lineguard::sim::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let settings = config::load(&config, std::env::vars())?;
+            lineguard::logging::init(settings.raw.log.format, &settings.raw.log.level);
+            runtime()?.block_on(async {
+                let shutdown = CancellationToken::new();
+                lineguard::shutdown::on_signals(shutdown.clone())?;
+                lineguard::daemon::run(settings, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            let settings = config::load(&config, std::env::vars())?;
+            println!("# {}: valid\n", settings.path.display());
+            print!("{}", settings.display_masked());
+            let models = lineguard::daemon::load_models(&settings)?;
+            println!();
+            for (p, m) in settings.pipelines.iter().zip(&models) {
+                println!(
+                    "# pipeline `{}`: subscribes `{}`, publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
+                    p.name,
+                    p.input.filter(),
+                    p.output,
+                    m.card.name,
+                    m.card.version,
+                    m.card.window,
+                    m.card.features.len(),
+                    &m.sha256[..16]
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckModel { model, card } => {
+            print!(
+                "{}",
+                lineguard::check_model::check(&model, card.as_deref())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            lineguard::logging::init(LogFormat::Text, "warn");
+            runtime()?.block_on(lineguard::demo::run(args))
+        }
+        Command::Simulate(args) => {
+            lineguard::logging::init(LogFormat::Text, "info");
+            runtime()?.block_on(lineguard::sim::simulate(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

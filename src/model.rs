@@ -17,10 +17,10 @@ use crate::card::{CardError, Layout, ModelCard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read model {path}: {source}")]
+    #[error("cannot read model {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} is not a usable ONNX model: {message}")]
     Onnx { path: PathBuf, message: String },
@@ -91,9 +91,9 @@ impl Model {
     }
 
     pub fn load_with_card(path: &Path, card: ModelCard) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
         let onnx_err = |e: TractError| ModelError::Onnx {

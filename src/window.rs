@@ -103,7 +103,7 @@ impl Windows {
         ring.newest_ts = ts;
         let n = ring.count;
         let w = window as u64;
-        Ok(if n >= w && (n - w) % self.hop == 0 {
+        Ok(if n >= w && (n - w).is_multiple_of(self.hop) {
             Pushed::Ready { ts }
         } else {
             Pushed::Buffered { ts }

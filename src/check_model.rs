@@ -1,0 +1,169 @@
+//! `lineguard check-model MODEL.onnx`: what a data scientist runs before
+//! dropping a model on a gateway. Loads the model and its card through the
+//! same checks as the daemon, prints what lineguard will feed and read, runs
+//! test windows and times them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::card::{Direction, Layout, ModelCard};
+use crate::model::{BatchDim, Model};
+
+/// Check the model; returns the report, or an error saying what is wrong.
+pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<String> {
+    let card_path = card_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ModelCard::path_for(model_path));
+    let card = ModelCard::load(&card_path)?;
+    let model = Model::load_with_card(model_path, card)?;
+    let card = &model.card;
+    let mut r = String::new();
+    let nf = card.features.len();
+    let _ = writeln!(r, "model      {}", model.path.display());
+    let _ = writeln!(r, "sha256     {}", model.sha256);
+    let _ = writeln!(r, "card       {}", card.path.display());
+    let _ = writeln!(r, "name       {} (version {})", card.name, card.version);
+    if let Some(d) = &card.description {
+        let _ = writeln!(r, "about      {d}");
+    }
+    let batch = match model.batch {
+        BatchDim::Free => "batch".to_string(),
+        BatchDim::Fixed(b) => b.to_string(),
+    };
+    let (shape, layout) = match card.layout {
+        Layout::Flat => (
+            format!("[{batch}, {}]", card.input_len()),
+            "flat, time-major x[t*F + f], oldest first",
+        ),
+        Layout::Sequence => (
+            format!("[{batch}, {}, {nf}]", card.window),
+            "sequence [window, features], oldest first",
+        ),
+    };
+    let _ = writeln!(
+        r,
+        "input      `{}` f32 {shape} ({layout})",
+        model.input_name
+    );
+    let _ = writeln!(
+        r,
+        "batch      {}",
+        match model.batch {
+            BatchDim::Free => "free: all windows ready at once run together".to_string(),
+            BatchDim::Fixed(b) => format!("fixed at {b}: windows run {b} at a time"),
+        }
+    );
+    let _ = writeln!(r, "window     {} samples x {nf} features", card.window);
+    let _ = writeln!(r, "features   {}", card.features.join(", "));
+    match &card.normalize {
+        Some(n) => {
+            let _ = writeln!(r, "normalize  z-score: (x - mean) / std");
+            for (i, f) in card.features.iter().enumerate() {
+                let _ = writeln!(
+                    r,
+                    "           {f:<24} mean {:<12} std {}",
+                    n.mean[i], n.std[i]
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(r, "normalize  none: raw values go to the model");
+        }
+    }
+    let outputs: Vec<String> = model
+        .outputs
+        .iter()
+        .map(|(n, k)| format!("{n} [batch, {k}]"))
+        .collect();
+    let _ = writeln!(r, "outputs    {}", outputs.join(", "));
+    for s in &card.scores {
+        let op = if s.direction == Direction::Above {
+            ">="
+        } else {
+            "<="
+        };
+        let mut line = format!("score      {:<16} <- {}[{}]", s.name, s.output, s.index);
+        if let Some(w) = s.warn {
+            let _ = write!(line, "  warn {op} {w}");
+        }
+        if let Some(a) = s.alarm {
+            let _ = write!(line, "  alarm {op} {a}");
+        }
+        let _ = writeln!(r, "{line}");
+    }
+    if !card.unknown_keys.is_empty() {
+        let _ = writeln!(
+            r,
+            "note       card keys not used by lineguard: {}",
+            card.unknown_keys.join(", ")
+        );
+    }
+
+    // Test windows: the card's own means (all zeros once normalized), and a
+    // deterministic spread of +-2 std around them.
+    let len = card.input_len();
+    let center = vec![0f32; len];
+    let spread: Vec<f32> = (0..len)
+        .map(|i| (((i * 7919) % 41) as f32 / 10.0) - 2.0)
+        .collect();
+    // (Without normalization these are the raw values the model sees.)
+    for (label, w) in [("mean window", &center), ("spread window", &spread)] {
+        let mut scores = Vec::new();
+        model
+            .run(w, 1, &mut scores)
+            .context("test inference failed")?;
+        let shown: Vec<String> = card
+            .scores
+            .iter()
+            .zip(&scores)
+            .map(|(s, v)| format!("{}={v}", s.name))
+            .collect();
+        if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "test inference on the {label} gives {} = {}: the model must give finite scores",
+                card.scores[i].name,
+                scores[i]
+            );
+        }
+        let _ = writeln!(
+            r,
+            "test       {label:<14} {} -> {}",
+            shown.join(" "),
+            card.state(&scores).as_str()
+        );
+    }
+
+    // Timing: median of repeated runs, at batch 1 and at a larger batch.
+    let big = match model.batch {
+        BatchDim::Free => 64,
+        BatchDim::Fixed(b) => b,
+    };
+    for n in [1usize, big] {
+        let input: Vec<f32> = spread.iter().cycle().take(n * len).copied().collect();
+        let mut scores = Vec::new();
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            scores.clear();
+            let t = Instant::now();
+            model.run(&input, n, &mut scores)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let _ = writeln!(
+            r,
+            "timing     batch {n:<4} {:>9.1} us per run, {:>8.2} us per window (median of {})",
+            median * 1e6,
+            median * 1e6 / n as f64,
+            times.len()
+        );
+        if n == big {
+            break;
+        }
+    }
+    let _ = writeln!(r, "OK");
+    Ok(r)
+}

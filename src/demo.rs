@@ -1,0 +1,296 @@
+//! `lineguard demo`: zero set-up. An embedded broker on a loopback port, a
+//! simulated line with injected faults, the daemon on the shipped model, and
+//! a live view of every machine's scores — read from MQTT like a SCADA screen
+//! would, so what it shows is what the line would see.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::{broker, config, daemon, sim};
+
+const SHIPPED_MODEL: &[u8] = include_bytes!("../models/line-mlp.onnx");
+const SHIPPED_CARD: &str = include_str!("../models/line-mlp.toml");
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this many seconds and print a summary (default: until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Machines on the simulated line.
+    #[arg(long, default_value_t = 6)]
+    pub machines: usize,
+    /// Samples per second per machine.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Serve this model (with its card beside it) instead of the shipped one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Broker port (default: a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ScoreMsg {
+    device: String,
+    scores: BTreeMap<String, f64>,
+    state: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    windows: u64,
+    scores: BTreeMap<String, f64>,
+    state: String,
+    worst: String,
+    alarms: u64,
+    warns: u64,
+}
+
+type Board = Arc<Mutex<BTreeMap<String, Seen>>>;
+
+fn rank(state: &str) -> u8 {
+    match state {
+        "alarm" => 2,
+        "warn" => 1,
+        _ => 0,
+    }
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (1..=64).contains(&args.machines),
+        "--machines must be 1..=64"
+    );
+    anyhow::ensure!(
+        args.rate > 0.0 && args.rate <= 1000.0,
+        "--rate must be in (0, 1000]"
+    );
+    let port = match args.port {
+        Some(p) => p,
+        None => broker::free_port()?,
+    };
+    let addr = tokio::task::spawn_blocking(move || broker::start_embedded(port)).await??;
+
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let model = match &args.model {
+        Some(m) => m
+            .canonicalize()
+            .with_context(|| format!("model {}", m.display()))?,
+        None => {
+            let m = dir.path().join("line-mlp.onnx");
+            std::fs::write(&m, SHIPPED_MODEL)?;
+            std::fs::write(dir.path().join("line-mlp.toml"), SHIPPED_CARD)?;
+            m
+        }
+    };
+    let config_path = dir.path().join("lineguard.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "lineguard-demo"
+[state]
+dir = "{state}"
+[[pipelines]]
+name = "press-line"
+model = "{model}"
+input_topic = "plant/{{line}}/{{machine}}/telemetry"
+output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
+"#,
+            state = dir.path().join("state").display(),
+            model = model.display()
+        ),
+    )?;
+    let settings = config::load(&config_path, std::iter::empty())?;
+
+    let stop = CancellationToken::new();
+    crate::shutdown::on_signals(stop.clone())?;
+    let daemon_stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone()));
+
+    // The view: a plain MQTT subscriber, like a dashboard.
+    let board: Board = Arc::default();
+    let mut opts = MqttOptions::new("lineguard-demo-view", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (view, mut view_loop) = AsyncClient::new(opts, 64);
+    view.subscribe("plant/+/+/lineguard/scores", QoS::AtLeastOnce)
+        .await?;
+    let b = board.clone();
+    tokio::spawn(async move {
+        loop {
+            match view_loop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(m) = serde_json::from_slice::<ScoreMsg>(&p.payload) {
+                        let mut board = b.lock().expect("board lock");
+                        let e = board.entry(m.device).or_default();
+                        e.windows += 1;
+                        e.alarms += u64::from(m.state == "alarm");
+                        e.warns += u64::from(m.state == "warn");
+                        if rank(&m.state) >= rank(&e.worst) {
+                            e.worst = m.state.clone();
+                        }
+                        e.scores = m.scores;
+                        e.state = m.state;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+
+    // The line.
+    let machines = sim::line(args.machines);
+    let mut opts = MqttOptions::new("lineguard-demo-line", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (line_client, mut line_loop) = AsyncClient::new(opts, 1024);
+    tokio::spawn(async move {
+        loop {
+            if line_loop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    // Give the daemon a moment to subscribe before the line starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    tokio::spawn(sim::publish_line(
+        line_client,
+        machines.clone(),
+        args.rate,
+        42,
+        stop.clone(),
+    ));
+
+    let tty = std::io::stdout().is_terminal();
+    println!(
+        "lineguard demo: embedded broker on {addr}, {} machines at {} Hz, model {}",
+        args.machines,
+        args.rate,
+        model.display()
+    );
+    println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v\n");
+    let redraw = if tty {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
+    let deadline = args.duration.map(|d| started + Duration::from_secs(d));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(redraw) => {}
+        }
+        let t = started.elapsed().as_secs_f64();
+        let frame = render(&machines, &board.lock().expect("board lock"), t, tty);
+        let mut out = std::io::stdout().lock();
+        if tty {
+            let _ = write!(out, "\x1b[H\x1b[J");
+        }
+        let _ = writeln!(out, "{frame}");
+        let _ = out.flush();
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    stop.cancel();
+    daemon_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(12), daemon).await;
+
+    let board = board.lock().expect("board lock").clone();
+    println!("{}", summary(&machines, &board));
+    let scored: u64 = board.values().map(|s| s.windows).sum();
+    if scored == 0 {
+        eprintln!("error: no scores arrived; the daemon did not score anything");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn paint(state: &str, tty: bool) -> String {
+    let code = match state {
+        "alarm" => "31;1",
+        "warn" => "33;1",
+        "ok" => "32",
+        _ => "0",
+    };
+    if tty {
+        format!("\x1b[{code}m{state:<6}\x1b[0m")
+    } else {
+        format!("{state:<6}")
+    }
+}
+
+fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty: bool) -> String {
+    let mut s = format!(
+        "lineguard demo  t = {t:5.1} s   (Ctrl-C to stop)\n\n{:<14} {:<24} {:>8} {:>9} {:>9}  {}\n",
+        "machine", "injected fault", "windows", "anomaly", "quality", "state"
+    );
+    for m in machines {
+        let fault = match m.fault {
+            Some((f, _)) if m.severity(t) > 0.0 => {
+                format!("{} {:>3.0}%", f.name(), m.severity(t) * 100.0)
+            }
+            Some(_) => "-".to_string(),
+            None => "(healthy reference)".to_string(),
+        };
+        let seen = board.get(&m.device()).cloned().unwrap_or_default();
+        let score = |k: &str| {
+            seen.scores
+                .get(k)
+                .map_or("-".to_string(), |v| format!("{v:.3}"))
+        };
+        s.push_str(&format!(
+            "{:<14} {:<24} {:>8} {:>9} {:>9}  {}\n",
+            m.device(),
+            fault,
+            seen.windows,
+            score("anomaly"),
+            score("quality"),
+            paint(
+                if seen.state.is_empty() {
+                    "-"
+                } else {
+                    &seen.state
+                },
+                tty
+            )
+        ));
+    }
+    s
+}
+
+fn summary(machines: &[sim::Machine], board: &BTreeMap<String, Seen>) -> String {
+    let mut s =
+        String::from("\nsummary: windows scored, and the worst state each machine reached\n");
+    for m in machines {
+        let seen = board.get(&m.device()).cloned().unwrap_or_default();
+        let fault = m.fault.map_or("none", |(f, _)| f.name());
+        s.push_str(&format!(
+            "  {:<14} fault {:<15} windows {:>6}  warn {:>5}  alarm {:>5}  worst {}\n",
+            m.device(),
+            fault,
+            seen.windows,
+            seen.warns,
+            seen.alarms,
+            if seen.worst.is_empty() {
+                "-"
+            } else {
+                &seen.worst
+            }
+        ));
+    }
+    s
+}

@@ -1,0 +1,152 @@
+//! Everything observable, in one place: each event emits its metric and its
+//! log line together, so counters and logs never drift apart.
+//!
+//! Warnings that input can trigger at line rate (rejected samples, broker
+//! errors while it is down) are rate-limited per kind: the first is logged at
+//! once, the rest are counted and summarised at most every `LOG_EVERY`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, histogram};
+use tracing::{error, info, warn};
+
+use crate::reject::{Reason, Rejection};
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Per-key log rate limiter.
+#[derive(Debug)]
+pub struct RateLimit<K> {
+    seen: HashMap<K, (Instant, u64)>,
+}
+
+impl<K> Default for RateLimit<K> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> RateLimit<K> {
+    /// `Some(suppressed since last)` when a line may be logged now.
+    pub fn allow(&mut self, key: K) -> Option<u64> {
+        let now = Instant::now();
+        match self.seen.get_mut(&key) {
+            Some((last, suppressed)) if now.duration_since(*last) < LOG_EVERY => {
+                *suppressed += 1;
+                None
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Some(std::mem::take(suppressed))
+            }
+            None => {
+                self.seen.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// Events of one pipeline, owned by its worker thread.
+#[derive(Debug)]
+pub struct PipelineEvents {
+    pipeline: String,
+    rejects: RateLimit<Reason>,
+}
+
+impl PipelineEvents {
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_string(),
+            rejects: RateLimit::default(),
+        }
+    }
+
+    pub fn received(&self, bytes: usize) {
+        counter!("lineguard_messages_total", "pipeline" => self.pipeline.clone()).increment(1);
+        counter!("lineguard_message_bytes_total", "pipeline" => self.pipeline.clone())
+            .increment(bytes as u64);
+    }
+
+    pub fn rejected(&mut self, topic: &str, r: &Rejection) {
+        counter!("lineguard_rejected_total", "pipeline" => self.pipeline.clone(), "reason" => r.reason.as_str())
+            .increment(1);
+        if let Some(suppressed) = self.rejects.allow(r.reason) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more since last report)")
+            } else {
+                String::new()
+            };
+            warn!(pipeline = %self.pipeline, %topic, reason = r.reason.as_str(), "sample rejected: {}{more}", r.detail);
+        }
+    }
+
+    pub fn scored(&self, windows: usize, seconds: f64) {
+        counter!("lineguard_windows_scored_total", "pipeline" => self.pipeline.clone())
+            .increment(windows as u64);
+        histogram!("lineguard_batch_size", "pipeline" => self.pipeline.clone())
+            .record(windows as f64);
+        histogram!("lineguard_inference_seconds", "pipeline" => self.pipeline.clone())
+            .record(seconds);
+    }
+
+    pub fn state(&self, state: &'static str) {
+        counter!("lineguard_scores_total", "pipeline" => self.pipeline.clone(), "state" => state)
+            .increment(1);
+    }
+
+    pub fn devices(&self, n: usize) {
+        gauge!("lineguard_devices", "pipeline" => self.pipeline.clone()).set(n as f64);
+    }
+
+    /// A model run failed or produced NaN/inf: those windows are not published.
+    pub fn inference_failed(&self, windows: usize, detail: &str) {
+        counter!("lineguard_inference_errors_total", "pipeline" => self.pipeline.clone())
+            .increment(1);
+        counter!("lineguard_windows_failed_total", "pipeline" => self.pipeline.clone())
+            .increment(windows as u64);
+        error!(pipeline = %self.pipeline, windows, "inference failed, windows not scored: {detail}");
+    }
+}
+
+/// Events of the broker connection.
+#[derive(Debug, Default)]
+pub struct ConnectionEvents {
+    errors: RateLimit<&'static str>,
+    down_since: Option<Instant>,
+}
+
+impl ConnectionEvents {
+    pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
+        gauge!("lineguard_broker_connected").set(1.0);
+        let after = self
+            .down_since
+            .take()
+            .map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
+        info!(%host, port, session_present, "connected to broker{}", after.unwrap_or_default());
+    }
+
+    pub fn connection_failed(&mut self, error: &str, retry_in: Duration) {
+        gauge!("lineguard_broker_connected").set(0.0);
+        counter!("lineguard_broker_reconnects_total").increment(1);
+        self.down_since.get_or_insert_with(Instant::now);
+        if let Some(suppressed) = self.errors.allow("connection") {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more failures since last report)")
+            } else {
+                String::new()
+            };
+            warn!(
+                "broker connection lost or refused: {error}; retrying in {:.1} s{more}",
+                retry_in.as_secs_f64()
+            );
+        }
+    }
+
+    pub fn published(&self) {
+        counter!("lineguard_scores_published_total").increment(1);
+    }
+}
