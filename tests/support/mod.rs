@@ -1,7 +1,11 @@
-//! Shared harness for the integration tests.
+//! Shared harness for the integration tests: a real broker, the real daemon
+//! binary, plain MQTT clients, and the ONNX Runtime golden fixtures.
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod daemon;
 pub mod golden;
+pub mod mqtt;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,288 @@
+//! The commands a data scientist and a controls engineer run by hand:
+//! `check-model` and `check-config`, through the real binary.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::repo_path;
+
+fn lineguard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lineguard"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run lineguard")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn p(rel: &str) -> String {
+    repo_path(rel).display().to_string()
+}
+
+#[test]
+fn check_model_describes_good_models() {
+    let o = lineguard(&["check-model", &p("models/line-mlp.onnx")], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for needle in [
+        "line-mlp (version 3)",
+        "`window` f32 [batch, 128]",
+        "16 samples x 8 features",
+        "spindle_speed, feed_rate, motor_temp",
+        "anomaly [batch, 1], quality [batch, 1]",
+        "anomaly          <- anomaly[0]  warn >= 0.6  alarm >= 0.9",
+        "quality          <- quality[0]  warn <= 0.8  alarm <= 0.65",
+        "us per window",
+        "OK",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+    for (model, needle) in [
+        ("seq-risk", "[batch, 5, 3]"),
+        ("fixed1", "fixed at 1"),
+        ("sk-mlp", "`X` f32 [batch, 6]"),
+    ] {
+        let o = lineguard(
+            &[
+                "check-model",
+                &p(&format!("tests/fixtures/models/{model}.onnx")),
+            ],
+            &[],
+        );
+        assert!(
+            o.status.success() && text(&o).contains(needle),
+            "{model}: {}",
+            text(&o)
+        );
+    }
+}
+
+/// Run check-model on `model` with card text `card`; it must fail saying `needle`.
+fn refused(model: &Path, card: &str, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let card_path = dir.path().join("card.toml");
+    std::fs::write(&card_path, card).unwrap();
+    let o = lineguard(
+        &[
+            "check-model",
+            &model.display().to_string(),
+            "--card",
+            &card_path.display().to_string(),
+        ],
+        &[],
+    );
+    let out = text(&o);
+    assert!(
+        !o.status.success(),
+        "accepted a broken model/card ({needle}):\n{out}"
+    );
+    assert!(
+        out.contains(needle),
+        "message should say `{needle}`:\n{out}"
+    );
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn check_model_refuses_broken_models_and_cards_saying_why() {
+    let line = repo_path("models/line-mlp.onnx");
+    let card = std::fs::read_to_string(repo_path("models/line-mlp.toml")).unwrap();
+    let edit = |from: &str, to: &str| {
+        assert!(card.contains(from), "{from}");
+        card.replacen(from, to, 1)
+    };
+    refused(
+        &line,
+        &edit("window = 16", "window = 12"),
+        "layout \"flat\" needs [batch, 96]",
+    );
+    refused(
+        &line,
+        &edit("layout = \"flat\"", "layout = \"sequence\""),
+        "needs [batch, 16, 8]",
+    );
+    refused(
+        &line,
+        &edit("output = \"quality\"", "output = \"qualty\""),
+        "does not have (outputs: anomaly, quality)",
+    );
+    refused(
+        &line,
+        &edit("index = 0\nwarn = 0.6", "index = 3\nwarn = 0.6"),
+        "reads column 3 of output `anomaly`, which has 1 column",
+    );
+    refused(
+        &line,
+        &edit("std = [36.23,", "std = [0.0,"),
+        "normalize.std[0] (spindle_speed)",
+    );
+    refused(
+        &line,
+        &edit("mean = [1197.9, ", "mean = ["),
+        "one mean and one std per feature",
+    );
+    refused(
+        &line,
+        &edit("\"ambient_humidity\"]", "\"ambient_humidity\", \"extra\"]"),
+        "9 features, 8 means",
+    );
+    refused(&line, &edit("alarm = 0.9", "alarm = 0.5"), "wrong order");
+    refused(&line, &edit("warn = 0.6", "warning = 0.6"), "warning");
+    refused(
+        &line,
+        "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\"]\nwindow = 1\n",
+        "scores",
+    );
+    refused(&line, "this is not toml = [", "card.toml");
+
+    let minimal =
+        "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\", \"b\"]\nwindow = 2\n[scores.y]\n";
+    let fixtures = repo_path("tests/fixtures/models");
+    refused(
+        &fixtures.join("two-inputs.onnx"),
+        minimal,
+        "one input tensor, the graph has 2 (x, extra)",
+    );
+    refused(
+        &fixtures.join("int-input.onnx"),
+        minimal,
+        "input `x` is I64; lineguard feeds f32",
+    );
+    refused(
+        &fixtures.join("rank3-output.onnx"),
+        &minimal.replace("[scores.y]", "[scores.y3]"),
+        "a score output must be [batch, k]",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"definitely not protobuf").unwrap();
+    refused(&junk, minimal, "is not a usable ONNX model");
+    refused(
+        &dir.path().join("absent.onnx"),
+        minimal,
+        "cannot read model",
+    );
+    // No card beside the model.
+    std::fs::copy(&line, dir.path().join("orphan.onnx")).unwrap();
+    let o = lineguard(
+        &[
+            "check-model",
+            &dir.path().join("orphan.onnx").display().to_string(),
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("orphan.toml"),
+        "{}",
+        text(&o)
+    );
+}
+
+const CONFIG: &str = r#"
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+client_id = "lineguard-gw01"
+username = "lineguard"
+password = "hunter2-secret"
+
+[state]
+dir = "/tmp/lineguard-state"
+
+[[pipelines]]
+name = "press-line"
+model = "MODEL"
+input_topic = "plant/{line}/{machine}/telemetry"
+output_topic = "plant/{line}/{machine}/lineguard/scores"
+"#;
+
+fn write_config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lineguard.toml");
+    std::fs::write(&path, text.replace("MODEL", &p("models/line-mlp.onnx"))).unwrap();
+    (dir, path.display().to_string())
+}
+
+#[test]
+fn check_config_prints_effective_settings_with_secrets_masked() {
+    let (_d, path) = write_config(CONFIG);
+    let o = lineguard(
+        &["check-config", "--config", &path],
+        &[("LINEGUARD__MQTT__PORT", "2883")],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("hunter2"), "password leaked:\n{out}");
+    assert!(out.contains("********"), "{out}");
+    assert!(
+        out.contains("port = 2883"),
+        "environment override not applied:\n{out}"
+    );
+    assert!(out.contains("subscribes `plant/+/+/telemetry`"), "{out}");
+    assert!(out.contains("hop = 1"), "defaults shown:\n{out}");
+}
+
+#[test]
+fn check_config_fails_clearly() {
+    let cases = [
+        (CONFIG.replace("port = 1883", "prot = 1883"), "prot"),
+        (
+            CONFIG.replace(
+                "input_topic = \"plant/{line}/{machine}/telemetry\"",
+                "input_topic = \"plant/+/telemetry\"",
+            ),
+            "pipelines[0].input_topic",
+        ),
+        (
+            CONFIG.replace(
+                "\"plant/{line}/{machine}/lineguard/scores\"",
+                "\"plant/{line}/{cell}/scores\"",
+            ),
+            "`{cell}` is not in the input topic",
+        ),
+        (
+            CONFIG.replace("model = \"MODEL\"", "model = \"/nonexistent/m.onnx\""),
+            "/nonexistent/m.toml",
+        ),
+        (CONFIG.replace("[mqtt]", "[mqt]"), "mqt"),
+    ];
+    for (text_, needle) in cases {
+        let (_d, path) = write_config(&text_);
+        let o = lineguard(&["check-config", "--config", &path], &[]);
+        let out = text(&o);
+        assert!(
+            !o.status.success(),
+            "accepted a bad config ({needle}):\n{out}"
+        );
+        assert!(
+            out.contains(needle) && out.contains("lineguard.toml") || needle.starts_with('/'),
+            "should name `{needle}` and the file:\n{out}"
+        );
+        assert!(out.contains(needle), "should name `{needle}`:\n{out}");
+    }
+    let (_d, path) = write_config(CONFIG);
+    let o = lineguard(
+        &["check-config", "--config", &path],
+        &[("LINEGUARD__MQTT__PORT", "many")],
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    let o = lineguard(
+        &["check-config", "--config", "/nonexistent/lineguard.toml"],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("not found"),
+        "{}",
+        text(&o)
+    );
+}

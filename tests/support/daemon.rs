@@ -1,0 +1,142 @@
+//! The real `lineguard` binary, run as a user would: `lineguard run --config FILE`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// One pipeline of a test config.
+pub struct PipelineSpec<'a> {
+    pub name: &'a str,
+    pub model: &'a str,
+    pub input: &'a str,
+    pub output: &'a str,
+    pub hop: usize,
+}
+
+impl<'a> PipelineSpec<'a> {
+    pub fn new(name: &'a str, model: &'a str, input: &'a str, output: &'a str) -> Self {
+        Self {
+            name,
+            model,
+            input,
+            output,
+            hop: 1,
+        }
+    }
+}
+
+/// A config file for a broker on `port`.
+pub fn config(
+    port: u16,
+    client_id: &str,
+    state_dir: &Path,
+    pipelines: &[PipelineSpec],
+    extra: &str,
+) -> String {
+    let mut s = format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\nkeep_alive_secs = 5\n\
+         reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[state]\ndir = \"{}\"\n\n[log]\nlevel = \"debug\"\n{extra}\n",
+        state_dir.display()
+    );
+    for p in pipelines {
+        s.push_str(&format!(
+            "\n[[pipelines]]\nname = \"{}\"\nmodel = \"{}\"\ninput_topic = \"{}\"\noutput_topic = \"{}\"\nhop = {}\n",
+            p.name,
+            super::repo_path(p.model).display(),
+            p.input,
+            p.output,
+            p.hop
+        ));
+    }
+    s
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Start with this config text (written to a temp dir; `{state}` in it
+    /// is replaced by a state dir inside that temp dir).
+    pub fn start(config_text: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lineguard.toml");
+        std::fs::write(&config, config_text).unwrap();
+        let mut d = Daemon {
+            child: None,
+            log: dir.path().join("lineguard.log"),
+            dir,
+            config,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Start again with the same config (after a kill).
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "lineguard=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start lineguard");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn sigterm(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        super::broker::unsafe_sigterm(c.id());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!(
+                    "lineguard did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

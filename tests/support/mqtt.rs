@@ -1,0 +1,186 @@
+//! Plain MQTT clients for tests: a subscriber that records everything, and a
+//! publisher that can wait until the broker has acknowledged all it sent.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload)
+            .unwrap_or_else(|e| panic!("payload on {} is not JSON: {e}", self.topic))
+    }
+}
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+    o
+}
+
+pub struct Subscriber {
+    rx: Receiver<Message>,
+    _client: Client,
+}
+
+impl Subscriber {
+    /// Connect and subscribe; returns once the broker acknowledged every filter.
+    pub fn new(port: u16, filters: &[&str]) -> Subscriber {
+        let id = format!("test-sub-{}", next_id());
+        let (client, mut conn) = Client::new(options(&id, port), 100);
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).unwrap();
+        }
+        let (tx, rx) = channel();
+        let (ack_tx, ack_rx) = channel();
+        let want = filters.len();
+        std::thread::spawn(move || {
+            let mut acks = 0;
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Message {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        };
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        acks += 1;
+                        if acks == want {
+                            let _ = ack_tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ack_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("test subscriber: no SUBACK from the broker");
+        Subscriber {
+            rx,
+            _client: client,
+        }
+    }
+
+    /// The next message within `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Message> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => panic!("test subscriber disconnected"),
+        }
+    }
+
+    /// The first message on `topic` whose payload contains `needle`.
+    pub fn wait_for(&self, topic: &str, needle: &str, timeout: Duration) -> Message {
+        let deadline = Instant::now() + timeout;
+        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            if m.topic == topic && String::from_utf8_lossy(&m.payload).contains(needle) {
+                return m;
+            }
+        }
+        panic!("no message containing `{needle}` on {topic} within {timeout:?}");
+    }
+
+    /// Collect messages matching `keep` until `n` arrived (or `timeout`), then
+    /// keep listening for `quiet` to catch any extra ones.
+    pub fn collect(
+        &self,
+        n: usize,
+        timeout: Duration,
+        quiet: Duration,
+        keep: impl Fn(&Message) -> bool,
+    ) -> Vec<Message> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while out.len() < n {
+            match self.next(deadline.saturating_duration_since(Instant::now())) {
+                Some(m) if keep(&m) => out.push(m),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let deadline = Instant::now() + quiet;
+        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            if keep(&m) {
+                out.push(m);
+            }
+        }
+        out
+    }
+}
+
+pub struct Publisher {
+    client: Client,
+    sent: usize,
+    acked: Arc<AtomicUsize>,
+}
+
+impl Publisher {
+    pub fn new(port: u16) -> Publisher {
+        let id = format!("test-pub-{}", next_id());
+        let (client, mut conn) = Client::new(options(&id, port), 1000);
+        let acked = Arc::new(AtomicUsize::new(0));
+        let a = acked.clone();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        Publisher {
+            client,
+            sent: 0,
+            acked,
+        }
+    }
+
+    /// QoS 1 publish.
+    pub fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .unwrap();
+        self.sent += 1;
+    }
+
+    /// Wait until the broker acknowledged everything published so far.
+    pub fn flush(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.acked.load(Ordering::SeqCst) < self.sent {
+            assert!(
+                Instant::now() < deadline,
+                "broker acknowledged {} of {} publishes",
+                self.acked.load(Ordering::SeqCst),
+                self.sent
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn next_id() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst) * 1000 + std::process::id() as usize % 1000
+}
