@@ -109,7 +109,7 @@ impl Golden {
     pub fn expected(&self, scores: &[CardScore], hop: usize) -> Vec<Expected> {
         self.windows
             .iter()
-            .filter(|w| (w.index + 1 - self.window) % hop == 0)
+            .filter(|w| (w.index + 1 - self.window).is_multiple_of(hop))
             .map(|w| {
                 let mut values = BTreeMap::new();
                 let mut state = Some(0u8);
