@@ -11,11 +11,10 @@ use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("cannot read model card {path}: {error} (a model needs its card beside it: for `x.onnx`, `x.toml`)")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    #[error(
+        "cannot read model card {path}: {error} (a model needs its card beside it: for `x.onnx`, `x.toml`)"
+    )]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("model card {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("model card {path}: {message}")]
@@ -176,22 +175,15 @@ impl ModelCard {
     }
 
     pub fn load(path: &Path) -> Result<Self, CardError> {
-        let text = std::fs::read_to_string(path).map_err(|error| CardError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| CardError::Read { path: path.to_path_buf(), error })?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, CardError> {
-        let file: CardFile = toml::from_str(text).map_err(|e| CardError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let invalid = |message: String| CardError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
+        let file: CardFile = toml::from_str(text)
+            .map_err(|e| CardError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let invalid = |message: String| CardError::Invalid { path: path.to_path_buf(), message };
 
         if file.name.trim().is_empty() {
             return Err(invalid("`name` is empty".into()));
@@ -202,9 +194,7 @@ impl ModelCard {
             VersionText::Float(f) => f.to_string(),
         };
         if file.features.is_empty() {
-            return Err(invalid(
-                "`features` is empty: list the input features in model order".into(),
-            ));
+            return Err(invalid("`features` is empty: list the input features in model order".into()));
         }
         for (i, f) in file.features.iter().enumerate() {
             if f.is_empty() {
@@ -249,8 +239,7 @@ impl ModelCard {
             .transpose()?;
         if file.scores.is_empty() {
             return Err(invalid(
-                "no [scores.NAME] table: say which model output each published score comes from"
-                    .into(),
+                "no [scores.NAME] table: say which model output each published score comes from".into(),
             ));
         }
         let mut scores = Vec::with_capacity(file.scores.len());
@@ -259,9 +248,7 @@ impl ModelCard {
                 .map_err(|_| invalid(format!("scores.{name}.index = {} must be >= 0", s.index)))?;
             for (key, t) in [("warn", s.warn), ("alarm", s.alarm)] {
                 if t.is_some_and(|t| !t.is_finite()) {
-                    return Err(invalid(format!(
-                        "scores.{name}.{key} is not a finite number"
-                    )));
+                    return Err(invalid(format!("scores.{name}.{key} is not a finite number")));
                 }
             }
             if let (Some(w), Some(a)) = (s.warn, s.alarm) {
@@ -307,12 +294,7 @@ impl ModelCard {
 
     /// The worst state over all scores of one window.
     pub fn state(&self, scores: &[f32]) -> State {
-        self.scores
-            .iter()
-            .zip(scores)
-            .map(|(s, &v)| s.state(v))
-            .max()
-            .unwrap_or(State::Ok)
+        self.scores.iter().zip(scores).map(|(s, &v)| s.state(v)).max().unwrap_or(State::Ok)
     }
 
     /// Whether windows built for `self` are valid input for `other`
@@ -358,10 +340,7 @@ alarm = 0.6
         assert_eq!(c.layout, Layout::Sequence);
         assert_eq!(c.input_len(), 8);
         assert_eq!(c.unknown_keys, ["author"]);
-        assert_eq!(
-            c.scores[0].output, "anomaly",
-            "output defaults to the score name"
-        );
+        assert_eq!(c.scores[0].output, "anomaly", "output defaults to the score name");
         assert_eq!(c.scores[1].index, 1);
         assert_eq!(c.state(&[0.1, 0.95]), State::Ok);
         assert_eq!(c.state(&[0.6, 0.95]), State::Warn);
@@ -379,8 +358,7 @@ alarm = 0.6
     #[test]
     fn says_what_is_wrong() {
         assert!(broken("std = [0.5, 4.0]", "std = [0.5, 0.0]").contains("normalize.std[1] (b)"));
-        assert!(broken("mean = [1.0, 2.0]", "mean = [1.0]")
-            .contains("one mean and one std per feature"));
+        assert!(broken("mean = [1.0, 2.0]", "mean = [1.0]").contains("one mean and one std per feature"));
         assert!(broken("window = 4", "window = 0").contains("`window` = 0"));
         assert!(broken("[\"a\", \"b\"]", "[\"a\", \"a\"]").contains("listed twice"));
         assert!(broken("[\"a\", \"b\"]", "[]").contains("`features` is empty"));

@@ -14,9 +14,7 @@ use crate::model::{BatchDim, Model};
 
 /// Check the model; returns the report, or an error saying what is wrong.
 pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<String> {
-    let card_path = card_path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| ModelCard::path_for(model_path));
+    let card_path = card_path.map(Path::to_path_buf).unwrap_or_else(|| ModelCard::path_for(model_path));
     let card = ModelCard::load(&card_path)?;
     let model = Model::load_with_card(model_path, card)?;
     let card = &model.card;
@@ -34,20 +32,14 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
         BatchDim::Fixed(b) => b.to_string(),
     };
     let (shape, layout) = match card.layout {
-        Layout::Flat => (
-            format!("[{batch}, {}]", card.input_len()),
-            "flat, time-major x[t*F + f], oldest first",
-        ),
-        Layout::Sequence => (
-            format!("[{batch}, {}, {nf}]", card.window),
-            "sequence [window, features], oldest first",
-        ),
+        Layout::Flat => {
+            (format!("[{batch}, {}]", card.input_len()), "flat, time-major x[t*F + f], oldest first")
+        }
+        Layout::Sequence => {
+            (format!("[{batch}, {}, {nf}]", card.window), "sequence [window, features], oldest first")
+        }
     };
-    let _ = writeln!(
-        r,
-        "input      `{}` f32 {shape} ({layout})",
-        model.input_name
-    );
+    let _ = writeln!(r, "input      `{}` f32 {shape} ({layout})", model.input_name);
     let _ = writeln!(
         r,
         "batch      {}",
@@ -62,29 +54,17 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
         Some(n) => {
             let _ = writeln!(r, "normalize  z-score: (x - mean) / std");
             for (i, f) in card.features.iter().enumerate() {
-                let _ = writeln!(
-                    r,
-                    "           {f:<24} mean {:<12} std {}",
-                    n.mean[i], n.std[i]
-                );
+                let _ = writeln!(r, "           {f:<24} mean {:<12} std {}", n.mean[i], n.std[i]);
             }
         }
         None => {
             let _ = writeln!(r, "normalize  none: raw values go to the model");
         }
     }
-    let outputs: Vec<String> = model
-        .outputs
-        .iter()
-        .map(|(n, k)| format!("{n} [batch, {k}]"))
-        .collect();
+    let outputs: Vec<String> = model.outputs.iter().map(|(n, k)| format!("{n} [batch, {k}]")).collect();
     let _ = writeln!(r, "outputs    {}", outputs.join(", "));
     for s in &card.scores {
-        let op = if s.direction == Direction::Above {
-            ">="
-        } else {
-            "<="
-        };
+        let op = if s.direction == Direction::Above { ">=" } else { "<=" };
         let mut line = format!("score      {:<16} <- {}[{}]", s.name, s.output, s.index);
         if let Some(w) = s.warn {
             let _ = write!(line, "  warn {op} {w}");
@@ -95,32 +75,20 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
         let _ = writeln!(r, "{line}");
     }
     if !card.unknown_keys.is_empty() {
-        let _ = writeln!(
-            r,
-            "note       card keys not used by lineguard: {}",
-            card.unknown_keys.join(", ")
-        );
+        let _ = writeln!(r, "note       card keys not used by lineguard: {}", card.unknown_keys.join(", "));
     }
 
     // Test windows: the card's own means (all zeros once normalized), and a
     // deterministic spread of +-2 std around them.
     let len = card.input_len();
     let center = vec![0f32; len];
-    let spread: Vec<f32> = (0..len)
-        .map(|i| (((i * 7919) % 41) as f32 / 10.0) - 2.0)
-        .collect();
+    let spread: Vec<f32> = (0..len).map(|i| (((i * 7919) % 41) as f32 / 10.0) - 2.0).collect();
     // (Without normalization these are the raw values the model sees.)
     for (label, w) in [("mean window", &center), ("spread window", &spread)] {
         let mut scores = Vec::new();
-        model
-            .run(w, 1, &mut scores)
-            .context("test inference failed")?;
-        let shown: Vec<String> = card
-            .scores
-            .iter()
-            .zip(&scores)
-            .map(|(s, v)| format!("{}={v}", s.name))
-            .collect();
+        model.run(w, 1, &mut scores).context("test inference failed")?;
+        let shown: Vec<String> =
+            card.scores.iter().zip(&scores).map(|(s, v)| format!("{}={v}", s.name)).collect();
         if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
             bail!(
                 "test inference on the {label} gives {} = {}: the model must give finite scores",
@@ -128,12 +96,7 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
                 scores[i]
             );
         }
-        let _ = writeln!(
-            r,
-            "test       {label:<14} {} -> {}",
-            shown.join(" "),
-            card.state(&scores).as_str()
-        );
+        let _ = writeln!(r, "test       {label:<14} {} -> {}", shown.join(" "), card.state(&scores).as_str());
     }
 
     // Timing: median of repeated runs, at batch 1 and at a larger batch.

@@ -20,11 +20,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Load { path: PathBuf, message: String },
     #[error("{path}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, key: String, message: String },
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -70,13 +66,32 @@ pub struct MqttConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
+    #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// Group commit: window tails and new scores are made durable together at
+    /// most this often (one fsync per commit, not per message).
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_ms: u64,
+    /// Scores not yet acknowledged by the broker are kept up to this many
+    /// bytes and this age; beyond, the oldest are dropped and counted.
+    #[serde(default = "default_outbox_bytes")]
+    pub outbox_max_bytes: u64,
+    #[serde(default = "default_outbox_age")]
+    pub outbox_max_age_secs: u64,
+    /// On SIGTERM, how long to keep publishing the outbox before exiting
+    /// (what is left stays durable for the next start).
+    #[serde(default = "default_drain")]
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("/var/lib/lineguard"),
+            dir: default_state_dir(),
+            commit_interval_ms: default_commit_interval(),
+            outbox_max_bytes: default_outbox_bytes(),
+            outbox_max_age_secs: default_outbox_age(),
+            drain_timeout_secs: default_drain(),
         }
     }
 }
@@ -89,9 +104,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:9898".parse().expect("literal"),
-        }
+        Self { listen: "127.0.0.1:9898".parse().expect("literal") }
     }
 }
 
@@ -116,10 +129,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Text,
-            level: default_level(),
-        }
+        Self { format: LogFormat::Text, level: default_level() }
     }
 }
 
@@ -132,6 +142,25 @@ pub struct LimitsConfig {
     /// Largest batch of windows run through a model at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Samples beyond this in one JSON array are rejected (the first ones are kept).
+    #[serde(default = "default_max_samples")]
+    pub max_samples_per_message: usize,
+    /// A `values` object with more keys than this is rejected.
+    #[serde(default = "default_max_keys")]
+    pub max_keys_per_sample: usize,
+    /// Devices (windows) kept per pipeline; beyond, samples from new devices
+    /// are rejected until idle devices are evicted.
+    #[serde(default = "default_max_devices")]
+    pub max_devices_per_pipeline: usize,
+    /// A device with no accepted sample for this long is evicted (its window dropped).
+    #[serde(default = "default_device_idle")]
+    pub device_idle_secs: u64,
+    /// Deeper `[`/`{` nesting is rejected before parsing.
+    #[serde(default = "default_max_depth")]
+    pub max_json_depth: usize,
+    /// If set, rejected payloads are published here (QoS 0) with the reason.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Default for LimitsConfig {
@@ -139,6 +168,12 @@ impl Default for LimitsConfig {
         Self {
             max_payload_bytes: default_max_payload(),
             max_batch: default_max_batch(),
+            max_samples_per_message: default_max_samples(),
+            max_keys_per_sample: default_max_keys(),
+            max_devices_per_pipeline: default_max_devices(),
+            device_idle_secs: default_device_idle(),
+            max_json_depth: default_max_depth(),
+            dead_letter_topic: None,
         }
     }
 }
@@ -181,6 +216,36 @@ fn default_max_batch() -> usize {
 fn default_hop() -> usize {
     1
 }
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/lineguard")
+}
+fn default_commit_interval() -> u64 {
+    5
+}
+fn default_outbox_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_outbox_age() -> u64 {
+    7 * 24 * 3600
+}
+fn default_drain() -> u64 {
+    10
+}
+fn default_max_samples() -> usize {
+    1000
+}
+fn default_max_keys() -> usize {
+    512
+}
+fn default_max_devices() -> usize {
+    10_000
+}
+fn default_max_depth() -> usize {
+    32
+}
+fn default_device_idle() -> u64 {
+    24 * 3600
+}
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
@@ -203,6 +268,10 @@ pub struct Settings {
 }
 
 impl Settings {
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.raw.state.commit_interval_ms)
+    }
+
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.raw.mqtt.keep_alive_secs)
     }
@@ -224,23 +293,15 @@ impl Settings {
 
 /// Load and validate the configuration at `path`, with environment overrides
 /// from `env` (pass `std::env::vars()`).
-pub fn load(
-    path: &Path,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Settings, ConfigError> {
-    let load_err = |message: String| ConfigError::Load {
-        path: path.to_path_buf(),
-        message,
-    };
+pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+    let load_err = |message: String| ConfigError::Load { path: path.to_path_buf(), message };
     if !path.exists() {
         return Err(load_err(
             "file not found (pass --config PATH, or install deploy/lineguard.toml there)".into(),
         ));
     }
-    let overrides: config::Map<String, String> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("LINEGUARD__"))
-        .collect();
+    let overrides: config::Map<String, String> =
+        env.into_iter().filter(|(k, _)| k.starts_with("LINEGUARD__")).collect();
     let raw: Config = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(
@@ -259,7 +320,9 @@ pub fn load(
 /// Turn the config crate's wording into advice.
 fn explain(message: &str) -> String {
     if message.contains("unknown field") {
-        format!("{message} (remove or correct the key; unknown keys are refused so typos cannot pass silently)")
+        format!(
+            "{message} (remove or correct the key; unknown keys are refused so typos cannot pass silently)"
+        )
     } else if message.contains("missing field") {
         format!("{message} (this key is required; see deploy/lineguard.toml)")
     } else {
@@ -268,17 +331,11 @@ fn explain(message: &str) -> String {
 }
 
 fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
-    let invalid = |key: String, message: String| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        key,
-        message,
-    };
+    let invalid =
+        |key: String, message: String| ConfigError::Invalid { path: path.to_path_buf(), key, message };
     let m = &raw.mqtt;
     if m.host.trim().is_empty() {
-        return Err(invalid(
-            "mqtt.host".into(),
-            "is empty: name the broker host".into(),
-        ));
+        return Err(invalid("mqtt.host".into(), "is empty: name the broker host".into()));
     }
     if m.port == 0 {
         return Err(invalid("mqtt.port".into(), "0 is not a broker port".into()));
@@ -293,10 +350,7 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         ));
     }
     if m.keep_alive_secs < 5 {
-        return Err(invalid(
-            "mqtt.keep_alive_secs".into(),
-            "must be at least 5 seconds".into(),
-        ));
+        return Err(invalid("mqtt.keep_alive_secs".into(), "must be at least 5 seconds".into()));
     }
     if m.reconnect_min_ms == 0 || m.reconnect_max_ms < m.reconnect_min_ms {
         return Err(invalid(
@@ -306,40 +360,53 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
     }
     let password = match (&m.password_file, &m.password) {
         (Some(file), _) => Some(
-            std::fs::read_to_string(file)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|e| {
-                    invalid(
-                        "mqtt.password_file".into(),
-                        format!("cannot read {}: {e}", file.display()),
-                    )
-                })?,
+            std::fs::read_to_string(file).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
+                |e| invalid("mqtt.password_file".into(), format!("cannot read {}: {e}", file.display())),
+            )?,
         ),
         (None, p) => p.clone(),
     };
     if password.is_some() && m.username.is_none() {
-        return Err(invalid(
-            "mqtt.username".into(),
-            "a password is set but no username".into(),
-        ));
+        return Err(invalid("mqtt.username".into(), "a password is set but no username".into()));
     }
     if raw.limits.max_payload_bytes < 64 || raw.limits.max_payload_bytes > 64 * 1024 * 1024 {
-        return Err(invalid(
-            "limits.max_payload_bytes".into(),
-            "must be between 64 bytes and 64 MiB".into(),
-        ));
+        return Err(invalid("limits.max_payload_bytes".into(), "must be between 64 bytes and 64 MiB".into()));
     }
-    if raw.limits.max_batch == 0 {
+    let l = &raw.limits;
+    for (key, v) in [
+        ("limits.max_batch", l.max_batch),
+        ("limits.max_samples_per_message", l.max_samples_per_message),
+        ("limits.max_keys_per_sample", l.max_keys_per_sample),
+        ("limits.max_devices_per_pipeline", l.max_devices_per_pipeline),
+        ("limits.max_json_depth", l.max_json_depth),
+    ] {
+        if v == 0 {
+            return Err(invalid(key.into(), "must be at least 1".into()));
+        }
+    }
+    if l.device_idle_secs == 0 {
+        return Err(invalid("limits.device_idle_secs".into(), "must be at least 1".into()));
+    }
+    if let Some(t) = &l.dead_letter_topic {
+        if t.is_empty() || t.contains(['+', '#']) {
+            return Err(invalid(
+                "limits.dead_letter_topic".into(),
+                format!("`{t}` must be a topic without wildcards"),
+            ));
+        }
+    }
+    let st = &raw.state;
+    if st.commit_interval_ms == 0 || st.commit_interval_ms > 1000 {
+        return Err(invalid("state.commit_interval_ms".into(), "must be between 1 and 1000".into()));
+    }
+    if st.outbox_max_bytes < 1024 || st.outbox_max_age_secs == 0 {
         return Err(invalid(
-            "limits.max_batch".into(),
-            "must be at least 1".into(),
+            "state.outbox_max_bytes".into(),
+            "the outbox needs at least 1024 bytes and an age limit of at least 1 s".into(),
         ));
     }
     if raw.pipelines.is_empty() {
-        return Err(invalid(
-            "pipelines".into(),
-            "no [[pipelines]]: nothing to score".into(),
-        ));
+        return Err(invalid("pipelines".into(), "no [[pipelines]]: nothing to score".into()));
     }
     let base = path.parent().unwrap_or(Path::new("."));
     let mut pipelines = Vec::with_capacity(raw.pipelines.len());
@@ -349,41 +416,24 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             return Err(invalid(key("name"), "is empty".into()));
         }
         if raw.pipelines[..i].iter().any(|q| q.name == p.name) {
-            return Err(invalid(
-                key("name"),
-                format!("`{}` is used by two pipelines", p.name),
-            ));
+            return Err(invalid(key("name"), format!("`{}` is used by two pipelines", p.name)));
         }
         let input = TopicTemplate::parse_input(&p.input_topic)
             .map_err(|e| invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
         let output = TopicTemplate::parse_output(&p.output_topic, &input)
             .map_err(|e| invalid(key("output_topic"), format!("`{}`: {e}", p.output_topic)))?;
         if p.hop == 0 {
-            return Err(invalid(
-                key("hop"),
-                "must be at least 1 (1 = score on every new sample)".into(),
-            ));
+            return Err(invalid(key("hop"), "must be at least 1 (1 = score on every new sample)".into()));
         }
         // Relative model paths are relative to the config file, not the cwd of systemd.
         let model = base.join(&p.model);
-        let card = p
-            .card
-            .as_ref()
-            .map(|c| base.join(c))
-            .unwrap_or_else(|| crate::card::ModelCard::path_for(&model));
-        pipelines.push(Pipeline {
-            name: p.name.clone(),
-            model,
-            card,
-            input,
-            output,
-            hop: p.hop,
-        });
+        let card =
+            p.card.as_ref().map(|c| base.join(c)).unwrap_or_else(|| crate::card::ModelCard::path_for(&model));
+        pipelines.push(Pipeline { name: p.name.clone(), model, card, input, output, hop: p.hop });
     }
     for (i, p) in pipelines.iter().enumerate() {
         for q in &pipelines {
-            if p.output.as_str() == q.input.as_str()
-                || q.input.matches(&p.output.filter().replace('+', "x"))
+            if p.output.as_str() == q.input.as_str() || q.input.matches(&p.output.filter().replace('+', "x"))
             {
                 return Err(invalid(
                     format!("pipelines[{i}].output_topic"),
@@ -395,12 +445,7 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             }
         }
     }
-    Ok(Settings {
-        path: path.to_path_buf(),
-        raw,
-        password,
-        pipelines,
-    })
+    Ok(Settings { path: path.to_path_buf(), raw, password, pipelines })
 }
 
 #[cfg(test)]
@@ -432,10 +477,7 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lineguard.toml");
         std::fs::write(&path, text).unwrap();
-        load(
-            &path,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
+        load(&path, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     }
 
     #[test]
@@ -443,27 +485,17 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let s = load_text(MINIMAL, &[]).unwrap();
         assert_eq!(s.pipelines[0].hop, 1);
         assert_eq!(s.pipelines[0].input.filter(), "plant/+/+/telemetry");
-        assert_eq!(
-            s.pipelines[0].card,
-            Path::new("/usr/share/lineguard/models/line-mlp.toml")
-        );
+        assert_eq!(s.pipelines[0].card, Path::new("/usr/share/lineguard/models/line-mlp.toml"));
         assert_eq!(s.status_topic(), "lineguard/lineguard-gw01/status");
         let shown = s.display_masked();
-        assert!(
-            !shown.contains("s3cret") && shown.contains("********"),
-            "{shown}"
-        );
+        assert!(!shown.contains("s3cret") && shown.contains("********"), "{shown}");
     }
 
     #[test]
     fn environment_overrides() {
         let s = load_text(
             MINIMAL,
-            &[
-                ("LINEGUARD__MQTT__PORT", "2883"),
-                ("LINEGUARD__MQTT__HOST", "broker.local"),
-                ("OTHER", "x"),
-            ],
+            &[("LINEGUARD__MQTT__PORT", "2883"), ("LINEGUARD__MQTT__HOST", "broker.local"), ("OTHER", "x")],
         )
         .unwrap();
         assert_eq!(s.raw.mqtt.port, 2883);
@@ -472,22 +504,16 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = load_text(&MINIMAL.replace("port = 1883", "prot = 1883"), &[])
-            .unwrap_err()
-            .to_string();
+        let e = load_text(&MINIMAL.replace("port = 1883", "prot = 1883"), &[]).unwrap_err().to_string();
         assert!(e.contains("prot") && e.contains("unknown"), "{e}");
         let e = load_text(
-            &MINIMAL
-                .replace("hop", "x")
-                .replace("name = \"press-line\"", "name = \"p\"\nhopp = 2"),
+            &MINIMAL.replace("hop", "x").replace("name = \"press-line\"", "name = \"p\"\nhopp = 2"),
             &[],
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("hopp"), "{e}");
-        let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__COLOUR", "red")])
-            .unwrap_err()
-            .to_string();
+        let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__COLOUR", "red")]).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
     }
 
@@ -504,34 +530,19 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
                 "output_topic = \"x/{cell}\"",
                 "pipelines[0].output_topic",
             ),
-            (
-                "client_id = \"lineguard-gw01\"",
-                "client_id = \"a/b\"",
-                "mqtt.client_id",
-            ),
+            ("client_id = \"lineguard-gw01\"", "client_id = \"a/b\"", "mqtt.client_id"),
             ("port = 1883", "port = 70000", "port"),
-            (
-                "listen = \"127.0.0.1:9898\"",
-                "listen = \"nowhere\"",
-                "listen",
-            ),
+            ("listen = \"127.0.0.1:9898\"", "listen = \"nowhere\"", "listen"),
         ];
         for (from, to, key) in cases {
-            let e = load_text(&MINIMAL.replace(from, to), &[])
-                .unwrap_err()
-                .to_string();
+            let e = load_text(&MINIMAL.replace(from, to), &[]).unwrap_err().to_string();
             assert!(e.contains(key), "{to}: {e}");
         }
-        let e = load_text(
-            &MINIMAL.replace("name = \"press-line\"", "name = \"p\"\nhop = 0"),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("pipelines[0].hop"), "{e}");
-        let e = load(Path::new("/nonexistent/lineguard.toml"), [])
+        let e = load_text(&MINIMAL.replace("name = \"press-line\"", "name = \"p\"\nhop = 0"), &[])
             .unwrap_err()
             .to_string();
+        assert!(e.contains("pipelines[0].hop"), "{e}");
+        let e = load(Path::new("/nonexistent/lineguard.toml"), []).unwrap_err().to_string();
         assert!(e.contains("not found"), "{e}");
     }
 }

@@ -56,10 +56,7 @@ struct Route {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Run until `shutdown` is cancelled, then drain and stop.
@@ -91,10 +88,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let mut workers = Vec::new();
     for (p, model) in settings.pipelines.iter().zip(&models) {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        routes.push(Route {
-            template: p.input.clone(),
-            tx,
-        });
+        routes.push(Route { template: p.input.clone(), tx });
         let worker = Worker::new(
             p.clone(),
             model.clone(),
@@ -116,22 +110,14 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let sink = tokio::spawn(async move {
         let events = ConnectionEvents::default();
         while let Some(o) = out_rx.recv().await {
-            if sink_client
-                .publish(o.topic, QoS::AtLeastOnce, false, o.payload)
-                .await
-                .is_err()
-            {
+            if sink_client.publish(o.topic, QoS::AtLeastOnce, false, o.payload).await.is_err() {
                 break;
             }
             events.published();
         }
     });
 
-    let mut filters: Vec<String> = settings
-        .pipelines
-        .iter()
-        .map(|p| p.input.filter())
-        .collect();
+    let mut filters: Vec<String> = settings.pipelines.iter().map(|p| p.input.filter()).collect();
     filters.dedup();
     let intake = CancellationToken::new();
     let conn = tokio::spawn(connection_loop(
@@ -161,22 +147,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
         let _ = sink.await;
-        let _ = client
-            .publish(
-                status_topic,
-                QoS::AtLeastOnce,
-                true,
-                status::offline(&client_id),
-            )
-            .await;
+        let _ = client.publish(status_topic, QoS::AtLeastOnce, true, status::offline(&client_id)).await;
         let _ = client.disconnect().await;
         let _ = conn.await;
     };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        warn!(
-            "stop: broker did not take everything within {} s",
-            DRAIN_TIMEOUT.as_secs()
-        );
+        warn!("stop: broker did not take everything within {} s", DRAIN_TIMEOUT.as_secs());
     }
     info!("stopped");
     Ok(())
@@ -213,11 +189,7 @@ async fn connection_loop(
                 let received_ms = now_ms();
                 for r in &routes {
                     if r.template.matches(&p.topic) {
-                        let msg = Inbound {
-                            topic: p.topic.clone(),
-                            payload: p.payload.clone(),
-                            received_ms,
-                        };
+                        let msg = Inbound { topic: p.topic.clone(), payload: p.payload.clone(), received_ms };
                         // Waiting here is the backpressure: we stop reading from the broker.
                         let _ = r.tx.send(msg).await;
                     }
@@ -229,12 +201,8 @@ async fn connection_loop(
                 // Subscribing again is harmless and covers a config that gained a
                 // pipeline since the stored session was made. Done off this task:
                 // it must keep polling for the requests to go out.
-                let (client, filters, topic, online) = (
-                    client.clone(),
-                    c.filters.clone(),
-                    c.status_topic.clone(),
-                    c.online.clone(),
-                );
+                let (client, filters, topic, online) =
+                    (client.clone(), c.filters.clone(), c.status_topic.clone(), c.online.clone());
                 tokio::spawn(async move {
                     for f in filters {
                         let _ = client.subscribe(f, QoS::AtLeastOnce).await;

@@ -47,19 +47,49 @@ impl Decoded {
 pub struct Decoder {
     features: Vec<String>,
     index: HashMap<String, usize>,
+    max_samples: usize,
+    max_keys: usize,
+    max_depth: usize,
+}
+
+/// Deepest `[`/`{` nesting in `payload`, stopping early past `limit`.
+/// One pass over the bytes, outside strings; cheap next to the parse itself.
+fn nesting_exceeds(payload: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in payload {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 impl Decoder {
+    /// A decoder with generous default limits (1000 samples, 512 keys, depth 32).
     pub fn new(features: &[String]) -> Self {
-        let index = features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.clone(), i))
-            .collect();
-        Self {
-            features: features.to_vec(),
-            index,
-        }
+        Self::with_limits(features, 1000, 512, 32)
+    }
+
+    pub fn with_limits(features: &[String], max_samples: usize, max_keys: usize, max_depth: usize) -> Self {
+        let index = features.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
+        Self { features: features.to_vec(), index, max_samples, max_keys, max_depth }
     }
 
     pub fn features(&self) -> usize {
@@ -69,17 +99,20 @@ impl Decoder {
     /// Decode `payload` into `out` (cleared first).
     pub fn decode(&self, payload: &[u8], out: &mut Decoded) {
         out.clear();
+        if nesting_exceeds(payload, self.max_depth) {
+            out.rejects.push(Rejection::new(
+                Reason::TooDeep,
+                format!("JSON nested deeper than {} levels (limits.max_json_depth)", self.max_depth),
+            ));
+            return;
+        }
         let mut de = serde_json::Deserializer::from_slice(payload);
-        let result = (PayloadSeed {
-            dec: self,
-            out: &mut *out,
-        })
-        .deserialize(&mut de)
-        .and_then(|()| de.end());
+        let result = (PayloadSeed { dec: self, out: &mut *out }).deserialize(&mut de).and_then(|()| de.end());
         if let Err(e) = result {
             out.clear();
-            out.rejects
-                .push(Rejection::new(Reason::InvalidJson, e.to_string()));
+            let text = e.to_string();
+            let reason = if text.contains("recursion limit") { Reason::TooDeep } else { Reason::InvalidJson };
+            out.rejects.push(Rejection::new(reason, text));
         }
     }
 }
@@ -109,21 +142,25 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut n = 0usize;
-        while seq
-            .next_element_seed(SampleSeed {
-                dec: self.dec,
-                out: &mut *self.out,
-                n,
-            })?
-            .is_some()
+        while n < self.dec.max_samples
+            && seq.next_element_seed(SampleSeed { dec: self.dec, out: &mut *self.out, n })?.is_some()
         {
             n += 1;
         }
+        if n == self.dec.max_samples {
+            let mut extra = 0usize;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                extra += 1;
+            }
+            if extra > 0 {
+                self.out.rejects.push(Rejection::new(
+                    Reason::TooManySamples,
+                    format!("{extra} samples beyond the first {n} (limits.max_samples_per_message)"),
+                ));
+            }
+        }
         if n == 0 {
-            self.out.rejects.push(Rejection::new(
-                Reason::EmptyBatch,
-                "empty array: no samples",
-            ));
+            self.out.rejects.push(Rejection::new(Reason::EmptyBatch, "empty array: no samples"));
         }
         Ok(())
     }
@@ -209,10 +246,9 @@ impl<'de> Visitor<'de> for SampleSeed<'_> {
 
 impl SampleSeed<'_> {
     fn not_an_object<E>(self) -> Result<(), E> {
-        self.out.rejects.push(Rejection::new(
-            Reason::BadShape,
-            format!("batch element {} is not an object", self.n),
-        ));
+        self.out
+            .rejects
+            .push(Rejection::new(Reason::BadShape, format!("batch element {} is not an object", self.n)));
         Ok(())
     }
 }
@@ -269,10 +305,7 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
             }
             "values" if seen_values => {
                 map.next_value::<IgnoredAny>()?;
-                problem.get_or_insert(Rejection::new(
-                    Reason::DuplicateKey,
-                    "`values` appears twice",
-                ));
+                problem.get_or_insert(Rejection::new(Reason::DuplicateKey, "`values` appears twice"));
             }
             "values" => {
                 seen_values = true;
@@ -292,17 +325,9 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
     if problem.is_none() {
         let row = &out.values[row_start..];
         if row.iter().any(|v| v.is_nan()) {
-            let missing: Vec<&str> = dec
-                .features
-                .iter()
-                .zip(row)
-                .filter(|(_, v)| v.is_nan())
-                .map(|(f, _)| f.as_str())
-                .collect();
-            problem = Some(Rejection::new(
-                Reason::MissingFeature,
-                format!("missing {}", missing.join(", ")),
-            ));
+            let missing: Vec<&str> =
+                dec.features.iter().zip(row).filter(|(_, v)| v.is_nan()).map(|(f, _)| f.as_str()).collect();
+            problem = Some(Rejection::new(Reason::MissingFeature, format!("missing {}", missing.join(", "))));
         }
     }
     match problem {
@@ -322,10 +347,7 @@ struct TsSeed;
 type Checked<T> = Result<T, Rejection>;
 
 fn bad_ts(detail: impl fmt::Display) -> Rejection {
-    Rejection::new(
-        Reason::BadTimestamp,
-        format!("ts {detail}: use epoch milliseconds or RFC 3339"),
-    )
+    Rejection::new(Reason::BadTimestamp, format!("ts {detail}: use epoch milliseconds or RFC 3339"))
 }
 
 impl<'de> DeserializeSeed<'de> for TsSeed {
@@ -342,33 +364,23 @@ impl<'de> Visitor<'de> for TsSeed {
         f.write_str("a timestamp")
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v)
-            .map(Some)
-            .map_err(|_| bad_ts(format_args!("{v} is out of range"))))
+        Ok(i64::try_from(v).map(Some).map_err(|_| bad_ts(format_args!("{v} is out of range"))))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(if v >= 0 {
-            Ok(Some(v))
-        } else {
-            Err(bad_ts(format_args!("{v} is before 1970")))
-        })
+        Ok(if v >= 0 { Ok(Some(v)) } else { Err(bad_ts(format_args!("{v} is before 1970"))) })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         // 2^53: every integer below it is exact in f64.
-        Ok(
-            if v.is_finite() && v.fract() == 0.0 && (0.0..9.0e15).contains(&v) {
-                Ok(Some(v as i64))
-            } else {
-                Err(bad_ts(format_args!("{v} is not whole milliseconds")))
-            },
-        )
+        Ok(if v.is_finite() && v.fract() == 0.0 && (0.0..9.0e15).contains(&v) {
+            Ok(Some(v as i64))
+        } else {
+            Err(bad_ts(format_args!("{v} is not whole milliseconds")))
+        })
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         let parsed = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339);
         Ok(match parsed {
-            Ok(t) if t.unix_timestamp() >= 0 => {
-                Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
-            }
+            Ok(t) if t.unix_timestamp() >= 0 => Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64)),
             Ok(_) => Err(bad_ts(format_args!("`{v}` is before 1970"))),
             Err(e) => Err(bad_ts(format_args!("`{v}` ({e})"))),
         })
@@ -403,10 +415,7 @@ impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
 }
 
 fn values_not_object() -> Rejection {
-    Rejection::new(
-        Reason::BadShape,
-        "`values` is not an object of feature name -> number",
-    )
+    Rejection::new(Reason::BadShape, "`values` is not an object of feature name -> number")
 }
 
 impl<'de> Visitor<'de> for ValuesSeed<'_> {
@@ -418,7 +427,15 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut problem = None;
+        let mut keys = 0usize;
         while let Some(Key(key)) = map.next_key::<Key>()? {
+            keys += 1;
+            if keys > self.dec.max_keys && problem.is_none() {
+                problem = Some(Rejection::new(
+                    Reason::TooManyKeys,
+                    format!("more than {} keys in `values` (limits.max_keys_per_sample)", self.dec.max_keys),
+                ));
+            }
             let Some(&ix) = self.dec.index.get(key.as_ref()) else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -428,25 +445,17 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
                 continue;
             }
             if !self.row[ix].is_nan() {
-                problem = Some(Rejection::new(
-                    Reason::DuplicateKey,
-                    format!("`{key}` appears twice"),
-                ));
+                problem = Some(Rejection::new(Reason::DuplicateKey, format!("`{key}` appears twice")));
                 continue;
             }
             match value {
                 Number::Finite(v) => self.row[ix] = v,
                 Number::NonFinite => {
-                    problem = Some(Rejection::new(
-                        Reason::NonFinite,
-                        format!("`{key}` is not finite"),
-                    ))
+                    problem = Some(Rejection::new(Reason::NonFinite, format!("`{key}` is not finite")))
                 }
                 Number::Other(kind) => {
-                    problem = Some(Rejection::new(
-                        Reason::NonNumeric,
-                        format!("`{key}` is {kind}, not a number"),
-                    ))
+                    problem =
+                        Some(Rejection::new(Reason::NonNumeric, format!("`{key}` is {kind}, not a number")))
                 }
             }
         }
@@ -499,11 +508,7 @@ impl<'de> Visitor<'de> for NumberSeed {
         f.write_str("a number")
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
-        Ok(if v.is_finite() {
-            Number::Finite(v)
-        } else {
-            Number::NonFinite
-        })
+        Ok(if v.is_finite() { Number::Finite(v) } else { Number::NonFinite })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
         Ok(Number::Finite(v as f64))
@@ -554,9 +559,7 @@ mod tests {
 
     #[test]
     fn object_in_card_order_extra_names_ignored() {
-        let d = decode(
-            r#"{"ts": 1732400000123, "values": {"b": 2, "x": "junk", "a": 1.5}, "unit": "x"}"#,
-        );
+        let d = decode(r#"{"ts": 1732400000123, "values": {"b": 2, "x": "junk", "a": 1.5}, "unit": "x"}"#);
         assert_eq!(d.ts, [Some(1732400000123)]);
         assert_eq!(d.values, [1.5, 2.0]);
         assert!(d.rejects.is_empty());
@@ -570,25 +573,8 @@ mod tests {
                 {"ts":"2024-11-23T23:13:20.123+01:00","values":{"a":1,"b":2}},
                 {"ts":1732400000123.0,"values":{"a":1,"b":2}}]"#,
         );
-        assert_eq!(
-            d.ts,
-            [
-                None,
-                None,
-                Some(1732400000123),
-                Some(1732400000123),
-                Some(1732400000123)
-            ]
-        );
-        for bad in [
-            r#""yesterday""#,
-            "-5",
-            "1.5",
-            "true",
-            "{}",
-            "[1]",
-            r#""2024-13-01T00:00:00Z""#,
-        ] {
+        assert_eq!(d.ts, [None, None, Some(1732400000123), Some(1732400000123), Some(1732400000123)]);
+        for bad in [r#""yesterday""#, "-5", "1.5", "true", "{}", "[1]", r#""2024-13-01T00:00:00Z""#] {
             let d = decode(&format!(r#"{{"ts":{bad},"values":{{"a":1,"b":2}}}}"#));
             assert_eq!(reasons(&d), [Reason::BadTimestamp], "ts = {bad}");
             assert!(d.values.is_empty());
@@ -648,6 +634,26 @@ mod tests {
         assert_eq!(reasons(&decode("[]")), [Reason::EmptyBatch]);
         assert_eq!(reasons(&decode("42")), [Reason::BadShape]);
         assert_eq!(reasons(&decode(r#""x""#)), [Reason::BadShape]);
+    }
+
+    #[test]
+    fn limits() {
+        let dec = Decoder::with_limits(&["a".to_string()], 2, 3, 8);
+        let mut out = Decoded::default();
+        dec.decode(br#"[{"ts":1,"values":{"a":1}},{"ts":2,"values":{"a":2}},{"ts":3,"values":{"a":3}},{"x":[[[]]]}]"#, &mut out);
+        assert_eq!(out.ts, [Some(1), Some(2)], "the first samples are kept");
+        assert_eq!(reasons(&out), [Reason::TooManySamples]);
+        dec.decode(br#"{"values":{"a":1,"b":2,"c":3,"d":4}}"#, &mut out);
+        assert_eq!(reasons(&out), [Reason::TooManyKeys]);
+        let deep = format!("{{\"values\":{{\"a\":1,\"x\":{}{}}}}}", "[".repeat(7), "]".repeat(7));
+        dec.decode(deep.as_bytes(), &mut out);
+        assert_eq!(reasons(&out), [Reason::TooDeep]);
+        let brackets_in_strings = format!("{{\"values\":{{\"a\":1,\"x\":\"{}\\\"\"}}}}", "[".repeat(50));
+        dec.decode(brackets_in_strings.as_bytes(), &mut out);
+        assert_eq!(out.ts, [None], "brackets inside strings do not count: {:?}", out.rejects);
+        let deep = "[".repeat(100_000);
+        dec.decode(deep.as_bytes(), &mut out);
+        assert_eq!(reasons(&out), [Reason::TooDeep], "no stack overflow");
     }
 
     #[test]

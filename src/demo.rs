@@ -67,14 +67,8 @@ fn rank(state: &str) -> u8 {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        (1..=64).contains(&args.machines),
-        "--machines must be 1..=64"
-    );
-    anyhow::ensure!(
-        args.rate > 0.0 && args.rate <= 1000.0,
-        "--rate must be in (0, 1000]"
-    );
+    anyhow::ensure!((1..=64).contains(&args.machines), "--machines must be 1..=64");
+    anyhow::ensure!(args.rate > 0.0 && args.rate <= 1000.0, "--rate must be in (0, 1000]");
     let port = match args.port {
         Some(p) => p,
         None => broker::free_port()?,
@@ -83,9 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let model = match &args.model {
-        Some(m) => m
-            .canonicalize()
-            .with_context(|| format!("model {}", m.display()))?,
+        Some(m) => m.canonicalize().with_context(|| format!("model {}", m.display()))?,
         None => {
             let m = dir.path().join("line-mlp.onnx");
             std::fs::write(&m, SHIPPED_MODEL)?;
@@ -125,8 +117,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     let mut opts = MqttOptions::new("lineguard-demo-view", "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (view, mut view_loop) = AsyncClient::new(opts, 64);
-    view.subscribe("plant/+/+/lineguard/scores", QoS::AtLeastOnce)
-        .await?;
+    view.subscribe("plant/+/+/lineguard/scores", QoS::AtLeastOnce).await?;
     let b = board.clone();
     tokio::spawn(async move {
         loop {
@@ -166,13 +157,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     // Give the daemon a moment to subscribe before the line starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    tokio::spawn(sim::publish_line(
-        line_client,
-        machines.clone(),
-        args.rate,
-        42,
-        stop.clone(),
-    ));
+    tokio::spawn(sim::publish_line(line_client, machines.clone(), args.rate, 42, stop.clone()));
 
     let tty = std::io::stdout().is_terminal();
     println!(
@@ -182,11 +167,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
         model.display()
     );
     println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v\n");
-    let redraw = if tty {
-        Duration::from_millis(500)
-    } else {
-        Duration::from_secs(5)
-    };
+    let redraw = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
     let deadline = args.duration.map(|d| started + Duration::from_secs(d));
     loop {
         tokio::select! {
@@ -247,11 +228,7 @@ fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty
             None => "(healthy reference)".to_string(),
         };
         let seen = board.get(&m.device()).cloned().unwrap_or_default();
-        let score = |k: &str| {
-            seen.scores
-                .get(k)
-                .map_or("-".to_string(), |v| format!("{v:.3}"))
-        };
+        let score = |k: &str| seen.scores.get(k).map_or("-".to_string(), |v| format!("{v:.3}"));
         s.push_str(&format!(
             "{:<14} {:<24} {:>8} {:>9} {:>9}  {}\n",
             m.device(),
@@ -259,22 +236,14 @@ fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty
             seen.windows,
             score("anomaly"),
             score("quality"),
-            paint(
-                if seen.state.is_empty() {
-                    "-"
-                } else {
-                    &seen.state
-                },
-                tty
-            )
+            paint(if seen.state.is_empty() { "-" } else { &seen.state }, tty)
         ));
     }
     s
 }
 
 fn summary(machines: &[sim::Machine], board: &BTreeMap<String, Seen>) -> String {
-    let mut s =
-        String::from("\nsummary: windows scored, and the worst state each machine reached\n");
+    let mut s = String::from("\nsummary: windows scored, and the worst state each machine reached\n");
     for m in machines {
         let seen = board.get(&m.device()).cloned().unwrap_or_default();
         let fault = m.fault.map_or("none", |(f, _)| f.name());
@@ -285,11 +254,7 @@ fn summary(machines: &[sim::Machine], board: &BTreeMap<String, Seen>) -> String 
             seen.windows,
             seen.warns,
             seen.alarms,
-            if seen.worst.is_empty() {
-                "-"
-            } else {
-                &seen.worst
-            }
+            if seen.worst.is_empty() { "-" } else { &seen.worst }
         ));
     }
     s

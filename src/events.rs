@@ -23,9 +23,7 @@ pub struct RateLimit<K> {
 
 impl<K> Default for RateLimit<K> {
     fn default() -> Self {
-        Self {
-            seen: HashMap::new(),
-        }
+        Self { seen: HashMap::new() }
     }
 }
 
@@ -59,10 +57,7 @@ pub struct PipelineEvents {
 
 impl PipelineEvents {
     pub fn new(pipeline: &str) -> Self {
-        Self {
-            pipeline: pipeline.to_string(),
-            rejects: RateLimit::default(),
-        }
+        Self { pipeline: pipeline.to_string(), rejects: RateLimit::default() }
     }
 
     pub fn received(&self, bytes: usize) {
@@ -87,10 +82,8 @@ impl PipelineEvents {
     pub fn scored(&self, windows: usize, seconds: f64) {
         counter!("lineguard_windows_scored_total", "pipeline" => self.pipeline.clone())
             .increment(windows as u64);
-        histogram!("lineguard_batch_size", "pipeline" => self.pipeline.clone())
-            .record(windows as f64);
-        histogram!("lineguard_inference_seconds", "pipeline" => self.pipeline.clone())
-            .record(seconds);
+        histogram!("lineguard_batch_size", "pipeline" => self.pipeline.clone()).record(windows as f64);
+        histogram!("lineguard_inference_seconds", "pipeline" => self.pipeline.clone()).record(seconds);
     }
 
     pub fn state(&self, state: &'static str) {
@@ -104,8 +97,7 @@ impl PipelineEvents {
 
     /// A model run failed or produced NaN/inf: those windows are not published.
     pub fn inference_failed(&self, windows: usize, detail: &str) {
-        counter!("lineguard_inference_errors_total", "pipeline" => self.pipeline.clone())
-            .increment(1);
+        counter!("lineguard_inference_errors_total", "pipeline" => self.pipeline.clone()).increment(1);
         counter!("lineguard_windows_failed_total", "pipeline" => self.pipeline.clone())
             .increment(windows as u64);
         error!(pipeline = %self.pipeline, windows, "inference failed, windows not scored: {detail}");
@@ -122,10 +114,7 @@ pub struct ConnectionEvents {
 impl ConnectionEvents {
     pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
         gauge!("lineguard_broker_connected").set(1.0);
-        let after = self
-            .down_since
-            .take()
-            .map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
+        let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
         info!(%host, port, session_present, "connected to broker{}", after.unwrap_or_default());
     }
 

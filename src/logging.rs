@@ -17,14 +17,10 @@ pub fn init(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let terminal = std::io::stderr().is_terminal();
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text if under_journald || !terminal => {
-            builder.without_time().with_ansi(false).try_init()
-        }
+        LogFormat::Text if under_journald || !terminal => builder.without_time().with_ansi(false).try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }

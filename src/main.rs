@@ -56,10 +56,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -96,10 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckModel { model, card } => {
-            print!(
-                "{}",
-                lineguard::check_model::check(&model, card.as_deref())?
-            );
+            print!("{}", lineguard::check_model::check(&model, card.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {

@@ -18,20 +18,13 @@ use crate::card::{CardError, Layout, ModelCard};
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path} is not a usable ONNX model: {message}")]
     Onnx { path: PathBuf, message: String },
     #[error(transparent)]
     Card(#[from] CardError),
     #[error("{path} does not match its card {card}: {message}")]
-    Mismatch {
-        path: PathBuf,
-        card: PathBuf,
-        message: String,
-    },
+    Mismatch { path: PathBuf, card: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Run(String),
 }
@@ -69,10 +62,7 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("path", &self.path)
-            .field("card", &self.card.name)
-            .finish()
+        f.debug_struct("Model").field("path", &self.path).field("card", &self.card.name).finish()
     }
 }
 
@@ -91,30 +81,21 @@ impl Model {
     }
 
     pub fn load_with_card(path: &Path, card: ModelCard) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|error| ModelError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let bytes =
+            std::fs::read(path).map_err(|error| ModelError::Read { path: path.to_path_buf(), error })?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
-        let onnx_err = |e: TractError| ModelError::Onnx {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        };
+        let onnx_err =
+            |e: TractError| ModelError::Onnx { path: path.to_path_buf(), message: format!("{e:#}") };
         let mismatch = |message: String| ModelError::Mismatch {
             path: path.to_path_buf(),
             card: card.path.clone(),
             message,
         };
 
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .map_err(onnx_err)?;
+        let mut model = tract_onnx::onnx().model_for_read(&mut bytes.as_slice()).map_err(onnx_err)?;
         let inputs = model.input_outlets().map_err(onnx_err)?.to_vec();
         if inputs.len() != 1 {
-            let names: Vec<String> = inputs
-                .iter()
-                .map(|o| model.node(o.node).name.clone())
-                .collect();
+            let names: Vec<String> = inputs.iter().map(|o| model.node(o.node).name.clone()).collect();
             return Err(mismatch(format!(
                 "lineguard feeds one input tensor, the graph has {} ({})",
                 names.len(),
@@ -125,9 +106,7 @@ impl Model {
         let declared = model.input_fact(0).map_err(onnx_err)?.clone();
         if let GenericFactoid::Only(dt) = declared.datum_type {
             if dt != f32::datum_type() {
-                return Err(mismatch(format!(
-                    "input `{input_name}` is {dt:?}; lineguard feeds f32"
-                )));
+                return Err(mismatch(format!("input `{input_name}` is {dt:?}; lineguard feeds f32")));
             }
         }
 
@@ -145,19 +124,10 @@ impl Model {
             Layout::Sequence => format!("layout \"sequence\" needs [batch, {}, {nf}]", card.window),
         };
         let declared_dims: Vec<GenericFactoid<TDim>> = declared.shape.dims().cloned().collect();
-        let shape_text = format!(
-            "[{}]",
-            declared_dims
-                .iter()
-                .map(dim_text)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let shape_text = format!("[{}]", declared_dims.iter().map(dim_text).collect::<Vec<_>>().join(", "));
         let rank_known = !declared.shape.is_open();
         if rank_known && declared_dims.len() != expected.len() + 1 {
-            return Err(mismatch(format!(
-                "input `{input_name}` has shape {shape_text}; {layout_text}"
-            )));
+            return Err(mismatch(format!("input `{input_name}` has shape {shape_text}; {layout_text}")));
         }
         for (i, want) in expected.iter().enumerate() {
             if let Some(GenericFactoid::Only(TDim::Val(have))) = declared_dims.get(i + 1) {
@@ -171,9 +141,7 @@ impl Model {
         let batch_dim = match declared_dims.first() {
             Some(GenericFactoid::Only(TDim::Val(b))) if *b >= 1 => TDim::Val(*b),
             Some(GenericFactoid::Only(TDim::Val(b))) => {
-                return Err(mismatch(format!(
-                    "input `{input_name}` has batch dimension {b}"
-                )))
+                return Err(mismatch(format!("input `{input_name}` has batch dimension {b}")))
             }
             Some(GenericFactoid::Only(d)) => d.clone(),
             _ => model.sym("batch").into(),
@@ -183,16 +151,9 @@ impl Model {
             _ => BatchDim::Free,
         };
         let mut dims: TVec<GenericFactoid<TDim>> = tvec![GenericFactoid::Only(batch_dim.clone())];
-        dims.extend(
-            expected
-                .iter()
-                .map(|&d| GenericFactoid::Only(TDim::Val(d as i64))),
-        );
+        dims.extend(expected.iter().map(|&d| GenericFactoid::Only(TDim::Val(d as i64))));
         model
-            .set_input_fact(
-                0,
-                InferenceFact::dt_shape(f32::datum_type(), ShapeFactoid::closed(dims)),
-            )
+            .set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), ShapeFactoid::closed(dims)))
             .map_err(onnx_err)?;
 
         // Only the outputs the card reads, so unused heads are pruned away.
@@ -207,10 +168,7 @@ impl Model {
             .map_err(onnx_err)?
             .iter()
             .map(|&o| {
-                model
-                    .outlet_label(o)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| model.node(o.node).name.clone())
+                model.outlet_label(o).map(str::to_string).unwrap_or_else(|| model.node(o.node).name.clone())
             })
             .collect();
         for s in &card.scores {
@@ -236,47 +194,29 @@ impl Model {
                 )));
             }
             let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
-            let text = format!(
-                "[{}]",
-                dims.iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let text = format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
             let width = match dims.as_slice() {
                 [b, k] if *b == batch_dim => k.to_i64().ok().map(|k| k as usize),
                 [b] if *b == batch_dim => Some(1),
                 _ => None,
             };
             let width = width.ok_or_else(|| {
-                mismatch(format!(
-                    "output `{name}` has shape {text}; a score output must be [batch, k]"
-                ))
+                mismatch(format!("output `{name}` has shape {text}; a score output must be [batch, k]"))
             })?;
             widths.push(width);
         }
         let mut sources = Vec::with_capacity(card.scores.len());
         for s in &card.scores {
-            let output = outputs
-                .iter()
-                .position(|o| *o == s.output)
-                .expect("checked above");
+            let output = outputs.iter().position(|o| *o == s.output).expect("checked above");
             if s.index >= widths[output] {
                 return Err(mismatch(format!(
                     "score `{}` reads column {} of output `{}`, which has {} column(s)",
                     s.name, s.index, s.output, widths[output]
                 )));
             }
-            sources.push(ScoreSource {
-                output,
-                column: s.index,
-            });
+            sources.push(ScoreSource { output, column: s.index });
         }
-        let plan = typed
-            .into_optimized()
-            .map_err(onnx_err)?
-            .into_runnable()
-            .map_err(onnx_err)?;
+        let plan = typed.into_optimized().map_err(onnx_err)?.into_runnable().map_err(onnx_err)?;
         Ok(Self {
             path: path.to_path_buf(),
             card,
@@ -339,12 +279,9 @@ impl Model {
             Layout::Flat => shape.push(self.card.input_len()),
             Layout::Sequence => shape.extend([self.card.window, self.card.features.len()]),
         }
-        let tensor =
-            Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let outputs = self
-            .plan
-            .run(tvec![tensor.into_tvalue()])
-            .map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let tensor = Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs =
+            self.plan.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let views = outputs
             .iter()
             .map(|o| o.to_plain_array_view::<f32>())

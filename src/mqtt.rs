@@ -25,12 +25,7 @@ pub fn options(settings: &Settings) -> MqttOptions {
     // Larger than any payload we accept, so an oversized message reaches our
     // own check (and is rejected and acknowledged) instead of killing the
     // connection and being redelivered forever by the persistent session.
-    let incoming = settings
-        .raw
-        .limits
-        .max_payload_bytes
-        .saturating_mul(4)
-        .saturating_add(PACKET_OVERHEAD);
+    let incoming = settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD);
     o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
     o.set_inflight(200);
@@ -57,11 +52,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            next: min,
-        }
+        Self { min, max, next: min }
     }
 
     /// The delay before the next attempt: uniform in [d/2, d], d doubling per call up to `max`.
@@ -87,11 +78,7 @@ mod tests {
         let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
         for (i, d) in delays.iter().enumerate() {
             let cap = (100u128 << i).min(1000);
-            assert!(
-                *d >= cap / 2 && *d <= cap,
-                "attempt {i}: {d} ms outside [{}, {cap}]",
-                cap / 2
-            );
+            assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d} ms outside [{}, {cap}]", cap / 2);
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));

@@ -61,12 +61,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        pipeline: Pipeline,
-        model: Arc<Model>,
-        max_payload: usize,
-        max_batch: usize,
-    ) -> Self {
+    pub fn new(pipeline: Pipeline, model: Arc<Model>, max_payload: usize, max_batch: usize) -> Self {
         let card = &model.card;
         let origin = Origin {
             pipeline: pipeline.name.clone(),
@@ -110,11 +105,7 @@ impl Worker {
         if msg.payload.len() > self.max_payload {
             let r = Rejection::new(
                 Reason::PayloadTooLarge,
-                format!(
-                    "{} bytes, limit {} (limits.max_payload_bytes)",
-                    msg.payload.len(),
-                    self.max_payload
-                ),
+                format!("{} bytes, limit {} (limits.max_payload_bytes)", msg.payload.len(), self.max_payload),
             );
             self.events.rejected(&msg.topic, &r);
             return;
@@ -132,10 +123,7 @@ impl Worker {
         let len = self.model.card.input_len();
         for i in 0..self.decoded.len() {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
-            match self
-                .windows
-                .push(&device, self.decoded.ts[i], msg.received_ms, values)
-            {
+            match self.windows.push(&device, self.decoded.ts[i], msg.received_ms, values) {
                 Ok(Pushed::Buffered { .. }) => {}
                 Ok(Pushed::Ready { ts }) => {
                     if self.pending.len() == self.max_batch {
@@ -148,10 +136,7 @@ impl Worker {
                         self.model.card.normalize.as_ref(),
                         &mut self.input[start..],
                     );
-                    self.pending.push(Pending {
-                        device: device.to_string(),
-                        ts,
-                    });
+                    self.pending.push(Pending { device: device.to_string(), ts });
                 }
                 Err(r) => self.events.rejected(&msg.topic, &r),
             }
@@ -186,15 +171,7 @@ impl Worker {
                 let state: State = card.state(values);
                 self.events.state(state.as_str());
                 let mut payload = Vec::with_capacity(256);
-                write_payload(
-                    &mut payload,
-                    &self.origin,
-                    &card.scores,
-                    &p.device,
-                    p.ts,
-                    values,
-                    state,
-                );
+                write_payload(&mut payload, &self.origin, &card.scores, &p.device, p.ts, values, state);
                 let topic = self.pipeline.output.render(&self.pipeline.input, &p.device);
                 if tx.blocking_send(Outbound { topic, payload }).is_err() {
                     // The sink only closes after every worker has finished.

@@ -27,6 +27,14 @@ pub enum Reason {
     OutOfOrder,
     /// An empty JSON array.
     EmptyBatch,
+    /// JSON nested deeper than serde_json's recursion limit (128).
+    TooDeep,
+    /// More keys in `values` than `limits.max_keys_per_sample`.
+    TooManyKeys,
+    /// More samples in one array than `limits.max_samples_per_message`.
+    TooManySamples,
+    /// A new device while the pipeline already holds `limits.max_devices_per_pipeline`.
+    TooManyDevices,
 }
 
 impl Reason {
@@ -43,6 +51,10 @@ impl Reason {
             Reason::BadTimestamp => "bad_timestamp",
             Reason::OutOfOrder => "out_of_order",
             Reason::EmptyBatch => "empty_batch",
+            Reason::TooDeep => "too_deep",
+            Reason::TooManyKeys => "too_many_keys",
+            Reason::TooManySamples => "too_many_samples",
+            Reason::TooManyDevices => "too_many_devices",
         }
     }
 }
@@ -56,10 +68,7 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Self {
-            reason,
-            detail: detail.into(),
-        }
+        Self { reason, detail: detail.into() }
     }
 }
 

@@ -80,11 +80,8 @@ mod tests {
             alarm: None,
             direction: Direction::Above,
         };
-        let origin = Origin {
-            pipeline: "press-line".into(),
-            model: "line-mlp".into(),
-            model_version: "3".into(),
-        };
+        let origin =
+            Origin { pipeline: "press-line".into(), model: "line-mlp".into(), model_version: "3".into() };
         let mut out = Vec::new();
         write_payload(
             &mut out,

@@ -40,12 +40,8 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
-        Fault::BearingWear,
-        Fault::CoolantLoss,
-        Fault::ToolWear,
-        Fault::HydraulicLeak,
-    ];
+    pub const ALL: [Fault; 4] =
+        [Fault::BearingWear, Fault::CoolantLoss, Fault::ToolWear, Fault::HydraulicLeak];
 
     /// Effect per unit severity, in `FEATURES` order.
     fn effect(self) -> [f64; 8] {
@@ -132,22 +128,9 @@ pub fn line(n: usize) -> Vec<Machine> {
             };
             let fault = (i > 0).then(|| {
                 let f = Fault::ALL[(i - 1) % Fault::ALL.len()];
-                (
-                    f,
-                    Schedule {
-                        onset: 3.0 + 5.0 * (i - 1) as f64,
-                        ramp: 20.0,
-                        hold: 15.0,
-                        period: 60.0,
-                    },
-                )
+                (f, Schedule { onset: 3.0 + 5.0 * (i - 1) as f64, ramp: 20.0, hold: 15.0, period: 60.0 })
             });
-            Machine {
-                line: line.into(),
-                name,
-                load: ((i as f64) * 0.37).sin() * 0.5,
-                fault,
-            }
+            Machine { line: line.into(), name, load: ((i as f64) * 0.37).sin() * 0.5, fault }
         })
         .collect()
 }
@@ -185,12 +168,7 @@ pub async fn publish_line(
         for m in &machines {
             let topic = format!("plant/{}/{}/telemetry", m.line, m.name);
             if client
-                .publish(
-                    topic,
-                    QoS::AtLeastOnce,
-                    false,
-                    payload(ts, &m.sample(t, &mut rng)),
-                )
+                .publish(topic, QoS::AtLeastOnce, false, payload(ts, &m.sample(t, &mut rng)))
                 .await
                 .is_err()
             {
@@ -221,16 +199,10 @@ pub struct SimulateArgs {
 
 /// `lineguard simulate`: the simulated line against a real broker.
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.rate > 0.0 && args.rate <= 10_000.0,
-        "--rate must be in (0, 10000]"
-    );
+    anyhow::ensure!(args.rate > 0.0 && args.rate <= 10_000.0, "--rate must be in (0, 10000]");
     anyhow::ensure!(args.machines >= 1, "--machines must be at least 1");
-    let mut opts = MqttOptions::new(
-        format!("lineguard-sim-{}", std::process::id()),
-        args.host.clone(),
-        args.port,
-    );
+    let mut opts =
+        MqttOptions::new(format!("lineguard-sim-{}", std::process::id()), args.host.clone(), args.port);
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stop = CancellationToken::new();
@@ -242,13 +214,8 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             s.cancel();
         });
     }
-    let publisher = tokio::spawn(publish_line(
-        client.clone(),
-        line(args.machines),
-        args.rate,
-        args.seed,
-        stop.clone(),
-    ));
+    let publisher =
+        tokio::spawn(publish_line(client.clone(), line(args.machines), args.rate, args.seed, stop.clone()));
     tracing::info!(host = %args.host, port = args.port, machines = args.machines, rate = args.rate, "simulating");
     loop {
         tokio::select! {
@@ -276,15 +243,8 @@ mod tests {
         assert!((m.severity(s.onset + s.ramp / 2.0) - 0.5).abs() < 1e-9);
         assert_eq!(m.severity(s.onset + s.ramp + 1.0), 1.0);
         assert_eq!(m.severity(s.onset + s.ramp + s.hold + 1.0), 0.0);
-        assert!(
-            m.severity(s.onset + s.period + 1.0) > 0.0,
-            "the fault comes back next period"
-        );
-        assert_eq!(
-            line(1)[0].severity(30.0),
-            0.0,
-            "the first machine stays healthy"
-        );
+        assert!(m.severity(s.onset + s.period + 1.0) > 0.0, "the fault comes back next period");
+        assert_eq!(line(1)[0].severity(30.0), 0.0, "the first machine stays healthy");
     }
 
     #[test]
@@ -294,21 +254,10 @@ mod tests {
             line: "l".into(),
             name: "m".into(),
             load: 0.0,
-            fault: Some((
-                Fault::CoolantLoss,
-                Schedule {
-                    onset: 0.0,
-                    ramp: 1.0,
-                    hold: 100.0,
-                    period: 200.0,
-                },
-            )),
+            fault: Some((Fault::CoolantLoss, Schedule { onset: 0.0, ramp: 1.0, hold: 100.0, period: 200.0 })),
         };
         let healthy: f64 = (0..200).map(|_| m.sample(-1.0, &mut rng)[2]).sum::<f64>() / 200.0;
         let faulty: f64 = (0..200).map(|_| m.sample(10.0, &mut rng)[2]).sum::<f64>() / 200.0;
-        assert!(
-            (healthy - 60.0).abs() < 0.5 && (faulty - 80.0).abs() < 0.5,
-            "{healthy} {faulty}"
-        );
+        assert!((healthy - 60.0).abs() < 0.5 && (faulty - 80.0).abs() < 0.5, "{healthy} {faulty}");
     }
 }

@@ -31,11 +31,6 @@ pub fn offline(client_id: &str) -> Vec<u8> {
 }
 
 fn payload(status: &str, client_id: &str, models: Option<&[ModelStatus]>) -> Vec<u8> {
-    serde_json::to_vec(&Status {
-        status,
-        client_id,
-        version: env!("CARGO_PKG_VERSION"),
-        models,
-    })
-    .expect("status serializes")
+    serde_json::to_vec(&Status { status, client_id, version: env!("CARGO_PKG_VERSION"), models })
+        .expect("status serializes")
 }

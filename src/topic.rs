@@ -15,9 +15,7 @@ pub enum TopicError {
     Empty,
     #[error("level {level} `{text}`: MQTT wildcards (+, #) are not allowed in a template; use a {{name}} placeholder for a level that varies")]
     Wildcard { level: usize, text: String },
-    #[error(
-        "level {level} `{text}`: a placeholder must be a whole topic level, like `{{machine}}`"
-    )]
+    #[error("level {level} `{text}`: a placeholder must be a whole topic level, like `{{machine}}`")]
     PartialPlaceholder { level: usize, text: String },
     #[error("level {level} `{text}`: placeholder names use letters, digits and `_`")]
     BadName { level: usize, text: String },
@@ -27,9 +25,7 @@ pub enum TopicError {
     NoPlaceholder,
     #[error("placeholder `{{{0}}}` is not in the input topic template")]
     UnknownPlaceholder(String),
-    #[error(
-        "`{output}` could receive its own scores: it overlaps the input subscription `{input}`"
-    )]
+    #[error("`{output}` could receive its own scores: it overlaps the input subscription `{input}`")]
     Feedback { output: String, input: String },
 }
 
@@ -70,10 +66,7 @@ impl TopicTemplate {
             return Err(TopicError::UnknownPlaceholder(n.clone()));
         }
         if t.overlaps(input) {
-            return Err(TopicError::Feedback {
-                output: raw.to_string(),
-                input: input.filter(),
-            });
+            return Err(TopicError::Feedback { output: raw.to_string(), input: input.filter() });
         }
         Ok(t)
     }
@@ -88,10 +81,7 @@ impl TopicTemplate {
         for (i, text) in raw.split('/').enumerate() {
             let err_text = || text.to_string();
             if text.contains(['+', '#']) {
-                return Err(TopicError::Wildcard {
-                    level: i + 1,
-                    text: err_text(),
-                });
+                return Err(TopicError::Wildcard { level: i + 1, text: err_text() });
             }
             let opens = text.contains('{');
             let closes = text.contains('}');
@@ -103,15 +93,9 @@ impl TopicTemplate {
                 .strip_prefix('{')
                 .and_then(|t| t.strip_suffix('}'))
                 .filter(|t| !t.contains(['{', '}']))
-                .ok_or_else(|| TopicError::PartialPlaceholder {
-                    level: i + 1,
-                    text: err_text(),
-                })?;
+                .ok_or_else(|| TopicError::PartialPlaceholder { level: i + 1, text: err_text() })?;
             if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(TopicError::BadName {
-                    level: i + 1,
-                    text: err_text(),
-                });
+                return Err(TopicError::BadName { level: i + 1, text: err_text() });
             }
             if names.iter().any(|n| n == inner) {
                 return Err(TopicError::Duplicate(inner.to_string()));
@@ -121,13 +105,7 @@ impl TopicTemplate {
             names.push(inner.to_string());
         }
         let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 1);
-        Ok(Self {
-            raw: raw.to_string(),
-            levels,
-            names,
-            slots,
-            contiguous,
-        })
+        Ok(Self { raw: raw.to_string(), levels, names, slots, contiguous })
     }
 
     /// The template as written.
@@ -155,14 +133,10 @@ impl TopicTemplate {
     /// Whether some topic could match both templates.
     fn overlaps(&self, other: &TopicTemplate) -> bool {
         self.levels.len() == other.levels.len()
-            && self
-                .levels
-                .iter()
-                .zip(&other.levels)
-                .all(|(a, b)| match (a, b) {
-                    (Level::Literal(x), Level::Literal(y)) => x == y,
-                    _ => true,
-                })
+            && self.levels.iter().zip(&other.levels).all(|(a, b)| match (a, b) {
+                (Level::Literal(x), Level::Literal(y)) => x == y,
+                _ => true,
+            })
     }
 
     /// The device key of `topic` if it matches, else `None`.
@@ -195,13 +169,7 @@ impl TopicTemplate {
             return Some(Cow::Borrowed(&topic[first..last_end]));
         }
         let parts: Vec<&str> = topic.split('/').collect();
-        Some(Cow::Owned(
-            self.slots
-                .iter()
-                .map(|&i| parts[i])
-                .collect::<Vec<_>>()
-                .join("/"),
-        ))
+        Some(Cow::Owned(self.slots.iter().map(|&i| parts[i]).collect::<Vec<_>>().join("/")))
     }
 
     /// Whether `topic` matches.
@@ -272,62 +240,28 @@ mod tests {
     #[test]
     fn output_renders_from_device_key() {
         let t = input();
-        let out =
-            TopicTemplate::parse_output("plant/{line}/{machine}/lineguard/scores", &t).unwrap();
-        assert_eq!(
-            out.render(&t, "line1/press3"),
-            "plant/line1/press3/lineguard/scores"
-        );
+        let out = TopicTemplate::parse_output("plant/{line}/{machine}/lineguard/scores", &t).unwrap();
+        assert_eq!(out.render(&t, "line1/press3"), "plant/line1/press3/lineguard/scores");
     }
 
     #[test]
     fn rejects_bad_templates() {
         use TopicError::*;
         assert_eq!(TopicTemplate::parse_input(""), Err(Empty));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/+/x"),
-            Err(Wildcard { level: 2, .. })
-        ));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/#"),
-            Err(Wildcard { .. })
-        ));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/m-{id}"),
-            Err(PartialPlaceholder { .. })
-        ));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/{id"),
-            Err(PartialPlaceholder { .. })
-        ));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/{a b}"),
-            Err(BadName { .. })
-        ));
-        assert!(matches!(
-            TopicTemplate::parse_input("plant/{}"),
-            Err(BadName { .. })
-        ));
-        assert_eq!(
-            TopicTemplate::parse_input("{a}/{a}"),
-            Err(Duplicate("a".into()))
-        );
-        assert_eq!(
-            TopicTemplate::parse_input("plant/press"),
-            Err(NoPlaceholder)
-        );
+        assert!(matches!(TopicTemplate::parse_input("plant/+/x"), Err(Wildcard { level: 2, .. })));
+        assert!(matches!(TopicTemplate::parse_input("plant/#"), Err(Wildcard { .. })));
+        assert!(matches!(TopicTemplate::parse_input("plant/m-{id}"), Err(PartialPlaceholder { .. })));
+        assert!(matches!(TopicTemplate::parse_input("plant/{id"), Err(PartialPlaceholder { .. })));
+        assert!(matches!(TopicTemplate::parse_input("plant/{a b}"), Err(BadName { .. })));
+        assert!(matches!(TopicTemplate::parse_input("plant/{}"), Err(BadName { .. })));
+        assert_eq!(TopicTemplate::parse_input("{a}/{a}"), Err(Duplicate("a".into())));
+        assert_eq!(TopicTemplate::parse_input("plant/press"), Err(NoPlaceholder));
         let t = input();
-        assert_eq!(
-            TopicTemplate::parse_output("x/{cell}", &t),
-            Err(UnknownPlaceholder("cell".into()))
-        );
+        assert_eq!(TopicTemplate::parse_output("x/{cell}", &t), Err(UnknownPlaceholder("cell".into())));
         assert!(matches!(
             TopicTemplate::parse_output("plant/{machine}/{line}/telemetry", &t),
             Err(Feedback { .. })
         ));
-        assert!(matches!(
-            TopicTemplate::parse_output("plant/a/b/telemetry", &t),
-            Err(Feedback { .. })
-        ));
+        assert!(matches!(TopicTemplate::parse_output("plant/a/b/telemetry", &t), Err(Feedback { .. })));
     }
 }

@@ -45,16 +45,8 @@ pub struct Windows {
 
 impl Windows {
     pub fn new(window: usize, features: usize, hop: usize) -> Self {
-        assert!(
-            window > 0 && features > 0 && hop > 0,
-            "validated by the card and config"
-        );
-        Self {
-            window,
-            features,
-            hop: hop as u64,
-            devices: HashMap::new(),
-        }
+        assert!(window > 0 && features > 0 && hop > 0, "validated by the card and config");
+        Self { window, features, hop: hop as u64, devices: HashMap::new() }
     }
 
     pub fn devices(&self) -> usize {
@@ -73,24 +65,18 @@ impl Windows {
         let (window, features) = (self.window, self.features);
         let ring = match self.devices.get_mut(device) {
             Some(r) => r,
-            None => self
-                .devices
-                .entry(device.to_string())
-                .or_insert_with(|| Ring {
-                    buf: vec![0.0; window * features],
-                    head: 0,
-                    count: 0,
-                    newest_ts: i64::MIN,
-                }),
+            None => self.devices.entry(device.to_string()).or_insert_with(|| Ring {
+                buf: vec![0.0; window * features],
+                head: 0,
+                count: 0,
+                newest_ts: i64::MIN,
+            }),
         };
         let ts = match ts {
             Some(t) if t <= ring.newest_ts => {
                 return Err(Rejection::new(
                     Reason::OutOfOrder,
-                    format!(
-                        "ts {t} is not newer than {} already in the window of {device}",
-                        ring.newest_ts
-                    ),
+                    format!("ts {t} is not newer than {} already in the window of {device}", ring.newest_ts),
                 ))
             }
             Some(t) => t,
@@ -112,12 +98,7 @@ impl Windows {
 
     /// Copy `device`'s window, oldest sample first, normalized, into `out`
     /// (`window * features` f32). Returns false for an unknown device.
-    pub fn write_window(
-        &self,
-        device: &str,
-        normalize: Option<&Normalize>,
-        out: &mut [f32],
-    ) -> bool {
+    pub fn write_window(&self, device: &str, normalize: Option<&Normalize>, out: &mut [f32]) -> bool {
         let Some(ring) = self.devices.get(device) else {
             return false;
         };
@@ -127,15 +108,11 @@ impl Windows {
         let src = older.iter().chain(newer.iter());
         match normalize {
             None => out.iter_mut().zip(src).for_each(|(o, &v)| *o = v as f32),
-            Some(n) => out
-                .iter_mut()
-                .zip(src)
-                .enumerate()
-                .for_each(|(i, (o, &v))| {
-                    let k = i % f;
-                    // f64 arithmetic, one rounding to f32: what the reference (numpy) does.
-                    *o = ((v - n.mean[k]) / n.std[k]) as f32;
-                }),
+            Some(n) => out.iter_mut().zip(src).enumerate().for_each(|(i, (o, &v))| {
+                let k = i % f;
+                // f64 arithmetic, one rounding to f32: what the reference (numpy) does.
+                *o = ((v - n.mean[k]) / n.std[k]) as f32;
+            }),
         }
         true
     }
@@ -167,25 +144,16 @@ mod tests {
     #[test]
     fn out_of_order_is_refused_and_does_not_disturb_the_window() {
         let mut w = Windows::new(2, 1, 1);
-        assert_eq!(
-            w.push("d", Some(10), 0, &[1.0]).unwrap(),
-            Pushed::Buffered { ts: 10 }
-        );
+        assert_eq!(w.push("d", Some(10), 0, &[1.0]).unwrap(), Pushed::Buffered { ts: 10 });
         let err = w.push("d", Some(10), 0, &[9.0]).unwrap_err();
         assert_eq!(err.reason, Reason::OutOfOrder);
-        assert_eq!(
-            w.push("d", Some(5), 0, &[9.0]).unwrap_err().reason,
-            Reason::OutOfOrder
-        );
+        assert_eq!(w.push("d", Some(5), 0, &[9.0]).unwrap_err().reason, Reason::OutOfOrder);
         assert_eq!(
             w.push("e", Some(5), 0, &[9.0]).unwrap(),
             Pushed::Buffered { ts: 5 },
             "devices are independent"
         );
-        assert_eq!(
-            w.push("d", Some(11), 0, &[2.0]).unwrap(),
-            Pushed::Ready { ts: 11 }
-        );
+        assert_eq!(w.push("d", Some(11), 0, &[2.0]).unwrap(), Pushed::Ready { ts: 11 });
         let mut out = [0f32; 2];
         w.write_window("d", None, &mut out);
         assert_eq!(out, [1.0, 2.0]);
@@ -194,32 +162,17 @@ mod tests {
     #[test]
     fn missing_ts_takes_receive_time_and_stays_monotonic() {
         let mut w = Windows::new(4, 1, 1);
-        assert_eq!(
-            w.push("d", None, 1000, &[1.0]).unwrap(),
-            Pushed::Buffered { ts: 1000 }
-        );
-        assert_eq!(
-            w.push("d", None, 1000, &[1.0]).unwrap(),
-            Pushed::Buffered { ts: 1001 }
-        );
-        assert_eq!(
-            w.push("d", Some(2000), 1000, &[1.0]).unwrap(),
-            Pushed::Buffered { ts: 2000 }
-        );
-        assert_eq!(
-            w.push("d", None, 1500, &[1.0]).unwrap(),
-            Pushed::Ready { ts: 2001 }
-        );
+        assert_eq!(w.push("d", None, 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 1000 });
+        assert_eq!(w.push("d", None, 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 1001 });
+        assert_eq!(w.push("d", Some(2000), 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 2000 });
+        assert_eq!(w.push("d", None, 1500, &[1.0]).unwrap(), Pushed::Ready { ts: 2001 });
     }
 
     #[test]
     fn normalizes_per_feature() {
         let mut w = Windows::new(1, 2, 1);
         w.push("d", Some(1), 0, &[3.0, 10.0]).unwrap();
-        let n = Normalize {
-            mean: vec![1.0, 20.0],
-            std: vec![2.0, 5.0],
-        };
+        let n = Normalize { mean: vec![1.0, 20.0], std: vec![2.0, 5.0] };
         let mut out = [0f32; 2];
         w.write_window("d", Some(&n), &mut out);
         assert_eq!(out, [1.0, -2.0]);

@@ -18,11 +18,7 @@ fn lineguard(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn p(rel: &str) -> String {
@@ -47,23 +43,11 @@ fn check_model_describes_good_models() {
     ] {
         assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
     }
-    for (model, needle) in [
-        ("seq-risk", "[batch, 5, 3]"),
-        ("fixed1", "fixed at 1"),
-        ("sk-mlp", "`X` f32 [batch, 6]"),
-    ] {
-        let o = lineguard(
-            &[
-                "check-model",
-                &p(&format!("tests/fixtures/models/{model}.onnx")),
-            ],
-            &[],
-        );
-        assert!(
-            o.status.success() && text(&o).contains(needle),
-            "{model}: {}",
-            text(&o)
-        );
+    for (model, needle) in
+        [("seq-risk", "[batch, 5, 3]"), ("fixed1", "fixed at 1"), ("sk-mlp", "`X` f32 [batch, 6]")]
+    {
+        let o = lineguard(&["check-model", &p(&format!("tests/fixtures/models/{model}.onnx"))], &[]);
+        assert!(o.status.success() && text(&o).contains(needle), "{model}: {}", text(&o));
     }
 }
 
@@ -73,23 +57,12 @@ fn refused(model: &Path, card: &str, needle: &str) {
     let card_path = dir.path().join("card.toml");
     std::fs::write(&card_path, card).unwrap();
     let o = lineguard(
-        &[
-            "check-model",
-            &model.display().to_string(),
-            "--card",
-            &card_path.display().to_string(),
-        ],
+        &["check-model", &model.display().to_string(), "--card", &card_path.display().to_string()],
         &[],
     );
     let out = text(&o);
-    assert!(
-        !o.status.success(),
-        "accepted a broken model/card ({needle}):\n{out}"
-    );
-    assert!(
-        out.contains(needle),
-        "message should say `{needle}`:\n{out}"
-    );
+    assert!(!o.status.success(), "accepted a broken model/card ({needle}):\n{out}");
+    assert!(out.contains(needle), "message should say `{needle}`:\n{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
 
@@ -101,16 +74,8 @@ fn check_model_refuses_broken_models_and_cards_saying_why() {
         assert!(card.contains(from), "{from}");
         card.replacen(from, to, 1)
     };
-    refused(
-        &line,
-        &edit("window = 16", "window = 12"),
-        "layout \"flat\" needs [batch, 96]",
-    );
-    refused(
-        &line,
-        &edit("layout = \"flat\"", "layout = \"sequence\""),
-        "needs [batch, 16, 8]",
-    );
+    refused(&line, &edit("window = 16", "window = 12"), "layout \"flat\" needs [batch, 96]");
+    refused(&line, &edit("layout = \"flat\"", "layout = \"sequence\""), "needs [batch, 16, 8]");
     refused(
         &line,
         &edit("output = \"quality\"", "output = \"qualty\""),
@@ -121,43 +86,18 @@ fn check_model_refuses_broken_models_and_cards_saying_why() {
         &edit("index = 0\nwarn = 0.6", "index = 3\nwarn = 0.6"),
         "reads column 3 of output `anomaly`, which has 1 column",
     );
-    refused(
-        &line,
-        &edit("std = [36.23,", "std = [0.0,"),
-        "normalize.std[0] (spindle_speed)",
-    );
-    refused(
-        &line,
-        &edit("mean = [1197.9, ", "mean = ["),
-        "one mean and one std per feature",
-    );
-    refused(
-        &line,
-        &edit("\"ambient_humidity\"]", "\"ambient_humidity\", \"extra\"]"),
-        "9 features, 8 means",
-    );
+    refused(&line, &edit("std = [36.23,", "std = [0.0,"), "normalize.std[0] (spindle_speed)");
+    refused(&line, &edit("mean = [1197.9, ", "mean = ["), "one mean and one std per feature");
+    refused(&line, &edit("\"ambient_humidity\"]", "\"ambient_humidity\", \"extra\"]"), "9 features, 8 means");
     refused(&line, &edit("alarm = 0.9", "alarm = 0.5"), "wrong order");
     refused(&line, &edit("warn = 0.6", "warning = 0.6"), "warning");
-    refused(
-        &line,
-        "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\"]\nwindow = 1\n",
-        "scores",
-    );
+    refused(&line, "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\"]\nwindow = 1\n", "scores");
     refused(&line, "this is not toml = [", "card.toml");
 
-    let minimal =
-        "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\", \"b\"]\nwindow = 2\n[scores.y]\n";
+    let minimal = "name = \"x\"\nversion = \"1\"\nfeatures = [\"a\", \"b\"]\nwindow = 2\n[scores.y]\n";
     let fixtures = repo_path("tests/fixtures/models");
-    refused(
-        &fixtures.join("two-inputs.onnx"),
-        minimal,
-        "one input tensor, the graph has 2 (x, extra)",
-    );
-    refused(
-        &fixtures.join("int-input.onnx"),
-        minimal,
-        "input `x` is I64; lineguard feeds f32",
-    );
+    refused(&fixtures.join("two-inputs.onnx"), minimal, "one input tensor, the graph has 2 (x, extra)");
+    refused(&fixtures.join("int-input.onnx"), minimal, "input `x` is I64; lineguard feeds f32");
     refused(
         &fixtures.join("rank3-output.onnx"),
         &minimal.replace("[scores.y]", "[scores.y3]"),
@@ -167,25 +107,11 @@ fn check_model_refuses_broken_models_and_cards_saying_why() {
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"definitely not protobuf").unwrap();
     refused(&junk, minimal, "is not a usable ONNX model");
-    refused(
-        &dir.path().join("absent.onnx"),
-        minimal,
-        "cannot read model",
-    );
+    refused(&dir.path().join("absent.onnx"), minimal, "cannot read model");
     // No card beside the model.
     std::fs::copy(&line, dir.path().join("orphan.onnx")).unwrap();
-    let o = lineguard(
-        &[
-            "check-model",
-            &dir.path().join("orphan.onnx").display().to_string(),
-        ],
-        &[],
-    );
-    assert!(
-        !o.status.success() && text(&o).contains("orphan.toml"),
-        "{}",
-        text(&o)
-    );
+    let o = lineguard(&["check-model", &dir.path().join("orphan.onnx").display().to_string()], &[]);
+    assert!(!o.status.success() && text(&o).contains("orphan.toml"), "{}", text(&o));
 }
 
 const CONFIG: &str = r#"
@@ -216,18 +142,12 @@ fn write_config(text: &str) -> (tempfile::TempDir, String) {
 #[test]
 fn check_config_prints_effective_settings_with_secrets_masked() {
     let (_d, path) = write_config(CONFIG);
-    let o = lineguard(
-        &["check-config", "--config", &path],
-        &[("LINEGUARD__MQTT__PORT", "2883")],
-    );
+    let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__MQTT__PORT", "2883")]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(!out.contains("hunter2"), "password leaked:\n{out}");
     assert!(out.contains("********"), "{out}");
-    assert!(
-        out.contains("port = 2883"),
-        "environment override not applied:\n{out}"
-    );
+    assert!(out.contains("port = 2883"), "environment override not applied:\n{out}");
     assert!(out.contains("subscribes `plant/+/+/telemetry`"), "{out}");
     assert!(out.contains("hop = 1"), "defaults shown:\n{out}");
 }
@@ -244,26 +164,17 @@ fn check_config_fails_clearly() {
             "pipelines[0].input_topic",
         ),
         (
-            CONFIG.replace(
-                "\"plant/{line}/{machine}/lineguard/scores\"",
-                "\"plant/{line}/{cell}/scores\"",
-            ),
+            CONFIG.replace("\"plant/{line}/{machine}/lineguard/scores\"", "\"plant/{line}/{cell}/scores\""),
             "`{cell}` is not in the input topic",
         ),
-        (
-            CONFIG.replace("model = \"MODEL\"", "model = \"/nonexistent/m.onnx\""),
-            "/nonexistent/m.toml",
-        ),
+        (CONFIG.replace("model = \"MODEL\"", "model = \"/nonexistent/m.onnx\""), "/nonexistent/m.toml"),
         (CONFIG.replace("[mqtt]", "[mqt]"), "mqt"),
     ];
     for (text_, needle) in cases {
         let (_d, path) = write_config(&text_);
         let o = lineguard(&["check-config", "--config", &path], &[]);
         let out = text(&o);
-        assert!(
-            !o.status.success(),
-            "accepted a bad config ({needle}):\n{out}"
-        );
+        assert!(!o.status.success(), "accepted a bad config ({needle}):\n{out}");
         assert!(
             out.contains(needle) && out.contains("lineguard.toml") || needle.starts_with('/'),
             "should name `{needle}` and the file:\n{out}"
@@ -271,18 +182,8 @@ fn check_config_fails_clearly() {
         assert!(out.contains(needle), "should name `{needle}`:\n{out}");
     }
     let (_d, path) = write_config(CONFIG);
-    let o = lineguard(
-        &["check-config", "--config", &path],
-        &[("LINEGUARD__MQTT__PORT", "many")],
-    );
+    let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__MQTT__PORT", "many")]);
     assert!(!o.status.success(), "{}", text(&o));
-    let o = lineguard(
-        &["check-config", "--config", "/nonexistent/lineguard.toml"],
-        &[],
-    );
-    assert!(
-        !o.status.success() && text(&o).contains("not found"),
-        "{}",
-        text(&o)
-    );
+    let o = lineguard(&["check-config", "--config", "/nonexistent/lineguard.toml"], &[]);
+    assert!(!o.status.success() && text(&o).contains("not found"), "{}", text(&o));
 }

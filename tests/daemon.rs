@@ -26,37 +26,19 @@ fn score_topic(device: &str) -> String {
 }
 
 /// Start a daemon and wait for its retained `online` status.
-fn start(
-    broker: &Broker,
-    client_id: &str,
-    pipelines: &[PipelineSpec],
-    extra: &str,
-) -> (Daemon, Subscriber) {
+fn start(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> (Daemon, Subscriber) {
     let state = tempfile::tempdir().unwrap().keep();
     let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
     let sub = Subscriber::new(broker.port, &["#"]);
-    sub.wait_for(
-        &format!("lineguard/{client_id}/status"),
-        "\"online\"",
-        Duration::from_secs(30),
-    );
+    sub.wait_for(&format!("lineguard/{client_id}/status"), "\"online\"", Duration::from_secs(30));
     (daemon, sub)
 }
 
 #[test]
 fn every_window_is_scored_like_onnx_runtime() {
     let broker = Broker::start();
-    let (mut daemon, sub) = start(
-        &broker,
-        "lg-golden",
-        &[PipelineSpec::new(
-            "press-line",
-            LINE_MODEL,
-            LINE_IN,
-            LINE_OUT,
-        )],
-        "",
-    );
+    let (mut daemon, sub) =
+        start(&broker, "lg-golden", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let golden = Golden::load(LINE_GOLDEN);
     let mut publisher = Publisher::new(broker.port);
     for (device, sample) in golden.interleaved() {
@@ -65,12 +47,9 @@ fn every_window_is_scored_like_onnx_runtime() {
     publisher.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     assert_eq!(expected.len(), 100);
-    let got = sub.collect(
-        expected.len(),
-        Duration::from_secs(30),
-        Duration::from_millis(800),
-        |m| m.topic.ends_with("/lineguard/scores"),
-    );
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
+        m.topic.ends_with("/lineguard/scores")
+    });
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len(), "nothing extra");
     assert!(daemon.is_running(), "{}", daemon.log());
@@ -91,12 +70,9 @@ fn hop_scores_every_nth_window() {
     let expected = golden.expected(&card_scores(LINE_CARD), 3);
     // 25 windows per device, every third from the first full one: 9 each.
     assert_eq!(expected.len(), 4 * 9);
-    let got = sub.collect(
-        expected.len(),
-        Duration::from_secs(30),
-        Duration::from_millis(800),
-        |m| m.topic.ends_with("/lineguard/scores"),
-    );
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
+        m.topic.ends_with("/lineguard/scores")
+    });
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len());
 }
@@ -104,36 +80,22 @@ fn hop_scores_every_nth_window() {
 #[test]
 fn batches_of_samples_in_one_message() {
     let broker = Broker::start();
-    let (_daemon, sub) = start(
-        &broker,
-        "lg-batch",
-        &[PipelineSpec::new(
-            "press-line",
-            LINE_MODEL,
-            LINE_IN,
-            LINE_OUT,
-        )],
-        "",
-    );
+    let (_daemon, sub) =
+        start(&broker, "lg-batch", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let golden = Golden::load(LINE_GOLDEN);
     let mut publisher = Publisher::new(broker.port);
     for (device, samples) in &golden.devices {
         for chunk in samples.chunks(7) {
-            let batch: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|s| serde_json::json!({"ts": s.ts, "values": s.values}))
-                .collect();
+            let batch: Vec<serde_json::Value> =
+                chunk.iter().map(|s| serde_json::json!({"ts": s.ts, "values": s.values})).collect();
             publisher.publish(&line_topic(device), serde_json::to_vec(&batch).unwrap());
         }
     }
     publisher.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let got = sub.collect(
-        expected.len(),
-        Duration::from_secs(30),
-        Duration::from_millis(800),
-        |m| m.topic.ends_with("/lineguard/scores"),
-    );
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
+        m.topic.ends_with("/lineguard/scores")
+    });
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len());
 }
@@ -142,15 +104,7 @@ fn batches_of_samples_in_one_message() {
 fn several_pipelines_with_different_models_in_one_daemon() {
     let broker = Broker::start();
     let specs = [
-        (
-            "press-line",
-            LINE_MODEL,
-            LINE_IN,
-            LINE_OUT,
-            LINE_GOLDEN,
-            LINE_CARD,
-            "line-mlp",
-        ),
+        ("press-line", LINE_MODEL, LINE_IN, LINE_OUT, LINE_GOLDEN, LINE_CARD, "line-mlp"),
         (
             "pumps",
             "tests/fixtures/models/seq-risk.onnx",
@@ -179,23 +133,14 @@ fn several_pipelines_with_different_models_in_one_daemon() {
             "sk-mlp",
         ),
     ];
-    let pipelines: Vec<PipelineSpec> = specs
-        .iter()
-        .map(|s| PipelineSpec::new(s.0, s.1, s.2, s.3))
-        .collect();
+    let pipelines: Vec<PipelineSpec> = specs.iter().map(|s| PipelineSpec::new(s.0, s.1, s.2, s.3)).collect();
     let (_daemon, sub) = start(&broker, "lg-multi", &pipelines, "");
     // Fill a template's placeholders, in order, with the device key's levels.
     let topic = |template: &str, device: &str| {
         let mut values = device.split('/');
         template
             .split('/')
-            .map(|l| {
-                if l.starts_with('{') {
-                    values.next().unwrap()
-                } else {
-                    l
-                }
-            })
+            .map(|l| if l.starts_with('{') { values.next().unwrap() } else { l })
             .collect::<Vec<_>>()
             .join("/")
     };
@@ -209,47 +154,23 @@ fn several_pipelines_with_different_models_in_one_daemon() {
         total += g.windows.len();
     }
     publisher.flush(Duration::from_secs(10));
-    let outputs: Vec<String> = specs
-        .iter()
-        .map(|s| s.3.rsplit('/').next().unwrap().to_string())
-        .collect();
-    let got = sub.collect(
-        total,
-        Duration::from_secs(30),
-        Duration::from_millis(800),
-        |m| {
-            !m.topic.starts_with("lineguard/")
-                && outputs.iter().any(|o| m.topic.ends_with(&format!("/{o}")))
-        },
-    );
+    let outputs: Vec<String> = specs.iter().map(|s| s.3.rsplit('/').next().unwrap().to_string()).collect();
+    let got = sub.collect(total, Duration::from_secs(30), Duration::from_millis(800), |m| {
+        !m.topic.starts_with("lineguard/") && outputs.iter().any(|o| m.topic.ends_with(&format!("/{o}")))
+    });
     assert_eq!(got.len(), total, "one score per window of every pipeline");
     for (s, g) in specs.iter().zip(&goldens) {
         let prefix = format!("{}/", s.3.split('/').next().unwrap());
-        let mine: Vec<_> = got
-            .iter()
-            .filter(|m| m.topic.starts_with(&prefix))
-            .cloned()
-            .collect();
-        check_scores(&mine, &g.expected(&card_scores(s.5), 1), s.0, s.6, |d| {
-            topic(s.3, d)
-        });
+        let mine: Vec<_> = got.iter().filter(|m| m.topic.starts_with(&prefix)).cloned().collect();
+        check_scores(&mine, &g.expected(&card_scores(s.5), 1), s.0, s.6, |d| topic(s.3, d));
     }
 }
 
 #[test]
 fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
     let broker = Broker::start();
-    let (mut daemon, sub) = start(
-        &broker,
-        "lg-reject",
-        &[PipelineSpec::new(
-            "press-line",
-            LINE_MODEL,
-            LINE_IN,
-            LINE_OUT,
-        )],
-        "",
-    );
+    let (mut daemon, sub) =
+        start(&broker, "lg-reject", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let golden = Golden::load(LINE_GOLDEN);
     let mut publisher = Publisher::new(broker.port);
     let mut previous: std::collections::HashMap<&str, String> = Default::default();
@@ -266,14 +187,10 @@ fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
             b"{\"ts\": 1, \"values\": {".to_vec(),
             b"not json at all".to_vec(),
             vec![0xff, 0x00, 0x13],
-            serde_json::json!({"ts": sample.ts, "values": missing})
-                .to_string()
-                .into_bytes(),
+            serde_json::json!({"ts": sample.ts, "values": missing}).to_string().into_bytes(),
             stringy.to_string().into_bytes(),
             nan.to_string().into_bytes(),
-            serde_json::json!({"ts": "last tuesday", "values": sample.values})
-                .to_string()
-                .into_bytes(),
+            serde_json::json!({"ts": "last tuesday", "values": sample.values}).to_string().into_bytes(),
             b"[]".to_vec(),
             b"42".to_vec(),
             serde_json::json!({"values": 3}).to_string().into_bytes(),
@@ -281,10 +198,7 @@ fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
         publisher.publish(&topic, garbage[i % garbage.len()].clone());
         if i % 3 == 0 {
             // A batch whose first element is bad and second is the real sample.
-            let batch = format!(
-                "[{{\"ts\":{},\"values\":{{\"spindle_speed\":\"x\"}}}},{good}]",
-                sample.ts
-            );
+            let batch = format!("[{{\"ts\":{},\"values\":{{\"spindle_speed\":\"x\"}}}},{good}]", sample.ts);
             publisher.publish(&topic, batch);
         } else {
             publisher.publish(&topic, good.clone());
@@ -296,12 +210,9 @@ fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
     }
     publisher.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let got = sub.collect(
-        expected.len(),
-        Duration::from_secs(30),
-        Duration::from_millis(800),
-        |m| m.topic.ends_with("/lineguard/scores"),
-    );
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
+        m.topic.ends_with("/lineguard/scores")
+    });
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len());
     assert!(daemon.is_running());
@@ -323,17 +234,8 @@ fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
 #[test]
 fn status_is_retained_online_then_offline_on_kill_and_on_sigterm() {
     let broker = Broker::start();
-    let (mut daemon, sub) = start(
-        &broker,
-        "lg-status",
-        &[PipelineSpec::new(
-            "press-line",
-            LINE_MODEL,
-            LINE_IN,
-            LINE_OUT,
-        )],
-        "",
-    );
+    let (mut daemon, sub) =
+        start(&broker, "lg-status", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let topic = "lineguard/lg-status/status";
     // A late subscriber sees the retained `online` with the model and its sha256.
     let late = Subscriber::new(broker.port, &[topic]);
@@ -342,10 +244,7 @@ fn status_is_retained_online_then_offline_on_kill_and_on_sigterm() {
     let j = online.json();
     let sha = {
         use sha2::Digest;
-        format!(
-            "{:x}",
-            sha2::Sha256::digest(std::fs::read(support::repo_path(LINE_MODEL)).unwrap())
-        )
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(support::repo_path(LINE_MODEL)).unwrap()))
     };
     assert_eq!(j["models"][0]["sha256"], sha.as_str(), "{j}");
     assert_eq!(j["models"][0]["model"], "line-mlp");
@@ -356,20 +255,12 @@ fn status_is_retained_online_then_offline_on_kill_and_on_sigterm() {
     let will = sub.wait_for(topic, "\"offline\"", Duration::from_secs(15));
     assert_eq!(will.json()["status"], "offline");
     let later = Subscriber::new(broker.port, &[topic]);
-    assert!(
-        later
-            .wait_for(topic, "offline", Duration::from_secs(5))
-            .retain
-    );
+    assert!(later.wait_for(topic, "offline", Duration::from_secs(5)).retain);
 
     // Restart, then SIGTERM: exit 0 and `offline` published by the daemon itself.
     daemon.spawn();
     sub.wait_for(topic, "\"online\"", Duration::from_secs(30));
     let status = daemon.sigterm(Duration::from_secs(20));
-    assert!(
-        status.success(),
-        "exit status {status:?}; log:\n{}",
-        daemon.log()
-    );
+    assert!(status.success(), "exit status {status:?}; log:\n{}", daemon.log());
     sub.wait_for(topic, "\"offline\"", Duration::from_secs(10));
 }

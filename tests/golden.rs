@@ -10,8 +10,7 @@ use support::golden::{assert_close, Golden};
 
 fn check(model_path: &str, fixture: &str) {
     let golden = Golden::load(fixture);
-    let model = Model::load(&support::repo_path(model_path))
-        .unwrap_or_else(|e| panic!("{model_path}: {e}"));
+    let model = Model::load(&support::repo_path(model_path)).unwrap_or_else(|e| panic!("{model_path}: {e}"));
     let card = &model.card;
     assert_eq!(card.features, golden.features);
     let len = card.input_len();
@@ -38,11 +37,7 @@ fn check(model_path: &str, fixture: &str) {
             }
         }
     }
-    assert_eq!(
-        expected.len(),
-        golden.windows.len(),
-        "every fixture window is produced once"
-    );
+    assert_eq!(expected.len(), golden.windows.len(), "every fixture window is produced once");
 
     // 2. One batch of everything, and one window at a time: both match ORT.
     let n = expected.len();
@@ -66,32 +61,20 @@ fn check(model_path: &str, fixture: &str) {
 
 #[test]
 fn shipped_line_mlp_matches_onnx_runtime() {
-    check(
-        "models/line-mlp.onnx",
-        "models/fixtures/line-mlp.golden.json",
-    );
+    check("models/line-mlp.onnx", "models/fixtures/line-mlp.golden.json");
 }
 
 #[test]
 fn sequence_layout_softmax_and_unused_output_match_onnx_runtime() {
-    check(
-        "tests/fixtures/models/seq-risk.onnx",
-        "tests/fixtures/models/seq-risk.golden.json",
-    );
+    check("tests/fixtures/models/seq-risk.onnx", "tests/fixtures/models/seq-risk.golden.json");
 }
 
 #[test]
 fn fixed_batch_model_matches_onnx_runtime() {
-    check(
-        "tests/fixtures/models/fixed1.onnx",
-        "tests/fixtures/models/fixed1.golden.json",
-    );
+    check("tests/fixtures/models/fixed1.onnx", "tests/fixtures/models/fixed1.golden.json");
 }
 
 #[test]
 fn scikit_learn_export_matches_onnx_runtime() {
-    check(
-        "tests/fixtures/models/sk-mlp.onnx",
-        "tests/fixtures/models/sk-mlp.golden.json",
-    );
+    check("tests/fixtures/models/sk-mlp.onnx", "tests/fixtures/models/sk-mlp.golden.json");
 }

@@ -12,11 +12,7 @@ use lineguard::broker::{free_port, start_embedded, wait_for_port};
 
 fn mosquitto_binary() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("mosquitto"))
-                .collect()
-        })
+        .map(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).collect())
         .unwrap_or_default();
     candidates.extend(["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"].map(PathBuf::from));
     candidates.into_iter().find(|p| p.is_file())
@@ -36,7 +32,9 @@ impl Broker {
         match mosquitto_binary() {
             Some(_) => Self::mosquitto(false),
             None => {
-                eprintln!("NOTE: mosquitto is not installed; this test runs against the embedded rumqttd broker");
+                eprintln!(
+                    "NOTE: mosquitto is not installed; this test runs against the embedded rumqttd broker"
+                );
                 let port = free_port().expect("free port");
                 start_embedded(port).expect("embedded broker");
                 Broker {
@@ -64,10 +62,7 @@ impl Broker {
     }
 
     fn launch(&mut self) {
-        assert!(
-            !self.embedded,
-            "the embedded broker cannot be restarted; install mosquitto"
-        );
+        assert!(!self.embedded, "the embedded broker cannot be restarted; install mosquitto");
         let bin = mosquitto_binary()
             .expect("this test needs mosquitto (apt-get install mosquitto); .ci/run installs it");
         let conf = self.dir.path().join("mosquitto.conf");
@@ -124,10 +119,7 @@ impl Broker {
 
 /// SIGTERM through the `kill` command (no libc dependency for one call).
 pub fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
 }
 
 impl Drop for Broker {

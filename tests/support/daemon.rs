@@ -15,13 +15,7 @@ pub struct PipelineSpec<'a> {
 
 impl<'a> PipelineSpec<'a> {
     pub fn new(name: &'a str, model: &'a str, input: &'a str, output: &'a str) -> Self {
-        Self {
-            name,
-            model,
-            input,
-            output,
-            hop: 1,
-        }
+        Self { name, model, input, output, hop: 1 }
     }
 }
 
@@ -65,23 +59,14 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("lineguard.toml");
         std::fs::write(&config, config_text).unwrap();
-        let mut d = Daemon {
-            child: None,
-            log: dir.path().join("lineguard.log"),
-            dir,
-            config,
-        };
+        let mut d = Daemon { child: None, log: dir.path().join("lineguard.log"), dir, config };
         d.spawn();
         d
     }
 
     /// Start again with the same config (after a kill).
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
             .arg("run")
             .arg("--config")
@@ -121,10 +106,7 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                panic!(
-                    "lineguard did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
+                panic!("lineguard did not exit within {timeout:?} of SIGTERM; log:\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

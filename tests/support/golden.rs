@@ -31,8 +31,8 @@ pub struct Golden {
 impl Golden {
     pub fn load(rel: &str) -> Self {
         let path = super::repo_path(rel);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
     }
 
@@ -54,10 +54,7 @@ impl Golden {
 /// threshold).
 pub fn assert_close(got: f32, want: f32, what: &str) {
     let tol = 1e-4 * want.abs().max(1e-2);
-    assert!(
-        (got - want).abs() <= tol,
-        "{what}: lineguard {got} vs ONNX Runtime {want}"
-    );
+    assert!((got - want).abs() <= tol, "{what}: lineguard {got} vs ONNX Runtime {want}");
 }
 
 /// What one published score message must say.
@@ -91,11 +88,7 @@ pub fn card_scores(card_rel: &str) -> Vec<CardScore> {
         .iter()
         .map(|(name, t)| CardScore {
             name: name.clone(),
-            output: t
-                .get("output")
-                .and_then(|v| v.as_str())
-                .unwrap_or(name)
-                .to_string(),
+            output: t.get("output").and_then(|v| v.as_str()).unwrap_or(name).to_string(),
             index: t.get("index").and_then(|v| v.as_integer()).unwrap_or(0) as usize,
             warn: t.get("warn").and_then(|v| v.as_float()),
             alarm: t.get("alarm").and_then(|v| v.as_float()),
@@ -143,11 +136,7 @@ impl Golden {
     pub fn interleaved(&self) -> Vec<(&str, &Sample)> {
         let longest = self.devices.values().map(Vec::len).max().unwrap_or(0);
         (0..longest)
-            .flat_map(|i| {
-                self.devices
-                    .iter()
-                    .filter_map(move |(d, s)| s.get(i).map(|s| (d.as_str(), s)))
-            })
+            .flat_map(|i| self.devices.iter().filter_map(move |(d, s)| s.get(i).map(|s| (d.as_str(), s))))
             .collect()
     }
 }
@@ -166,19 +155,10 @@ pub fn check_scores(
         let j = m.json();
         let device = j["device"].as_str().expect("device").to_string();
         let ts = j["ts"].as_i64().expect("ts");
-        assert!(
-            seen.insert((device.clone(), ts)),
-            "score for {device} at {ts} published twice"
-        );
-        let e = expected
-            .iter()
-            .find(|e| e.device == device && e.ts == ts)
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected score for {device} at {ts}: {}",
-                    String::from_utf8_lossy(&m.payload)
-                )
-            });
+        assert!(seen.insert((device.clone(), ts)), "score for {device} at {ts} published twice");
+        let e = expected.iter().find(|e| e.device == device && e.ts == ts).unwrap_or_else(|| {
+            panic!("unexpected score for {device} at {ts}: {}", String::from_utf8_lossy(&m.payload))
+        });
         assert_eq!(m.topic, topic_of(&device), "topic");
         assert_eq!(j["pipeline"], pipeline);
         assert_eq!(j["model"], model);
@@ -186,15 +166,9 @@ pub fn check_scores(
         let scores = j["scores"].as_object().expect("scores object");
         assert_eq!(scores.len(), e.scores.len(), "score names in {j}");
         for (name, want) in &e.scores {
-            let got = scores
-                .get(name)
-                .and_then(|v| v.as_f64())
-                .unwrap_or_else(|| panic!("score {name} in {j}"));
-            assert_close(
-                got as f32,
-                *want,
-                &format!("{pipeline} {device} ts {ts} {name}"),
-            );
+            let got =
+                scores.get(name).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("score {name} in {j}"));
+            assert_close(got as f32, *want, &format!("{pipeline} {device} ts {ts} {name}"));
         }
         if let Some(state) = e.state {
             assert_eq!(j["state"], state, "state of {device} at {ts}: {j}");
@@ -205,10 +179,5 @@ pub fn check_scores(
         .filter(|e| !seen.contains(&(e.device.clone(), e.ts)))
         .map(|e| (&e.device, e.ts))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} windows never scored: {missing:?}",
-        missing.len(),
-        expected.len()
-    );
+    assert!(missing.is_empty(), "{} of {} windows never scored: {missing:?}", missing.len(), expected.len());
 }

@@ -50,11 +50,8 @@ impl Subscriber {
             for ev in conn.iter() {
                 match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m = Message {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                        };
+                        let m =
+                            Message { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
                         if tx.send(m).is_err() {
                             return;
                         }
@@ -70,13 +67,8 @@ impl Subscriber {
                 }
             }
         });
-        ack_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("test subscriber: no SUBACK from the broker");
-        Subscriber {
-            rx,
-            _client: client,
-        }
+        ack_rx.recv_timeout(Duration::from_secs(10)).expect("test subscriber: no SUBACK from the broker");
+        Subscriber { rx, _client: client }
     }
 
     /// The next message within `timeout`.
@@ -150,18 +142,12 @@ impl Publisher {
                 }
             }
         });
-        Publisher {
-            client,
-            sent: 0,
-            acked,
-        }
+        Publisher { client, sent: 0, acked }
     }
 
     /// QoS 1 publish.
     pub fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.into())
-            .unwrap();
+        self.client.publish(topic, QoS::AtLeastOnce, false, payload.into()).unwrap();
         self.sent += 1;
     }
 
