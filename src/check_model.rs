@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use crate::card::{Direction, Layout, ModelCard};
 use crate::model::{BatchDim, Model};
@@ -78,27 +78,21 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
         let _ = writeln!(r, "note       card keys not used by lineguard: {}", card.unknown_keys.join(", "));
     }
 
-    // Test windows: the card's own means (all zeros once normalized), and a
-    // deterministic spread of +-2 std around them.
-    let len = card.input_len();
-    let center = vec![0f32; len];
-    let spread: Vec<f32> = (0..len).map(|i| (((i * 7919) % 41) as f32 / 10.0) - 2.0).collect();
     // (Without normalization these are the raw values the model sees.)
-    for (label, w) in [("mean window", &center), ("spread window", &spread)] {
-        let mut scores = Vec::new();
-        model.run(w, 1, &mut scores).context("test inference failed")?;
+    for t in model.self_test().context("self-test failed")? {
         let shown: Vec<String> =
-            card.scores.iter().zip(&scores).map(|(s, v)| format!("{}={v}", s.name)).collect();
-        if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "test inference on the {label} gives {} = {}: the model must give finite scores",
-                card.scores[i].name,
-                scores[i]
-            );
-        }
-        let _ = writeln!(r, "test       {label:<14} {} -> {}", shown.join(" "), card.state(&scores).as_str());
+            card.scores.iter().zip(&t.scores).map(|(s, v)| format!("{}={v}", s.name)).collect();
+        let _ = writeln!(
+            r,
+            "test       {:<14} {} -> {}",
+            t.label,
+            shown.join(" "),
+            card.state(&t.scores).as_str()
+        );
     }
 
+    let len = card.input_len();
+    let spread = model.spread_window();
     // Timing: median of repeated runs, at batch 1 and at a larger batch.
     let big = match model.batch {
         BatchDim::Free => 64,

@@ -1,36 +1,46 @@
 //! The daemon's wiring: the one place that connects the stages.
 //!
 //! ```text
-//!  broker ─▶ connection task ─▶ [route by topic] ─▶ pipeline worker threads ─▶ sink task ─▶ broker
-//!            (rumqttc poll)       bounded channels   decode/window/infer        QoS 1 publish
+//!            ┌──────────── acks (after commit) ◀──────────────┐
+//!  broker ─▶ connection task ─▶ route by topic ─▶ pipeline workers ─▶ store (group commit)
+//!    ▲         │   (rumqttc poll)   bounded          decode/window/infer        │
+//!    │         └─ Sent/Acked/Up ─▶ sink ◀──── committed scores ◀────────────────┘
+//!    └──────────── QoS 1 publish ──┘  (outbox: publish, delete on PUBACK)
 //! ```
 //!
-//! Shutdown (mini-redis style): one token is cancelled; the connection task
-//! stops routing and drops the pipeline channels; each worker finishes the
-//! batch in hand and drops its sink sender; the sink publishes what is left,
-//! then `offline`, then disconnects. The whole drain is bounded in time.
+//! Every request reaches rumqttc through a zero-capacity channel, so a send
+//! that returned has been taken by the event loop; the connection task clears
+//! rumqttc's retransmission state at each ConnAck and holds the loop until the
+//! sink has reset too. That keeps the sink's view of what is in flight exact.
+//!
+//! Shutdown (mini-redis style): intake is cancelled — the connection task
+//! stops routing and drops the pipeline channels; each worker finishes and
+//! commits the batch in hand (queued messages stay unacknowledged, so the
+//! broker keeps them for the next start); then the sink drains the outbox for
+//! a bounded time, publishes `offline` and disconnects.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::ack::{Ack, AckId};
 use crate::config::Settings;
 use crate::events::ConnectionEvents;
 use crate::model::Model;
 use crate::mqtt::{self, Backoff};
-use crate::pipeline::{Inbound, Outbound, Worker};
+use crate::outbox::{Control, Link, Sink, SinkConfig};
+use crate::pipeline::{Inbound, Outputs, Worker};
+use crate::reload::{self, Board, Watched};
 use crate::status::{self, ModelStatus};
+use crate::store::Store;
 use crate::topic::TopicTemplate;
 
-/// How long a clean stop may spend publishing what is left.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const INBOUND_QUEUE: usize = 1024;
-const OUTBOUND_QUEUE: usize = 4096;
 
 /// Load every pipeline's model and card; any failure stops start-up.
 pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
@@ -40,6 +50,7 @@ pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
         .map(|p| {
             let card = crate::card::ModelCard::load(&p.card)?;
             let model = Model::load_with_card(&p.model, card).with_context(|| format!("pipeline `{}`", p.name))?;
+            model.self_test().with_context(|| format!("pipeline `{}`", p.name))?;
             if !model.card.unknown_keys.is_empty() {
                 warn!(pipeline = %p.name, keys = ?model.card.unknown_keys, "model card has keys lineguard does not use");
             }
@@ -63,61 +74,104 @@ pub fn now_ms() -> i64 {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let s = settings.clone();
     let models = tokio::task::spawn_blocking(move || load_models(&s)).await??;
+    let dir = settings.raw.state.dir.clone();
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await?
+            .context("cannot open the state store")?,
+    );
+    let backlog = store.outbox().context("cannot read the outbox")?;
 
     let client_id = settings.raw.mqtt.client_id.clone();
-    let status_topic = settings.status_topic();
-    let model_status: Vec<ModelStatus> = settings
-        .pipelines
-        .iter()
-        .zip(&models)
-        .map(|(p, m)| ModelStatus {
-            pipeline: p.name.clone(),
-            model: m.card.name.clone(),
-            model_version: m.card.version.clone(),
-            sha256: m.sha256.clone(),
-            input_topic: p.input.as_str().to_string(),
-            output_topic: p.output.as_str().to_string(),
-        })
-        .collect();
+    let board = Board {
+        client_id: client_id.clone(),
+        models: Arc::new(Mutex::new(
+            settings
+                .pipelines
+                .iter()
+                .zip(&models)
+                .map(|(p, m)| ModelStatus {
+                    pipeline: p.name.clone(),
+                    model: m.card.name.clone(),
+                    model_version: m.card.version.clone(),
+                    sha256: m.sha256.clone(),
+                    input_topic: p.input.as_str().to_string(),
+                    output_topic: p.output.as_str().to_string(),
+                })
+                .collect(),
+        )),
+    };
 
-    let (client, eventloop) = AsyncClient::new(mqtt::options(&settings), 1024);
+    // Zero capacity: see the module comment.
+    let (client, eventloop) = AsyncClient::new(mqtt::options(&settings), 0);
+
+    let (entries_tx, entries_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::channel(1024);
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckId>();
+    let outputs = Outputs {
+        store: store.clone(),
+        entries: entries_tx,
+        control: control_tx.clone(),
+        dead_letter_topic: settings.raw.limits.dead_letter_topic.clone(),
+    };
 
     // Pipeline workers, each on its own thread.
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let mut routes = Vec::new();
     let mut workers = Vec::new();
-    for (p, model) in settings.pipelines.iter().zip(&models) {
+    let mut watched = Vec::new();
+    for (i, (p, model)) in settings.pipelines.iter().zip(&models).enumerate() {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+        let (swap_tx, swap_rx) = mpsc::channel(1);
         routes.push(Route { template: p.input.clone(), tx });
+        watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
         let worker = Worker::new(
             p.clone(),
             model.clone(),
-            settings.raw.limits.max_payload_bytes,
-            settings.raw.limits.max_batch,
+            settings.raw.limits.clone(),
+            outputs.clone(),
+            settings.commit_interval(),
         );
-        let out = out_tx.clone();
+        let rt = tokio::runtime::Handle::current();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("pipeline-{}", p.name))
-                .spawn(move || worker.run(rx, out))
+                .spawn(move || worker.run(rx, swap_rx, rt))
                 .context("cannot start a pipeline thread")?,
         );
     }
-    drop(out_tx);
+    drop(outputs);
 
-    // Sink: publish scores in the order the workers produced them.
-    let sink_client = client.clone();
-    let sink = tokio::spawn(async move {
-        let events = ConnectionEvents::default();
-        while let Some(o) = out_rx.recv().await {
-            if sink_client.publish(o.topic, QoS::AtLeastOnce, false, o.payload).await.is_err() {
+    // Acker: PUBACKs for telemetry whose effect is committed.
+    let ack_client = client.clone();
+    tokio::spawn(async move {
+        while let Some(id) = ack_rx.recv().await {
+            if ack_client.ack(&id.packet()).await.is_err() {
                 break;
             }
-            events.published();
         }
     });
 
+    // Sink: the one publisher.
+    let st = &settings.raw.state;
+    let sink = Sink::new(
+        client.clone(),
+        store.clone(),
+        SinkConfig {
+            status_topic: settings.status_topic(),
+            offline: status::offline(&client_id),
+            max_bytes: st.outbox_max_bytes,
+            max_age: Duration::from_secs(st.outbox_max_age_secs),
+            drain_timeout: Duration::from_secs(st.drain_timeout_secs),
+        },
+        backlog,
+    );
+    let _ = control_tx.send(Control::Online(board.online_payload())).await;
+    let drain = CancellationToken::new();
+    let sink = tokio::spawn(sink.run(entries_rx, control_rx, link_rx, drain.clone()));
+
     let mut filters: Vec<String> = settings.pipelines.iter().map(|p| p.input.filter()).collect();
+    filters.sort();
     filters.dedup();
     let intake = CancellationToken::new();
     let conn = tokio::spawn(connection_loop(
@@ -126,45 +180,45 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         routes,
         Connection {
             filters,
-            status_topic: status_topic.clone(),
-            online: status::online(&client_id, &model_status),
             host: settings.raw.mqtt.host.clone(),
             port: settings.raw.mqtt.port,
             backoff: Backoff::new(
                 Duration::from_millis(settings.raw.mqtt.reconnect_min_ms),
                 Duration::from_millis(settings.raw.mqtt.reconnect_max_ms),
             ),
+            link: link_tx,
+            acks: ack_tx,
         },
         intake.clone(),
     ));
+    let watcher_stop = CancellationToken::new();
+    tokio::spawn(reload::watch(watched, board, control_tx, watcher_stop.clone()));
     info!(pipelines = settings.pipelines.len(), "lineguard running");
 
     shutdown.cancelled().await;
     info!("stopping: intake closed, finishing the work in hand");
+    watcher_stop.cancel();
     intake.cancel();
-    let drain = async {
-        for w in workers {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
-        }
-        let _ = sink.await;
-        let _ = client.publish(status_topic, QoS::AtLeastOnce, true, status::offline(&client_id)).await;
-        let _ = client.disconnect().await;
-        let _ = conn.await;
-    };
-    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
-        warn!("stop: broker did not take everything within {} s", DRAIN_TIMEOUT.as_secs());
+    for w in workers {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
+    drain.cancel();
+    let limit = Duration::from_secs(settings.raw.state.drain_timeout_secs + 5);
+    if tokio::time::timeout(limit, sink).await.is_err() {
+        warn!("stop: the sink did not finish in time");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
     info!("stopped");
     Ok(())
 }
 
 struct Connection {
     filters: Vec<String>,
-    status_topic: String,
-    online: Vec<u8>,
     host: String,
     port: u16,
     backoff: Backoff,
+    link: mpsc::UnboundedSender<Link>,
+    acks: mpsc::UnboundedSender<AckId>,
 }
 
 async fn connection_loop(
@@ -175,6 +229,7 @@ async fn connection_loop(
     intake: CancellationToken,
 ) {
     let mut events = ConnectionEvents::default();
+    let mut subacks = 0usize;
     loop {
         let event = tokio::select! {
             biased;
@@ -186,33 +241,68 @@ async fn connection_loop(
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                if routes.is_empty() {
+                    continue; // stopping: not acknowledged, the broker keeps it for us
+                }
                 let received_ms = now_ms();
-                for r in &routes {
-                    if r.template.matches(&p.topic) {
-                        let msg = Inbound { topic: p.topic.clone(), payload: p.payload.clone(), received_ms };
-                        // Waiting here is the backpressure: we stop reading from the broker.
-                        let _ = r.tx.send(msg).await;
-                    }
+                let holders = routes.iter().filter(|r| r.template.matches(&p.topic)).count();
+                if holders == 0 {
+                    // Matches no pipeline (an overlapping subscription): nothing to do with it.
+                    Ack::split(&p, 1, &c.acks).into_iter().for_each(Ack::done);
+                    continue;
+                }
+                let mut shares = Ack::split(&p, holders, &c.acks);
+                for r in routes.iter().filter(|r| r.template.matches(&p.topic)) {
+                    let msg = Inbound {
+                        topic: p.topic.clone(),
+                        payload: p.payload.clone(),
+                        received_ms,
+                        ack: shares.pop(),
+                    };
+                    // Waiting here is the backpressure: we stop reading from the broker.
+                    let _ = r.tx.send(msg).await;
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // Forget rumqttc's replay of the last connection: the outbox
+                // resends what was not acknowledged, and the broker redelivers
+                // telemetry we had not acknowledged.
+                eventloop.pending.clear();
+                eventloop.state.collision = None;
+                eventloop.state.events.clear();
                 c.backoff.reset();
+                subacks = 0;
                 events.connected(&c.host, c.port, ack.session_present);
+                let (ready_tx, ready_rx) = oneshot::channel();
+                if c.link.send(Link::Up { ready: ready_tx }).is_ok() {
+                    let _ = ready_rx.await;
+                }
                 // Subscribing again is harmless and covers a config that gained a
-                // pipeline since the stored session was made. Done off this task:
-                // it must keep polling for the requests to go out.
-                let (client, filters, topic, online) =
-                    (client.clone(), c.filters.clone(), c.status_topic.clone(), c.online.clone());
+                // pipeline since the stored session was made. Off this task: it
+                // must keep polling for the requests to go out.
+                let (client, filters) = (client.clone(), c.filters.clone());
                 tokio::spawn(async move {
                     for f in filters {
                         let _ = client.subscribe(f, QoS::AtLeastOnce).await;
                     }
-                    let _ = client.publish(topic, QoS::AtLeastOnce, true, online).await;
                 });
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subacks += 1;
+                if subacks == c.filters.len() {
+                    let _ = c.link.send(Link::Subscribed);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(a))) => {
+                let _ = c.link.send(Link::Acked(a.pkid));
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                let _ = c.link.send(Link::Sent(pkid));
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                let _ = c.link.send(Link::Down);
                 let delay = c.backoff.next_delay();
                 events.connection_failed(&e.to_string(), delay);
                 tokio::time::sleep(delay).await;

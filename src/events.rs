@@ -134,8 +134,30 @@ impl ConnectionEvents {
             );
         }
     }
+}
 
-    pub fn published(&self) {
-        counter!("lineguard_scores_published_total").increment(1);
-    }
+/// A new model passed its checks and goes into service.
+pub fn model_loaded(pipeline: &str, model: &str, version: &str, sha256: &str) {
+    counter!("lineguard_model_reloads_total", "pipeline" => pipeline.to_string(), "result" => "ok")
+        .increment(1);
+    info!(%pipeline, %model, %version, %sha256, "new model passed its checks; swapping it in");
+}
+
+/// A changed model or card failed its checks; the old model keeps serving.
+pub fn model_refused(pipeline: &str, path: &std::path::Path, why: &str) {
+    counter!("lineguard_model_reloads_total", "pipeline" => pipeline.to_string(), "result" => "refused")
+        .increment(1);
+    error!(%pipeline, model = %path.display(), "new model refused, the current one keeps serving: {why}");
+}
+
+/// The store could not commit; nothing is acknowledged until it can.
+pub fn commit_failed(pipeline: &str, why: &str) {
+    counter!("lineguard_commit_errors_total", "pipeline" => pipeline.to_string()).increment(1);
+    error!(%pipeline, "cannot commit state (retrying; telemetry is not acknowledged meanwhile): {why}");
+}
+
+/// Devices evicted for idleness.
+pub fn evicted(pipeline: &str, n: usize) {
+    counter!("lineguard_devices_evicted_total", "pipeline" => pipeline.to_string()).increment(n as u64);
+    info!(%pipeline, devices = n, "idle devices evicted");
 }

@@ -5,6 +5,7 @@
 //! -> `model` (batched inference) -> `score` (payloads) -> MQTT out.
 //! `daemon` is the one place that wires them together.
 
+pub mod ack;
 pub mod broker;
 pub mod card;
 pub mod check_model;
@@ -16,11 +17,14 @@ pub mod events;
 pub mod logging;
 pub mod model;
 pub mod mqtt;
+pub mod outbox;
 pub mod pipeline;
 pub mod reject;
+pub mod reload;
 pub mod score;
 pub mod shutdown;
 pub mod sim;
 pub mod status;
+pub mod store;
 pub mod topic;
 pub mod window;

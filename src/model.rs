@@ -299,3 +299,39 @@ impl Model {
         Ok(())
     }
 }
+
+/// A test window and the scores the model gave it.
+#[derive(Debug, Clone)]
+pub struct SelfTest {
+    pub label: &'static str,
+    pub scores: Vec<f32>,
+}
+
+impl Model {
+    /// Run two test windows — every feature at the card's mean (all zeros once
+    /// normalized) and a deterministic spread of about ±2 — and require finite
+    /// scores. A model that fails this is never put in service.
+    pub fn self_test(&self) -> Result<Vec<SelfTest>, ModelError> {
+        let len = self.card.input_len();
+        let center = vec![0f32; len];
+        let spread = self.spread_window();
+        let mut out = Vec::new();
+        for (label, w) in [("mean window", &center), ("spread window", &spread)] {
+            let mut scores = Vec::new();
+            self.run(w, 1, &mut scores)?;
+            if let Some(i) = scores.iter().position(|v| !v.is_finite()) {
+                return Err(ModelError::Run(format!(
+                    "test inference on the {label} gives {} = {}: the model must give finite scores",
+                    self.card.scores[i].name, scores[i]
+                )));
+            }
+            out.push(SelfTest { label, scores });
+        }
+        Ok(out)
+    }
+
+    /// A fixed, varied test window (values between -2 and 2).
+    pub fn spread_window(&self) -> Vec<f32> {
+        (0..self.card.input_len()).map(|i| (((i * 7919) % 41) as f32 / 10.0) - 2.0).collect()
+    }
+}

@@ -22,6 +22,8 @@ pub fn options(settings: &Settings) -> MqttOptions {
     let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
     o.set_keep_alive(settings.keep_alive());
     o.set_clean_session(false);
+    // Telemetry is acknowledged only after its effect is committed (see ack.rs).
+    o.set_manual_acks(true);
     // Larger than any payload we accept, so an oversized message reaches our
     // own check (and is rejected and acknowledged) instead of killing the
     // connection and being redelivered forever by the persistent session.

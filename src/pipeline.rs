@@ -1,25 +1,35 @@
-//! One pipeline's worker: telemetry in, score payloads out.
+//! One pipeline's worker: telemetry in, committed scores out.
 //!
 //! It runs on its own OS thread, off the async runtime, so inference never
 //! stalls MQTT keep-alives. Each turn it takes every message already queued
 //! (up to the batch limit), decodes them, pushes samples into the device
 //! windows and copies each window that becomes due straight into the batch
-//! input (normalized). Then one model run scores the whole batch: under load,
-//! batches grow by themselves; when idle, a single window goes at once.
+//! input (normalized); one model run then scores the whole batch.
+//!
+//! Durability (at-least-once end to end): the scores and the changed window
+//! tails are staged and written in one group commit at most every
+//! `commit_interval`; only then are the scores handed to the sink and the
+//! telemetry that caused them acknowledged to the broker. After a crash,
+//! unacknowledged telemetry is redelivered and either re-applied (its effect
+//! was not committed) or recognised by `ts` (it was).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::ack::Ack;
 use crate::card::State;
-use crate::config::Pipeline;
+use crate::config::{LimitsConfig, Pipeline};
 use crate::decode::{Decoded, Decoder};
-use crate::events::PipelineEvents;
+use crate::events::{self, PipelineEvents};
 use crate::model::Model;
+use crate::outbox::Control;
 use crate::reject::{Reason, Rejection};
 use crate::score::{write_payload, Origin};
+use crate::store::{Entry, NewEntry, Store};
 use crate::window::{Pushed, Windows};
 
 /// A telemetry message routed to this pipeline.
@@ -29,13 +39,8 @@ pub struct Inbound {
     pub payload: Bytes,
     /// Receive time, epoch ms: the `ts` of samples that carry none.
     pub received_ms: i64,
-}
-
-/// A score payload to publish (QoS 1).
-#[derive(Debug)]
-pub struct Outbound {
-    pub topic: String,
-    pub payload: Vec<u8>,
+    /// This pipeline's share of the message's acknowledgement.
+    pub ack: Option<Ack>,
 }
 
 /// A window copied into the batch, waiting for its scores.
@@ -45,12 +50,24 @@ struct Pending {
     ts: i64,
 }
 
+/// Where the worker's results go.
+#[derive(Clone)]
+pub struct Outputs {
+    pub store: Arc<Store>,
+    pub entries: mpsc::UnboundedSender<Vec<Entry>>,
+    pub control: mpsc::Sender<Control>,
+    pub dead_letter_topic: Option<String>,
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 pub struct Worker {
     pipeline: Pipeline,
     model: Arc<Model>,
     origin: Origin,
-    max_payload: usize,
-    max_batch: usize,
+    limits: LimitsConfig,
+    out: Outputs,
+    commit_interval: Duration,
     decoder: Decoder,
     windows: Windows,
     events: PipelineEvents,
@@ -58,56 +75,183 @@ pub struct Worker {
     input: Vec<f32>,
     pending: Vec<Pending>,
     scores: Vec<f32>,
+    staged_scores: Vec<NewEntry>,
+    staged_acks: Vec<Ack>,
+    staged_forget: Vec<String>,
+    last_commit: Instant,
+    last_sweep: Instant,
 }
 
 impl Worker {
-    pub fn new(pipeline: Pipeline, model: Arc<Model>, max_payload: usize, max_batch: usize) -> Self {
+    pub fn new(
+        pipeline: Pipeline,
+        model: Arc<Model>,
+        limits: LimitsConfig,
+        out: Outputs,
+        commit_interval: Duration,
+    ) -> Self {
         let card = &model.card;
-        let origin = Origin {
-            pipeline: pipeline.name.clone(),
-            model: card.name.clone(),
-            model_version: card.version.clone(),
-        };
-        Self {
-            decoder: Decoder::new(&card.features),
-            windows: Windows::new(card.window, card.features.len(), pipeline.hop),
+        let windows = Windows::with_limits(
+            card.window,
+            card.features.len(),
+            pipeline.hop,
+            limits.max_devices_per_pipeline,
+            (limits.device_idle_secs as i64).saturating_mul(1000),
+        );
+        let mut w = Self {
+            decoder: Decoder::with_limits(
+                &card.features,
+                limits.max_samples_per_message,
+                limits.max_keys_per_sample,
+                limits.max_json_depth,
+            ),
+            windows,
             events: PipelineEvents::new(&pipeline.name),
-            input: Vec::with_capacity(max_batch * card.input_len()),
-            pending: Vec::with_capacity(max_batch),
+            input: Vec::with_capacity(limits.max_batch * card.input_len()),
+            pending: Vec::with_capacity(limits.max_batch),
             scores: Vec::new(),
             decoded: Decoded::default(),
-            origin,
+            staged_scores: Vec::new(),
+            staged_acks: Vec::new(),
+            staged_forget: Vec::new(),
+            origin: Self::origin(&pipeline, &model),
+            last_commit: Instant::now(),
+            last_sweep: Instant::now(),
             pipeline,
             model,
-            max_payload,
-            max_batch,
+            limits,
+            out,
+            commit_interval,
+        };
+        w.restore();
+        w
+    }
+
+    fn origin(pipeline: &Pipeline, model: &Model) -> Origin {
+        Origin {
+            pipeline: pipeline.name.clone(),
+            model: model.card.name.clone(),
+            model_version: model.card.version.clone(),
         }
     }
 
-    /// Run until `rx` closes (intake stopped), then finish the batch in hand.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Inbound>, tx: mpsc::Sender<Outbound>) {
-        while let Some(first) = rx.blocking_recv() {
-            self.handle(first, &tx);
-            while self.pending.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(msg) => self.handle(msg, &tx),
-                    Err(_) => break,
+    /// Windows from the store, as they were at the last commit.
+    fn restore(&mut self) {
+        let stored = match self.out.store.windows(&self.pipeline.name) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(pipeline = %self.pipeline.name, "cannot read stored windows, starting empty: {e}");
+                return;
+            }
+        };
+        let mut restored = 0;
+        for (device, snap) in stored {
+            match self.windows.restore(&device, &snap) {
+                Ok(()) => restored += 1,
+                Err(why) => {
+                    tracing::warn!(pipeline = %self.pipeline.name, %device, "stored window dropped: {why}");
+                    self.staged_forget.push(device);
                 }
             }
-            self.flush(&tx);
-            self.events.devices(self.windows.devices());
         }
-        self.flush(&tx);
+        if restored > 0 {
+            tracing::info!(pipeline = %self.pipeline.name, devices = restored, "windows restored from the state store");
+        }
+        self.events.devices(self.windows.devices());
     }
 
-    fn handle(&mut self, msg: Inbound, tx: &mpsc::Sender<Outbound>) {
+    /// Run until `rx` closes (intake stopped): finish the batch in hand,
+    /// commit it, and return. Messages still queued are not acknowledged.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Inbound>, mut swaps: mpsc::Receiver<Arc<Model>>, rt: Handle) {
+        loop {
+            let wake = if self.staged() {
+                self.last_commit + self.commit_interval
+            } else {
+                self.last_sweep + SWEEP_EVERY
+            };
+            enum Ev {
+                Msg(Option<Inbound>),
+                Swap(Arc<Model>),
+                Timer,
+            }
+            let ev = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(m) = swaps.recv() => Ev::Swap(m),
+                    m = rx.recv() => Ev::Msg(m),
+                    _ = tokio::time::sleep_until(wake.into()) => Ev::Timer,
+                }
+            });
+            match ev {
+                Ev::Msg(Some(first)) => {
+                    self.handle(first);
+                    while self.pending.len() < self.limits.max_batch {
+                        match rx.try_recv() {
+                            Ok(msg) => self.handle(msg),
+                            Err(_) => break,
+                        }
+                    }
+                    self.score();
+                }
+                Ev::Msg(None) => {
+                    self.score();
+                    self.commit_until_done();
+                    return;
+                }
+                Ev::Swap(model) => {
+                    self.score();
+                    self.commit_until_done();
+                    self.swap(model);
+                }
+                Ev::Timer => {}
+            }
+            if self.last_sweep.elapsed() >= SWEEP_EVERY {
+                self.sweep();
+            }
+            if self.staged() && self.last_commit.elapsed() >= self.commit_interval {
+                self.commit();
+            }
+        }
+    }
+
+    fn staged(&self) -> bool {
+        !self.staged_scores.is_empty() || !self.staged_acks.is_empty() || !self.staged_forget.is_empty()
+    }
+
+    fn reject(&mut self, topic: &str, payload: &[u8], r: &Rejection) {
+        self.events.rejected(topic, r);
+        if let Some(dl) = &self.out.dead_letter_topic {
+            let shown = &payload[..payload.len().min(4096)];
+            let body = serde_json::json!({
+                "pipeline": self.pipeline.name,
+                "topic": topic,
+                "reason": r.reason.as_str(),
+                "detail": r.detail,
+                "payload": String::from_utf8_lossy(shown),
+                "truncated": payload.len() > shown.len(),
+            });
+            let msg = Control::DeadLetter { topic: dl.clone(), payload: body.to_string().into_bytes() };
+            if self.out.control.try_send(msg).is_err() {
+                metrics::counter!("lineguard_dead_letters_dropped_total").increment(1);
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Inbound) {
         self.events.received(msg.payload.len());
-        if msg.payload.len() > self.max_payload {
+        if let Some(a) = msg.ack {
+            self.staged_acks.push(a);
+        }
+        if msg.payload.len() > self.limits.max_payload_bytes {
             let r = Rejection::new(
                 Reason::PayloadTooLarge,
-                format!("{} bytes, limit {} (limits.max_payload_bytes)", msg.payload.len(), self.max_payload),
+                format!(
+                    "{} bytes, limit {} (limits.max_payload_bytes)",
+                    msg.payload.len(),
+                    self.limits.max_payload_bytes
+                ),
             );
-            self.events.rejected(&msg.topic, &r);
+            self.reject(&msg.topic, &msg.payload, &r);
             return;
         }
         let Some(device) = self.pipeline.input.device_key(&msg.topic) else {
@@ -116,8 +260,9 @@ impl Worker {
             return;
         };
         self.decoder.decode(&msg.payload, &mut self.decoded);
-        for r in &self.decoded.rejects {
-            self.events.rejected(&msg.topic, r);
+        for i in 0..self.decoded.rejects.len() {
+            let r = self.decoded.rejects[i].clone();
+            self.reject(&msg.topic, &msg.payload, &r);
         }
         let nf = self.decoder.features();
         let len = self.model.card.input_len();
@@ -126,8 +271,8 @@ impl Worker {
             match self.windows.push(&device, self.decoded.ts[i], msg.received_ms, values) {
                 Ok(Pushed::Buffered { .. }) => {}
                 Ok(Pushed::Ready { ts }) => {
-                    if self.pending.len() == self.max_batch {
-                        self.flush(tx);
+                    if self.pending.len() == self.limits.max_batch {
+                        self.score();
                     }
                     let start = self.input.len();
                     self.input.resize(start + len, 0.0);
@@ -138,13 +283,13 @@ impl Worker {
                     );
                     self.pending.push(Pending { device: device.to_string(), ts });
                 }
-                Err(r) => self.events.rejected(&msg.topic, &r),
+                Err(r) => self.reject(&msg.topic, &msg.payload, &r),
             }
         }
     }
 
-    /// Score every pending window in one model run and send the payloads.
-    fn flush(&mut self, tx: &mpsc::Sender<Outbound>) {
+    /// Score every pending window in one model run and stage the payloads.
+    fn score(&mut self) {
         let n = self.pending.len();
         if n == 0 {
             return;
@@ -158,6 +303,7 @@ impl Worker {
         } else {
             let k = self.model.score_count();
             let card = &self.model.card;
+            let created_ms = crate::daemon::now_ms();
             for (i, p) in self.pending.iter().enumerate() {
                 let values = &self.scores[i * k..(i + 1) * k];
                 if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
@@ -173,14 +319,98 @@ impl Worker {
                 let mut payload = Vec::with_capacity(256);
                 write_payload(&mut payload, &self.origin, &card.scores, &p.device, p.ts, values, state);
                 let topic = self.pipeline.output.render(&self.pipeline.input, &p.device);
-                if tx.blocking_send(Outbound { topic, payload }).is_err() {
-                    // The sink only closes after every worker has finished.
-                    tracing::error!(pipeline = %self.pipeline.name, "score sink closed; stopping");
-                    break;
-                }
+                self.staged_scores.push(NewEntry { created_ms, topic, payload });
             }
         }
         self.pending.clear();
         self.input.clear();
+    }
+
+    /// One group commit; on success the scores go to the sink and the
+    /// telemetry is acknowledged. Returns false if the store refused.
+    fn commit(&mut self) -> bool {
+        let windows = self.windows.take_dirty();
+        let scores = std::mem::take(&mut self.staged_scores);
+        let entries = &self.out.entries;
+        let result = self.out.store.commit(
+            &self.pipeline.name,
+            &windows,
+            &self.staged_forget,
+            scores.clone(),
+            |committed| {
+                if !committed.is_empty() {
+                    let _ = entries.send(committed);
+                }
+            },
+        );
+        self.last_commit = Instant::now();
+        match result {
+            Ok(()) => {
+                self.staged_forget.clear();
+                for a in self.staged_acks.drain(..) {
+                    a.done();
+                }
+                true
+            }
+            Err(e) => {
+                events::commit_failed(&self.pipeline.name, &e.to_string());
+                // Keep everything for the next attempt; windows are written again.
+                self.staged_scores = scores;
+                for (d, _) in windows {
+                    self.windows.mark_dirty(&d);
+                }
+                false
+            }
+        }
+    }
+
+    /// Commit, retrying while the store refuses (nothing is lost or acknowledged meanwhile).
+    fn commit_until_done(&mut self) {
+        while self.staged() && !self.commit() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    fn sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let evicted = self.windows.evict_idle(crate::daemon::now_ms());
+        if !evicted.is_empty() {
+            events::evicted(&self.pipeline.name, evicted.len());
+            self.staged_forget.extend(evicted);
+        }
+        self.events.devices(self.windows.devices());
+    }
+
+    /// Put a checked model in service between two batches.
+    fn swap(&mut self, model: Arc<Model>) {
+        let keep = model.card.same_input(&self.model.card);
+        if !keep {
+            let forgotten = self.windows.clear();
+            self.staged_forget.extend(forgotten);
+            let c = &model.card;
+            self.windows = Windows::with_limits(
+                c.window,
+                c.features.len(),
+                self.pipeline.hop,
+                self.limits.max_devices_per_pipeline,
+                (self.limits.device_idle_secs as i64).saturating_mul(1000),
+            );
+            self.decoder = Decoder::with_limits(
+                &c.features,
+                self.limits.max_samples_per_message,
+                self.limits.max_keys_per_sample,
+                self.limits.max_json_depth,
+            );
+        }
+        tracing::info!(
+            pipeline = %self.pipeline.name,
+            from = %format!("{} v{}", self.model.card.name, self.model.card.version),
+            to = %format!("{} v{}", model.card.name, model.card.version),
+            windows_kept = keep,
+            "model swapped"
+        );
+        self.origin = Self::origin(&self.pipeline, &model);
+        self.model = model;
+        self.commit_until_done();
     }
 }

@@ -7,8 +7,13 @@
 //! Scoring cadence: counting accepted samples from 1, sample `n` completes a
 //! window to score when `n >= window` and `(n - window) % hop == 0`.
 //! A sample whose `ts` is not newer than the device's newest is refused as out
-//! of order. A sample without `ts` takes the receive time, nudged to 1 ms after
-//! the device's newest so that bursts received in one millisecond all count.
+//! of order (this is also how redelivered telemetry is recognised and not
+//! applied twice). A sample without `ts` takes the receive time, nudged to
+//! 1 ms after the device's newest so that bursts in one millisecond all count.
+//!
+//! Memory is bounded: at most `max_devices` rings; devices idle for longer
+//! than the idle limit are evicted. Devices changed since the last
+//! `take_dirty` are listed so that only they are written to the store.
 
 use std::collections::HashMap;
 
@@ -23,6 +28,8 @@ struct Ring {
     /// Accepted samples so far.
     count: u64,
     newest_ts: i64,
+    last_seen_ms: i64,
+    dirty: bool,
 }
 
 /// Result of adding a sample.
@@ -40,17 +47,46 @@ pub struct Windows {
     window: usize,
     features: usize,
     hop: u64,
+    max_devices: usize,
+    idle_ms: i64,
     devices: HashMap<String, Ring>,
+    dirty: Vec<String>,
 }
+
+const SNAPSHOT_VERSION: u8 = 1;
+const SNAPSHOT_HEADER: usize = 1 + 4 + 4 + 8 + 8 + 8;
 
 impl Windows {
     pub fn new(window: usize, features: usize, hop: usize) -> Self {
+        Self::with_limits(window, features, hop, usize::MAX, i64::MAX)
+    }
+
+    pub fn with_limits(window: usize, features: usize, hop: usize, max_devices: usize, idle_ms: i64) -> Self {
         assert!(window > 0 && features > 0 && hop > 0, "validated by the card and config");
-        Self { window, features, hop: hop as u64, devices: HashMap::new() }
+        Self {
+            window,
+            features,
+            hop: hop as u64,
+            max_devices,
+            idle_ms,
+            devices: HashMap::new(),
+            dirty: Vec::new(),
+        }
     }
 
     pub fn devices(&self) -> usize {
         self.devices.len()
+    }
+
+    fn new_ring(&self) -> Ring {
+        Ring {
+            buf: vec![0.0; self.window * self.features],
+            head: 0,
+            count: 0,
+            newest_ts: i64::MIN,
+            last_seen_ms: 0,
+            dirty: false,
+        }
     }
 
     /// Add one sample (`values` in card order) for `device`.
@@ -62,16 +98,24 @@ impl Windows {
         values: &[f64],
     ) -> Result<Pushed, Rejection> {
         debug_assert_eq!(values.len(), self.features);
+        if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
+            self.evict_idle(now_ms);
+            if self.devices.len() >= self.max_devices {
+                return Err(Rejection::new(
+                    Reason::TooManyDevices,
+                    format!(
+                        "new device {device}: already {} devices (limits.max_devices_per_pipeline)",
+                        self.max_devices
+                    ),
+                ));
+            }
+        }
         let (window, features) = (self.window, self.features);
-        let ring = match self.devices.get_mut(device) {
-            Some(r) => r,
-            None => self.devices.entry(device.to_string()).or_insert_with(|| Ring {
-                buf: vec![0.0; window * features],
-                head: 0,
-                count: 0,
-                newest_ts: i64::MIN,
-            }),
-        };
+        if !self.devices.contains_key(device) {
+            let ring = self.new_ring();
+            self.devices.insert(device.to_string(), ring);
+        }
+        let ring = self.devices.get_mut(device).expect("inserted above");
         let ts = match ts {
             Some(t) if t <= ring.newest_ts => {
                 return Err(Rejection::new(
@@ -87,6 +131,11 @@ impl Windows {
         ring.head = (ring.head + 1) % window;
         ring.count += 1;
         ring.newest_ts = ts;
+        ring.last_seen_ms = now_ms;
+        if !ring.dirty {
+            ring.dirty = true;
+            self.dirty.push(device.to_string());
+        }
         let n = ring.count;
         let w = window as u64;
         Ok(if n >= w && (n - w).is_multiple_of(self.hop) {
@@ -99,9 +148,7 @@ impl Windows {
     /// Copy `device`'s window, oldest sample first, normalized, into `out`
     /// (`window * features` f32). Returns false for an unknown device.
     pub fn write_window(&self, device: &str, normalize: Option<&Normalize>, out: &mut [f32]) -> bool {
-        let Some(ring) = self.devices.get(device) else {
-            return false;
-        };
+        let Some(ring) = self.devices.get(device) else { return false };
         let f = self.features;
         let split = ring.head * f;
         let (newer, older) = ring.buf.split_at(split);
@@ -116,6 +163,100 @@ impl Windows {
         }
         true
     }
+
+    /// Drop devices not seen for the idle limit; returns their keys.
+    pub fn evict_idle(&mut self, now_ms: i64) -> Vec<String> {
+        let idle = self.idle_ms;
+        let evicted: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, r)| now_ms.saturating_sub(r.last_seen_ms) > idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &evicted {
+            self.devices.remove(k);
+        }
+        if !evicted.is_empty() {
+            self.dirty.retain(|d| self.devices.contains_key(d));
+        }
+        evicted
+    }
+
+    /// Devices changed since the last call, with their snapshots.
+    pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|d| {
+                let ring = self.devices.get_mut(&d)?;
+                ring.dirty = false;
+                let snap = snapshot(ring, self.window, self.features);
+                Some((d, snap))
+            })
+            .collect()
+    }
+
+    /// Write `device` again at the next `take_dirty` (after a failed commit).
+    pub fn mark_dirty(&mut self, device: &str) {
+        if let Some(r) = self.devices.get_mut(device) {
+            if !r.dirty {
+                r.dirty = true;
+                self.dirty.push(device.to_string());
+            }
+        }
+    }
+
+    /// Restore a device from a snapshot written by `take_dirty`. Fails (and
+    /// changes nothing) when the snapshot is for another window shape.
+    pub fn restore(&mut self, device: &str, bytes: &[u8]) -> Result<(), String> {
+        let (w, f) = (self.window, self.features);
+        let n = w * f;
+        if bytes.len() != SNAPSHOT_HEADER + 8 * n || bytes[0] != SNAPSHOT_VERSION {
+            return Err(format!("snapshot of {} bytes is not a window of {w} x {f}", bytes.len()));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
+        let i64_at = |i: usize| i64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if u32_at(1) != w || u32_at(5) != f {
+            return Err(format!("snapshot is {} x {}, the model needs {w} x {f}", u32_at(1), u32_at(5)));
+        }
+        let buf: Vec<f64> = bytes[SNAPSHOT_HEADER..]
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let ring = Ring {
+            buf,
+            head: 0,
+            count: i64_at(9) as u64,
+            newest_ts: i64_at(17),
+            last_seen_ms: i64_at(25),
+            dirty: false,
+        };
+        self.devices.insert(device.to_string(), ring);
+        Ok(())
+    }
+
+    /// Forget every device (a new model needs other windows).
+    pub fn clear(&mut self) -> Vec<String> {
+        self.dirty.clear();
+        self.devices.drain().map(|(k, _)| k).collect()
+    }
+}
+
+/// Header (version, window, features, count, newest ts, last seen), then the
+/// values oldest sample first, all little-endian.
+fn snapshot(ring: &Ring, window: usize, features: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 8 * ring.buf.len());
+    out.push(SNAPSHOT_VERSION);
+    out.extend_from_slice(&(window as u32).to_le_bytes());
+    out.extend_from_slice(&(features as u32).to_le_bytes());
+    out.extend_from_slice(&ring.count.to_le_bytes());
+    out.extend_from_slice(&ring.newest_ts.to_le_bytes());
+    out.extend_from_slice(&ring.last_seen_ms.to_le_bytes());
+    let split = ring.head * features;
+    for v in ring.buf[split..].iter().chain(&ring.buf[..split]) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -177,5 +318,45 @@ mod tests {
         w.write_window("d", Some(&n), &mut out);
         assert_eq!(out, [1.0, -2.0]);
         assert!(!w.write_window("nobody", None, &mut out));
+    }
+
+    #[test]
+    fn snapshots_restore_the_same_window_and_cadence() {
+        let mut a = Windows::new(3, 2, 2);
+        for i in 0..4 {
+            a.push("d", Some(i), 0, &[i as f64, -(i as f64)]).unwrap();
+        }
+        let dirty = a.take_dirty();
+        assert_eq!(dirty.len(), 1);
+        assert!(a.take_dirty().is_empty(), "clean after take");
+        let mut b = Windows::new(3, 2, 2);
+        b.restore("d", &dirty[0].1).unwrap();
+        let (mut wa, mut wb) = ([0f32; 6], [0f32; 6]);
+        a.write_window("d", None, &mut wa);
+        b.write_window("d", None, &mut wb);
+        assert_eq!(wa, wb);
+        // Same next steps: sample 5 is due (hop 2), ts 3 is a replay.
+        assert_eq!(b.push("d", Some(3), 0, &[0.0, 0.0]).unwrap_err().reason, Reason::OutOfOrder);
+        assert_eq!(
+            a.push("d", Some(4), 0, &[4.0, 4.0]).unwrap(),
+            b.push("d", Some(4), 0, &[4.0, 4.0]).unwrap()
+        );
+        assert!(Windows::new(4, 2, 1).restore("d", &dirty[0].1).is_err(), "other shape refused");
+        assert!(b.restore("d", b"junk").is_err());
+    }
+
+    #[test]
+    fn device_cap_and_idle_eviction() {
+        let mut w = Windows::with_limits(2, 1, 1, 2, 1000);
+        w.push("a", Some(1), 0, &[1.0]).unwrap();
+        w.push("b", Some(1), 500, &[1.0]).unwrap();
+        assert_eq!(w.push("c", Some(1), 900, &[1.0]).unwrap_err().reason, Reason::TooManyDevices);
+        assert!(w.push("a", Some(2), 900, &[1.0]).is_ok(), "known devices still accepted");
+        // At 1600, `b` (seen at 500) is idle: it makes room for `c`.
+        assert!(w.push("c", Some(1), 1600, &[1.0]).is_ok());
+        assert_eq!(w.devices(), 2);
+        let mut out = [0f32; 2];
+        assert!(!w.write_window("b", None, &mut out), "b was evicted");
+        assert_eq!(w.evict_idle(10_000).len(), 2);
     }
 }

@@ -119,7 +119,12 @@ impl Broker {
 
 /// SIGTERM through the `kill` command (no libc dependency for one call).
 pub fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    signal(pid, "TERM");
+}
+
+/// Send a signal by name (`TERM`, `HUP`, ...).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
 }
 
 impl Drop for Broker {

@@ -181,3 +181,33 @@ pub fn check_scores(
         .collect();
     assert!(missing.is_empty(), "{} of {} windows never scored: {missing:?}", missing.len(), expected.len());
 }
+
+/// At-least-once delivery: duplicates are allowed but must be byte-identical;
+/// after removing them, exactly the expected windows with the right values.
+pub fn check_scores_at_least_once(
+    messages: &[super::mqtt::Message],
+    expected: &[Expected],
+    pipeline: &str,
+    model: &str,
+    topic_of: impl Fn(&str) -> String,
+) -> usize {
+    let mut first: BTreeMap<(String, i64), &super::mqtt::Message> = BTreeMap::new();
+    let mut duplicates = 0;
+    for m in messages {
+        let j = m.json();
+        let key = (j["device"].as_str().expect("device").to_string(), j["ts"].as_i64().expect("ts"));
+        match first.get(&key) {
+            Some(prev) => {
+                assert_eq!(prev.payload, m.payload, "duplicate for {key:?} differs");
+                duplicates += 1;
+            }
+            None => {
+                first.insert(key, m);
+            }
+        }
+    }
+    let unique: Vec<super::mqtt::Message> = first.into_values().cloned().collect();
+    check_scores(&unique, expected, pipeline, model, topic_of);
+    assert_eq!(unique.len(), expected.len(), "nothing extra");
+    duplicates
+}

@@ -37,8 +37,19 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connect and subscribe; returns once the broker acknowledged every filter.
     pub fn new(port: u16, filters: &[&str]) -> Subscriber {
-        let id = format!("test-sub-{}", next_id());
-        let (client, mut conn) = Client::new(options(&id, port), 100);
+        Self::connect(port, filters, &format!("test-sub-{}", next_id()), true)
+    }
+
+    /// A subscriber with a persistent session: the broker queues what it
+    /// misses while the broker itself restarts.
+    pub fn persistent(port: u16, filters: &[&str], id: &str) -> Subscriber {
+        Self::connect(port, filters, id, false)
+    }
+
+    fn connect(port: u16, filters: &[&str], id: &str, clean: bool) -> Subscriber {
+        let mut opts = options(id, port);
+        opts.set_clean_session(clean);
+        let (client, mut conn) = Client::new(opts, 100);
         for f in filters {
             client.subscribe(*f, QoS::AtLeastOnce).unwrap();
         }

@@ -1,0 +1,84 @@
+//! Acknowledging telemetry only once its effect is durable.
+//!
+//! With rumqttc's manual acks, the broker keeps (and after a reconnect
+//! redelivers) every QoS 1 message we have not acknowledged. A message routed
+//! to several pipelines is acknowledged when the last of them has committed
+//! what it did with it. A message dropped before that (intake stopped, crash)
+//! is never acknowledged, so the broker delivers it again.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rumqttc::{Publish, QoS};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What the acker needs to send a PUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    pub pkid: u16,
+    pub qos: QoS,
+}
+
+impl AckId {
+    /// The packet rumqttc's `ack()` wants: only pkid and QoS matter.
+    pub fn packet(self) -> Publish {
+        let mut p = Publish::new("", self.qos, Vec::new());
+        p.pkid = self.pkid;
+        p
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    remaining: AtomicUsize,
+    id: AckId,
+    tx: UnboundedSender<AckId>,
+}
+
+/// One holder's share of a message's acknowledgement.
+#[derive(Debug)]
+pub struct Ack(Arc<Inner>);
+
+impl Ack {
+    /// Shares for `holders` pipelines; `None` for QoS 0 (nothing to acknowledge).
+    pub fn split(publish: &Publish, holders: usize, tx: &UnboundedSender<AckId>) -> Vec<Ack> {
+        if publish.qos == QoS::AtMostOnce || holders == 0 {
+            return Vec::new();
+        }
+        let inner = Arc::new(Inner {
+            remaining: AtomicUsize::new(holders),
+            id: AckId { pkid: publish.pkid, qos: publish.qos },
+            tx: tx.clone(),
+        });
+        (0..holders).map(|_| Ack(inner.clone())).collect()
+    }
+
+    /// This holder's effect is durable; the last one sends the PUBACK.
+    pub fn done(self) {
+        if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.0.tx.send(self.0.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledged_once_after_the_last_holder() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut p = Publish::new("t", QoS::AtLeastOnce, vec![1]);
+        p.pkid = 42;
+        let mut shares = Ack::split(&p, 3, &tx);
+        shares.pop().unwrap().done();
+        shares.pop().unwrap().done();
+        assert!(rx.try_recv().is_err(), "not before every holder is done");
+        drop(shares.pop()); // a holder that never finished (e.g. stopped)...
+        assert!(rx.try_recv().is_err(), "...means no acknowledgement at all");
+        let shares = Ack::split(&p, 1, &tx);
+        shares.into_iter().for_each(Ack::done);
+        assert_eq!(rx.try_recv().unwrap(), AckId { pkid: 42, qos: QoS::AtLeastOnce });
+        assert!(Ack::split(&Publish::new("t", QoS::AtMostOnce, vec![]), 2, &tx).is_empty());
+    }
+}

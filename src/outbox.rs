@@ -1,0 +1,349 @@
+//! The sink: the one task that publishes, from the durable outbox.
+//!
+//! Scores reach it only after they are committed to the store. It publishes
+//! them in sequence order, learns from the connection task which packet id
+//! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
+//! and only then deletes it from the store. Status and dead-letter messages
+//! go through here too, so every `Sent` event maps to exactly one publish.
+//!
+//! Reconnects: rumqttc's own retransmission state is cleared by the
+//! connection task at every ConnAck, and before polling again it waits for
+//! the sink to acknowledge `Up`. The sink then drops its half-done send and
+//! republishes every unacknowledged entry from the oldest: nothing is lost,
+//! and what the broker may already have is sent again byte for byte
+//! (duplicates identical, identified by `device` and `ts`).
+//!
+//! Bounds: `max_bytes` and `max_age`; beyond them the oldest entries are
+//! dropped and counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use metrics::{counter, gauge};
+use rumqttc::{AsyncClient, ClientError, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::store::{Entry, Store};
+
+/// What the connection task tells the sink.
+#[derive(Debug)]
+pub enum Link {
+    /// Connected; rumqttc state is clean. Reply once the half-done send is dropped.
+    Up {
+        ready: oneshot::Sender<()>,
+    },
+    /// The subscriptions are acknowledged: time to say `online`.
+    Subscribed,
+    Down,
+    /// The event loop wrote a publish with this packet id.
+    Sent(u16),
+    /// The broker acknowledged this packet id.
+    Acked(u16),
+}
+
+/// Messages that are not scores.
+#[derive(Debug)]
+pub enum Control {
+    /// The retained `online` status (published now and after every reconnect).
+    Online(Vec<u8>),
+    /// A rejected payload for the dead-letter topic (QoS 0, not durable).
+    DeadLetter { topic: String, payload: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub status_topic: String,
+    pub offline: Vec<u8>,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ref {
+    Data(u64),
+    Control,
+}
+
+struct Pending {
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+}
+
+#[derive(Debug)]
+struct Slot {
+    seq: u64,
+    created_ms: i64,
+    topic: String,
+    payload: Bytes,
+    acked: bool,
+}
+
+type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
+
+pub struct Sink {
+    client: AsyncClient,
+    store: Arc<Store>,
+    config: SinkConfig,
+    slots: VecDeque<Slot>,
+    bytes: u64,
+    /// Index in `slots` of the next entry to send.
+    cursor: usize,
+    control: VecDeque<Pending>,
+    online: Option<Vec<u8>>,
+    /// Refs of publishes handed to rumqttc whose `Sent` has not come yet.
+    fifo: VecDeque<Ref>,
+    pkids: HashMap<u16, Ref>,
+    to_delete: Vec<u64>,
+    up: bool,
+}
+
+impl Sink {
+    /// A sink holding what the store still has from before.
+    pub fn new(client: AsyncClient, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink {
+        let mut sink = Sink {
+            client,
+            store,
+            config,
+            slots: VecDeque::new(),
+            bytes: 0,
+            cursor: 0,
+            control: VecDeque::new(),
+            online: None,
+            fifo: VecDeque::new(),
+            pkids: HashMap::new(),
+            to_delete: Vec::new(),
+            up: false,
+        };
+        if !backlog.is_empty() {
+            info!(scores = backlog.len(), "outbox: scores from before the last stop will be published");
+        }
+        sink.add(backlog);
+        sink
+    }
+
+    fn add(&mut self, entries: Vec<Entry>) {
+        for e in entries {
+            self.bytes += e.size();
+            self.slots.push_back(Slot {
+                seq: e.seq,
+                created_ms: e.created_ms,
+                topic: e.topic,
+                payload: Bytes::from(e.payload),
+                acked: false,
+            });
+        }
+        self.enforce_bounds();
+    }
+
+    fn drop_front(&mut self, reason: &'static str) {
+        if let Some(s) = self.slots.pop_front() {
+            self.bytes -= (s.topic.len() + s.payload.len()) as u64;
+            self.cursor = self.cursor.saturating_sub(1);
+            self.to_delete.push(s.seq);
+            if !s.acked {
+                counter!("lineguard_outbox_dropped_total", "reason" => reason).increment(1);
+                warn!(seq = s.seq, topic = %s.topic, "outbox full ({reason}): oldest unpublished score dropped");
+            }
+        }
+    }
+
+    fn enforce_bounds(&mut self) {
+        while self.bytes > self.config.max_bytes {
+            self.drop_front("bytes");
+        }
+        let oldest_allowed = crate::daemon::now_ms() - self.config.max_age.as_millis() as i64;
+        while self.slots.front().is_some_and(|s| s.created_ms < oldest_allowed) {
+            self.drop_front("age");
+        }
+        gauge!("lineguard_outbox_scores").set(self.slots.len() as f64);
+        gauge!("lineguard_outbox_bytes").set(self.bytes as f64);
+    }
+
+    /// Mark `seq` acknowledged and release the acknowledged prefix.
+    fn acked(&mut self, seq: u64) {
+        let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
+        self.slots[i].acked = true;
+        counter!("lineguard_scores_published_total").increment(1);
+        while self.slots.front().is_some_and(|s| s.acked) {
+            let s = self.slots.pop_front().expect("front exists");
+            self.bytes -= (s.topic.len() + s.payload.len()) as u64;
+            self.cursor = self.cursor.saturating_sub(1);
+            self.to_delete.push(s.seq);
+        }
+    }
+
+    fn next_publish(&mut self) -> Option<(Ref, Pending)> {
+        if let Some(p) = self.control.pop_front() {
+            return Some((Ref::Control, p));
+        }
+        while let Some(s) = self.slots.get(self.cursor) {
+            self.cursor += 1;
+            if !s.acked {
+                let p = Pending {
+                    topic: s.topic.clone(),
+                    payload: s.payload.clone(),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                };
+                return Some((Ref::Data(s.seq), p));
+            }
+        }
+        None
+    }
+
+    fn send(&self, p: Pending) -> SendFuture {
+        let client = self.client.clone();
+        Box::pin(async move { client.publish_bytes(p.topic, p.qos, p.retain, p.payload).await })
+    }
+
+    fn online_pending(&self) -> Option<Pending> {
+        self.online.as_ref().map(|o| Pending {
+            topic: self.config.status_topic.clone(),
+            payload: Bytes::from(o.clone()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        })
+    }
+
+    fn all_acked(&self) -> bool {
+        self.slots.iter().all(|s| s.acked)
+    }
+
+    fn flush_deletes(&mut self, durable: bool) {
+        let seqs = std::mem::take(&mut self.to_delete);
+        if let Err(e) = self.store.remove(&seqs, durable) {
+            warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
+        }
+    }
+
+    /// Publish until `drain` is cancelled and the workers are gone (`entries`
+    /// closed), then until everything is acknowledged or the drain timeout
+    /// passes; then `offline`, and disconnect.
+    pub async fn run(
+        mut self,
+        mut entries: mpsc::UnboundedReceiver<Vec<Entry>>,
+        mut control: mpsc::Receiver<Control>,
+        mut link: mpsc::UnboundedReceiver<Link>,
+        drain: CancellationToken,
+    ) {
+        let mut sending: Option<SendFuture> = None;
+        let mut entries_open = true;
+        // A closed channel is always ready: poll it no more, or it starves the other branches.
+        let mut control_open = true;
+        let mut drain_deadline: Option<Instant> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            if sending.is_none() && self.up {
+                if let Some((r, p)) = self.next_publish() {
+                    // Queued before the hand-over: `Sent` may arrive before we see the send complete.
+                    self.fifo.push_back(r);
+                    sending = Some(self.send(p));
+                }
+            }
+            if let Some(deadline) = drain_deadline {
+                let done = !entries_open && self.all_acked() && self.control.is_empty();
+                if done || Instant::now() >= deadline {
+                    if !done {
+                        warn!(
+                            unacknowledged = self.slots.iter().filter(|s| !s.acked).count(),
+                            "stop: drain timeout; unpublished scores stay in the outbox for the next start"
+                        );
+                    }
+                    break;
+                }
+            }
+            tokio::select! {
+                biased;
+                l = link.recv() => match l {
+                    Some(Link::Up { ready }) => {
+                        // Nothing half-sent survives: rumqttc cannot take it before we answer.
+                        sending = None;
+                        self.fifo.clear();
+                        self.pkids.clear();
+                        self.cursor = 0;
+                        self.control.retain(|p| p.qos == QoS::AtMostOnce);
+                        self.up = true;
+                        let _ = ready.send(());
+                    }
+                    Some(Link::Subscribed) => {
+                        if let Some(p) = self.online_pending() {
+                            self.control.push_front(p);
+                        }
+                    }
+                    Some(Link::Down) => self.up = false,
+                    Some(Link::Sent(pkid)) => match self.fifo.pop_front() {
+                        Some(r) if pkid != 0 => { self.pkids.insert(pkid, r); }
+                        Some(_) => {} // QoS 0: no acknowledgement to wait for
+                        None => warn!(pkid, "outbox: publish event without a matching send"),
+                    },
+                    Some(Link::Acked(pkid)) => {
+                        if let Some(Ref::Data(seq)) = self.pkids.remove(&pkid) {
+                            self.acked(seq);
+                        }
+                    }
+                    None => break, // connection task gone
+                },
+                r = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
+                    sending = None;
+                    if r.is_err() {
+                        break; // the event loop is gone
+                    }
+                }
+                e = entries.recv(), if entries_open => match e {
+                    Some(batch) => self.add(batch),
+                    None => entries_open = false,
+                },
+                c = control.recv(), if control_open => match c {
+                    Some(Control::Online(payload)) => {
+                        self.online = Some(payload);
+                        if self.up {
+                            if let Some(p) = self.online_pending() {
+                                self.control.push_front(p);
+                            }
+                        }
+                    }
+                    Some(Control::DeadLetter { topic, payload }) => {
+                        if self.control.len() < 1000 {
+                            self.control.push_back(Pending { topic, payload: Bytes::from(payload), qos: QoS::AtMostOnce, retain: false });
+                        } else {
+                            counter!("lineguard_dead_letters_dropped_total").increment(1);
+                        }
+                    }
+                    None => control_open = false,
+                },
+                _ = tick.tick() => {
+                    self.enforce_bounds();
+                    self.flush_deletes(false);
+                }
+                _ = drain.cancelled(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+                }
+            }
+        }
+        drop(sending);
+        self.flush_deletes(true);
+        // `offline`, then a clean DISCONNECT (so the broker drops the last will).
+        let offline = Pending {
+            topic: self.config.status_topic.clone(),
+            payload: Bytes::from(self.config.offline.clone()),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+        };
+        let farewell = async {
+            let _ = self.send(offline).await;
+            let _ = self.client.disconnect().await;
+        };
+        if tokio::time::timeout(Duration::from_secs(2), farewell).await.is_err() {
+            warn!("stop: broker unreachable; the last will says `offline`");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Hot model swap: on SIGHUP, and when a model or its card changes on disk.
+//!
+//! The new model is loaded, checked against its card and self-tested on a
+//! blocking thread, away from the pipeline; only a model that passes is
+//! handed to the pipeline worker, which swaps it in between two batches. A
+//! bad model or card is refused with a clear log line and the old model keeps
+//! serving. Files are polled (size and mtime) every couple of seconds, which
+//! also catches a model copied in over several writes: the first, partial
+//! state is refused, the complete one is taken when its stamp changes again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::card::ModelCard;
+use crate::config::Pipeline;
+use crate::events;
+use crate::model::Model;
+use crate::outbox::Control;
+use crate::status::{self, ModelStatus};
+
+const POLL: Duration = Duration::from_secs(2);
+
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// The models in service, as the status topic reports them.
+#[derive(Debug, Clone)]
+pub struct Board {
+    pub client_id: String,
+    pub models: Arc<Mutex<Vec<ModelStatus>>>,
+}
+
+impl Board {
+    pub fn online_payload(&self) -> Vec<u8> {
+        status::online(&self.client_id, &self.models.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// One watched pipeline.
+pub struct Watched {
+    pub index: usize,
+    pub pipeline: Pipeline,
+    pub swap: mpsc::Sender<Arc<Model>>,
+}
+
+/// Load and self-test a model; the error says why it is refused.
+pub fn load_checked(model: &Path, card: &Path) -> anyhow::Result<Model> {
+    let card = ModelCard::load(card)?;
+    let model = Model::load_with_card(model, card)?;
+    model.self_test()?;
+    Ok(model)
+}
+
+pub async fn watch(
+    watched: Vec<Watched>,
+    board: Board,
+    control: mpsc::Sender<Control>,
+    stop: CancellationToken,
+) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("SIGHUP handler unavailable ({e}); model files are still watched");
+            None
+        }
+    };
+    let paths: Vec<(PathBuf, PathBuf)> =
+        watched.iter().map(|w| (w.pipeline.model.clone(), w.pipeline.card.clone())).collect();
+    let mut stamps: Vec<(Stamp, Stamp)> = paths.iter().map(|(m, c)| (stamp(m), stamp(c))).collect();
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = async { hup.as_mut().expect("guarded").recv().await }, if hup.is_some() => {
+                tracing::info!("SIGHUP: reloading every model");
+                true
+            }
+        };
+        for (i, w) in watched.iter().enumerate() {
+            let now = (stamp(&paths[i].0), stamp(&paths[i].1));
+            if !forced && now == stamps[i] {
+                continue;
+            }
+            stamps[i] = now;
+            let (model_path, card_path) = paths[i].clone();
+            let loaded = tokio::task::spawn_blocking(move || load_checked(&model_path, &card_path)).await;
+            match loaded {
+                Ok(Ok(model)) => {
+                    let model = Arc::new(model);
+                    {
+                        let mut models = board.models.lock().unwrap_or_else(|p| p.into_inner());
+                        let s = &mut models[w.index];
+                        s.model = model.card.name.clone();
+                        s.model_version = model.card.version.clone();
+                        s.sha256 = model.sha256.clone();
+                    }
+                    events::model_loaded(
+                        &w.pipeline.name,
+                        &model.card.name,
+                        &model.card.version,
+                        &model.sha256,
+                    );
+                    if w.swap.send(model).await.is_err() {
+                        return; // the pipeline has stopped
+                    }
+                    let _ = control.send(Control::Online(board.online_payload())).await;
+                }
+                Ok(Err(e)) => events::model_refused(&w.pipeline.name, &w.pipeline.model, &format!("{e:#}")),
+                Err(e) => events::model_refused(&w.pipeline.name, &w.pipeline.model, &e.to_string()),
+            }
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Nothing lost, nothing crashes: broker restarts, `kill -9`, hostile input,
+//! device floods and bad models, each against a real mosquitto, each checking
+//! that every valid window is published with ONNX Runtime's scores.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
+use support::mqtt::{Publisher, Subscriber};
+
+const LINE_MODEL: &str = "models/line-mlp.onnx";
+const LINE_GOLDEN: &str = "models/fixtures/line-mlp.golden.json";
+const LINE_CARD: &str = "models/line-mlp.toml";
+const LINE_IN: &str = "plant/{line}/{machine}/telemetry";
+const LINE_OUT: &str = "plant/{line}/{machine}/lineguard/scores";
+
+fn line_topic(device: &str) -> String {
+    format!("plant/{device}/telemetry")
+}
+
+fn score_topic(device: &str) -> String {
+    format!("plant/{device}/lineguard/scores")
+}
+
+fn is_score(m: &support::mqtt::Message) -> bool {
+    m.topic.ends_with("/lineguard/scores")
+}
+
+fn line_pipeline() -> PipelineSpec<'static> {
+    PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)
+}
+
+fn start(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> Daemon {
+    let state = tempfile::tempdir().unwrap().keep();
+    let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
+    let sub = Subscriber::new(broker.port, &[&format!("lineguard/{client_id}/status")]);
+    sub.wait_for(&format!("lineguard/{client_id}/status"), "\"online\"", Duration::from_secs(30));
+    daemon
+}
+
+/// Peak resident memory of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn broker_restart_mid_stream_loses_no_window() {
+    let mut broker = Broker::mosquitto(true);
+    let daemon = start(&broker, "lg-brokerrestart", &[line_pipeline()], "");
+    let sub = Subscriber::persistent(broker.port, &["plant/+/+/lineguard/scores"], "test-brokerrestart-sub");
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = golden.interleaved();
+    let (first, second) = samples.split_at(samples.len() / 2);
+
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in first {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    // Restart while the daemon is still scoring and publishing the first half.
+    broker.restart();
+    let status = Subscriber::new(broker.port, &["lineguard/lg-brokerrestart/status"]);
+    status.wait_for("lineguard/lg-brokerrestart/status", "\"online\"", Duration::from_secs(30));
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in second {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let got = sub.collect(expected.len() * 3, Duration::from_secs(30), Duration::ZERO, is_score);
+    // collect() waits for the full count; fewer means it timed out, so check what arrived.
+    let dups = check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
+    eprintln!("broker restart: {} windows, {dups} identical duplicates", expected.len());
+    drop(daemon);
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_scores_every_window() {
+    let broker = Broker::start();
+    let mut daemon = start(&broker, "lg-kill9", &[line_pipeline()], "");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = golden.interleaved();
+    let mut p = Publisher::new(broker.port);
+    for (i, (device, s)) in samples.iter().enumerate() {
+        p.publish(&line_topic(device), Golden::payload(s));
+        std::thread::sleep(Duration::from_millis(3));
+        if i == samples.len() / 2 {
+            daemon.kill9();
+        }
+        if i == samples.len() / 2 + 20 {
+            // Telemetry published while it was down waits in its persistent session.
+            daemon.spawn();
+        }
+    }
+    p.flush(Duration::from_secs(10));
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    loop {
+        got.extend(sub.collect(1, Duration::from_millis(500), Duration::ZERO, is_score));
+        let mut keys: Vec<(String, i64)> = got
+            .iter()
+            .map(|m| (m.json()["device"].as_str().unwrap().to_string(), m.json()["ts"].as_i64().unwrap()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() >= expected.len() || Instant::now() > deadline {
+            break;
+        }
+    }
+    got.extend(sub.collect(usize::MAX, Duration::from_millis(800), Duration::ZERO, is_score));
+    let dups = check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
+    eprintln!("kill -9: {} windows, {dups} identical duplicates", expected.len());
+    assert!(daemon.is_running(), "{}", daemon.log());
+    assert!(daemon.log().contains("windows restored from the state store"), "{}", daemon.log());
+}
+
+#[test]
+fn hostile_corpus_interleaved_with_a_valid_stream() {
+    let broker = Broker::start();
+    let extra =
+        "[limits]\nmax_payload_bytes = 4096\nmax_samples_per_message = 50\nmax_keys_per_sample = 64\n\
+                 max_json_depth = 8\ndead_letter_topic = \"lineguard/dead\"\n";
+    let mut daemon = start(&broker, "lg-hostile", &[line_pipeline()], extra);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let dead_sub = Subscriber::new(broker.port, &["lineguard/dead"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    let many_keys = {
+        let mut m = serde_json::Map::new();
+        for i in 0..100 {
+            m.insert(format!("k{i}"), serde_json::json!(i));
+        }
+        serde_json::json!({"values": m}).to_string()
+    };
+    let many_samples = serde_json::to_string(&vec![serde_json::json!({"values": {"x": 1}}); 200]).unwrap();
+    let corpus: Vec<Vec<u8>> = vec![
+        vec![b'['; 10_000],
+        format!("{{\"values\":{{\"a\":{}1{}}}}}", "[".repeat(50), "]".repeat(50)).into_bytes(),
+        vec![b'x'; 20_000],
+        many_keys.into_bytes(),
+        many_samples.into_bytes(),
+        (0..=255u8).collect(),
+        b"{\"ts\":1e400,\"values\":{}}".to_vec(),
+        b"{\"ts\":-1,\"values\":{\"spindle_speed\":1}}".to_vec(),
+        b"{\"values\":{\"spindle_speed\":1e308,\"feed_rate\":-1e308}}".to_vec(),
+        "{\"values\":{\"\u{0}\":1,\"spindle_speed\":\"\u{feff}\"}}".as_bytes().to_vec(),
+        b"null".to_vec(),
+        b"{\"ts\":\"2024-02-30T00:00:00Z\",\"values\":{}}".to_vec(),
+        b"{\"ts\":99999999999999999999999,\"values\":{}}".to_vec(),
+        b"[{\"values\":{}},[],{},null,1,\"s\"]".to_vec(),
+    ];
+    let mut p = Publisher::new(broker.port);
+    for (i, (device, s)) in golden.interleaved().into_iter().enumerate() {
+        p.publish(&line_topic(device), corpus[i % corpus.len()].clone());
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), is_score);
+    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
+    assert_eq!(got.len(), expected.len());
+    assert!(daemon.is_running());
+    let dead = dead_sub
+        .collect(usize::MAX, Duration::from_millis(500), Duration::ZERO, |m| m.topic == "lineguard/dead");
+    let dead_reasons: std::collections::BTreeSet<String> =
+        dead.iter().map(|m| m.json()["reason"].as_str().unwrap().to_string()).collect();
+    let log = daemon.log();
+    for reason in [
+        "too_deep",
+        "payload_too_large",
+        "too_many_keys",
+        "too_many_samples",
+        "invalid_json",
+        "bad_timestamp",
+    ] {
+        assert!(log.contains(reason), "no log line for {reason}");
+        assert!(dead_reasons.contains(reason), "no dead letter for {reason}: {dead_reasons:?}");
+    }
+    let status = daemon.sigterm(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_flood_of_new_devices_cannot_grow_memory_without_bound() {
+    let broker = Broker::start();
+    let extra = "[limits]\nmax_devices_per_pipeline = 2000\n";
+    let mut daemon = start(&broker, "lg-flood", &[line_pipeline()], extra);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    // A real device first: it must keep being scored through the flood.
+    let mut p = Publisher::new(broker.port);
+    let (real, samples) = golden.devices.iter().next().unwrap();
+    let (head, tail) = samples.split_at(20);
+    for s in head {
+        p.publish(&line_topic(real), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let sample = Golden::payload(&samples[0]);
+    for i in 0..30_000 {
+        p.publish(&format!("plant/flood{}/m{i}/telemetry", i % 7), sample.clone());
+        if i % 1000 == 999 {
+            p.flush(Duration::from_secs(30));
+        }
+    }
+    for s in tail {
+        p.publish(&line_topic(real), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(30));
+    let expected: Vec<_> =
+        golden.expected(&card_scores(LINE_CARD), 1).into_iter().filter(|e| &e.device == real).collect();
+    let got = sub.collect(expected.len(), Duration::from_secs(60), Duration::from_millis(500), |m| {
+        m.topic == score_topic(real)
+    });
+    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
+    assert!(daemon.is_running());
+    let rss_mib = peak_rss_kib(daemon.pid()) / 1024;
+    eprintln!("device flood: peak RSS {rss_mib} MiB");
+    assert!(rss_mib < 150, "peak RSS {rss_mib} MiB with the device cap at 2000");
+    assert!(daemon.log().contains("too_many_devices"));
+}
+
+#[test]
+fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
+    let broker = Broker::start();
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("line-mlp.onnx");
+    let card = models.path().join("line-mlp.toml");
+    std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
+    std::fs::copy(support::repo_path(LINE_CARD), &card).unwrap();
+    let spec = PipelineSpec::new("press-line", model.to_str().unwrap(), LINE_IN, LINE_OUT);
+    let mut daemon = start(&broker, "lg-swap", &[spec], "");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let status = Subscriber::new(broker.port, &["lineguard/lg-swap/status"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let samples = golden.interleaved();
+    let thirds = samples.len() / 3;
+    let mut p = Publisher::new(broker.port);
+    let mut publish = |range: std::ops::Range<usize>| {
+        for (device, s) in &samples[range] {
+            p.publish(&line_topic(device), Golden::payload(s));
+        }
+        p.flush(Duration::from_secs(10));
+    };
+    let wait_log = |daemon: &Daemon, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.log().contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}` in the log:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    publish(0..thirds);
+    // 1. Garbage in place of the model: refused, the old model keeps serving.
+    std::fs::write(&model, b"not a model").unwrap();
+    wait_log(&daemon, "new model refused");
+    publish(thirds..2 * thirds);
+    // 2. The good model back, with a card saying version 4: swapped in, windows kept.
+    std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
+    let text = std::fs::read_to_string(&card).unwrap().replace("version = \"3\"", "version = \"4\"");
+    std::fs::write(&card, text).unwrap();
+    wait_log(&daemon, "model swapped");
+    status.wait_for("lineguard/lg-swap/status", "\"model_version\":\"4\"", Duration::from_secs(10));
+    publish(2 * thirds..samples.len());
+
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), is_score);
+    // Every window is scored, by v3 before the swap and v4 after: same weights, same numbers.
+    let versions: std::collections::BTreeSet<String> =
+        got.iter().map(|m| m.json()["model_version"].as_str().unwrap().to_string()).collect();
+    assert_eq!(versions, ["3".to_string(), "4".to_string()].into(), "both versions served");
+    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
+    assert_eq!(got.len(), expected.len(), "windows were kept across the swap: none missing");
+    // 3. SIGHUP reloads on demand.
+    support::broker::signal(daemon.pid(), "HUP");
+    wait_log(&daemon, "SIGHUP: reloading every model");
+    assert!(daemon.is_running());
+}
