@@ -347,3 +347,74 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(max_bytes: u64, max_age: Duration) -> (Sink, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // Never polled: nothing connects.
+        let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 0);
+        let config = SinkConfig {
+            status_topic: "s".into(),
+            offline: Vec::new(),
+            max_bytes,
+            max_age,
+            drain_timeout: Duration::from_secs(1),
+        };
+        (Sink::new(client, store, config, Vec::new()), dir)
+    }
+
+    fn entry(seq: u64, created_ms: i64) -> Entry {
+        Entry { seq, created_ms, topic: "t/x".into(), payload: vec![b'x'; 97] } // 100 bytes
+    }
+
+    fn seqs(s: &Sink) -> Vec<u64> {
+        s.slots.iter().map(|s| s.seq).collect()
+    }
+
+    #[test]
+    fn bounded_by_bytes_dropping_oldest_first() {
+        let (mut s, _d) = sink(350, Duration::from_secs(3600));
+        let now = crate::daemon::now_ms();
+        s.add((1..=5).map(|i| entry(i, now)).collect());
+        assert_eq!(seqs(&s), [3, 4, 5]);
+        assert_eq!(s.bytes, 300);
+        assert_eq!(s.to_delete, [1, 2], "dropped entries leave the store too");
+    }
+
+    #[test]
+    fn bounded_by_age() {
+        let (mut s, _d) = sink(1 << 20, Duration::from_secs(60));
+        let now = crate::daemon::now_ms();
+        s.add(vec![entry(1, now - 120_000), entry(2, now - 30_000), entry(3, now)]);
+        assert_eq!(seqs(&s), [2, 3]);
+    }
+
+    #[test]
+    fn acknowledgements_release_only_the_acknowledged_prefix() {
+        let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
+        let now = crate::daemon::now_ms();
+        s.add((1..=4).map(|i| entry(i, now)).collect());
+        s.up = true;
+        let sent: Vec<u64> = std::iter::from_fn(|| s.next_publish())
+            .map(|(r, _)| match r {
+                Ref::Data(seq) => seq,
+                Ref::Control => panic!("no control queued"),
+            })
+            .collect();
+        assert_eq!(sent, [1, 2, 3, 4], "published in sequence order");
+        s.acked(2);
+        assert_eq!(seqs(&s), [1, 2, 3, 4], "1 is still unacknowledged");
+        s.acked(1);
+        assert_eq!(seqs(&s), [3, 4]);
+        assert_eq!(s.to_delete, [1, 2]);
+        assert!(!s.all_acked());
+        s.acked(4);
+        s.acked(3);
+        assert!(s.slots.is_empty() && s.all_acked());
+        s.acked(99); // unknown or dropped: ignored
+    }
+}

@@ -282,3 +282,57 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     wait_log(&daemon, "SIGHUP: reloading every model");
     assert!(daemon.is_running());
 }
+
+#[test]
+fn broker_outage_is_quiet_and_sigterm_during_it_keeps_every_score() {
+    let mut broker = Broker::mosquitto(true);
+    let state = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start_with_env(
+        &config(broker.port, "lg-outage", state.path(), &[line_pipeline()], ""),
+        &[("LINEGUARD__STATE__DRAIN_TIMEOUT_SECS", "1")],
+    );
+    Subscriber::new(broker.port, &["lineguard/lg-outage/status"]).wait_for(
+        "lineguard/lg-outage/status",
+        "\"online\"",
+        Duration::from_secs(30),
+    );
+    let sub = Subscriber::persistent(broker.port, &["plant/+/+/lineguard/scores"], "test-outage-sub");
+    let golden = Golden::load(LINE_GOLDEN);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    broker.stop();
+
+    // Down for 4 s: backoff, not a busy loop; one warning, not a flood.
+    let cpu = daemon.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(4));
+    let used = daemon.cpu_seconds() - cpu;
+    assert!(used < 0.5, "{used} s of CPU in 4 s with the broker down");
+    let warnings = daemon.log().matches("broker connection lost or refused").count();
+    assert!((1..=2).contains(&warnings), "{warnings} connection warnings in 4 s:\n{}", daemon.log());
+
+    // SIGTERM with the broker down: exits 0 after the drain timeout.
+    let status = daemon.sigterm(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+
+    // Broker and daemon back: every window arrives (outbox + redelivered telemetry).
+    broker.restart();
+    daemon.spawn();
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while Instant::now() < deadline {
+        got.extend(sub.collect(usize::MAX, Duration::from_millis(500), Duration::ZERO, is_score));
+        let mut keys: Vec<String> =
+            got.iter().map(|m| format!("{}", m.json()["device"]) + &m.json()["ts"].to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        if keys.len() >= expected.len() {
+            break;
+        }
+    }
+    got.extend(sub.collect(usize::MAX, Duration::from_millis(800), Duration::ZERO, is_score));
+    check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
+}

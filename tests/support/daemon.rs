@@ -47,6 +47,7 @@ pub fn config(
 
 pub struct Daemon {
     child: Option<Child>,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     log: PathBuf,
@@ -56,10 +57,16 @@ impl Daemon {
     /// Start with this config text (written to a temp dir; `{state}` in it
     /// is replaced by a state dir inside that temp dir).
     pub fn start(config_text: &str) -> Daemon {
+        Self::start_with_env(config_text, &[])
+    }
+
+    /// Start with `LINEGUARD__...` overrides in the environment.
+    pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("lineguard.toml");
         std::fs::write(&config, config_text).unwrap();
-        let mut d = Daemon { child: None, log: dir.path().join("lineguard.log"), dir, config };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { child: None, env, log: dir.path().join("lineguard.log"), dir, config };
         d.spawn();
         d
     }
@@ -72,6 +79,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "lineguard=debug,info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -114,6 +122,16 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// CPU time used so far (user + system), from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("process stat");
+        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+        ticks / 100.0
     }
 }
 
