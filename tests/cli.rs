@@ -187,3 +187,22 @@ fn check_config_fails_clearly() {
     let o = lineguard(&["check-config", "--config", "/nonexistent/lineguard.toml"], &[]);
     assert!(!o.status.success() && text(&o).contains("not found"), "{}", text(&o));
 }
+
+#[test]
+fn the_shipped_example_config_is_valid_and_matches_the_spec_defaults() {
+    let shipped = std::fs::read_to_string(repo_path("deploy/lineguard.toml")).unwrap();
+    let shipped = shipped.replace("/usr/share/lineguard/models/line-mlp.onnx", &p("models/line-mlp.onnx"));
+    let (_d, path) = write_config(&shipped);
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for needle in [
+        "host = \"127.0.0.1\"",
+        "port = 1883",
+        "dir = \"/var/lib/lineguard\"",
+        "listen = \"127.0.0.1:9898\"",
+        "subscribes `plant/+/+/telemetry`, publishes `plant/{line}/{machine}/lineguard/scores`",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}`:\n{out}");
+    }
+}
