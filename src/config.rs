@@ -366,6 +366,8 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         ),
         (None, p) => p.clone(),
     };
+    // An empty password (e.g. an empty systemd credential file) means none.
+    let password = password.filter(|p| !p.is_empty());
     if password.is_some() && m.username.is_none() {
         return Err(invalid("mqtt.username".into(), "a password is set but no username".into()));
     }

@@ -30,7 +30,8 @@ use tracing::{info, warn};
 
 use crate::ack::{Ack, AckId};
 use crate::config::Settings;
-use crate::events::ConnectionEvents;
+use crate::events::{self, ConnectionEvents};
+use crate::health::Health;
 use crate::model::Model;
 use crate::mqtt::{self, Backoff};
 use crate::outbox::{Control, Link, Sink, SinkConfig};
@@ -81,6 +82,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .context("cannot open the state store")?,
     );
     let backlog = store.outbox().context("cannot read the outbox")?;
+    let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
+    let services_stop = CancellationToken::new();
+    crate::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await?;
+    for (p, m) in settings.pipelines.iter().zip(&models) {
+        events::model_info(&p.name, &m.card.name, &m.card.version, &m.sha256, true);
+    }
 
     let client_id = settings.raw.mqtt.client_id.clone();
     let board = Board {
@@ -114,6 +121,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         entries: entries_tx,
         control: control_tx.clone(),
         dead_letter_topic: settings.raw.limits.dead_letter_topic.clone(),
+        health: health.clone(),
     };
 
     // Pipeline workers, each on its own thread.
@@ -126,6 +134,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         routes.push(Route { template: p.input.clone(), tx });
         watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
         let worker = Worker::new(
+            i,
             p.clone(),
             model.clone(),
             settings.raw.limits.clone(),
@@ -174,6 +183,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     filters.sort();
     filters.dedup();
     let intake = CancellationToken::new();
+    let (attempted_tx, attempted_rx) = oneshot::channel();
     let conn = tokio::spawn(connection_loop(
         eventloop,
         client.clone(),
@@ -188,14 +198,24 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             ),
             link: link_tx,
             acks: ack_tx,
+            health: health.clone(),
+            attempted: Some(attempted_tx),
         },
         intake.clone(),
     ));
     let watcher_stop = CancellationToken::new();
     tokio::spawn(reload::watch(watched, board, control_tx, watcher_stop.clone()));
+    // Ready: models loaded and the first connection attempted (whatever its outcome).
+    tokio::select! {
+        _ = attempted_rx => {}
+        _ = shutdown.cancelled() => {}
+    }
+    crate::systemd::ready();
+    tokio::spawn(crate::systemd::watchdog(health.clone(), services_stop.clone()));
     info!(pipelines = settings.pipelines.len(), "lineguard running");
 
     shutdown.cancelled().await;
+    crate::systemd::stopping();
     info!("stopping: intake closed, finishing the work in hand");
     watcher_stop.cancel();
     intake.cancel();
@@ -208,6 +228,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         warn!("stop: the sink did not finish in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    services_stop.cancel();
     info!("stopped");
     Ok(())
 }
@@ -219,6 +240,9 @@ struct Connection {
     backoff: Backoff,
     link: mpsc::UnboundedSender<Link>,
     acks: mpsc::UnboundedSender<AckId>,
+    health: Arc<Health>,
+    /// Told once, after the first connection attempt.
+    attempted: Option<oneshot::Sender<()>>,
 }
 
 async fn connection_loop(
@@ -271,6 +295,10 @@ async fn connection_loop(
                 eventloop.state.collision = None;
                 eventloop.state.events.clear();
                 c.backoff.reset();
+                c.health.set_connected(true);
+                if let Some(t) = c.attempted.take() {
+                    let _ = t.send(());
+                }
                 subacks = 0;
                 events.connected(&c.host, c.port, ack.session_present);
                 let (ready_tx, ready_rx) = oneshot::channel();
@@ -302,6 +330,10 @@ async fn connection_loop(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
+                c.health.set_connected(false);
+                if let Some(t) = c.attempted.take() {
+                    let _ = t.send(());
+                }
                 let _ = c.link.send(Link::Down);
                 let delay = c.backoff.next_delay();
                 events.connection_failed(&e.to_string(), delay);

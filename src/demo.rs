@@ -95,6 +95,8 @@ port = {port}
 client_id = "lineguard-demo"
 [state]
 dir = "{state}"
+[http]
+listen = "127.0.0.1:{http}"
 [[pipelines]]
 name = "press-line"
 model = "{model}"
@@ -102,10 +104,12 @@ input_topic = "plant/{{line}}/{{machine}}/telemetry"
 output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
 "#,
             state = dir.path().join("state").display(),
+            http = broker::free_port()?,
             model = model.display()
         ),
     )?;
     let settings = config::load(&config_path, std::iter::empty())?;
+    let settings_http = settings.raw.http.listen;
 
     let stop = CancellationToken::new();
     crate::shutdown::on_signals(stop.clone())?;
@@ -166,7 +170,8 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
         args.rate,
         model.display()
     );
-    println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v\n");
+    println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v");
+    println!("metrics: curl http://{}/metrics\n", settings_http);
     let redraw = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
     let deadline = args.duration.map(|d| started + Duration::from_secs(d));
     loop {

@@ -161,3 +161,15 @@ pub fn evicted(pipeline: &str, n: usize) {
     counter!("lineguard_devices_evicted_total", "pipeline" => pipeline.to_string()).increment(n as u64);
     info!(%pipeline, devices = n, "idle devices evicted");
 }
+
+/// `lineguard_model_info{pipeline,model,version,sha256}`: 1 for the model in service.
+pub fn model_info(pipeline: &str, model: &str, version: &str, sha256: &str, in_service: bool) {
+    gauge!(
+        "lineguard_model_info",
+        "pipeline" => pipeline.to_string(),
+        "model" => model.to_string(),
+        "version" => version.to_string(),
+        "sha256" => sha256.to_string()
+    )
+    .set(if in_service { 1.0 } else { 0.0 });
+}

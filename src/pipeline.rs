@@ -25,6 +25,7 @@ use crate::card::State;
 use crate::config::{LimitsConfig, Pipeline};
 use crate::decode::{Decoded, Decoder};
 use crate::events::{self, PipelineEvents};
+use crate::health::Health;
 use crate::model::Model;
 use crate::outbox::Control;
 use crate::reject::{Reason, Rejection};
@@ -57,11 +58,16 @@ pub struct Outputs {
     pub entries: mpsc::UnboundedSender<Vec<Entry>>,
     pub control: mpsc::Sender<Control>,
     pub dead_letter_topic: Option<String>,
+    pub health: Arc<Health>,
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The loop goes round at least this often, idle or not: its heartbeat is
+/// what the systemd watchdog and `/healthz` watch.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub struct Worker {
+    index: usize,
     pipeline: Pipeline,
     model: Arc<Model>,
     origin: Origin,
@@ -84,6 +90,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
+        index: usize,
         pipeline: Pipeline,
         model: Arc<Model>,
         limits: LimitsConfig,
@@ -117,6 +124,7 @@ impl Worker {
             origin: Self::origin(&pipeline, &model),
             last_commit: Instant::now(),
             last_sweep: Instant::now(),
+            index,
             pipeline,
             model,
             limits,
@@ -164,10 +172,11 @@ impl Worker {
     /// commit it, and return. Messages still queued are not acknowledged.
     pub fn run(mut self, mut rx: mpsc::Receiver<Inbound>, mut swaps: mpsc::Receiver<Arc<Model>>, rt: Handle) {
         loop {
+            self.out.health.beat(self.index);
             let wake = if self.staged() {
                 self.last_commit + self.commit_interval
             } else {
-                self.last_sweep + SWEEP_EVERY
+                (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT)
             };
             enum Ev {
                 Msg(Option<Inbound>),
@@ -192,6 +201,7 @@ impl Worker {
                         }
                     }
                     self.score();
+                    self.events.devices(self.windows.devices());
                 }
                 Ev::Msg(None) => {
                     self.score();
@@ -239,6 +249,7 @@ impl Worker {
 
     fn handle(&mut self, msg: Inbound) {
         self.events.received(msg.payload.len());
+        self.out.health.counted(1, 0);
         if let Some(a) = msg.ack {
             self.staged_acks.push(a);
         }
@@ -298,6 +309,7 @@ impl Worker {
         let started = Instant::now();
         let result = self.model.run(&self.input, n, &mut self.scores);
         self.events.scored(n, started.elapsed().as_secs_f64());
+        self.out.health.counted(0, n as u64);
         if let Err(e) = result {
             self.events.inference_failed(n, &e.to_string());
         } else {

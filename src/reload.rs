@@ -101,6 +101,14 @@ pub async fn watch(
                     {
                         let mut models = board.models.lock().unwrap_or_else(|p| p.into_inner());
                         let s = &mut models[w.index];
+                        events::model_info(&w.pipeline.name, &s.model, &s.model_version, &s.sha256, false);
+                        events::model_info(
+                            &w.pipeline.name,
+                            &model.card.name,
+                            &model.card.version,
+                            &model.sha256,
+                            true,
+                        );
                         s.model = model.card.name.clone();
                         s.model_version = model.card.version.clone();
                         s.sha256 = model.sha256.clone();

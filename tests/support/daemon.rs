@@ -29,8 +29,10 @@ pub fn config(
 ) -> String {
     let mut s = format!(
         "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\nkeep_alive_secs = 5\n\
-         reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[state]\ndir = \"{}\"\n\n[log]\nlevel = \"debug\"\n{extra}\n",
-        state_dir.display()
+         reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[state]\ndir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
+         [log]\nlevel = \"debug\"\n{extra}\n",
+        state_dir.display(),
+        lineguard::broker::free_port().expect("free port"),
     );
     for p in pipelines {
         s.push_str(&format!(
@@ -85,6 +87,26 @@ impl Daemon {
             .spawn()
             .expect("cannot start lineguard");
         self.child = Some(child);
+    }
+
+    /// `http.listen` from the config file.
+    pub fn http_addr(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let line = text.lines().find(|l| l.starts_with("listen = ")).expect("http.listen in the test config");
+        line.trim_start_matches("listen = ").trim_matches('"').to_string()
+    }
+
+    /// `GET path` on the daemon's HTTP endpoint: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http_addr()).expect("connect to /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: lineguard\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
     }
 
     pub fn pid(&self) -> u32 {

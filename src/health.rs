@@ -1,0 +1,101 @@
+//! What `/healthz`, systemd's watchdog and `STATUS=` read: whether the broker
+//! is connected, whether each pipeline loop is alive, and throughput.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Shared between the connection task, the pipeline workers and the reporters.
+#[derive(Debug)]
+pub struct Health {
+    connected: AtomicBool,
+    /// Per pipeline: the last time its loop went round (epoch ms).
+    beats: Vec<AtomicI64>,
+    names: Vec<String>,
+    messages: AtomicU64,
+    windows: AtomicU64,
+}
+
+impl Health {
+    pub fn new(pipelines: &[String]) -> Arc<Health> {
+        let now = crate::daemon::now_ms();
+        Arc::new(Health {
+            connected: AtomicBool::new(false),
+            beats: pipelines.iter().map(|_| AtomicI64::new(now)).collect(),
+            names: pipelines.to_vec(),
+            messages: AtomicU64::new(0),
+            windows: AtomicU64::new(0),
+        })
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A pipeline loop went round.
+    pub fn beat(&self, pipeline: usize) {
+        self.beats[pipeline].store(crate::daemon::now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn counted(&self, messages: u64, windows: u64) {
+        self.messages.fetch_add(messages, Ordering::Relaxed);
+        self.windows.fetch_add(windows, Ordering::Relaxed);
+    }
+
+    /// `(messages, windows)` since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.messages.load(Ordering::Relaxed), self.windows.load(Ordering::Relaxed))
+    }
+
+    /// Pipelines whose loop has not gone round for `max_age_ms`.
+    pub fn stalled(&self, max_age_ms: i64) -> Vec<&str> {
+        let now = crate::daemon::now_ms();
+        self.beats
+            .iter()
+            .zip(&self.names)
+            .filter(|(b, _)| now - b.load(Ordering::Relaxed) > max_age_ms)
+            .map(|(_, n)| n.as_str())
+            .collect()
+    }
+
+    /// `Ok` when healthy, else why not.
+    pub fn check(&self) -> Result<(), String> {
+        let mut why = Vec::new();
+        if !self.connected() {
+            why.push("broker not connected".to_string());
+        }
+        let stalled = self.stalled(STALL_MS);
+        if !stalled.is_empty() {
+            why.push(format!("pipeline loop stalled: {}", stalled.join(", ")));
+        }
+        if why.is_empty() {
+            Ok(())
+        } else {
+            Err(why.join("; "))
+        }
+    }
+}
+
+/// A pipeline loop wakes at least every second; ten times that is a stall.
+pub const STALL_MS: i64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_that_stops_beating_is_stalled_and_unhealthy() {
+        let h = Health::new(&["a".into(), "b".into()]);
+        h.set_connected(true);
+        assert!(h.check().is_ok());
+        h.beats[1].store(crate::daemon::now_ms() - 60_000, Ordering::Relaxed);
+        assert_eq!(h.stalled(STALL_MS), ["b"]);
+        assert!(h.check().unwrap_err().contains("pipeline loop stalled: b"));
+        h.beat(1);
+        h.set_connected(false);
+        assert_eq!(h.check().unwrap_err(), "broker not connected");
+    }
+}

@@ -1,0 +1,96 @@
+//! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when the
+//! broker is connected and every pipeline loop is alive and has its model,
+//! 503 with the reason otherwise). Loopback by default (`http.listen`).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+
+/// The process-wide recorder (installed once, also when the demo runs the
+/// daemon in-process).
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let micro_to_second = [
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 1.0,
+            ];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full("lineguard_inference_seconds".into()), &micro_to_second)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("lineguard_batch_size".into()), &sizes))
+                .expect("bucket lists are not empty");
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (tests): render from a private one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: PrometheusHandle,
+    health: Arc<Health>,
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.health.check() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")),
+    }
+}
+
+/// Bind `listen` (an error names the setting) and serve until `stop`.
+/// Returns the bound address (useful with port 0).
+pub async fn serve(
+    listen: SocketAddr,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (http.listen)"))?;
+    let addr = listener.local_addr()?;
+    let handle = recorder();
+    let upkeep = handle.clone();
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(AppState { metrics: handle, health });
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = s.cancelled() => return,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!("http server stopped: {e}");
+        }
+    });
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    Ok(addr)
+}

@@ -1,0 +1,155 @@
+//! Running it like plant equipment: /metrics and /healthz, the systemd
+//! notify protocol (READY, WATCHDOG, STATUS), and the unit file.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::golden::Golden;
+use support::mqtt::{Publisher, Subscriber};
+
+fn line_pipeline() -> PipelineSpec<'static> {
+    PipelineSpec::new(
+        "press-line",
+        "models/line-mlp.onnx",
+        "plant/{line}/{machine}/telemetry",
+        "plant/{line}/{machine}/lineguard/scores",
+    )
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
+    let mut broker = Broker::mosquitto(false);
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(broker.port, "lg-metrics", state.path(), &[line_pipeline()], ""));
+    let status = Subscriber::new(broker.port, &["lineguard/lg-metrics/status"]);
+    status.wait_for("lineguard/lg-metrics/status", "\"online\"", Duration::from_secs(30));
+    wait_until("healthz 200", Duration::from_secs(10), || daemon.http_get("/healthz").0 == 200);
+    assert_eq!(daemon.http_get("/healthz").1, "ok\n");
+
+    let golden = Golden::load("models/fixtures/line-mlp.golden.json");
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&format!("plant/{device}/telemetry"), Golden::payload(s));
+    }
+    p.publish("plant/line9/m1/telemetry", "not json");
+    p.flush(Duration::from_secs(10));
+    let got = scores.collect(100, Duration::from_secs(30), Duration::ZERO, |_| true);
+    assert_eq!(got.len(), 100);
+
+    let (code, body) = daemon.http_get("/metrics");
+    assert_eq!(code, 200);
+    let sha = {
+        use sha2::Digest;
+        format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(support::repo_path("models/line-mlp.onnx")).unwrap())
+        )
+    };
+    let has = |needle: &str| assert!(body.contains(needle), "/metrics lacks `{needle}`:\n{body}");
+    has("lineguard_messages_total{pipeline=\"press-line\"} 161");
+    has("lineguard_rejected_total{pipeline=\"press-line\",reason=\"invalid_json\"} 1");
+    has("lineguard_windows_scored_total{pipeline=\"press-line\"} 100");
+    has("lineguard_inference_seconds_bucket{pipeline=\"press-line\",le=");
+    has("lineguard_batch_size_bucket{pipeline=\"press-line\",le=");
+    has("lineguard_outbox_scores");
+    has("lineguard_broker_connected 1");
+    has("lineguard_devices{pipeline=\"press-line\"} 4");
+    has(&format!(
+        "lineguard_model_info{{pipeline=\"press-line\",model=\"line-mlp\",version=\"3\",sha256=\"{sha}\"}} 1"
+    ));
+    has("lineguard_scores_total{pipeline=\"press-line\",state=\"alarm\"}");
+    has("lineguard_scores_total{pipeline=\"press-line\",state=\"ok\"}");
+    has("lineguard_scores_published_total");
+
+    // Broker gone: 503 with the reason, and reconnects counted.
+    broker.kill();
+    wait_until("healthz 503", Duration::from_secs(20), || daemon.http_get("/healthz").0 == 503);
+    assert!(daemon.http_get("/healthz").1.contains("broker not connected"));
+    wait_until("reconnects counted", Duration::from_secs(10), || {
+        daemon.http_get("/metrics").1.contains("lineguard_broker_reconnects_total")
+    });
+    assert!(daemon.http_get("/metrics").1.contains("lineguard_broker_connected 0"));
+}
+
+#[test]
+fn systemd_notify_ready_watchdog_status_and_stopping() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut daemon = Daemon::start_with_env(
+        &config(broker.port, "lg-notify", dir.path(), &[line_pipeline()], ""),
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "1000000")],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let mut read_until = |want: &str, timeout: Duration| {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = socket.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                let found = msg.lines().any(|l| l.starts_with(want));
+                seen.push(msg);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!("no `{want}` from the daemon; got {seen:?}");
+    };
+    read_until("READY=1", Duration::from_secs(30));
+    read_until("WATCHDOG=1", Duration::from_secs(3));
+    read_until("WATCHDOG=1", Duration::from_secs(3));
+    read_until("STATUS=connected", Duration::from_secs(3));
+    let status = daemon.sigterm(Duration::from_secs(20));
+    assert!(status.success());
+    read_until("STOPPING=1", Duration::from_secs(3));
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(support::repo_path("systemd/lineguard.service")).unwrap();
+    for needle in [
+        "Type=notify",
+        "WatchdogSec=",
+        "User=lineguard",
+        "StateDirectory=lineguard",
+        "ConfigurationDirectory=lineguard",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+        "MemoryMax=",
+        "LoadCredential=mqtt-password:",
+    ] {
+        assert!(unit.contains(needle), "unit lacks {needle}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lineguard.service");
+    // Point ExecStart at the binary under test: verify checks that it exists.
+    std::fs::write(&path, unit.replace("/usr/bin/lineguard", env!("CARGO_BIN_EXE_lineguard"))).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is needed for this test (Debian: package systemd)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{text}");
+    assert!(!text.contains("lineguard.service:"), "warnings about the unit:\n{text}");
+}
