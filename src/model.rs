@@ -57,8 +57,15 @@ pub struct Model {
     /// Output names (card order of first use) and widths.
     pub outputs: Vec<(String, usize)>,
     sources: Vec<ScoreSource>,
-    plan: Arc<Plan>,
+    /// Plans by batch size, ascending. With a free batch dimension: one per
+    /// power of two up to `MAX_BUCKET`, each optimized for its concrete size
+    /// (tract picks far better kernels for a known batch than for a symbol);
+    /// with a fixed one: just that size.
+    plans: Vec<(usize, Arc<Plan>)>,
 }
+
+/// Largest batch run at once; bigger batches run in chunks of this size.
+const MAX_BUCKET: usize = 256;
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -216,7 +223,31 @@ impl Model {
             }
             sources.push(ScoreSource { output, column: s.index });
         }
-        let plan = typed.into_optimized().map_err(onnx_err)?.into_runnable().map_err(onnx_err)?;
+        let plans = match (&batch, &batch_dim) {
+            (BatchDim::Fixed(b), _) => {
+                vec![(*b, typed.into_optimized().map_err(onnx_err)?.into_runnable().map_err(onnx_err)?)]
+            }
+            (BatchDim::Free, TDim::Sym(sym)) => {
+                let mut plans = Vec::new();
+                let mut size = 1;
+                while size <= MAX_BUCKET {
+                    let fixed = std::collections::HashMap::from([(sym.clone(), TDim::Val(size as i64))]);
+                    let plan = typed
+                        .set_symbols(&fixed)
+                        .and_then(|m| m.into_optimized())
+                        .and_then(|m| m.into_runnable())
+                        .map_err(onnx_err)?;
+                    plans.push((size, plan));
+                    size *= 2;
+                }
+                plans
+            }
+            (BatchDim::Free, other) => {
+                return Err(mismatch(format!(
+                    "input `{input_name}` has batch dimension `{other}`, not a plain symbol"
+                )))
+            }
+        };
         Ok(Self {
             path: path.to_path_buf(),
             card,
@@ -225,7 +256,7 @@ impl Model {
             batch,
             outputs: outputs.into_iter().zip(widths).collect(),
             sources,
-            plan,
+            plans,
         })
     }
 
@@ -236,39 +267,37 @@ impl Model {
 
     /// Run `n` windows (`input`: `n * card.input_len()` normalized values) and
     /// append `n * score_count()` scores, window by window in card order.
+    ///
+    /// Windows go in chunks of at most the largest plan's batch; a chunk that
+    /// fits no plan exactly is padded with copies of its last window up to the
+    /// next plan size (less than twice its size), and the padding's scores
+    /// are dropped.
     pub fn run(&self, input: &[f32], n: usize, scores: &mut Vec<f32>) -> Result<(), ModelError> {
         let len = self.card.input_len();
         assert_eq!(input.len(), n * len, "caller builds whole windows");
-        match self.batch {
-            BatchDim::Free => {
-                if n > 0 {
-                    self.run_chunk(input, n, n, scores)?;
+        let largest = self.plans.last().expect("at least one plan").0;
+        let mut padded = Vec::new();
+        for chunk in input.chunks(largest * len) {
+            let rows = chunk.len() / len;
+            let (size, plan) = self.plans.iter().find(|(size, _)| *size >= rows).expect("largest fits");
+            let full = if rows == *size {
+                chunk
+            } else {
+                padded.clear();
+                padded.extend_from_slice(chunk);
+                for _ in rows..*size {
+                    padded.extend_from_slice(&chunk[chunk.len() - len..]);
                 }
-            }
-            BatchDim::Fixed(b) => {
-                let mut padded = Vec::new();
-                for chunk in input.chunks(b * len) {
-                    let rows = chunk.len() / len;
-                    let full = if rows == b {
-                        chunk
-                    } else {
-                        // Pad with copies of the last window; their scores are dropped.
-                        padded.clear();
-                        padded.extend_from_slice(chunk);
-                        for _ in rows..b {
-                            padded.extend_from_slice(&chunk[chunk.len() - len..]);
-                        }
-                        &padded
-                    };
-                    self.run_chunk(full, b, rows, scores)?;
-                }
-            }
+                &padded
+            };
+            self.run_chunk(plan, full, *size, rows, scores)?;
         }
         Ok(())
     }
 
     fn run_chunk(
         &self,
+        plan: &Arc<Plan>,
         input: &[f32],
         batch: usize,
         keep: usize,
@@ -280,8 +309,7 @@ impl Model {
             Layout::Sequence => shape.extend([self.card.window, self.card.features.len()]),
         }
         let tensor = Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let outputs =
-            self.plan.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs = plan.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let views = outputs
             .iter()
             .map(|o| o.to_plain_array_view::<f32>())

@@ -1,0 +1,71 @@
+//! The per-message cost of decode + window for the SPEC payload.
+//!
+//!     cargo bench --bench decode
+//!
+//! One JSON telemetry message of 8 features (as in SPEC) decoded into a
+//! reused buffer and pushed into its device's window; 1000 devices round
+//! robin, window 16; every full window is also copied out normalized (the
+//! batch input). Peer: `serde_json::from_slice::<serde_json::Value>` of the
+//! same payload — parsing alone, the floor for any JSON decoder.
+
+use std::time::Instant;
+
+use lineguard::card::Normalize;
+use lineguard::decode::{Decoded, Decoder};
+use lineguard::window::{Pushed, Windows};
+
+fn main() {
+    let features: Vec<String> = lineguard::sim::FEATURES.iter().map(|s| s.to_string()).collect();
+    let devices: Vec<String> = (0..1000).map(|i| format!("line{}/m{i}", i % 10)).collect();
+    let payloads: Vec<Vec<u8>> = (0..1000i64)
+        .map(|i| {
+            format!(
+                "{{\"ts\":{},\"values\":{{\"spindle_speed\":1203.5,\"feed_rate\":351.25,\"motor_temp\":61.2,\
+                 \"vibration_rms\":2.05,\"motor_current\":12.3,\"hydraulic_pressure\":149.8,\"torque\":45.6,\
+                 \"ambient_humidity\":44.9}}}}",
+                1732400000000 + i
+            )
+            .into_bytes()
+        })
+        .collect();
+    let decoder = Decoder::new(&features);
+    let mut windows = Windows::new(16, 8, 1);
+    let norm = Normalize { mean: vec![0.0; 8], std: vec![1.0; 8] };
+    let mut decoded = Decoded::default();
+    let mut row = vec![0f32; 128];
+    let rounds = 300usize;
+    let n = rounds * devices.len();
+
+    let t = Instant::now();
+    let mut ready = 0usize;
+    for r in 0..rounds {
+        for (d, device) in devices.iter().enumerate() {
+            decoder.decode(&payloads[(r + d) % payloads.len()], &mut decoded);
+            let ts = Some(1732400000000 + (r as i64) * 100);
+            if let Ok(Pushed::Ready { .. }) = windows.push(device, ts, 0, &decoded.values[..8]) {
+                windows.write_window(device, Some(&norm), &mut row);
+                ready += 1;
+            }
+        }
+    }
+    let ours = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+
+    let t = Instant::now();
+    let mut sink = 0usize;
+    for r in 0..rounds {
+        for d in 0..devices.len() {
+            let v: serde_json::Value = serde_json::from_slice(&payloads[(r + d) % payloads.len()]).unwrap();
+            sink += v.as_object().map_or(0, |o| o.len());
+        }
+    }
+    let peer = t.elapsed().as_secs_f64() * 1e9 / n as f64;
+    assert!(ready > 0 && sink > 0);
+    println!(
+        "decode + window, SPEC payload (8 features, {} bytes), 1000 devices, window 16",
+        payloads[0].len()
+    );
+    println!("{:<44} {:>10}", "", "ns/message");
+    println!("{:<44} {ours:>10.0}", "lineguard decode + window push (+ copy-out)");
+    println!("{:<44} {peer:>10.0}", "serde_json::Value parse alone (peer)");
+    println!("{:<44} {:>10.2}", "ratio lineguard / parse alone", ours / peer);
+}

@@ -1,0 +1,75 @@
+//! tract vs ONNX Runtime on the shipped model, same windows, one core each.
+//!
+//!     cargo bench --bench inference
+//!
+//! Prints microseconds per window at batch 1, 16 and 256 for both, and the
+//! ratio tract / ONNX Runtime (below 1: tract is faster). ONNX Runtime runs in
+//! Python (`pip install -r models/requirements.txt`); without it the
+//! benchmark fails and says so.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lineguard::model::Model;
+use rand::{Rng, SeedableRng};
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model_path = root.join("models/line-mlp.onnx");
+    let model = Model::load(&model_path).expect("shipped model");
+    let len = model.card.input_len();
+    let n = 256 * 4;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let inputs: Vec<f32> = (0..n * len).map(|_| rng.gen_range(-2.0f32..2.0)).collect();
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input_file = dir.join("inference-inputs.f32");
+    std::fs::write(&input_file, inputs.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+
+    let mut tract = Vec::new();
+    for batch in [1usize, 16, 256] {
+        let mut scores = Vec::with_capacity(batch * 2);
+        let chunks: Vec<&[f32]> = inputs.chunks(batch * len).collect();
+        for c in chunks.iter().take(20) {
+            scores.clear();
+            model.run(c, batch, &mut scores).unwrap();
+        }
+        let mut samples = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            for c in &chunks {
+                scores.clear();
+                let t = Instant::now();
+                model.run(c, batch, &mut scores).unwrap();
+                samples.push(t.elapsed().as_secs_f64() / batch as f64);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        tract.push((batch, samples[samples.len() / 2] * 1e6));
+    }
+
+    let out = Command::new("python3")
+        .arg(root.join("bench/ort_bench.py"))
+        .arg(&model_path)
+        .arg(&input_file)
+        .arg(len.to_string())
+        .output()
+        .expect("python3 is needed to time ONNX Runtime");
+    assert!(
+        out.status.success(),
+        "ONNX Runtime benchmark failed (pip install -r models/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ort: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ort_bench.py prints JSON");
+
+    println!("inference, shipped model line-mlp (128 -> 64 -> 32 -> 2), one thread each");
+    println!(
+        "{:<8} {:>16} {:>20} {:>14}",
+        "batch", "tract us/window", "onnxruntime us/window", "tract / ORT"
+    );
+    for (batch, t) in tract {
+        let o = ort[batch.to_string()].as_f64().unwrap();
+        println!("{batch:<8} {t:>16.3} {o:>20.3} {:>14.2}", t / o);
+    }
+}
