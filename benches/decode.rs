@@ -42,7 +42,9 @@ fn main() {
         for (d, device) in devices.iter().enumerate() {
             decoder.decode(&payloads[(r + d) % payloads.len()], &mut decoded);
             let ts = Some(1732400000000 + (r as i64) * 100);
-            if let Ok(Pushed::Ready { .. }) = windows.push(device, ts, 0, &decoded.values[..8]) {
+            if let Ok(Pushed::Ready { .. }) =
+                windows.push(device, ts, 0, &decoded.values[..8], &mut Vec::new())
+            {
                 windows.write_window(device, Some(&norm), &mut row);
                 ready += 1;
             }

@@ -148,8 +148,8 @@ pub struct LimitsConfig {
     /// A `values` object with more keys than this is rejected.
     #[serde(default = "default_max_keys")]
     pub max_keys_per_sample: usize,
-    /// Devices (windows) kept per pipeline; beyond, samples from new devices
-    /// are rejected until idle devices are evicted.
+    /// Devices (windows) kept per pipeline; a new device beyond this evicts
+    /// the least recently seen ones.
     #[serde(default = "default_max_devices")]
     pub max_devices_per_pipeline: usize,
     /// A device with no accepted sample for this long is evicted (its window dropped).
@@ -238,7 +238,7 @@ fn default_max_keys() -> usize {
     512
 }
 fn default_max_devices() -> usize {
-    10_000
+    50_000
 }
 fn default_max_depth() -> usize {
     32

@@ -84,7 +84,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let backlog = store.outbox().context("cannot read the outbox")?;
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
     let services_stop = CancellationToken::new();
-    crate::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await?;
+    // Scoring matters more than its dashboard: without the port, run without it.
+    if let Err(e) = crate::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await
+    {
+        tracing::error!("{e:#}; running without /metrics and /healthz");
+    }
     for (p, m) in settings.pipelines.iter().zip(&models) {
         events::model_info(&p.name, &m.card.name, &m.card.version, &m.sha256, true);
     }

@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use tracing::{error, info, warn};
 
+use crate::card::State;
 use crate::reject::{Reason, Rejection};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -48,22 +49,49 @@ impl<K: std::hash::Hash + Eq> RateLimit<K> {
     }
 }
 
-/// Events of one pipeline, owned by its worker thread.
-#[derive(Debug)]
+/// Events of one pipeline, owned by its worker thread. The per-message
+/// metrics are registered once: incrementing them is an atomic add.
 pub struct PipelineEvents {
     pipeline: String,
     rejects: RateLimit<Reason>,
+    messages: Counter,
+    bytes: Counter,
+    windows: Counter,
+    batch_size: Histogram,
+    inference: Histogram,
+    states: [Counter; 3],
+    devices: Gauge,
+    commit: Histogram,
+}
+
+impl std::fmt::Debug for PipelineEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineEvents").field("pipeline", &self.pipeline).finish()
+    }
 }
 
 impl PipelineEvents {
     pub fn new(pipeline: &str) -> Self {
-        Self { pipeline: pipeline.to_string(), rejects: RateLimit::default() }
+        let p = pipeline.to_string();
+        let state =
+            |s: &'static str| counter!("lineguard_scores_total", "pipeline" => p.clone(), "state" => s);
+        Self {
+            pipeline: p.clone(),
+            rejects: RateLimit::default(),
+            messages: counter!("lineguard_messages_total", "pipeline" => p.clone()),
+            bytes: counter!("lineguard_message_bytes_total", "pipeline" => p.clone()),
+            windows: counter!("lineguard_windows_scored_total", "pipeline" => p.clone()),
+            batch_size: histogram!("lineguard_batch_size", "pipeline" => p.clone()),
+            inference: histogram!("lineguard_inference_seconds", "pipeline" => p.clone()),
+            states: [state("ok"), state("warn"), state("alarm")],
+            devices: gauge!("lineguard_devices", "pipeline" => p.clone()),
+            commit: histogram!("lineguard_commit_seconds", "pipeline" => p.clone()),
+        }
     }
 
     pub fn received(&self, bytes: usize) {
-        counter!("lineguard_messages_total", "pipeline" => self.pipeline.clone()).increment(1);
-        counter!("lineguard_message_bytes_total", "pipeline" => self.pipeline.clone())
-            .increment(bytes as u64);
+        self.messages.increment(1);
+        self.bytes.increment(bytes as u64);
     }
 
     pub fn rejected(&mut self, topic: &str, r: &Rejection) {
@@ -80,19 +108,22 @@ impl PipelineEvents {
     }
 
     pub fn scored(&self, windows: usize, seconds: f64) {
-        counter!("lineguard_windows_scored_total", "pipeline" => self.pipeline.clone())
-            .increment(windows as u64);
-        histogram!("lineguard_batch_size", "pipeline" => self.pipeline.clone()).record(windows as f64);
-        histogram!("lineguard_inference_seconds", "pipeline" => self.pipeline.clone()).record(seconds);
+        self.windows.increment(windows as u64);
+        self.batch_size.record(windows as f64);
+        self.inference.record(seconds);
     }
 
-    pub fn state(&self, state: &'static str) {
-        counter!("lineguard_scores_total", "pipeline" => self.pipeline.clone(), "state" => state)
-            .increment(1);
+    pub fn state(&self, state: State) {
+        self.states[state as usize].increment(1);
     }
 
     pub fn devices(&self, n: usize) {
-        gauge!("lineguard_devices", "pipeline" => self.pipeline.clone()).set(n as f64);
+        self.devices.set(n as f64);
+    }
+
+    /// One group commit took this long (including its fsync).
+    pub fn committed(&self, seconds: f64) {
+        self.commit.record(seconds);
     }
 
     /// A model run failed or produced NaN/inf: those windows are not published.
@@ -156,10 +187,15 @@ pub fn commit_failed(pipeline: &str, why: &str) {
     error!(%pipeline, "cannot commit state (retrying; telemetry is not acknowledged meanwhile): {why}");
 }
 
-/// Devices evicted for idleness.
-pub fn evicted(pipeline: &str, n: usize) {
-    counter!("lineguard_devices_evicted_total", "pipeline" => pipeline.to_string()).increment(n as u64);
-    info!(%pipeline, devices = n, "idle devices evicted");
+/// Devices evicted, `why` = `idle` or `capacity` (the device cap was reached).
+pub fn evicted(pipeline: &str, why: &'static str, n: usize) {
+    counter!("lineguard_devices_evicted_total", "pipeline" => pipeline.to_string(), "reason" => why)
+        .increment(n as u64);
+    if why == "capacity" {
+        warn!(%pipeline, devices = n, "device cap reached (limits.max_devices_per_pipeline): least recently seen devices evicted");
+    } else {
+        info!(%pipeline, devices = n, "idle devices evicted");
+    }
 }
 
 /// `lineguard_model_info{pipeline,model,version,sha256}`: 1 for the model in service.

@@ -31,6 +31,12 @@ pub fn recorder() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Full("lineguard_inference_seconds".into()), &micro_to_second)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full("lineguard_batch_size".into()), &sizes))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("lineguard_commit_seconds".into()),
+                        &micro_to_second,
+                    )
+                })
                 .expect("bucket lists are not empty");
             match builder.install_recorder() {
                 Ok(h) => h,

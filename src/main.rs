@@ -55,8 +55,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// One async thread: the async side only moves messages between the broker
+/// connection and the pipeline threads (where the CPU work is), and doing
+/// that within one thread avoids a kernel context switch per hand-off.
+/// Pipeline workers drive their waits through its handle; the main thread's
+/// `block_on` drives the timers and I/O.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

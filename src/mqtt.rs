@@ -30,7 +30,7 @@ pub fn options(settings: &Settings) -> MqttOptions {
     let incoming = settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD);
     o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
-    o.set_inflight(200);
+    o.set_inflight(1000);
     o.set_last_will(LastWill::new(
         settings.status_topic(),
         status::offline(&m.client_id),

@@ -84,6 +84,8 @@ pub struct Worker {
     staged_scores: Vec<NewEntry>,
     staged_acks: Vec<Ack>,
     staged_forget: Vec<String>,
+    /// Devices evicted to make room, not yet reported.
+    evicted: Vec<String>,
     last_commit: Instant,
     last_sweep: Instant,
 }
@@ -121,6 +123,7 @@ impl Worker {
             staged_scores: Vec::new(),
             staged_acks: Vec::new(),
             staged_forget: Vec::new(),
+            evicted: Vec::new(),
             origin: Self::origin(&pipeline, &model),
             last_commit: Instant::now(),
             last_sweep: Instant::now(),
@@ -201,6 +204,7 @@ impl Worker {
                         }
                     }
                     self.score();
+                    self.report_evicted();
                     self.events.devices(self.windows.devices());
                 }
                 Ev::Msg(None) => {
@@ -279,7 +283,7 @@ impl Worker {
         let len = self.model.card.input_len();
         for i in 0..self.decoded.len() {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
-            match self.windows.push(&device, self.decoded.ts[i], msg.received_ms, values) {
+            match self.windows.push(&device, self.decoded.ts[i], msg.received_ms, values, &mut self.evicted) {
                 Ok(Pushed::Buffered { .. }) => {}
                 Ok(Pushed::Ready { ts }) => {
                     if self.pending.len() == self.limits.max_batch {
@@ -327,7 +331,7 @@ impl Worker {
                     continue;
                 }
                 let state: State = card.state(values);
-                self.events.state(state.as_str());
+                self.events.state(state);
                 let mut payload = Vec::with_capacity(256);
                 write_payload(&mut payload, &self.origin, &card.scores, &p.device, p.ts, values, state);
                 let topic = self.pipeline.output.render(&self.pipeline.input, &p.device);
@@ -344,6 +348,7 @@ impl Worker {
         let windows = self.windows.take_dirty();
         let scores = std::mem::take(&mut self.staged_scores);
         let entries = &self.out.entries;
+        let started = Instant::now();
         let result = self.out.store.commit(
             &self.pipeline.name,
             &windows,
@@ -356,6 +361,7 @@ impl Worker {
             },
         );
         self.last_commit = Instant::now();
+        self.events.committed(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {
                 self.staged_forget.clear();
@@ -385,12 +391,20 @@ impl Worker {
 
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let evicted = self.windows.evict_idle(crate::daemon::now_ms());
-        if !evicted.is_empty() {
-            events::evicted(&self.pipeline.name, evicted.len());
-            self.staged_forget.extend(evicted);
+        let idle = self.windows.evict_idle(crate::daemon::now_ms());
+        if !idle.is_empty() {
+            events::evicted(&self.pipeline.name, "idle", idle.len());
+            self.staged_forget.extend(idle);
         }
         self.events.devices(self.windows.devices());
+    }
+
+    /// Devices evicted at the cap: counted and logged once per turn.
+    fn report_evicted(&mut self) {
+        if !self.evicted.is_empty() {
+            events::evicted(&self.pipeline.name, "capacity", self.evicted.len());
+            self.staged_forget.append(&mut self.evicted);
+        }
     }
 
     /// Put a checked model in service between two batches.

@@ -33,8 +33,6 @@ pub enum Reason {
     TooManyKeys,
     /// More samples in one array than `limits.max_samples_per_message`.
     TooManySamples,
-    /// A new device while the pipeline already holds `limits.max_devices_per_pipeline`.
-    TooManyDevices,
 }
 
 impl Reason {
@@ -54,7 +52,6 @@ impl Reason {
             Reason::TooDeep => "too_deep",
             Reason::TooManyKeys => "too_many_keys",
             Reason::TooManySamples => "too_many_samples",
-            Reason::TooManyDevices => "too_many_devices",
         }
     }
 }

@@ -11,9 +11,12 @@
 //! applied twice). A sample without `ts` takes the receive time, nudged to
 //! 1 ms after the device's newest so that bursts in one millisecond all count.
 //!
-//! Memory is bounded: at most `max_devices` rings; devices idle for longer
-//! than the idle limit are evicted. Devices changed since the last
-//! `take_dirty` are listed so that only they are written to the store.
+//! Memory is bounded: at most `max_devices` rings. A new device at the cap
+//! evicts the least recently seen tenth (one selection per tenth, so a flood
+//! of new topics costs little per device), which keeps devices that report
+//! regularly and drops the flood; devices idle for longer than the idle
+//! limit are evicted too. Devices changed since the last `take_dirty` are
+//! listed so that only they are written to the store.
 
 use std::collections::HashMap;
 
@@ -89,26 +92,19 @@ impl Windows {
         }
     }
 
-    /// Add one sample (`values` in card order) for `device`.
+    /// Add one sample (`values` in card order) for `device`. Devices evicted
+    /// to make room are added to `evicted`.
     pub fn push(
         &mut self,
         device: &str,
         ts: Option<i64>,
         now_ms: i64,
         values: &[f64],
+        evicted: &mut Vec<String>,
     ) -> Result<Pushed, Rejection> {
         debug_assert_eq!(values.len(), self.features);
         if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
-            self.evict_idle(now_ms);
-            if self.devices.len() >= self.max_devices {
-                return Err(Rejection::new(
-                    Reason::TooManyDevices,
-                    format!(
-                        "new device {device}: already {} devices (limits.max_devices_per_pipeline)",
-                        self.max_devices
-                    ),
-                ));
-            }
+            evicted.extend(self.evict_least_recent());
         }
         let (window, features) = (self.window, self.features);
         if !self.devices.contains_key(device) {
@@ -162,6 +158,19 @@ impl Windows {
             }),
         }
         true
+    }
+
+    /// Drop the least recently seen tenth of the devices (at least one).
+    fn evict_least_recent(&mut self) -> Vec<String> {
+        let n = (self.devices.len() / 10).max(1);
+        let mut by_age: Vec<(i64, &String)> = self.devices.iter().map(|(k, r)| (r.last_seen_ms, k)).collect();
+        by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
+        let evicted: Vec<String> = by_age[..n].iter().map(|(_, k)| (*k).clone()).collect();
+        for k in &evicted {
+            self.devices.remove(k);
+        }
+        self.dirty.retain(|d| self.devices.contains_key(d));
+        evicted
     }
 
     /// Drop devices not seen for the idle limit; returns their keys.
@@ -269,7 +278,7 @@ mod tests {
         let mut ready = Vec::new();
         for i in 0..8 {
             let v = [i as f64, 10.0 * i as f64];
-            if let Pushed::Ready { ts } = w.push("d", Some(100 + i), 0, &v).unwrap() {
+            if let Pushed::Ready { ts } = w.push("d", Some(100 + i), 0, &v, &mut Vec::new()).unwrap() {
                 let mut out = [0f32; 6];
                 assert!(w.write_window("d", None, &mut out));
                 ready.push((ts, out));
@@ -285,16 +294,16 @@ mod tests {
     #[test]
     fn out_of_order_is_refused_and_does_not_disturb_the_window() {
         let mut w = Windows::new(2, 1, 1);
-        assert_eq!(w.push("d", Some(10), 0, &[1.0]).unwrap(), Pushed::Buffered { ts: 10 });
-        let err = w.push("d", Some(10), 0, &[9.0]).unwrap_err();
+        assert_eq!(w.push("d", Some(10), 0, &[1.0], &mut Vec::new()).unwrap(), Pushed::Buffered { ts: 10 });
+        let err = w.push("d", Some(10), 0, &[9.0], &mut Vec::new()).unwrap_err();
         assert_eq!(err.reason, Reason::OutOfOrder);
-        assert_eq!(w.push("d", Some(5), 0, &[9.0]).unwrap_err().reason, Reason::OutOfOrder);
+        assert_eq!(w.push("d", Some(5), 0, &[9.0], &mut Vec::new()).unwrap_err().reason, Reason::OutOfOrder);
         assert_eq!(
-            w.push("e", Some(5), 0, &[9.0]).unwrap(),
+            w.push("e", Some(5), 0, &[9.0], &mut Vec::new()).unwrap(),
             Pushed::Buffered { ts: 5 },
             "devices are independent"
         );
-        assert_eq!(w.push("d", Some(11), 0, &[2.0]).unwrap(), Pushed::Ready { ts: 11 });
+        assert_eq!(w.push("d", Some(11), 0, &[2.0], &mut Vec::new()).unwrap(), Pushed::Ready { ts: 11 });
         let mut out = [0f32; 2];
         w.write_window("d", None, &mut out);
         assert_eq!(out, [1.0, 2.0]);
@@ -303,16 +312,19 @@ mod tests {
     #[test]
     fn missing_ts_takes_receive_time_and_stays_monotonic() {
         let mut w = Windows::new(4, 1, 1);
-        assert_eq!(w.push("d", None, 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 1000 });
-        assert_eq!(w.push("d", None, 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 1001 });
-        assert_eq!(w.push("d", Some(2000), 1000, &[1.0]).unwrap(), Pushed::Buffered { ts: 2000 });
-        assert_eq!(w.push("d", None, 1500, &[1.0]).unwrap(), Pushed::Ready { ts: 2001 });
+        assert_eq!(w.push("d", None, 1000, &[1.0], &mut Vec::new()).unwrap(), Pushed::Buffered { ts: 1000 });
+        assert_eq!(w.push("d", None, 1000, &[1.0], &mut Vec::new()).unwrap(), Pushed::Buffered { ts: 1001 });
+        assert_eq!(
+            w.push("d", Some(2000), 1000, &[1.0], &mut Vec::new()).unwrap(),
+            Pushed::Buffered { ts: 2000 }
+        );
+        assert_eq!(w.push("d", None, 1500, &[1.0], &mut Vec::new()).unwrap(), Pushed::Ready { ts: 2001 });
     }
 
     #[test]
     fn normalizes_per_feature() {
         let mut w = Windows::new(1, 2, 1);
-        w.push("d", Some(1), 0, &[3.0, 10.0]).unwrap();
+        w.push("d", Some(1), 0, &[3.0, 10.0], &mut Vec::new()).unwrap();
         let n = Normalize { mean: vec![1.0, 20.0], std: vec![2.0, 5.0] };
         let mut out = [0f32; 2];
         w.write_window("d", Some(&n), &mut out);
@@ -324,7 +336,7 @@ mod tests {
     fn snapshots_restore_the_same_window_and_cadence() {
         let mut a = Windows::new(3, 2, 2);
         for i in 0..4 {
-            a.push("d", Some(i), 0, &[i as f64, -(i as f64)]).unwrap();
+            a.push("d", Some(i), 0, &[i as f64, -(i as f64)], &mut Vec::new()).unwrap();
         }
         let dirty = a.take_dirty();
         assert_eq!(dirty.len(), 1);
@@ -336,27 +348,49 @@ mod tests {
         b.write_window("d", None, &mut wb);
         assert_eq!(wa, wb);
         // Same next steps: sample 5 is due (hop 2), ts 3 is a replay.
-        assert_eq!(b.push("d", Some(3), 0, &[0.0, 0.0]).unwrap_err().reason, Reason::OutOfOrder);
         assert_eq!(
-            a.push("d", Some(4), 0, &[4.0, 4.0]).unwrap(),
-            b.push("d", Some(4), 0, &[4.0, 4.0]).unwrap()
+            b.push("d", Some(3), 0, &[0.0, 0.0], &mut Vec::new()).unwrap_err().reason,
+            Reason::OutOfOrder
+        );
+        assert_eq!(
+            a.push("d", Some(4), 0, &[4.0, 4.0], &mut Vec::new()).unwrap(),
+            b.push("d", Some(4), 0, &[4.0, 4.0], &mut Vec::new()).unwrap()
         );
         assert!(Windows::new(4, 2, 1).restore("d", &dirty[0].1).is_err(), "other shape refused");
         assert!(b.restore("d", b"junk").is_err());
     }
 
     #[test]
-    fn device_cap_and_idle_eviction() {
+    fn device_cap_evicts_the_least_recently_seen_and_idle_ones() {
         let mut w = Windows::with_limits(2, 1, 1, 2, 1000);
-        w.push("a", Some(1), 0, &[1.0]).unwrap();
-        w.push("b", Some(1), 500, &[1.0]).unwrap();
-        assert_eq!(w.push("c", Some(1), 900, &[1.0]).unwrap_err().reason, Reason::TooManyDevices);
-        assert!(w.push("a", Some(2), 900, &[1.0]).is_ok(), "known devices still accepted");
-        // At 1600, `b` (seen at 500) is idle: it makes room for `c`.
-        assert!(w.push("c", Some(1), 1600, &[1.0]).is_ok());
+        let mut evicted = Vec::new();
+        w.push("a", Some(1), 0, &[1.0], &mut evicted).unwrap();
+        w.push("b", Some(1), 500, &[1.0], &mut evicted).unwrap();
+        w.push("a", Some(2), 600, &[1.0], &mut evicted).unwrap();
+        // At the cap, `c` makes room by evicting `b` (seen at 500, before `a` at 600).
+        assert!(w.push("c", Some(1), 900, &[1.0], &mut evicted).is_ok());
+        assert_eq!(evicted, ["b"]);
         assert_eq!(w.devices(), 2);
         let mut out = [0f32; 2];
         assert!(!w.write_window("b", None, &mut out), "b was evicted");
-        assert_eq!(w.evict_idle(10_000).len(), 2);
+        assert!(w.write_window("a", None, &mut out), "a, seen more recently, stays");
+        assert_eq!(w.evict_idle(10_000).len(), 2, "idle devices go too");
+    }
+
+    #[test]
+    fn a_flood_of_new_devices_keeps_the_regular_ones() {
+        let mut w = Windows::with_limits(2, 1, 1, 100, i64::MAX);
+        let mut evicted = Vec::new();
+        for t in 0..5000i64 {
+            // A real device every 10 ms, flood devices in between.
+            if t % 10 == 0 {
+                w.push("real", Some(t), t, &[1.0], &mut evicted).unwrap();
+            }
+            w.push(&format!("flood{t}"), Some(t), t, &[1.0], &mut evicted).unwrap();
+            assert!(w.devices() <= 100);
+        }
+        let mut out = [0f32; 2];
+        assert!(w.write_window("real", None, &mut out));
+        assert!(evicted.len() >= 4900);
     }
 }

@@ -22,7 +22,8 @@ fn check(model_path: &str, fixture: &str) {
     for (device, samples) in &golden.devices {
         for s in samples {
             let row: Vec<f64> = card.features.iter().map(|f| s.values[f]).collect();
-            if let Pushed::Ready { ts } = windows.push(device, Some(s.ts), 0, &row).unwrap() {
+            if let Pushed::Ready { ts } = windows.push(device, Some(s.ts), 0, &row, &mut Vec::new()).unwrap()
+            {
                 let w = golden.window(device, ts);
                 let mut buf = vec![0f32; len];
                 assert!(windows.write_window(device, card.normalize.as_ref(), &mut buf));

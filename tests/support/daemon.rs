@@ -162,3 +162,10 @@ impl Drop for Daemon {
         self.kill9();
     }
 }
+
+/// Peak resident memory of a process (VmHWM), in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("VmHWM in kB") / 1024
+}

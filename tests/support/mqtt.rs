@@ -13,6 +13,8 @@ pub struct Message {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When the subscriber's connection delivered it.
+    pub received: Instant,
 }
 
 impl Message {
@@ -61,8 +63,12 @@ impl Subscriber {
             for ev in conn.iter() {
                 match ev {
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let m =
-                            Message { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                        let m = Message {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                            received: Instant::now(),
+                        };
                         if tx.send(m).is_err() {
                             return;
                         }

@@ -1,0 +1,225 @@
+//! End to end through a real mosquitto on loopback, QoS 1, against the
+//! broker's own pass-through measured in the same run.
+//!
+//!     cargo bench --bench e2e
+//!
+//! 1. Pass-through: a publisher and a subscriber, the same payloads and
+//!    topics as below; messages per second from first send to last receipt.
+//! 2. lineguard: the same stream as telemetry for 1000 devices (windows
+//!    already full), scores per second from first send to last score.
+//! 3. Latency from publish to receipt at half the pass-through rate: the
+//!    broker alone (publish -> subscriber) and through lineguard (publish ->
+//!    score); the difference is what lineguard adds.
+//! 4. Peak RSS of lineguard with 1k and 10k devices (window 16 x 8), and its
+//!    CPU seconds per 10k messages.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::mqtt::{Publisher, Subscriber};
+
+const N: usize = 40_000;
+
+fn payload(ts: i64, k: usize) -> String {
+    let v = |base: f64, i: usize| base + ((k * 31 + i * 17) % 100) as f64 * 0.01;
+    format!(
+        "{{\"ts\":{ts},\"values\":{{\"spindle_speed\":{},\"feed_rate\":{},\"motor_temp\":{},\"vibration_rms\":{},\
+         \"motor_current\":{},\"hydraulic_pressure\":{},\"torque\":{},\"ambient_humidity\":{}}}}}",
+        v(1200.0, 0),
+        v(350.0, 1),
+        v(60.0, 2),
+        v(2.0, 3),
+        v(12.0, 4),
+        v(150.0, 5),
+        v(45.0, 6),
+        v(45.0, 7)
+    )
+}
+
+fn topic(device: usize) -> String {
+    format!("plant/line{}/m{device}/telemetry", device % 10)
+}
+
+const TS0: i64 = 1_732_400_000_000;
+
+/// Publish `count` messages round robin over `devices`, sample index from `first`.
+fn publish_stream(p: &mut Publisher, devices: usize, first: usize, count: usize) {
+    for k in 0..count {
+        let d = k % devices;
+        let sample = first + k / devices;
+        p.publish(&topic(d), payload(TS0 + sample as i64 * 100, k));
+    }
+}
+
+fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
+    let state = tempfile::tempdir().unwrap().keep();
+    let spec = PipelineSpec::new(
+        "bench",
+        "models/line-mlp.onnx",
+        "plant/{line}/{machine}/telemetry",
+        "plant/{line}/{machine}/lineguard/scores",
+    );
+    let extra = format!("[limits]\nmax_devices_per_pipeline = {}\n", devices + 10);
+    let text =
+        config(broker.port, id, &state, &[spec], &extra).replace("level = \"debug\"", "level = \"warn\"");
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("LINEGUARD__")).collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let d = Daemon::start_with_env(&text, &env);
+    Subscriber::new(broker.port, &[&format!("lineguard/{id}/status")]).wait_for(
+        &format!("lineguard/{id}/status"),
+        "\"online\"",
+        Duration::from_secs(30),
+    );
+    d
+}
+
+/// Wait for `n` messages matching `keep`; returns the time of the last.
+fn receive(sub: &Subscriber, n: usize, keep: impl Fn(&support::mqtt::Message) -> bool) -> Instant {
+    let mut got = 0;
+    let mut last = Instant::now();
+    while got < n {
+        let m = sub.next(Duration::from_secs(60)).unwrap_or_else(|| panic!("only {got} of {n} arrived"));
+        if keep(&m) {
+            got += 1;
+            last = Instant::now();
+        }
+    }
+    last
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Publish at `rate`/s for `secs`; latencies (ms) of what comes back on `sub`.
+fn paced_latency(
+    p: &mut Publisher,
+    sub: &Subscriber,
+    rate: f64,
+    secs: f64,
+    devices: usize,
+    first: usize,
+    scores: bool,
+) -> Vec<f64> {
+    let total = (rate * secs) as usize;
+    let mut sent: HashMap<(usize, i64), Instant> = HashMap::with_capacity(total);
+    let start = Instant::now();
+    for k in 0..total {
+        let due = start + Duration::from_secs_f64(k as f64 / rate);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let d = k % devices;
+        let ts = TS0 + (first + k / devices) as i64 * 100;
+        sent.insert((d, ts), Instant::now());
+        p.publish(&topic(d), payload(ts, k));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lat.len() < total && Instant::now() < deadline {
+        let Some(m) = sub.next(Duration::from_millis(200)) else { continue };
+        let now = m.received;
+        let j = m.json();
+        let (dev, ts) = if scores {
+            let key = j["device"].as_str().unwrap_or("").to_string();
+            let d: usize = key.rsplit('m').next().and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+            (d, j["ts"].as_i64().unwrap_or(0))
+        } else {
+            let d: usize = m.topic.split('/').nth(2).and_then(|s| s[1..].parse().ok()).unwrap_or(usize::MAX);
+            (d, j["ts"].as_i64().unwrap_or(0))
+        };
+        if let Some(t) = sent.get(&(dev, ts)) {
+            lat.push((now - *t).as_secs_f64() * 1e3);
+        }
+    }
+    lat
+}
+
+fn main() {
+    let devices = 1000;
+    println!("end to end through mosquitto on loopback, QoS 1, {devices} devices, SPEC payloads");
+
+    // 1. The broker's own pass-through.
+    let broker = Broker::mosquitto(false);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/telemetry"]);
+    let mut p = Publisher::new(broker.port);
+    // The machine is shared with other services: median of three runs.
+    let mut rates = Vec::new();
+    for run in 0..3 {
+        let t0 = Instant::now();
+        publish_stream(&mut p, devices, run * N / devices, N);
+        let last = receive(&sub, N, |_| true);
+        rates.push(N as f64 / (last - t0).as_secs_f64());
+    }
+    let broker_rate = percentile(&mut rates, 0.5);
+    let mut broker_lat = paced_latency(&mut p, &sub, broker_rate / 2.0, 3.0, devices, 1000, false);
+    drop((sub, p, broker));
+
+    // 2. lineguard's scoring rate on the same stream (windows filled first).
+    let broker = Broker::mosquitto(false);
+    let daemon = start_daemon(&broker, "bench-rate", devices);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    publish_stream(&mut p, devices, 0, devices * 16);
+    p.flush(Duration::from_secs(60));
+    receive(&sub, devices, |_| true); // the first full windows are scored
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = daemon.cpu_seconds();
+    let mut rates = Vec::new();
+    for run in 0..3 {
+        let t0 = Instant::now();
+        publish_stream(&mut p, devices, 16 + run * N / devices, N);
+        let last = receive(&sub, N, |m| m.topic.ends_with("/scores"));
+        rates.push(N as f64 / (last - t0).as_secs_f64());
+    }
+    let lg_rate = percentile(&mut rates, 0.5);
+    let cpu_per_10k = (daemon.cpu_seconds() - cpu0) / (3.0 * N as f64 / 10_000.0);
+
+    // 3. Latency at half the broker's rate, through lineguard.
+    let mut lg_lat =
+        paced_latency(&mut p, &sub, broker_rate / 2.0, 3.0, devices, 16 + 3 * N / devices + 1, true);
+    let rss_1k = support::daemon::peak_rss_mib(daemon.pid());
+    drop((sub, p, daemon, broker));
+
+    // 4. Peak RSS with 10k devices.
+    let broker = Broker::mosquitto(false);
+    let daemon = start_daemon(&broker, "bench-rss", 10_000);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    publish_stream(&mut p, 10_000, 0, 10_000 * 17);
+    receive(&sub, 10_000 * 2, |m| m.topic.ends_with("/scores"));
+    let rss_10k = support::daemon::peak_rss_mib(daemon.pid());
+
+    println!();
+    println!("{:<58} {:>12}", "measure", "value");
+    println!("{:<58} {:>12.0}", "broker pass-through, msg/s (peer, median of 3)", broker_rate);
+    println!("{:<58} {:>12.0}", "lineguard scoring rate, scores/s (median of 3)", lg_rate);
+    println!("{:<58} {:>12.2}", "ratio lineguard / broker (target >= 0.9)", lg_rate / broker_rate);
+    let (b50, b99) = (percentile(&mut broker_lat, 0.5), percentile(&mut broker_lat, 0.99));
+    let (l50, l99) = (percentile(&mut lg_lat, 0.5), percentile(&mut lg_lat, 0.99));
+    println!("{:<58} {:>12}", format!("latency at {:.0} msg/s, p50 / p99 ms:", broker_rate / 2.0), "");
+    println!("{:<58} {:>12}", "  broker alone (publish -> subscriber)", format!("{b50:.2} / {b99:.2}"));
+    println!("{:<58} {:>12}", "  through lineguard (publish -> score)", format!("{l50:.2} / {l99:.2}"));
+    println!(
+        "{:<58} {:>12}",
+        "  added by lineguard (target p99 <= 5 ms)",
+        format!("{:.2} / {:.2}", l50 - b50, l99 - b99)
+    );
+    println!(
+        "{:<58} {:>12}",
+        "  samples (broker / lineguard)",
+        format!("{} / {}", broker_lat.len(), lg_lat.len())
+    );
+    println!(
+        "{:<58} {:>12}",
+        "peak RSS, 1k / 10k devices, MiB (target 10k <= 40)",
+        format!("{rss_1k} / {rss_10k}")
+    );
+    println!("{:<58} {:>12.3}", "lineguard CPU seconds per 10k messages", cpu_per_10k);
+}
