@@ -106,6 +106,15 @@ struct ScoreFile {
     alarm: Option<f64>,
     #[serde(default)]
     direction: Direction,
+    /// Hysteresis: an alarm clears only once the score is back past this level.
+    clear: Option<f64>,
+    /// Consecutive windows a change must hold before the alarm state follows it.
+    #[serde(default = "one")]
+    debounce: i64,
+}
+
+fn one() -> i64 {
+    1
 }
 
 /// One published score: a column of a named model output.
@@ -117,6 +126,10 @@ pub struct ScoreSpec {
     pub warn: Option<f64>,
     pub alarm: Option<f64>,
     pub direction: Direction,
+    /// Hysteresis level for alarm states (see `alarm.rs`).
+    pub clear: Option<f64>,
+    /// Windows a change must hold before the alarm state follows (>= 1).
+    pub debounce: u32,
 }
 
 impl ScoreSpec {
@@ -264,6 +277,24 @@ impl ModelCard {
                     )));
                 }
             }
+            if s.clear.is_some_and(|c| !c.is_finite()) {
+                return Err(invalid(format!("scores.{name}.clear is not a finite number")));
+            }
+            if let Some(c) = s.clear {
+                let nearest = match s.direction {
+                    Direction::Above => s.warn.into_iter().chain(s.alarm).reduce(f64::min).filter(|t| c > *t),
+                    Direction::Below => s.warn.into_iter().chain(s.alarm).reduce(f64::max).filter(|t| c < *t),
+                };
+                if let Some(t) = nearest {
+                    return Err(invalid(format!(
+                        "scores.{name}: clear = {c} is past the threshold {t}; it must lie on the good side of warn/alarm"
+                    )));
+                }
+            }
+            let debounce =
+                u32::try_from(s.debounce).ok().filter(|d| (1..=10_000).contains(d)).ok_or_else(|| {
+                    invalid(format!("scores.{name}.debounce = {} must be 1..=10000 windows", s.debounce))
+                })?;
             scores.push(ScoreSpec {
                 output: s.output.unwrap_or_else(|| name.clone()),
                 name,
@@ -271,6 +302,8 @@ impl ModelCard {
                 warn: s.warn,
                 alarm: s.alarm,
                 direction: s.direction,
+                clear: s.clear,
+                debounce,
             });
         }
         Ok(Self {
@@ -364,6 +397,9 @@ alarm = 0.6
         assert!(broken("[\"a\", \"b\"]", "[]").contains("`features` is empty"));
         assert!(broken("alarm = 0.9", "alarm = 0.5").contains("wrong order"));
         assert!(broken("index = 1", "index = -1").contains("index = -1"));
+        assert!(broken("warn = 0.6\n", "warn = 0.6\nclear = 0.7\n").contains("good side"));
+        assert!(broken("warn = 0.6\n", "warn = 0.6\ndebounce = 0\n").contains("debounce = 0"));
+        assert!(parse(&GOOD.replacen("warn = 0.6\n", "warn = 0.6\nclear = 0.4\ndebounce = 3\n", 1)).is_ok());
         assert!(broken("layout = \"sequence\"", "layout = \"matrix\"").contains("matrix"));
         assert!(broken("warn = 0.6", "wran = 0.6").contains("wran"));
         assert!(broken("name = \"m\"", "").contains("name"));

@@ -190,6 +190,10 @@ pub struct PipelineConfig {
     pub output_topic: String,
     #[serde(default = "default_hop")]
     pub hop: usize,
+    /// If set, alarm state changes (with the card's hysteresis and debounce)
+    /// are published here, retained, per device.
+    #[serde(default)]
+    pub alarm_topic: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -256,6 +260,7 @@ pub struct Pipeline {
     pub input: TopicTemplate,
     pub output: TopicTemplate,
     pub hop: usize,
+    pub alarm: Option<TopicTemplate>,
 }
 
 /// The validated configuration.
@@ -431,7 +436,15 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         let model = base.join(&p.model);
         let card =
             p.card.as_ref().map(|c| base.join(c)).unwrap_or_else(|| crate::card::ModelCard::path_for(&model));
-        pipelines.push(Pipeline { name: p.name.clone(), model, card, input, output, hop: p.hop });
+        let alarm = p
+            .alarm_topic
+            .as_ref()
+            .map(|t| {
+                TopicTemplate::parse_output(t, &input)
+                    .map_err(|e| invalid(key("alarm_topic"), format!("`{t}`: {e}")))
+            })
+            .transpose()?;
+        pipelines.push(Pipeline { name: p.name.clone(), model, card, input, output, hop: p.hop, alarm });
     }
     for (i, p) in pipelines.iter().enumerate() {
         for q in &pipelines {

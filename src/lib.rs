@@ -6,6 +6,7 @@
 //! `daemon` is the one place that wires them together.
 
 pub mod ack;
+pub mod alarm;
 pub mod broker;
 pub mod card;
 pub mod check_model;

@@ -84,6 +84,7 @@ struct Slot {
     created_ms: i64,
     topic: String,
     payload: Bytes,
+    retain: bool,
     acked: bool,
 }
 
@@ -138,6 +139,7 @@ impl Sink {
                 created_ms: e.created_ms,
                 topic: e.topic,
                 payload: Bytes::from(e.payload),
+                retain: e.retain,
                 acked: false,
             });
         }
@@ -192,7 +194,7 @@ impl Sink {
                     topic: s.topic.clone(),
                     payload: s.payload.clone(),
                     qos: QoS::AtLeastOnce,
-                    retain: false,
+                    retain: s.retain,
                 };
                 return Some((Ref::Data(s.seq), p));
             }
@@ -368,7 +370,8 @@ mod tests {
     }
 
     fn entry(seq: u64, created_ms: i64) -> Entry {
-        Entry { seq, created_ms, topic: "t/x".into(), payload: vec![b'x'; 97] } // 100 bytes
+        Entry { seq, created_ms, topic: "t/x".into(), payload: vec![b'x'; 97], retain: false }
+        // 100 bytes
     }
 
     fn seqs(s: &Sink) -> Vec<u64> {

@@ -21,6 +21,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::ack::Ack;
+use crate::alarm::Alarms;
 use crate::card::State;
 use crate::config::{LimitsConfig, Pipeline};
 use crate::decode::{Decoded, Decoder};
@@ -86,6 +87,7 @@ pub struct Worker {
     staged_forget: Vec<String>,
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
+    alarms: Alarms,
     last_commit: Instant,
     last_sweep: Instant,
 }
@@ -124,6 +126,7 @@ impl Worker {
             staged_acks: Vec::new(),
             staged_forget: Vec::new(),
             evicted: Vec::new(),
+            alarms: Alarms::default(),
             origin: Self::origin(&pipeline, &model),
             last_commit: Instant::now(),
             last_sweep: Instant::now(),
@@ -335,7 +338,34 @@ impl Worker {
                 let mut payload = Vec::with_capacity(256);
                 write_payload(&mut payload, &self.origin, &card.scores, &p.device, p.ts, values, state);
                 let topic = self.pipeline.output.render(&self.pipeline.input, &p.device);
-                self.staged_scores.push(NewEntry { created_ms, topic, payload });
+                self.staged_scores.push(NewEntry { created_ms, topic, payload, retain: false });
+                if let Some(alarm_topic) = &self.pipeline.alarm {
+                    if let Some(t) = self.alarms.update(&p.device, &card.scores, values) {
+                        let scores: serde_json::Map<String, serde_json::Value> = card
+                            .scores
+                            .iter()
+                            .zip(values)
+                            .map(|(s, v)| (s.name.clone(), serde_json::json!(v)))
+                            .collect();
+                        let body = serde_json::json!({
+                            "ts": p.ts,
+                            "device": p.device,
+                            "pipeline": self.origin.pipeline,
+                            "model": self.origin.model,
+                            "model_version": self.origin.model_version,
+                            "state": t.state,
+                            "previous": t.previous,
+                            "active": t.active,
+                            "scores": scores,
+                        });
+                        self.staged_scores.push(NewEntry {
+                            created_ms,
+                            topic: alarm_topic.render(&self.pipeline.input, &p.device),
+                            payload: body.to_string().into_bytes(),
+                            retain: true,
+                        });
+                    }
+                }
             }
         }
         self.pending.clear();
@@ -394,6 +424,7 @@ impl Worker {
         let idle = self.windows.evict_idle(crate::daemon::now_ms());
         if !idle.is_empty() {
             events::evicted(&self.pipeline.name, "idle", idle.len());
+            self.alarms.forget(&idle);
             self.staged_forget.extend(idle);
         }
         self.events.devices(self.windows.devices());
@@ -403,6 +434,7 @@ impl Worker {
     fn report_evicted(&mut self) {
         if !self.evicted.is_empty() {
             events::evicted(&self.pipeline.name, "capacity", self.evicted.len());
+            self.alarms.forget(&self.evicted);
             self.staged_forget.append(&mut self.evicted);
         }
     }
@@ -436,6 +468,8 @@ impl Worker {
             "model swapped"
         );
         self.origin = Self::origin(&self.pipeline, &model);
+        // The next window of each device publishes its state under the new model.
+        self.alarms = Alarms::default();
         self.model = model;
         self.commit_until_done();
     }

@@ -79,6 +79,8 @@ mod tests {
             warn: None,
             alarm: None,
             direction: Direction::Above,
+            clear: None,
+            debounce: 1,
         };
         let origin =
             Origin { pipeline: "press-line".into(), model: "line-mlp".into(), model_version: "3".into() };

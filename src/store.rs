@@ -39,6 +39,8 @@ pub struct Entry {
     pub created_ms: i64,
     pub topic: String,
     pub payload: Vec<u8>,
+    /// Published retained (alarm states).
+    pub retain: bool,
 }
 
 impl Entry {
@@ -47,8 +49,9 @@ impl Entry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(12 + self.topic.len() + self.payload.len());
+        let mut v = Vec::with_capacity(13 + self.topic.len() + self.payload.len());
         v.extend_from_slice(&self.created_ms.to_le_bytes());
+        v.push(u8::from(self.retain));
         v.extend_from_slice(&(self.topic.len() as u32).to_le_bytes());
         v.extend_from_slice(self.topic.as_bytes());
         v.extend_from_slice(&self.payload);
@@ -57,9 +60,10 @@ impl Entry {
 
     fn decode(seq: u64, v: &[u8]) -> Option<Entry> {
         let created_ms = i64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
-        let len = u32::from_le_bytes(v.get(8..12)?.try_into().ok()?) as usize;
-        let topic = std::str::from_utf8(v.get(12..12 + len)?).ok()?.to_string();
-        Some(Entry { seq, created_ms, topic, payload: v.get(12 + len..)?.to_vec() })
+        let retain = *v.get(8)? == 1;
+        let len = u32::from_le_bytes(v.get(9..13)?.try_into().ok()?) as usize;
+        let topic = std::str::from_utf8(v.get(13..13 + len)?).ok()?.to_string();
+        Some(Entry { seq, created_ms, topic, payload: v.get(13 + len..)?.to_vec(), retain })
     }
 }
 
@@ -69,6 +73,7 @@ pub struct NewEntry {
     pub created_ms: i64,
     pub topic: String,
     pub payload: Vec<u8>,
+    pub retain: bool,
 }
 
 pub struct Store {
@@ -159,7 +164,13 @@ impl Store {
             let mut seq = meta.get(NEXT_SEQ).map_err(io)?.map(|v| v.value()).unwrap_or(1);
             let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
             for s in scores {
-                let e = Entry { seq, created_ms: s.created_ms, topic: s.topic, payload: s.payload };
+                let e = Entry {
+                    seq,
+                    created_ms: s.created_ms,
+                    topic: s.topic,
+                    payload: s.payload,
+                    retain: s.retain,
+                };
                 outbox.insert(seq, e.encode().as_slice()).map_err(io)?;
                 entries.push(e);
                 seq += 1;
@@ -198,7 +209,7 @@ mod tests {
     use super::*;
 
     fn score(topic: &str) -> NewEntry {
-        NewEntry { created_ms: 7, topic: topic.into(), payload: b"{}".to_vec() }
+        NewEntry { created_ms: 7, topic: topic.into(), payload: b"{}".to_vec(), retain: topic == "b" }
     }
 
     #[test]
@@ -221,6 +232,7 @@ mod tests {
         assert_eq!(out.iter().map(|e| (e.seq, e.topic.as_str())).collect::<Vec<_>>(), [(2, "b"), (3, "c")]);
         assert_eq!(out[0].payload, b"{}");
         assert_eq!(out[0].created_ms, 7);
+        assert!(out[0].retain && !out[1].retain);
         assert_eq!(s.windows("p").unwrap(), [("d1".to_string(), vec![1, 2, 3])]);
         assert_eq!(s.windows("q").unwrap(), [("d1".to_string(), vec![9])]);
         s.commit("p", &[], &["d1".into()], vec![score("d")], |_| ()).unwrap();

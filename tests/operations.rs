@@ -153,3 +153,68 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     assert!(out.status.success(), "systemd-analyze verify failed:\n{text}");
     assert!(!text.contains("lineguard.service:"), "warnings about the unit:\n{text}");
 }
+
+#[test]
+fn alarm_states_are_debounced_and_retained_per_device() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped model with a card asking for hysteresis and a 3-window debounce.
+    let model = dir.path().join("line-mlp.onnx");
+    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
+    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    let card = card.replacen("warn = 0.6\n", "warn = 0.6\nclear = 0.3\ndebounce = 3\n", 1);
+    std::fs::write(dir.path().join("line-mlp.toml"), card).unwrap();
+    let text = config(
+        broker.port,
+        "lg-alarm",
+        &dir.path().join("state"),
+        &[PipelineSpec::new(
+            "press-line",
+            model.to_str().unwrap(),
+            "plant/{line}/{machine}/telemetry",
+            "plant/{line}/{machine}/lineguard/scores",
+        )],
+        "",
+    )
+    .replace("hop = 1\n", "hop = 1\nalarm_topic = \"plant/{line}/{machine}/lineguard/alarm\"\n");
+    let daemon = Daemon::start(&text);
+    Subscriber::new(broker.port, &["lineguard/lg-alarm/status"]).wait_for(
+        "lineguard/lg-alarm/status",
+        "\"online\"",
+        Duration::from_secs(30),
+    );
+    let live = Subscriber::new(broker.port, &["plant/+/+/lineguard/alarm"]);
+    let golden = Golden::load("models/fixtures/line-mlp.golden.json");
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&format!("plant/{device}/telemetry"), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let transitions = live.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, |_| true);
+
+    // Per device: the first message has no previous state, each later one
+    // starts where the last ended, and anomaly alarms need 3 windows in a row.
+    let mut last: std::collections::BTreeMap<String, String> = Default::default();
+    for m in &transitions {
+        let j = m.json();
+        let device = j["device"].as_str().unwrap().to_string();
+        match last.get(&device) {
+            None => assert!(j["previous"].is_null(), "first state of {device}: {j}"),
+            Some(prev) => assert_eq!(j["previous"], prev.as_str(), "{j}"),
+        }
+        assert_ne!(j["previous"], j["state"], "only changes are published: {j}");
+        last.insert(device, j["state"].as_str().unwrap().to_string());
+    }
+    assert_eq!(last.len(), 4, "every device reports its state: {last:?}");
+    assert_eq!(last["line1/press1"], "ok", "healthy reference");
+    assert_eq!(last["line1/press2"], "alarm", "bearing wear");
+    // A dashboard that connects later sees each device's current state, retained.
+    let late = Subscriber::new(broker.port, &["plant/+/+/lineguard/alarm"]);
+    let retained = late.collect(4, Duration::from_secs(5), Duration::from_millis(300), |m| m.retain);
+    assert_eq!(retained.len(), 4);
+    for m in retained {
+        let j = m.json();
+        assert_eq!(j["state"], last[j["device"].as_str().unwrap()].as_str(), "{j}");
+    }
+    drop(daemon);
+}
