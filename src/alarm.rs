@@ -6,6 +6,7 @@
 //! - it *falls* once the value has been back past its `clear` level (the
 //!   hysteresis band; without `clear` there is no band) for `debounce`
 //!   consecutive windows, to the level the value is at then.
+//!
 //! A device's alarm state is the worst of its scores'. Every change — and the
 //! first window of a device after start, so a retained state left by an
 //! earlier run is corrected — is a transition to publish, retained.
