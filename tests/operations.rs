@@ -75,6 +75,27 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     has("lineguard_scores_total{pipeline=\"press-line\",state=\"ok\"}");
     has("lineguard_scores_published_total");
 
+    // Every metric the shipped Grafana dashboard queries exists (those that
+    // only appear on failures are checked below or are counters of rare events).
+    let dashboard = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    let rare = [
+        "lineguard_broker_reconnects_total",
+        "lineguard_outbox_dropped_total",
+        "lineguard_devices_evicted_total",
+        "lineguard_model_reloads_total",
+        "lineguard_inference_errors_total",
+    ];
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lineguard_"))
+        .collect();
+    queried.sort();
+    queried.dedup();
+    assert!(queried.len() >= 10, "{queried:?}");
+    for m in queried.iter().filter(|m| !rare.contains(m)) {
+        assert!(body.contains(&format!("{m}{{")) || body.contains(&format!("{m} ")), "dashboard queries {m}, not exported");
+    }
+
     // Broker gone: 503 with the reason, and reconnects counted.
     broker.kill();
     wait_until("healthz 503", Duration::from_secs(20), || daemon.http_get("/healthz").0 == 503);
