@@ -61,6 +61,34 @@ pub struct MqttConfig {
     pub reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max")]
     pub reconnect_max_ms: u64,
+    /// TLS to the broker (rustls). Absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// PEM client certificate and key, for brokers that require mTLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// TLS material read and checked at load.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca: Vec<u8>,
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("client_auth", &self.client.is_some()).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -269,6 +297,7 @@ pub struct Settings {
     pub path: PathBuf,
     pub raw: Config,
     pub password: Option<String>,
+    pub tls: Option<TlsMaterial>,
     pub pipelines: Vec<Pipeline>,
 }
 
@@ -373,6 +402,37 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
     };
     // An empty password (e.g. an empty systemd credential file) means none.
     let password = password.filter(|p| !p.is_empty());
+    let tls = match &m.tls {
+        None => None,
+        Some(t) => {
+            let pem = |key: &str, path: &Path, what: &str| -> Result<Vec<u8>, ConfigError> {
+                let bytes = std::fs::read(path)
+                    .map_err(|e| invalid(key.into(), format!("cannot read {}: {e}", path.display())))?;
+                if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}"))
+                    && !(what == "PRIVATE KEY"
+                        && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"))
+                {
+                    return Err(invalid(key.into(), format!("{} holds no PEM {what}", path.display())));
+                }
+                Ok(bytes)
+            };
+            let ca = pem("mqtt.tls.ca_file", &t.ca_file, "CERTIFICATE")?;
+            let client = match (&t.cert_file, &t.key_file) {
+                (Some(c), Some(k)) => Some((
+                    pem("mqtt.tls.cert_file", c, "CERTIFICATE")?,
+                    pem("mqtt.tls.key_file", k, "PRIVATE KEY")?,
+                )),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "mqtt.tls.cert_file".into(),
+                        "a client certificate needs both cert_file and key_file".into(),
+                    ))
+                }
+            };
+            Some(TlsMaterial { ca, client })
+        }
+    };
     if password.is_some() && m.username.is_none() {
         return Err(invalid("mqtt.username".into(), "a password is set but no username".into()));
     }
@@ -460,7 +520,7 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             }
         }
     }
-    Ok(Settings { path: path.to_path_buf(), raw, password, pipelines })
+    Ok(Settings { path: path.to_path_buf(), raw, password, tls, pipelines })
 }
 
 #[cfg(test)]

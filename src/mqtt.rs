@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{LastWill, MqttOptions, QoS};
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::Settings;
 use crate::status;
@@ -40,7 +40,21 @@ pub fn options(settings: &Settings) -> MqttOptions {
     if let Some(user) = &m.username {
         o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
     }
+    if let Some(tls) = &settings.tls {
+        install_crypto_provider();
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: tls.ca.clone(),
+            alpn: None,
+            client_auth: tls.client.clone(),
+        }));
+    }
     o
+}
+
+/// rustls needs a process-wide crypto provider; ring's builds everywhere
+/// (no cmake), for x86_64 and aarch64 gateways alike.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Capped exponential backoff with jitter, so a fleet of gateways does not

@@ -93,7 +93,10 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     queried.dedup();
     assert!(queried.len() >= 10, "{queried:?}");
     for m in queried.iter().filter(|m| !rare.contains(m)) {
-        assert!(body.contains(&format!("{m}{{")) || body.contains(&format!("{m} ")), "dashboard queries {m}, not exported");
+        assert!(
+            body.contains(&format!("{m}{{")) || body.contains(&format!("{m} ")),
+            "dashboard queries {m}, not exported"
+        );
     }
 
     // Broker gone: 503 with the reason, and reconnects counted.

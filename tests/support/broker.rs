@@ -1,10 +1,10 @@
 //! A real MQTT broker per test: mosquitto on a free loopback port, which the
 //! test can stop and restart. Where mosquitto is not installed, the embedded
 //! rumqttd stands in and says so on stderr; tests that must restart the
-//! broker fail with a clear message instead of passing without it.
+//! broker (or need TLS) fail with a clear message instead of passing without it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -24,6 +24,8 @@ pub struct Broker {
     child: Option<Child>,
     persistent: bool,
     embedded: bool,
+    /// More mosquitto.conf lines (extra listeners), after the plain one.
+    extra: String,
 }
 
 impl Broker {
@@ -43,6 +45,7 @@ impl Broker {
                     child: None,
                     persistent: false,
                     embedded: true,
+                    extra: String::new(),
                 }
             }
         }
@@ -50,13 +53,24 @@ impl Broker {
 
     /// mosquitto, required (restart and persistence tests need a real one).
     pub fn mosquitto(persistent: bool) -> Broker {
+        Self::mosquitto_with(persistent, "", |_| {})
+    }
+
+    /// mosquitto with more listeners: `extra` is appended to its config, with
+    /// per-listener settings on (the plain listener on `port` stays
+    /// anonymous). `prepare` runs first, with the broker's directory, to
+    /// write certificates or password files the extra lines refer to.
+    pub fn mosquitto_with(persistent: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Broker {
         let mut b = Broker {
             port: free_port().expect("free port"),
             dir: tempfile::tempdir().unwrap(),
             child: None,
             persistent,
             embedded: false,
+            extra: extra.to_string(),
         };
+        prepare(b.dir.path());
+        b.extra = b.extra.replace("{dir}", &b.dir.path().display().to_string());
         b.launch();
         b
     }
@@ -66,16 +80,17 @@ impl Broker {
         let bin = mosquitto_binary()
             .expect("this test needs mosquitto (apt-get install mosquitto); .ci/run installs it");
         let conf = self.dir.path().join("mosquitto.conf");
+        let dir = self.dir.path().display();
+        let per_listener = if self.extra.is_empty() { "" } else { "per_listener_settings true\n" };
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n\
-                 persistence {persist}\npersistence_location {dir}/\nautosave_interval 1\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\n\
-                 log_dest file {dir}/mosquitto.log\n",
-                port = self.port,
+                "{per_listener}user root\npersistence {persist}\npersistence_location {dir}/\nautosave_interval 1\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n\
+                 listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n",
                 persist = self.persistent,
-                dir = self.dir.path().display()
+                port = self.port,
+                extra = self.extra,
             ),
         )
         .unwrap();
@@ -110,6 +125,11 @@ impl Broker {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// The broker's scratch directory (certificates, password files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,202 @@
+//! TLS (with a client certificate) and a password to the broker, against
+//! mosquitto with certificates made here: the right settings connect; a wrong
+//! CA or password fails with a clear error and backs off, no retry storm;
+//! secrets appear in no log and no `check-config` output.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::golden::Golden;
+use support::mqtt::{Publisher, Subscriber};
+
+const PASSWORD: &str = "s3cret-Pa55word";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("this test needs the openssl command (Debian: openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost, a client certificate,
+/// and an unrelated CA; plus a mosquitto password file.
+fn make_pki(dir: &Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.pem"),
+            ],
+        );
+    }
+    // X.509 v3 with the usual extensions: rustls refuses v1 certificates.
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for name in ["server", "client"] {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let subj = format!("/CN={name}");
+        openssl(
+            dir,
+            &["req", "-newkey", "rsa:2048", "-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr],
+        );
+        let mut args = vec!["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key"];
+        args.extend(["-CAcreateserial", "-days", "2", "-out", &pem]);
+        let ext = format!("{name}.ext");
+        args.extend(["-extfile", &ext]);
+        openssl(dir, &args);
+    }
+    let out = Command::new("mosquitto_passwd")
+        .args(["-b", "-c", dir.join("passwd").to_str().unwrap(), "lineguard", PASSWORD])
+        .output()
+        .expect("mosquitto_passwd (package mosquitto)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn tls_broker(tls_port: u16) -> Broker {
+    let extra = format!(
+        "listener {tls_port} 127.0.0.1\ncafile {{dir}}/ca.pem\ncertfile {{dir}}/server.pem\nkeyfile {{dir}}/server.key\n\
+         require_certificate true\nallow_anonymous false\npassword_file {{dir}}/passwd\n"
+    );
+    Broker::mosquitto_with(false, &extra, make_pki)
+}
+
+fn line_pipeline() -> PipelineSpec<'static> {
+    PipelineSpec::new(
+        "press-line",
+        "models/line-mlp.onnx",
+        "plant/{line}/{machine}/telemetry",
+        "plant/{line}/{machine}/lineguard/scores",
+    )
+}
+
+/// A daemon connecting over TLS on `tls_port` with these CA and password.
+fn daemon(broker: &Broker, tls_port: u16, id: &str, ca: &str, password: &str) -> Daemon {
+    let dir = broker.dir();
+    std::fs::write(dir.join(format!("{id}.pw")), format!("{password}\n")).unwrap();
+    let mqtt_extra = format!(
+        "username = \"lineguard\"\npassword_file = \"{d}/{id}.pw\"\n\n[mqtt.tls]\nca_file = \"{d}/{ca}\"\n\
+         cert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n",
+        d = dir.display()
+    );
+    let state = tempfile::tempdir().unwrap().keep();
+    let text = config(tls_port, id, &state, &[line_pipeline()], "").replacen(
+        "\n[state]",
+        &format!("\n{mqtt_extra}\n[state]"),
+        1,
+    );
+    Daemon::start(&text)
+}
+
+#[test]
+fn tls_with_client_certificate_and_password_connects_and_scores() {
+    let tls_port = lineguard::broker::free_port().unwrap();
+    let broker = tls_broker(tls_port);
+    let status = Subscriber::new(broker.port, &["lineguard/lg-tls/status"]);
+    let d = daemon(&broker, tls_port, "lg-tls", "ca.pem", PASSWORD);
+    status.wait_for("lineguard/lg-tls/status", "\"online\"", Duration::from_secs(30));
+    // Telemetry in through the plain listener reaches it over TLS; scores come back.
+    let golden = Golden::load("models/fixtures/line-mlp.golden.json");
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let (device, samples) = golden.devices.iter().next().unwrap();
+    for s in samples.iter().take(16) {
+        p.publish(&format!("plant/{device}/telemetry"), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let got = scores.collect(1, Duration::from_secs(20), Duration::ZERO, |_| true);
+    assert_eq!(got.len(), 1, "a score over TLS; log:\n{}", d.log());
+    assert!(!d.log().contains(PASSWORD), "the password leaked into the log");
+}
+
+fn assert_refused_quietly(d: &mut Daemon, needle: &str) {
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = d.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = d.cpu_seconds() - cpu;
+    let log = d.log();
+    assert!(d.is_running(), "it keeps trying; log:\n{log}");
+    assert!(log.contains(needle), "the log should say `{needle}`:\n{log}");
+    let warnings = log.matches("broker connection lost or refused").count();
+    assert!((1..=2).contains(&warnings), "{warnings} warnings in 4 s (no retry storm):\n{log}");
+    assert!(used < 0.5, "{used} s CPU in 3 s while refused");
+    assert!(!log.contains(PASSWORD), "the password leaked into the log");
+    let (code, body) = d.http_get("/healthz");
+    assert_eq!(code, 503, "{body}");
+}
+
+#[test]
+fn a_wrong_ca_fails_clearly_with_backoff() {
+    let tls_port = lineguard::broker::free_port().unwrap();
+    let broker = tls_broker(tls_port);
+    let mut d = daemon(&broker, tls_port, "lg-badca", "other-ca.pem", PASSWORD);
+    assert_refused_quietly(&mut d, "UnknownIssuer");
+}
+
+#[test]
+fn a_wrong_password_fails_clearly_with_backoff() {
+    let tls_port = lineguard::broker::free_port().unwrap();
+    let broker = tls_broker(tls_port);
+    let mut d = daemon(&broker, tls_port, "lg-badpw", "ca.pem", "not-the-password");
+    assert_refused_quietly(&mut d, "refused");
+    assert!(!d.log().contains("not-the-password"));
+}
+
+#[test]
+fn check_config_never_prints_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let text = format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nclient_id = \"x\"\nusername = \"lineguard\"\npassword = \"{PASSWORD}\"\n\
+         [mqtt.tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n\
+         [[pipelines]]\nname = \"p\"\nmodel = \"{m}\"\ninput_topic = \"a/{{x}}/t\"\noutput_topic = \"a/{{x}}/s\"\n",
+        d = dir.path().display(),
+        m = support::repo_path("models/line-mlp.onnx").display()
+    );
+    let path = dir.path().join("lineguard.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains(PASSWORD), "{all}");
+    assert!(!all.contains("BEGIN"), "no key material printed: {all}");
+    assert!(all.contains("ca_file") && all.contains("********"), "{all}");
+    // A key file that is not PEM is refused at load, naming the key.
+    std::fs::write(dir.path().join("client.key"), "junk").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.tls.key_file"));
+}
