@@ -408,10 +408,11 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             let pem = |key: &str, path: &Path, what: &str| -> Result<Vec<u8>, ConfigError> {
                 let bytes = std::fs::read(path)
                     .map_err(|e| invalid(key.into(), format!("cannot read {}: {e}", path.display())))?;
-                if !String::from_utf8_lossy(&bytes).contains(&format!("-----BEGIN {what}"))
-                    && !(what == "PRIVATE KEY"
-                        && String::from_utf8_lossy(&bytes).contains("PRIVATE KEY-----"))
-                {
+                // Keys come as `PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`.
+                let text = String::from_utf8_lossy(&bytes);
+                let found = text.contains(&format!("-----BEGIN {what}"))
+                    || (what == "PRIVATE KEY" && text.contains("PRIVATE KEY-----"));
+                if !found {
                     return Err(invalid(key.into(), format!("{} holds no PEM {what}", path.display())));
                 }
                 Ok(bytes)
