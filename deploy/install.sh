@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install lineguard on a systemd distribution without dpkg (Debian and Ubuntu:
+# use the .deb from `cargo deb`). Run as root from the source tree after
+# `cargo build --release`, or pass the binary: deploy/install.sh [BINARY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:-target/release/lineguard}"
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -x "$bin" ] || { echo "no binary at $bin: cargo build --release first" >&2; exit 1; }
+
+install -D -m 0755 "$bin" /usr/bin/lineguard
+install -d -m 0755 /etc/lineguard /usr/share/lineguard/models /usr/share/doc/lineguard
+# Never overwrite an edited configuration.
+[ -e /etc/lineguard/lineguard.toml ] || install -m 0644 deploy/lineguard.toml /etc/lineguard/lineguard.toml
+[ -e /etc/lineguard/mqtt-password ] || install -m 0600 /dev/null /etc/lineguard/mqtt-password
+install -m 0644 models/line-mlp.onnx models/line-mlp.toml /usr/share/lineguard/models/
+install -m 0644 README.md /usr/share/doc/lineguard/README.md
+install -m 0644 deploy/grafana-lineguard.json /usr/share/lineguard/
+install -D -m 0644 systemd/lineguard.service /etc/systemd/system/lineguard.service
+if ! getent passwd lineguard >/dev/null; then
+  useradd --system --user-group --no-create-home --home-dir /var/lib/lineguard --shell /usr/sbin/nologin lineguard
+fi
+/usr/bin/lineguard check-config --config /etc/lineguard/lineguard.toml >/dev/null \
+  || echo "note: edit /etc/lineguard/lineguard.toml, then: lineguard check-config" >&2
+systemctl daemon-reload 2>/dev/null || true
+echo "installed; start with: systemctl enable --now lineguard"
