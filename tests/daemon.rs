@@ -7,31 +7,18 @@ mod support;
 use std::time::Duration;
 
 use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
+use support::daemon::{Daemon, PipelineSpec};
 use support::golden::{card_scores, check_scores, Golden};
+use support::line::{
+    line_topic, publish_interleaved, score_topic, start_online, LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL,
+    LINE_OUT,
+};
 use support::mqtt::{Publisher, Subscriber};
 
-const LINE_MODEL: &str = "models/line-mlp.onnx";
-const LINE_GOLDEN: &str = "models/fixtures/line-mlp.golden.json";
-const LINE_CARD: &str = "models/line-mlp.toml";
-const LINE_IN: &str = "plant/{line}/{machine}/telemetry";
-const LINE_OUT: &str = "plant/{line}/{machine}/lineguard/scores";
-
-fn line_topic(device: &str) -> String {
-    format!("plant/{device}/telemetry")
-}
-
-fn score_topic(device: &str) -> String {
-    format!("plant/{device}/lineguard/scores")
-}
-
-/// Start a daemon and wait for its retained `online` status.
+/// Start a daemon, wait for its `online`, and listen to everything.
 fn start(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> (Daemon, Subscriber) {
-    let state = tempfile::tempdir().unwrap().keep();
-    let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
-    let sub = Subscriber::new(broker.port, &["#"]);
-    sub.wait_for(&format!("lineguard/{client_id}/status"), "\"online\"", Duration::from_secs(30));
-    (daemon, sub)
+    let daemon = start_online(broker, client_id, pipelines, extra);
+    (daemon, Subscriber::new(broker.port, &["#"]))
 }
 
 #[test]
@@ -40,11 +27,7 @@ fn every_window_is_scored_like_onnx_runtime() {
     let (mut daemon, sub) =
         start(&broker, "lg-golden", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let golden = Golden::load(LINE_GOLDEN);
-    let mut publisher = Publisher::new(broker.port);
-    for (device, sample) in golden.interleaved() {
-        publisher.publish(&line_topic(device), Golden::payload(sample));
-    }
-    publisher.flush(Duration::from_secs(10));
+    publish_interleaved(&mut Publisher::new(broker.port), &golden);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     assert_eq!(expected.len(), 100);
     let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
@@ -62,11 +45,7 @@ fn hop_scores_every_nth_window() {
     p.hop = 3;
     let (_daemon, sub) = start(&broker, "lg-hop", &[p], "");
     let golden = Golden::load(LINE_GOLDEN);
-    let mut publisher = Publisher::new(broker.port);
-    for (device, sample) in golden.interleaved() {
-        publisher.publish(&line_topic(device), Golden::payload(sample));
-    }
-    publisher.flush(Duration::from_secs(10));
+    publish_interleaved(&mut Publisher::new(broker.port), &golden);
     let expected = golden.expected(&card_scores(LINE_CARD), 3);
     // 25 windows per device, every third from the first full one: 9 each.
     assert_eq!(expected.len(), 4 * 9);

@@ -10,16 +10,8 @@ use std::time::{Duration, Instant};
 use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::Golden;
+use support::line::line_pipeline;
 use support::mqtt::{Publisher, Subscriber};
-
-fn line_pipeline() -> PipelineSpec<'static> {
-    PipelineSpec::new(
-        "press-line",
-        "models/line-mlp.onnx",
-        "plant/{line}/{machine}/telemetry",
-        "plant/{line}/{machine}/lineguard/scores",
-    )
-}
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

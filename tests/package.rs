@@ -53,7 +53,10 @@ fn the_debian_package_installs_the_files_where_the_unit_expects_them() {
     let postinst = std::fs::read_to_string(dir.path().join("postinst")).unwrap();
     assert!(postinst.contains("adduser --system --group"), "{postinst}");
     assert!(postinst.contains("/etc/lineguard/mqtt-password"), "{postinst}");
-    assert!(postinst.contains("systemctl") || postinst.contains("deb-systemd-helper"), "unit enabled: {postinst}");
+    assert!(
+        postinst.contains("systemctl") || postinst.contains("deb-systemd-helper"),
+        "unit enabled: {postinst}"
+    );
     let control = std::fs::read_to_string(dir.path().join("control")).unwrap();
     assert!(control.contains("Package: lineguard") && control.contains("adduser"), "{control}");
 }

@@ -9,42 +9,16 @@ use std::time::{Duration, Instant};
 use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
+use support::line::{
+    is_score, line_pipeline, line_topic, score_topic, start_online, LINE_CARD, LINE_GOLDEN, LINE_IN,
+    LINE_MODEL, LINE_OUT,
+};
 use support::mqtt::{Publisher, Subscriber};
-
-const LINE_MODEL: &str = "models/line-mlp.onnx";
-const LINE_GOLDEN: &str = "models/fixtures/line-mlp.golden.json";
-const LINE_CARD: &str = "models/line-mlp.toml";
-const LINE_IN: &str = "plant/{line}/{machine}/telemetry";
-const LINE_OUT: &str = "plant/{line}/{machine}/lineguard/scores";
-
-fn line_topic(device: &str) -> String {
-    format!("plant/{device}/telemetry")
-}
-
-fn score_topic(device: &str) -> String {
-    format!("plant/{device}/lineguard/scores")
-}
-
-fn is_score(m: &support::mqtt::Message) -> bool {
-    m.topic.ends_with("/lineguard/scores")
-}
-
-fn line_pipeline() -> PipelineSpec<'static> {
-    PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)
-}
-
-fn start(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> Daemon {
-    let state = tempfile::tempdir().unwrap().keep();
-    let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
-    let sub = Subscriber::new(broker.port, &[&format!("lineguard/{client_id}/status")]);
-    sub.wait_for(&format!("lineguard/{client_id}/status"), "\"online\"", Duration::from_secs(30));
-    daemon
-}
 
 #[test]
 fn broker_restart_mid_stream_loses_no_window() {
     let mut broker = Broker::mosquitto(true);
-    let daemon = start(&broker, "lg-brokerrestart", &[line_pipeline()], "");
+    let daemon = start_online(&broker, "lg-brokerrestart", &[line_pipeline()], "");
     let sub = Subscriber::persistent(broker.port, &["plant/+/+/lineguard/scores"], "test-brokerrestart-sub");
     let golden = Golden::load(LINE_GOLDEN);
     let samples = golden.interleaved();
@@ -76,7 +50,7 @@ fn broker_restart_mid_stream_loses_no_window() {
 #[test]
 fn kill_9_mid_stream_then_restart_scores_every_window() {
     let broker = Broker::start();
-    let mut daemon = start(&broker, "lg-kill9", &[line_pipeline()], "");
+    let mut daemon = start_online(&broker, "lg-kill9", &[line_pipeline()], "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let golden = Golden::load(LINE_GOLDEN);
     let samples = golden.interleaved();
@@ -121,7 +95,7 @@ fn hostile_corpus_interleaved_with_a_valid_stream() {
     let extra =
         "[limits]\nmax_payload_bytes = 4096\nmax_samples_per_message = 50\nmax_keys_per_sample = 64\n\
                  max_json_depth = 8\ndead_letter_topic = \"lineguard/dead\"\n";
-    let mut daemon = start(&broker, "lg-hostile", &[line_pipeline()], extra);
+    let mut daemon = start_online(&broker, "lg-hostile", &[line_pipeline()], extra);
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let dead_sub = Subscriber::new(broker.port, &["lineguard/dead"]);
     let golden = Golden::load(LINE_GOLDEN);
@@ -184,7 +158,7 @@ fn hostile_corpus_interleaved_with_a_valid_stream() {
 fn a_flood_of_new_devices_cannot_grow_memory_without_bound() {
     let broker = Broker::start();
     let extra = "[limits]\nmax_devices_per_pipeline = 2000\n";
-    let mut daemon = start(&broker, "lg-flood", &[line_pipeline()], extra);
+    let mut daemon = start_online(&broker, "lg-flood", &[line_pipeline()], extra);
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let golden = Golden::load(LINE_GOLDEN);
     // A real device reports throughout; 30 000 one-off devices flood in between.
@@ -227,7 +201,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
     std::fs::copy(support::repo_path(LINE_CARD), &card).unwrap();
     let spec = PipelineSpec::new("press-line", model.to_str().unwrap(), LINE_IN, LINE_OUT);
-    let mut daemon = start(&broker, "lg-swap", &[spec], "");
+    let mut daemon = start_online(&broker, "lg-swap", &[spec], "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let status = Subscriber::new(broker.port, &["lineguard/lg-swap/status"]);
     let golden = Golden::load(LINE_GOLDEN);

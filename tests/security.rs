@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
+use support::daemon::{config, Daemon};
 use support::golden::Golden;
+use support::line::line_pipeline;
 use support::mqtt::{Publisher, Subscriber};
 
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -86,15 +87,6 @@ fn tls_broker(tls_port: u16) -> Broker {
          require_certificate true\nallow_anonymous false\npassword_file {{dir}}/passwd\n"
     );
     Broker::mosquitto_with(false, &extra, make_pki)
-}
-
-fn line_pipeline() -> PipelineSpec<'static> {
-    PipelineSpec::new(
-        "press-line",
-        "models/line-mlp.onnx",
-        "plant/{line}/{machine}/telemetry",
-        "plant/{line}/{machine}/lineguard/scores",
-    )
 }
 
 /// A daemon connecting over TLS on `tls_port` with these CA and password.

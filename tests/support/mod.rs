@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod daemon;
 pub mod golden;
+pub mod line;
 pub mod mqtt;
 
 use std::path::PathBuf;

@@ -1,0 +1,49 @@
+//! The shipped line model, its golden stream and its topics, as most tests use them.
+
+use std::time::Duration;
+
+use super::broker::Broker;
+use super::daemon::{config, Daemon, PipelineSpec};
+use super::golden::Golden;
+use super::mqtt::{Message, Publisher, Subscriber};
+
+pub const LINE_MODEL: &str = "models/line-mlp.onnx";
+pub const LINE_GOLDEN: &str = "models/fixtures/line-mlp.golden.json";
+pub const LINE_CARD: &str = "models/line-mlp.toml";
+pub const LINE_IN: &str = "plant/{line}/{machine}/telemetry";
+pub const LINE_OUT: &str = "plant/{line}/{machine}/lineguard/scores";
+
+pub fn line_topic(device: &str) -> String {
+    format!("plant/{device}/telemetry")
+}
+
+pub fn score_topic(device: &str) -> String {
+    format!("plant/{device}/lineguard/scores")
+}
+
+pub fn is_score(m: &Message) -> bool {
+    m.topic.ends_with("/lineguard/scores")
+}
+
+/// The `press-line` pipeline on the shipped model.
+pub fn line_pipeline() -> PipelineSpec<'static> {
+    PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)
+}
+
+/// Start a daemon with a fresh state directory and wait for its retained `online`.
+pub fn start_online(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> Daemon {
+    let state = tempfile::tempdir().unwrap().keep();
+    let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
+    let topic = format!("lineguard/{client_id}/status");
+    Subscriber::new(broker.port, &[&topic]).wait_for(&topic, "\"online\"", Duration::from_secs(30));
+    daemon
+}
+
+/// Publish a golden stream, devices interleaved sample by sample, and wait
+/// until the broker has acknowledged all of it.
+pub fn publish_interleaved(p: &mut Publisher, golden: &Golden) {
+    for (device, sample) in golden.interleaved() {
+        p.publish(&line_topic(device), Golden::payload(sample));
+    }
+    p.flush(Duration::from_secs(10));
+}
