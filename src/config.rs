@@ -96,8 +96,9 @@ impl std::fmt::Debug for TlsMaterial {
 pub struct StateConfig {
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
-    /// Group commit: window tails and new scores are made durable together at
-    /// most this often (one fsync per commit, not per message).
+    /// Group commit: window tails and new scores are made durable together
+    /// (one fsync for everything since the last commit) as soon as the intake
+    /// queue is empty, and at least this often under continuous load.
     #[serde(default = "default_commit_interval")]
     pub commit_interval_ms: u64,
     /// Scores not yet acknowledged by the broker are kept up to this many

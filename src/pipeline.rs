@@ -7,9 +7,10 @@
 //! input (normalized); one model run then scores the whole batch.
 //!
 //! Durability (at-least-once end to end): the scores and the changed window
-//! tails are staged and written in one group commit at most every
-//! `commit_interval`; only then are the scores handed to the sink and the
-//! telemetry that caused them acknowledged to the broker. After a crash,
+//! tails are staged and written in one group commit — as soon as the intake
+//! queue is empty, and at least every `commit_interval` under continuous
+//! load; only then are the scores handed to the sink and the telemetry that
+//! caused them acknowledged to the broker. After a crash,
 //! unacknowledged telemetry is redelivered and either re-applied (its effect
 //! was not committed) or recognised by `ts` (it was).
 
@@ -225,7 +226,12 @@ impl Worker {
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep();
             }
-            if self.staged() && self.last_commit.elapsed() >= self.commit_interval {
+            // Group commit: as soon as nothing more is queued (what arrives
+            // during this fsync goes into the next one), and at least every
+            // `commit_interval` under continuous load. Committing early keeps
+            // acknowledgements quick, which matters with brokers that let few
+            // unacknowledged messages through (mosquitto's default is 20).
+            if self.staged() && (rx.is_empty() || self.last_commit.elapsed() >= self.commit_interval) {
                 self.commit();
             }
         }

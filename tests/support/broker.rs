@@ -26,6 +26,8 @@ pub struct Broker {
     embedded: bool,
     /// More mosquitto.conf lines (extra listeners), after the plain one.
     extra: String,
+    /// mosquitto's own limits (20 in flight, 1000 queued per client) instead of none.
+    stock: bool,
 }
 
 impl Broker {
@@ -46,6 +48,7 @@ impl Broker {
                     persistent: false,
                     embedded: true,
                     extra: String::new(),
+                    stock: false,
                 }
             }
         }
@@ -68,9 +71,26 @@ impl Broker {
             persistent,
             embedded: false,
             extra: extra.to_string(),
+            stock: false,
         };
         prepare(b.dir.path());
         b.extra = b.extra.replace("{dir}", &b.dir.path().display().to_string());
+        b.launch();
+        b
+    }
+
+    /// mosquitto as installed: its default per-client limits apply (at most 20
+    /// unacknowledged QoS 1 messages in flight, 1000 queued, the rest dropped).
+    pub fn mosquitto_stock() -> Broker {
+        let mut b = Broker {
+            port: free_port().expect("free port"),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            persistent: false,
+            embedded: false,
+            extra: String::new(),
+            stock: true,
+        };
         b.launch();
         b
     }
@@ -82,11 +102,12 @@ impl Broker {
         let conf = self.dir.path().join("mosquitto.conf");
         let dir = self.dir.path().display();
         let per_listener = if self.extra.is_empty() { "" } else { "per_listener_settings true\n" };
+        let limits = if self.stock { "" } else { "max_queued_messages 0\nmax_inflight_messages 0\n" };
         std::fs::write(
             &conf,
             format!(
                 "{per_listener}user root\npersistence {persist}\npersistence_location {dir}/\nautosave_interval 1\n\
-                 max_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n\
+                 {limits}log_dest file {dir}/mosquitto.log\n\
                  listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n",
                 persist = self.persistent,
                 port = self.port,
