@@ -10,8 +10,8 @@ use support::broker::Broker;
 use support::daemon::{Daemon, PipelineSpec};
 use support::golden::{card_scores, check_scores, Golden};
 use support::line::{
-    line_topic, publish_interleaved, score_topic, start_online, LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL,
-    LINE_OUT,
+    expect_exactly, line_topic, publish_interleaved, start_online, LINE_CARD, LINE_GOLDEN, LINE_IN,
+    LINE_MODEL, LINE_OUT,
 };
 use support::mqtt::{Publisher, Subscriber};
 
@@ -30,11 +30,7 @@ fn every_window_is_scored_like_onnx_runtime() {
     publish_interleaved(&mut Publisher::new(broker.port), &golden);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     assert_eq!(expected.len(), 100);
-    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
-        m.topic.ends_with("/lineguard/scores")
-    });
-    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
-    assert_eq!(got.len(), expected.len(), "nothing extra");
+    expect_exactly(&sub, &expected);
     assert!(daemon.is_running(), "{}", daemon.log());
 }
 
@@ -49,11 +45,7 @@ fn hop_scores_every_nth_window() {
     let expected = golden.expected(&card_scores(LINE_CARD), 3);
     // 25 windows per device, every third from the first full one: 9 each.
     assert_eq!(expected.len(), 4 * 9);
-    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
-        m.topic.ends_with("/lineguard/scores")
-    });
-    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
-    assert_eq!(got.len(), expected.len());
+    expect_exactly(&sub, &expected);
 }
 
 #[test]
@@ -72,11 +64,7 @@ fn batches_of_samples_in_one_message() {
     }
     publisher.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
-        m.topic.ends_with("/lineguard/scores")
-    });
-    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
-    assert_eq!(got.len(), expected.len());
+    expect_exactly(&sub, &expected);
 }
 
 #[test]
@@ -189,11 +177,7 @@ fn rejected_samples_do_not_break_the_windows_of_valid_ones() {
     }
     publisher.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
-        m.topic.ends_with("/lineguard/scores")
-    });
-    check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
-    assert_eq!(got.len(), expected.len());
+    expect_exactly(&sub, &expected);
     assert!(daemon.is_running());
     let log = daemon.log();
     for reason in [

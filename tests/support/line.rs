@@ -47,3 +47,13 @@ pub fn publish_interleaved(p: &mut Publisher, golden: &Golden) {
     }
     p.flush(Duration::from_secs(10));
 }
+
+/// Collect the line model's scores until `expected` arrived (then 800 ms
+/// more, to catch extras) and check them all against ONNX Runtime: exactly
+/// the expected windows, each once, with the right values.
+pub fn expect_exactly(sub: &Subscriber, expected: &[super::golden::Expected]) -> Vec<Message> {
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), is_score);
+    super::golden::check_scores(&got, expected, "press-line", "line-mlp", score_topic);
+    assert_eq!(got.len(), expected.len(), "nothing extra");
+    got
+}
