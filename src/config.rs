@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sparkplug::node::NodeConfig;
+use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
 use crate::topic::TopicTemplate;
 
 pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
@@ -35,7 +37,38 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// lineguard as a Sparkplug B Edge Node (for pipelines with `format = "sparkplug"`).
+    #[serde(default)]
+    pub sparkplug: Option<SparkplugConfig>,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkplugConfig {
+    pub group_id: String,
+    /// Defaults to `mqtt.client_id`.
+    #[serde(default)]
+    pub edge_node_id: Option<String>,
+    /// Sparkplug 3.0 primary host application id: births wait until its
+    /// `spBv1.0/STATE/{id}` says online, and the session ends when it goes offline.
+    #[serde(default)]
+    pub primary_host_id: Option<String>,
+    /// Client id of the node's own MQTT connection (its will is the NDEATH).
+    /// Defaults to `{mqtt.client_id}-sparkplug`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// How a pipeline publishes its scores.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// The SPEC's JSON score payload on `output_topic`.
+    #[default]
+    Json,
+    /// Sparkplug B DBIRTH/DDATA/DDEATH per device, through the Edge Node.
+    Sparkplug,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -216,7 +249,15 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub card: Option<PathBuf>,
     pub input_topic: String,
-    pub output_topic: String,
+    /// Required with `format = "json"`; not used with `format = "sparkplug"`.
+    #[serde(default)]
+    pub output_topic: Option<String>,
+    #[serde(default)]
+    pub format: OutputFormat,
+    /// Sparkplug device id from the input placeholders, e.g. `{line}.{machine}`
+    /// (the default: the placeholder values joined by `.`).
+    #[serde(default)]
+    pub device_id: Option<String>,
     #[serde(default = "default_hop")]
     pub hop: usize,
     /// If set, alarm state changes (with the card's hysteresis and debounce)
@@ -280,6 +321,13 @@ fn default_device_idle() -> u64 {
     24 * 3600
 }
 
+/// Where a pipeline's scores go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Json(TopicTemplate),
+    Sparkplug(DeviceIdTemplate),
+}
+
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -287,9 +335,35 @@ pub struct Pipeline {
     pub model: PathBuf,
     pub card: PathBuf,
     pub input: TopicTemplate,
-    pub output: TopicTemplate,
+    /// For a Sparkplug input (`spBv1.0/.../DDATA/...`): the same template for
+    /// DBIRTH, which declares aliases and starting values.
+    pub input_births: Option<TopicTemplate>,
+    pub output: Output,
     pub hop: usize,
     pub alarm: Option<TopicTemplate>,
+}
+
+impl Pipeline {
+    /// Every subscription filter of the pipeline.
+    pub fn filters(&self) -> Vec<String> {
+        let mut f = vec![self.input.filter()];
+        f.extend(self.input_births.as_ref().map(|t| t.filter()));
+        f
+    }
+
+    /// Whether `topic` is one of this pipeline's inputs.
+    pub fn takes(&self, topic: &str) -> bool {
+        self.input.matches(topic) || self.input_births.as_ref().is_some_and(|t| t.matches(topic))
+    }
+
+    /// The output as shown to people (status, check-config).
+    pub fn output_display(&self, node: Option<&NodeConfig>) -> String {
+        match (&self.output, node) {
+            (Output::Json(t), _) => t.as_str().to_string(),
+            (Output::Sparkplug(d), Some(n)) => n.topic("DDATA", Some(d.as_str())),
+            (Output::Sparkplug(d), None) => format!("sparkplug device {}", d.as_str()),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -300,6 +374,14 @@ pub struct Settings {
     pub password: Option<String>,
     pub tls: Option<TlsMaterial>,
     pub pipelines: Vec<Pipeline>,
+    /// Set when a pipeline publishes Sparkplug B.
+    pub sparkplug: Option<SparkplugSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SparkplugSettings {
+    pub node: NodeConfig,
+    pub client_id: String,
 }
 
 impl Settings {
@@ -489,8 +571,61 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         }
         let input = TopicTemplate::parse_input(&p.input_topic)
             .map_err(|e| invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
-        let output = TopicTemplate::parse_output(&p.output_topic, &input)
-            .map_err(|e| invalid(key("output_topic"), format!("`{}`: {e}", p.output_topic)))?;
+        let input_births = if is_sparkplug_topic(&p.input_topic) {
+            let levels: Vec<&str> = p.input_topic.split('/').collect();
+            if levels.len() != 5 || levels[2] != "DDATA" {
+                return Err(invalid(
+                    key("input_topic"),
+                    format!(
+                        "`{}`: a Sparkplug input is `spBv1.0/{{group}}/DDATA/{{node}}/{{device}}` \
+                         (group and node may be literal)",
+                        p.input_topic
+                    ),
+                ));
+            }
+            let births = p.input_topic.replacen("/DDATA/", "/DBIRTH/", 1);
+            Some(TopicTemplate::parse_input(&births).expect("same levels as the input"))
+        } else {
+            None
+        };
+        let output = match (p.format, &p.output_topic) {
+            (OutputFormat::Json, Some(t)) => {
+                if p.device_id.is_some() {
+                    return Err(invalid(key("device_id"), "is for `format = \"sparkplug\"` only".into()));
+                }
+                Output::Json(
+                    TopicTemplate::parse_output(t, &input)
+                        .map_err(|e| invalid(key("output_topic"), format!("`{t}`: {e}")))?,
+                )
+            }
+            (OutputFormat::Json, None) => {
+                return Err(invalid(
+                    key("output_topic"),
+                    "missing: where should the scores go? (or set `format = \"sparkplug\"`)".into(),
+                ))
+            }
+            (OutputFormat::Sparkplug, Some(_)) => {
+                return Err(invalid(
+                    key("output_topic"),
+                    "not used with `format = \"sparkplug\"` (scores go to \
+                     spBv1.0/{group_id}/DDATA/{edge_node_id}/{device_id}); remove it"
+                        .into(),
+                ))
+            }
+            (OutputFormat::Sparkplug, None) => {
+                if raw.sparkplug.is_none() {
+                    return Err(invalid(
+                        key("format"),
+                        "`sparkplug` needs a [sparkplug] section with at least `group_id`".into(),
+                    ));
+                }
+                Output::Sparkplug(match &p.device_id {
+                    Some(d) => DeviceIdTemplate::parse(d, input.placeholders())
+                        .map_err(|e| invalid(key("device_id"), e))?,
+                    None => DeviceIdTemplate::joined(input.placeholders()),
+                })
+            }
+        };
         if p.hop == 0 {
             return Err(invalid(key("hop"), "must be at least 1 (1 = score on every new sample)".into()));
         }
@@ -506,23 +641,72 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
                     .map_err(|e| invalid(key("alarm_topic"), format!("`{t}`: {e}")))
             })
             .transpose()?;
-        pipelines.push(Pipeline { name: p.name.clone(), model, card, input, output, hop: p.hop, alarm });
+        pipelines.push(Pipeline {
+            name: p.name.clone(),
+            model,
+            card,
+            input,
+            input_births,
+            output,
+            hop: p.hop,
+            alarm,
+        });
     }
+    let sparkplug = match &raw.sparkplug {
+        None => None,
+        Some(sp) => {
+            let id = |k: &str, v: &str| -> Result<String, ConfigError> {
+                if v.trim().is_empty() || v.contains(['/', '+', '#']) {
+                    return Err(invalid(
+                        format!("sparkplug.{k}"),
+                        format!("`{v}` must be a non-empty Sparkplug id without `/`, `+` or `#`"),
+                    ));
+                }
+                Ok(v.to_string())
+            };
+            let node = NodeConfig {
+                group_id: id("group_id", &sp.group_id)?,
+                edge_node_id: id("edge_node_id", sp.edge_node_id.as_deref().unwrap_or(&m.client_id))?,
+                primary_host_id: sp
+                    .primary_host_id
+                    .as_deref()
+                    .map(|h| id("primary_host_id", h))
+                    .transpose()?,
+            };
+            let client_id = id(
+                "client_id",
+                &sp.client_id.clone().unwrap_or_else(|| format!("{}-sparkplug", m.client_id)),
+            )?;
+            if client_id == m.client_id {
+                return Err(invalid(
+                    "sparkplug.client_id".into(),
+                    "must differ from mqtt.client_id (the broker would drop one of the two connections)"
+                        .into(),
+                ));
+            }
+            Some(SparkplugSettings { node, client_id })
+        }
+    };
     for (i, p) in pipelines.iter().enumerate() {
+        let published = match (&p.output, &sparkplug) {
+            (Output::Json(t), _) => t.filter().replace('+', "x"),
+            (Output::Sparkplug(_), Some(sp)) => sp.node.topic("DDATA", Some("x")),
+            (Output::Sparkplug(_), None) => continue,
+        };
         for q in &pipelines {
-            if p.output.as_str() == q.input.as_str() || q.input.matches(&p.output.filter().replace('+', "x"))
-            {
+            if q.takes(&published) || matches!(&p.output, Output::Json(t) if t.as_str() == q.input.as_str()) {
                 return Err(invalid(
                     format!("pipelines[{i}].output_topic"),
                     format!(
                         "`{}` feeds the input of pipeline `{}`: scores would be scored",
-                        p.output, q.name
+                        p.output_display(sparkplug.as_ref().map(|s| &s.node)),
+                        q.name
                     ),
                 ));
             }
         }
     }
-    Ok(Settings { path: path.to_path_buf(), raw, password, tls, pipelines })
+    Ok(Settings { path: path.to_path_buf(), raw, password, tls, pipelines, sparkplug })
 }
 
 #[cfg(test)]
@@ -592,6 +776,42 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         assert!(e.contains("hopp"), "{e}");
         let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__COLOUR", "red")]).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn sparkplug_output_and_input() {
+        let spb = MINIMAL.replace(
+            "output_topic = \"plant/{line}/{machine}/lineguard/scores\"",
+            "format = \"sparkplug\"\ndevice_id = \"{line}.{machine}\"",
+        );
+        let e = load_text(&spb, &[]).unwrap_err().to_string();
+        assert!(e.contains("pipelines[0].format") && e.contains("[sparkplug]"), "{e}");
+        let with_node = format!("{spb}\n[sparkplug]\ngroup_id = \"plant\"\n");
+        let s = load_text(&with_node, &[]).unwrap();
+        let sp = s.sparkplug.as_ref().unwrap();
+        assert_eq!(sp.node.edge_node_id, "lineguard-gw01", "defaults to the client id");
+        assert_eq!(sp.client_id, "lineguard-gw01-sparkplug");
+        assert_eq!(
+            s.pipelines[0].output_display(Some(&sp.node)),
+            "spBv1.0/plant/DDATA/lineguard-gw01/{line}.{machine}"
+        );
+        let both = with_node.replace("format = ", "output_topic = \"a/{line}/{machine}\"\nformat = ");
+        assert!(load_text(&both, &[]).unwrap_err().to_string().contains("pipelines[0].output_topic"));
+        let bad = with_node.replace("group_id = \"plant\"", "group_id = \"a/b\"");
+        assert!(load_text(&bad, &[]).unwrap_err().to_string().contains("sparkplug.group_id"));
+
+        let input = MINIMAL.replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/DDATA/gw/{machine}");
+        let s = load_text(&input, &[]).unwrap();
+        assert_eq!(s.pipelines[0].filters(), ["spBv1.0/+/DDATA/gw/+", "spBv1.0/+/DBIRTH/gw/+"]);
+        assert!(s.pipelines[0].takes("spBv1.0/l1/DBIRTH/gw/m1"));
+        let wrong = MINIMAL.replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/NDATA/{machine}");
+        assert!(load_text(&wrong, &[]).unwrap_err().to_string().contains("DDATA"));
+        // The node's own DDATA must not feed a Sparkplug input.
+        let feedback = format!(
+            "{}\n[[pipelines]]\nname = \"q\"\nmodel = \"m.onnx\"\ninput_topic = \"spBv1.0/plant/DDATA/{{node}}/{{device}}\"\noutput_topic = \"x/{{node}}/{{device}}\"\n",
+            with_node
+        );
+        assert!(load_text(&feedback, &[]).unwrap_err().to_string().contains("scores would be scored"));
     }
 
     #[test]

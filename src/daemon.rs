@@ -13,33 +13,38 @@
 //! rumqttc's retransmission state at each ConnAck and holds the loop until the
 //! sink has reset too. That keeps the sink's view of what is in flight exact.
 //!
+//! With Sparkplug B output, the Edge Node has a second connection and a
+//! second sink (its will is the NDEATH; see `sparkplug/mod.rs`): committed
+//! Sparkplug records go to that sink, everything else to the first.
+//!
 //! Shutdown (mini-redis style): intake is cancelled — the connection task
 //! stops routing and drops the pipeline channels; each worker finishes and
 //! commits the batch in hand (queued messages stay unacknowledged, so the
 //! broker keeps them for the next start); then the sink drains the outbox for
 //! a bounded time, publishes `offline` and disconnects.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ack::{Ack, AckId};
-use crate::config::Settings;
+use crate::config::{Settings, SparkplugSettings};
 use crate::events::{self, ConnectionEvents};
 use crate::health::Health;
 use crate::model::Model;
 use crate::mqtt::{self, Backoff};
-use crate::outbox::{Control, Link, Sink, SinkConfig};
+use crate::outbox::{Control, Link, NodeLink, Sink, SinkConfig};
 use crate::pipeline::{Inbound, Outputs, Worker};
 use crate::reload::{self, Board, Watched};
+use crate::sparkplug::node::EdgeNode;
 use crate::status::{self, ModelStatus};
 use crate::store::Store;
-use crate::topic::TopicTemplate;
 
 const INBOUND_QUEUE: usize = 1024;
 
@@ -63,7 +68,7 @@ pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
 }
 
 struct Route {
-    template: TopicTemplate,
+    pipeline: crate::config::Pipeline,
     tx: mpsc::Sender<Inbound>,
 }
 
@@ -81,7 +86,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             .await?
             .context("cannot open the state store")?,
     );
-    let backlog = store.outbox().context("cannot read the outbox")?;
+    let (spark_backlog, backlog): (Vec<_>, Vec<_>) =
+        store.outbox().context("cannot read the outbox")?.into_iter().partition(|e| e.sparkplug);
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
     let services_stop = CancellationToken::new();
     // Scoring matters more than its dashboard: without the port, run without it.
@@ -107,7 +113,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                     model_version: m.card.version.clone(),
                     sha256: m.sha256.clone(),
                     input_topic: p.input.as_str().to_string(),
-                    output_topic: p.output.as_str().to_string(),
+                    output_topic: p.output_display(settings.sparkplug.as_ref().map(|s| &s.node)),
                 })
                 .collect(),
         )),
@@ -120,9 +126,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (control_tx, control_rx) = mpsc::channel(1024);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckId>();
+    let (spark_tx, spark_rx) = mpsc::unbounded_channel();
     let outputs = Outputs {
         store: store.clone(),
         entries: entries_tx,
+        sparkplug: settings.sparkplug.as_ref().map(|_| spark_tx),
         control: control_tx.clone(),
         dead_letter_topic: settings.raw.limits.dead_letter_topic.clone(),
         health: health.clone(),
@@ -135,7 +143,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     for (i, (p, model)) in settings.pipelines.iter().zip(&models).enumerate() {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let (swap_tx, swap_rx) = mpsc::channel(1);
-        routes.push(Route { template: p.input.clone(), tx });
+        routes.push(Route { pipeline: p.clone(), tx });
         watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
         let worker = Worker::new(
             i,
@@ -167,23 +175,33 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     // Sink: the one publisher.
     let st = &settings.raw.state;
-    let sink = Sink::new(
-        client.clone(),
-        store.clone(),
-        SinkConfig {
-            status_topic: settings.status_topic(),
-            offline: status::offline(&client_id),
-            max_bytes: st.outbox_max_bytes,
-            max_age: Duration::from_secs(st.outbox_max_age_secs),
-            drain_timeout: Duration::from_secs(st.drain_timeout_secs),
-        },
-        backlog,
-    );
+    let sink_config = SinkConfig {
+        status_topic: settings.status_topic(),
+        offline: status::offline(&client_id),
+        max_bytes: st.outbox_max_bytes,
+        max_age: Duration::from_secs(st.outbox_max_age_secs),
+        drain_timeout: Duration::from_secs(st.drain_timeout_secs),
+    };
+    let sink = Sink::new(client.clone(), store.clone(), sink_config.clone(), backlog);
     let _ = control_tx.send(Control::Online(board.online_payload())).await;
     let drain = CancellationToken::new();
     let sink = tokio::spawn(sink.run(entries_rx, control_rx, link_rx, drain.clone()));
+    let node = match &settings.sparkplug {
+        Some(sp) => {
+            Some(start_node(&settings, sp, &store, sink_config, spark_backlog, spark_rx, drain.clone())?)
+        }
+        None => {
+            if !spark_backlog.is_empty() {
+                warn!(
+                    records = spark_backlog.len(),
+                    "outbox: Sparkplug records kept, but [sparkplug] is not configured"
+                );
+            }
+            None
+        }
+    };
 
-    let mut filters: Vec<String> = settings.pipelines.iter().map(|p| p.input.filter()).collect();
+    let mut filters: Vec<String> = settings.pipelines.iter().flat_map(|p| p.filters()).collect();
     filters.sort();
     filters.dedup();
     let intake = CancellationToken::new();
@@ -201,9 +219,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 Duration::from_millis(settings.raw.mqtt.reconnect_max_ms),
             ),
             link: link_tx,
-            acks: ack_tx,
-            health: health.clone(),
+            acks: Some(ack_tx),
+            health: Some(health.clone()),
             attempted: Some(attempted_tx),
+            events: ConnectionEvents::telemetry(),
+            forward: false,
+            before_connect: None,
+            reconnect: None,
         },
         intake.clone(),
     ));
@@ -232,9 +254,81 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         warn!("stop: the sink did not finish in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    if let Some((sink, conn)) = node {
+        if tokio::time::timeout(limit, sink).await.is_err() {
+            warn!("stop: the Sparkplug sink did not finish in time");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    }
     services_stop.cancel();
     info!("stopped");
     Ok(())
+}
+
+type Task = tokio::task::JoinHandle<()>;
+type BeforeConnect = Box<dyn FnMut(&mut MqttOptions) + Send>;
+
+const BD_SEQ_KEY: &str = "sparkplug_bd_seq";
+
+/// The Sparkplug Edge Node: its own connection (will = NDEATH of the coming
+/// session, `bdSeq` one more per connect, kept across restarts) and its own sink.
+fn start_node(
+    settings: &Settings,
+    sp: &SparkplugSettings,
+    store: &Arc<Store>,
+    config: SinkConfig,
+    backlog: Vec<crate::store::Entry>,
+    entries: mpsc::UnboundedReceiver<Vec<crate::store::Entry>>,
+    drain: CancellationToken,
+) -> anyhow::Result<(Task, Task)> {
+    let (client, eventloop) = AsyncClient::new(mqtt::sparkplug_options(settings, sp), 0);
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let (reconnect_tx, reconnect_rx) = mpsc::unbounded_channel();
+    let (_control_tx, control_rx) = mpsc::channel(1);
+    let bd_seq = Arc::new(AtomicU64::new(0));
+    let mut next =
+        store.counter(BD_SEQ_KEY).context("cannot read the Sparkplug bdSeq")?.map_or(0, |v| (v + 1) % 256);
+    let (bd, node_config, st) = (bd_seq.clone(), sp.node.clone(), store.clone());
+    let before_connect = Box::new(move |o: &mut MqttOptions| {
+        bd.store(next, Ordering::SeqCst);
+        if let Err(e) = st.set_counter(BD_SEQ_KEY, next) {
+            warn!("sparkplug: cannot store bdSeq {next}: {e}");
+        }
+        mqtt::set_will(o, &node_config.ndeath(next, now_ms()));
+        next = (next + 1) % 256;
+    });
+    let sink = Sink::new(client.clone(), store.clone(), config, backlog).with_node(NodeLink {
+        node: EdgeNode::new(sp.node.clone()),
+        bd_seq,
+        reconnect: reconnect_tx,
+    });
+    let sink = tokio::spawn(sink.run(entries, control_rx, link_rx, drain));
+    let conn = tokio::spawn(connection_loop(
+        eventloop,
+        client,
+        Vec::new(),
+        Connection {
+            filters: sp.node.filters(),
+            host: settings.raw.mqtt.host.clone(),
+            port: settings.raw.mqtt.port,
+            backoff: Backoff::new(
+                Duration::from_millis(settings.raw.mqtt.reconnect_min_ms),
+                Duration::from_millis(settings.raw.mqtt.reconnect_max_ms),
+            ),
+            link: link_tx,
+            acks: None,
+            health: None,
+            attempted: None,
+            events: ConnectionEvents::sparkplug(),
+            forward: true,
+            before_connect: Some(before_connect),
+            reconnect: Some(reconnect_rx),
+        },
+        CancellationToken::new(),
+    ));
+    info!(group = %sp.node.group_id, node = %sp.node.edge_node_id, primary_host = ?sp.node.primary_host_id,
+          "sparkplug edge node starting");
+    Ok((sink, conn))
 }
 
 struct Connection {
@@ -243,10 +337,43 @@ struct Connection {
     port: u16,
     backoff: Backoff,
     link: mpsc::UnboundedSender<Link>,
-    acks: mpsc::UnboundedSender<AckId>,
-    health: Arc<Health>,
+    /// Manual acknowledgements (the telemetry connection).
+    acks: Option<mpsc::UnboundedSender<AckId>>,
+    health: Option<Arc<Health>>,
     /// Told once, after the first connection attempt.
     attempted: Option<oneshot::Sender<()>>,
+    events: ConnectionEvents,
+    /// Incoming messages go to the sink (Sparkplug commands), not to pipelines.
+    forward: bool,
+    /// Run before every connect (registers the Sparkplug NDEATH will).
+    before_connect: Option<BeforeConnect>,
+    /// Drop the connection and connect again (a Sparkplug session ends).
+    reconnect: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+impl Connection {
+    fn before_connect(&mut self, eventloop: &mut EventLoop) {
+        if let Some(f) = &mut self.before_connect {
+            f(&mut eventloop.mqtt_options);
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(h) = &self.health {
+            h.set_connected(false);
+        }
+        if let Some(t) = self.attempted.take() {
+            let _ = t.send(());
+        }
+        let _ = self.link.send(Link::Down);
+    }
+}
+
+async fn next_reconnect(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn connection_loop(
@@ -256,31 +383,48 @@ async fn connection_loop(
     mut c: Connection,
     intake: CancellationToken,
 ) {
-    let mut events = ConnectionEvents::default();
     let mut subacks = 0usize;
+    let mut stopping = false;
+    c.before_connect(&mut eventloop);
     loop {
         let event = tokio::select! {
             biased;
-            _ = intake.cancelled(), if !routes.is_empty() => {
+            _ = intake.cancelled(), if !stopping && !c.forward => {
+                stopping = true;
                 routes.clear(); // workers see their channel close
+                continue;
+            }
+            Some(()) = next_reconnect(&mut c.reconnect) => {
+                // Dropped without DISCONNECT: the broker publishes our will.
+                eventloop.network = None;
+                eventloop.clean();
+                c.down();
+                c.before_connect(&mut eventloop);
+                tokio::time::sleep(c.backoff.next_delay()).await;
                 continue;
             }
             event = eventloop.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if routes.is_empty() {
+                if c.forward {
+                    let _ =
+                        c.link.send(Link::Incoming { topic: p.topic.clone(), payload: p.payload.clone() });
+                    continue;
+                }
+                let Some(acks) = &c.acks else { continue };
+                if stopping {
                     continue; // stopping: not acknowledged, the broker keeps it for us
                 }
                 let received_ms = now_ms();
-                let holders = routes.iter().filter(|r| r.template.matches(&p.topic)).count();
+                let holders = routes.iter().filter(|r| r.pipeline.takes(&p.topic)).count();
                 if holders == 0 {
                     // Matches no pipeline (an overlapping subscription): nothing to do with it.
-                    Ack::split(&p, 1, &c.acks).into_iter().for_each(Ack::done);
+                    Ack::split(&p, 1, acks).into_iter().for_each(Ack::done);
                     continue;
                 }
-                let mut shares = Ack::split(&p, holders, &c.acks);
-                for r in routes.iter().filter(|r| r.template.matches(&p.topic)) {
+                let mut shares = Ack::split(&p, holders, acks);
+                for r in routes.iter().filter(|r| r.pipeline.takes(&p.topic)) {
                     let msg = Inbound {
                         topic: p.topic.clone(),
                         payload: p.payload.clone(),
@@ -299,12 +443,14 @@ async fn connection_loop(
                 eventloop.state.collision = None;
                 eventloop.state.events.clear();
                 c.backoff.reset();
-                c.health.set_connected(true);
+                if let Some(h) = &c.health {
+                    h.set_connected(true);
+                }
                 if let Some(t) = c.attempted.take() {
                     let _ = t.send(());
                 }
                 subacks = 0;
-                events.connected(&c.host, c.port, ack.session_present);
+                c.events.connected(&c.host, c.port, ack.session_present);
                 let (ready_tx, ready_rx) = oneshot::channel();
                 if c.link.send(Link::Up { ready: ready_tx }).is_ok() {
                     let _ = ready_rx.await;
@@ -334,13 +480,10 @@ async fn connection_loop(
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => {}
             Err(e) => {
-                c.health.set_connected(false);
-                if let Some(t) = c.attempted.take() {
-                    let _ = t.send(());
-                }
-                let _ = c.link.send(Link::Down);
+                c.down();
+                c.before_connect(&mut eventloop);
                 let delay = c.backoff.next_delay();
-                events.connection_failed(&e.to_string(), delay);
+                c.events.connection_failed(&e.to_string(), delay);
                 tokio::time::sleep(delay).await;
             }
         }

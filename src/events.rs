@@ -136,22 +136,44 @@ impl PipelineEvents {
 }
 
 /// Events of the broker connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConnectionEvents {
+    /// `telemetry` (the main connection) or `sparkplug` (the Edge Node's).
+    name: &'static str,
+    connected: Gauge,
+    reconnects: Counter,
     errors: RateLimit<&'static str>,
     down_since: Option<Instant>,
 }
 
 impl ConnectionEvents {
+    pub fn telemetry() -> Self {
+        Self::new("telemetry", "lineguard_broker_connected", "lineguard_broker_reconnects_total")
+    }
+
+    pub fn sparkplug() -> Self {
+        Self::new("sparkplug", "lineguard_sparkplug_connected", "lineguard_sparkplug_reconnects_total")
+    }
+
+    fn new(name: &'static str, connected: &'static str, reconnects: &'static str) -> Self {
+        Self {
+            name,
+            connected: gauge!(connected),
+            reconnects: counter!(reconnects),
+            errors: RateLimit::default(),
+            down_since: None,
+        }
+    }
+
     pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
-        gauge!("lineguard_broker_connected").set(1.0);
+        self.connected.set(1.0);
         let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
-        info!(%host, port, session_present, "connected to broker{}", after.unwrap_or_default());
+        info!(connection = self.name, %host, port, session_present, "connected to broker{}", after.unwrap_or_default());
     }
 
     pub fn connection_failed(&mut self, error: &str, retry_in: Duration) {
-        gauge!("lineguard_broker_connected").set(0.0);
-        counter!("lineguard_broker_reconnects_total").increment(1);
+        self.connected.set(0.0);
+        self.reconnects.increment(1);
         self.down_since.get_or_insert_with(Instant::now);
         if let Some(suppressed) = self.errors.allow("connection") {
             let more = if suppressed > 0 {
@@ -160,6 +182,7 @@ impl ConnectionEvents {
                 String::new()
             };
             warn!(
+                connection = self.name,
                 "broker connection lost or refused: {error}; retrying in {:.1} s{more}",
                 retry_in.as_secs_f64()
             );

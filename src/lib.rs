@@ -27,6 +27,7 @@ pub mod reload;
 pub mod score;
 pub mod shutdown;
 pub mod sim;
+pub mod sparkplug;
 pub mod status;
 pub mod store;
 pub mod systemd;

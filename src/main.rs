@@ -89,8 +89,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!(
                     "# pipeline `{}`: subscribes `{}`, publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
                     p.name,
-                    p.input.filter(),
-                    p.output,
+                    p.filters().join("` and `"),
+                    p.output_display(settings.sparkplug.as_ref().map(|s| &s.node)),
                     m.card.name,
                     m.card.version,
                     m.card.window,

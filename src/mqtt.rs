@@ -11,7 +11,8 @@ use std::time::Duration;
 use rand::Rng;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
-use crate::config::Settings;
+use crate::config::{Settings, SparkplugSettings};
+use crate::sparkplug::node::OutMessage;
 use crate::status;
 
 /// Extra room above the payload limit for topic and packet headers.
@@ -19,11 +20,38 @@ const PACKET_OVERHEAD: usize = 64 * 1024;
 
 pub fn options(settings: &Settings) -> MqttOptions {
     let m = &settings.raw.mqtt;
-    let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
-    o.set_keep_alive(settings.keep_alive());
+    let mut o = base(settings, &m.client_id);
     o.set_clean_session(false);
     // Telemetry is acknowledged only after its effect is committed (see ack.rs).
     o.set_manual_acks(true);
+    o.set_last_will(LastWill::new(
+        settings.status_topic(),
+        status::offline(&m.client_id),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    o
+}
+
+/// The Sparkplug Edge Node's connection: a clean session, as Sparkplug
+/// requires (births are republished at every connect), with the NDEATH of
+/// the coming session as its will (see [`set_will`]).
+pub fn sparkplug_options(settings: &Settings, sp: &SparkplugSettings) -> MqttOptions {
+    let mut o = base(settings, &sp.client_id);
+    o.set_clean_session(true);
+    o.set_manual_acks(false);
+    o
+}
+
+/// Register `message` as the will for the next connect (Sparkplug NDEATH).
+pub fn set_will(o: &mut MqttOptions, message: &OutMessage) {
+    o.set_last_will(LastWill::new(message.topic.clone(), message.payload.clone(), QoS::AtLeastOnce, false));
+}
+
+fn base(settings: &Settings, client_id: &str) -> MqttOptions {
+    let m = &settings.raw.mqtt;
+    let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+    o.set_keep_alive(settings.keep_alive());
     // Larger than any payload we accept, so an oversized message reaches our
     // own check (and is rejected and acknowledged) instead of killing the
     // connection and being redelivered forever by the persistent session.
@@ -31,12 +59,6 @@ pub fn options(settings: &Settings) -> MqttOptions {
     o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
     o.set_inflight(1000);
-    o.set_last_will(LastWill::new(
-        settings.status_topic(),
-        status::offline(&m.client_id),
-        QoS::AtLeastOnce,
-        true,
-    ));
     if let Some(user) = &m.username {
         o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
     }

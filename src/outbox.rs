@@ -15,6 +15,14 @@
 //!
 //! Bounds: `max_bytes` and `max_age`; beyond them the oldest entries are
 //! dropped and counted.
+//!
+//! Sparkplug: a second sink, on the Edge Node's own connection, holds the
+//! Sparkplug records and renders each through the [`EdgeNode`] just before
+//! it is published, since `seq` and births belong to the session: at each
+//! `Up` the node starts a session, at `Subscribed` (and when a primary host
+//! comes online, or a host asks for a rebirth) it publishes its births, and
+//! only then device data. Sparkplug births and data are QoS 0, so a record
+//! is done once the event loop has written it.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,6 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::sparkplug::node::{Command, EdgeNode, Record};
 use crate::store::{Entry, Store};
 
 /// What the connection task tells the sink.
@@ -45,6 +56,21 @@ pub enum Link {
     Sent(u16),
     /// The broker acknowledged this packet id.
     Acked(u16),
+    /// A message on a subscription of the Sparkplug node (NCMD, STATE).
+    Incoming {
+        topic: String,
+        payload: Bytes,
+    },
+}
+
+/// The Sparkplug Edge Node a sink publishes for.
+pub struct NodeLink {
+    pub node: EdgeNode,
+    /// This connection's `bdSeq` (set before each connect, with the will).
+    pub bd_seq: Arc<AtomicU64>,
+    /// Ask the connection task to drop the connection (the broker then
+    /// publishes the NDEATH will) and connect again.
+    pub reconnect: mpsc::UnboundedSender<()>,
 }
 
 /// Messages that are not scores.
@@ -76,6 +102,8 @@ struct Pending {
     payload: Bytes,
     qos: QoS,
     retain: bool,
+    /// Only meaningful in the session it was made for (Sparkplug births).
+    session: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +113,7 @@ struct Slot {
     topic: String,
     payload: Bytes,
     retain: bool,
+    sparkplug: bool,
     acked: bool,
 }
 
@@ -105,6 +134,7 @@ pub struct Sink {
     pkids: HashMap<u16, Ref>,
     to_delete: Vec<u64>,
     up: bool,
+    node: Option<NodeLink>,
 }
 
 impl Sink {
@@ -123,6 +153,7 @@ impl Sink {
             pkids: HashMap::new(),
             to_delete: Vec::new(),
             up: false,
+            node: None,
         };
         if !backlog.is_empty() {
             info!(scores = backlog.len(), "outbox: scores from before the last stop will be published");
@@ -140,6 +171,7 @@ impl Sink {
                 topic: e.topic,
                 payload: Bytes::from(e.payload),
                 retain: e.retain,
+                sparkplug: e.sparkplug,
                 acked: false,
             });
         }
@@ -183,23 +215,94 @@ impl Sink {
         }
     }
 
+    /// This sink publishes for a Sparkplug Edge Node (its records only).
+    pub fn with_node(mut self, node: NodeLink) -> Sink {
+        self.node = Some(node);
+        self
+    }
+
     fn next_publish(&mut self) -> Option<(Ref, Pending)> {
         if let Some(p) = self.control.pop_front() {
             return Some((Ref::Control, p));
         }
         while let Some(s) = self.slots.get(self.cursor) {
-            self.cursor += 1;
-            if !s.acked {
+            if s.acked {
+                self.cursor += 1;
+                continue;
+            }
+            let seq = s.seq;
+            if !s.sparkplug {
+                self.cursor += 1;
                 let p = Pending {
                     topic: s.topic.clone(),
                     payload: s.payload.clone(),
                     qos: QoS::AtLeastOnce,
                     retain: s.retain,
+                    session: false,
                 };
-                return Some((Ref::Data(s.seq), p));
+                return Some((Ref::Data(seq), p));
+            }
+            // Sparkplug: nothing before the node's births (it may be waiting for its primary host).
+            let node = self.node.as_mut().filter(|n| n.node.is_born())?;
+            self.cursor += 1;
+            let Some(record) = Record::decode(&s.payload) else {
+                warn!(seq, "outbox: unreadable Sparkplug record dropped");
+                self.acked(seq);
+                continue;
+            };
+            match node.node.render(&s.topic, &record, crate::daemon::now_ms()).pop() {
+                Some(m) => {
+                    let p = Pending {
+                        topic: m.topic,
+                        payload: Bytes::from(m.payload),
+                        qos: QoS::AtMostOnce,
+                        retain: false,
+                        session: true,
+                    };
+                    return Some((Ref::Data(seq), p));
+                }
+                None => self.acked(seq), // e.g. the death of a device never born
             }
         }
         None
+    }
+
+    /// Queue the node's births (NBIRTH, then a DBIRTH per known device) ahead of any data.
+    fn births(&mut self) {
+        let Some(n) = self.node.as_mut() else { return };
+        let births = n.node.births(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+        if births.is_empty() {
+            return;
+        }
+        // Births reset `seq`: whatever was made for the old numbering goes.
+        self.control.retain(|p| !p.session);
+        for m in births {
+            self.control.push_back(Pending {
+                topic: m.topic,
+                payload: Bytes::from(m.payload),
+                qos: QoS::AtMostOnce,
+                retain: false,
+                session: true,
+            });
+        }
+        info!(devices = self.control.len() - 1, "sparkplug: births published");
+    }
+
+    fn command(&mut self, topic: &str, payload: &[u8]) {
+        let Some(n) = self.node.as_mut() else { return };
+        match n.node.command(topic, payload) {
+            Command::Births => {
+                info!(%topic, "sparkplug: rebirth");
+                self.births();
+            }
+            Command::EndSession => {
+                warn!(
+                    "sparkplug: the primary host went offline; ending the session (NDEATH) and reconnecting"
+                );
+                let _ = n.reconnect.send(());
+            }
+            Command::Ignored(why) => tracing::debug!(%topic, "sparkplug: {why}"),
+        }
     }
 
     fn send(&self, p: Pending) -> SendFuture {
@@ -213,6 +316,7 @@ impl Sink {
             payload: Bytes::from(o.clone()),
             qos: QoS::AtLeastOnce,
             retain: true,
+            session: false,
         })
     }
 
@@ -272,7 +376,10 @@ impl Sink {
                         self.fifo.clear();
                         self.pkids.clear();
                         self.cursor = 0;
-                        self.control.retain(|p| p.qos == QoS::AtMostOnce);
+                        self.control.retain(|p| p.qos == QoS::AtMostOnce && !p.session);
+                        if let Some(n) = self.node.as_mut() {
+                            n.node.session_started();
+                        }
                         self.up = true;
                         let _ = ready.send(());
                     }
@@ -280,11 +387,15 @@ impl Sink {
                         if let Some(p) = self.online_pending() {
                             self.control.push_front(p);
                         }
+                        self.births();
                     }
+                    Some(Link::Incoming { topic, payload }) => self.command(&topic, &payload),
                     Some(Link::Down) => self.up = false,
                     Some(Link::Sent(pkid)) => match self.fifo.pop_front() {
                         Some(r) if pkid != 0 => { self.pkids.insert(pkid, r); }
-                        Some(_) => {} // QoS 0: no acknowledgement to wait for
+                        // QoS 0 (Sparkplug): written is as far as it goes.
+                        Some(Ref::Data(seq)) => self.acked(seq),
+                        Some(Ref::Control) => {}
                         None => warn!(pkid, "outbox: publish event without a matching send"),
                     },
                     Some(Link::Acked(pkid)) => {
@@ -315,7 +426,7 @@ impl Sink {
                     }
                     Some(Control::DeadLetter { topic, payload }) => {
                         if self.control.len() < 1000 {
-                            self.control.push_back(Pending { topic, payload: Bytes::from(payload), qos: QoS::AtMostOnce, retain: false });
+                            self.control.push_back(Pending { topic, payload: Bytes::from(payload), qos: QoS::AtMostOnce, retain: false, session: false });
                         } else {
                             counter!("lineguard_dead_letters_dropped_total").increment(1);
                         }
@@ -333,12 +444,25 @@ impl Sink {
         }
         drop(sending);
         self.flush_deletes(true);
-        // `offline`, then a clean DISCONNECT (so the broker drops the last will).
-        let offline = Pending {
-            topic: self.config.status_topic.clone(),
-            payload: Bytes::from(self.config.offline.clone()),
-            qos: QoS::AtLeastOnce,
-            retain: true,
+        // `offline` (or the node's NDEATH), then a clean DISCONNECT (so the broker drops the last will).
+        let offline = match &self.node {
+            None => Pending {
+                topic: self.config.status_topic.clone(),
+                payload: Bytes::from(self.config.offline.clone()),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                session: false,
+            },
+            Some(n) => {
+                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+                Pending {
+                    topic: m.topic,
+                    payload: Bytes::from(m.payload),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    session: false,
+                }
+            }
         };
         let farewell = async {
             let _ = self.send(offline).await;
@@ -370,7 +494,14 @@ mod tests {
     }
 
     fn entry(seq: u64, created_ms: i64) -> Entry {
-        Entry { seq, created_ms, topic: "t/x".into(), payload: vec![b'x'; 97], retain: false }
+        Entry {
+            seq,
+            created_ms,
+            topic: "t/x".into(),
+            payload: vec![b'x'; 97],
+            retain: false,
+            sparkplug: false,
+        }
         // 100 bytes
     }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::ack::Ack;
 use crate::alarm::Alarms;
 use crate::card::State;
-use crate::config::{LimitsConfig, Pipeline};
+use crate::config::{LimitsConfig, Output, Pipeline};
 use crate::decode::{Decoded, Decoder};
 use crate::events::{self, PipelineEvents};
 use crate::health::Health;
@@ -32,6 +32,8 @@ use crate::model::Model;
 use crate::outbox::Control;
 use crate::reject::{Reason, Rejection};
 use crate::score::{write_payload, Origin};
+use crate::sparkplug::input::{Kind, SparkplugInput};
+use crate::sparkplug::node::{Record, RecordValue};
 use crate::store::{Entry, NewEntry, Store};
 use crate::window::{Pushed, Windows};
 
@@ -58,6 +60,8 @@ struct Pending {
 pub struct Outputs {
     pub store: Arc<Store>,
     pub entries: mpsc::UnboundedSender<Vec<Entry>>,
+    /// Sparkplug records, for the Edge Node's sink.
+    pub sparkplug: Option<mpsc::UnboundedSender<Vec<Entry>>>,
     pub control: mpsc::Sender<Control>,
     pub dead_letter_topic: Option<String>,
     pub health: Arc<Health>,
@@ -80,6 +84,8 @@ pub struct Worker {
     out: Outputs,
     commit_interval: Duration,
     decoder: Decoder,
+    /// For a `spBv1.0/...` input: aliases and last values per device.
+    sparkplug_in: Option<SparkplugInput>,
     windows: Windows,
     events: PipelineEvents,
     decoded: Decoded,
@@ -120,6 +126,10 @@ impl Worker {
                 limits.max_keys_per_sample,
                 limits.max_json_depth,
             ),
+            sparkplug_in: pipeline
+                .input_births
+                .as_ref()
+                .map(|_| SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)),
             windows,
             events: PipelineEvents::new(&pipeline.name),
             input: Vec::with_capacity(limits.max_batch * card.input_len()),
@@ -284,12 +294,21 @@ impl Worker {
             self.reject(&msg.topic, &msg.payload, &r);
             return;
         }
-        let Some(device) = self.pipeline.input.device_key(&msg.topic) else {
-            // The router only sends matching topics; a mismatch is a bug, not input.
-            debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name);
-            return;
+        let (device, kind) = match self.pipeline.input.device_key(&msg.topic) {
+            Some(d) => (d, Kind::Data),
+            None => match self.pipeline.input_births.as_ref().and_then(|t| t.device_key(&msg.topic)) {
+                Some(d) => (d, Kind::Birth),
+                None => {
+                    // The router only sends matching topics; a mismatch is a bug, not input.
+                    debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name);
+                    return;
+                }
+            },
         };
-        self.decoder.decode(&msg.payload, &mut self.decoded);
+        match &mut self.sparkplug_in {
+            Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
+            None => self.decoder.decode(&msg.payload, &mut self.decoded),
+        }
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
             self.reject(&msg.topic, &msg.payload, &r);
@@ -347,10 +366,47 @@ impl Worker {
                 }
                 let state: State = card.state(values);
                 self.events.state(state);
-                let mut payload = Vec::with_capacity(256);
-                write_payload(&mut payload, &self.origin, &card.scores, &p.device, p.ts, values, state);
-                let topic = self.pipeline.output.render(&self.pipeline.input, &p.device);
-                self.staged_scores.push(NewEntry { created_ms, topic, payload, retain: false });
+                match &self.pipeline.output {
+                    Output::Json(template) => {
+                        let mut payload = Vec::with_capacity(256);
+                        write_payload(
+                            &mut payload,
+                            &self.origin,
+                            &card.scores,
+                            &p.device,
+                            p.ts,
+                            values,
+                            state,
+                        );
+                        let topic = template.render(&self.pipeline.input, &p.device);
+                        self.staged_scores.push(NewEntry {
+                            created_ms,
+                            topic,
+                            payload,
+                            retain: false,
+                            sparkplug: false,
+                        });
+                    }
+                    Output::Sparkplug(id) => {
+                        // Metric names carry the pipeline as a folder, so two
+                        // pipelines scoring one machine make one device.
+                        let name = &self.pipeline.name;
+                        let mut metrics: Vec<(String, RecordValue)> = card
+                            .scores
+                            .iter()
+                            .zip(values)
+                            .map(|(s, v)| (format!("{name}/{}", s.name), RecordValue::Float(*v)))
+                            .collect();
+                        metrics.push((format!("{name}/state"), RecordValue::Text(state.as_str().into())));
+                        self.staged_scores.push(NewEntry {
+                            created_ms,
+                            topic: id.render(&p.device),
+                            payload: Record::Data { ts: p.ts, metrics }.encode(),
+                            retain: false,
+                            sparkplug: true,
+                        });
+                    }
+                }
                 if let Some(alarm_topic) = &self.pipeline.alarm {
                     if let Some(t) = self.alarms.update(&p.device, &card.scores, values) {
                         let scores: serde_json::Map<String, serde_json::Value> = card
@@ -375,6 +431,7 @@ impl Worker {
                             topic: alarm_topic.render(&self.pipeline.input, &p.device),
                             payload: body.to_string().into_bytes(),
                             retain: true,
+                            sparkplug: false,
                         });
                     }
                 }
@@ -390,6 +447,7 @@ impl Worker {
         let windows = self.windows.take_dirty();
         let scores = std::mem::take(&mut self.staged_scores);
         let entries = &self.out.entries;
+        let sparkplug_entries = &self.out.sparkplug;
         let started = Instant::now();
         let result = self.out.store.commit(
             &self.pipeline.name,
@@ -397,8 +455,13 @@ impl Worker {
             &self.staged_forget,
             scores.clone(),
             |committed| {
-                if !committed.is_empty() {
-                    let _ = entries.send(committed);
+                let (sparkplug, plain): (Vec<Entry>, Vec<Entry>) =
+                    committed.into_iter().partition(|e| e.sparkplug);
+                if !plain.is_empty() {
+                    let _ = entries.send(plain);
+                }
+                if let (Some(tx), false) = (sparkplug_entries, sparkplug.is_empty()) {
+                    let _ = tx.send(sparkplug);
                 }
             },
         );
@@ -436,8 +499,7 @@ impl Worker {
         let idle = self.windows.evict_idle(crate::daemon::now_ms());
         if !idle.is_empty() {
             events::evicted(&self.pipeline.name, "idle", idle.len());
-            self.alarms.forget(&idle);
-            self.staged_forget.extend(idle);
+            self.forget(idle);
         }
         self.events.devices(self.windows.devices());
     }
@@ -446,9 +508,31 @@ impl Worker {
     fn report_evicted(&mut self) {
         if !self.evicted.is_empty() {
             events::evicted(&self.pipeline.name, "capacity", self.evicted.len());
-            self.alarms.forget(&self.evicted);
-            self.staged_forget.append(&mut self.evicted);
+            let evicted = std::mem::take(&mut self.evicted);
+            self.forget(evicted);
         }
+    }
+
+    /// Devices whose windows are gone: their alarm state and stored window go
+    /// too, and a Sparkplug device dies (DDEATH).
+    fn forget(&mut self, devices: Vec<String>) {
+        self.alarms.forget(&devices);
+        if let Some(sp) = &mut self.sparkplug_in {
+            devices.iter().for_each(|d| sp.forget(d));
+        }
+        if let Output::Sparkplug(id) = &self.pipeline.output {
+            let created_ms = crate::daemon::now_ms();
+            for d in &devices {
+                self.staged_scores.push(NewEntry {
+                    created_ms,
+                    topic: id.render(d),
+                    payload: Record::Death.encode(),
+                    retain: false,
+                    sparkplug: true,
+                });
+            }
+        }
+        self.staged_forget.extend(devices);
     }
 
     /// Put a checked model in service between two batches.
@@ -471,6 +555,10 @@ impl Worker {
                 self.limits.max_keys_per_sample,
                 self.limits.max_json_depth,
             );
+            if self.sparkplug_in.is_some() {
+                self.sparkplug_in =
+                    Some(SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline));
+            }
         }
         tracing::info!(
             pipeline = %self.pipeline.name,

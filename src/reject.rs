@@ -33,6 +33,11 @@ pub enum Reason {
     TooManyKeys,
     /// More samples in one array than `limits.max_samples_per_message`.
     TooManySamples,
+    /// Not a Sparkplug B protobuf payload (on a `spBv1.0/...` input).
+    InvalidSparkplug,
+    /// Sparkplug DDATA with an alias not declared by the device's DBIRTH
+    /// (a DBIRTH missed, e.g. published before lineguard started).
+    UnknownAlias,
 }
 
 impl Reason {
@@ -52,6 +57,8 @@ impl Reason {
             Reason::TooDeep => "too_deep",
             Reason::TooManyKeys => "too_many_keys",
             Reason::TooManySamples => "too_many_samples",
+            Reason::InvalidSparkplug => "invalid_sparkplug",
+            Reason::UnknownAlias => "unknown_alias",
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Entry {
     pub payload: Vec<u8>,
     /// Published retained (alarm states).
     pub retain: bool,
+    /// A Sparkplug record ([`crate::sparkplug::node::Record`]) for the device
+    /// `topic`, rendered by the Edge Node at publish time.
+    pub sparkplug: bool,
 }
 
 impl Entry {
@@ -51,7 +54,7 @@ impl Entry {
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(13 + self.topic.len() + self.payload.len());
         v.extend_from_slice(&self.created_ms.to_le_bytes());
-        v.push(u8::from(self.retain));
+        v.push(u8::from(self.retain) | (u8::from(self.sparkplug) << 1));
         v.extend_from_slice(&(self.topic.len() as u32).to_le_bytes());
         v.extend_from_slice(self.topic.as_bytes());
         v.extend_from_slice(&self.payload);
@@ -60,10 +63,11 @@ impl Entry {
 
     fn decode(seq: u64, v: &[u8]) -> Option<Entry> {
         let created_ms = i64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
-        let retain = *v.get(8)? == 1;
+        let flags = *v.get(8)?;
+        let (retain, sparkplug) = (flags & 1 == 1, flags & 2 == 2);
         let len = u32::from_le_bytes(v.get(9..13)?.try_into().ok()?) as usize;
         let topic = std::str::from_utf8(v.get(13..13 + len)?).ok()?.to_string();
-        Some(Entry { seq, created_ms, topic, payload: v.get(13 + len..)?.to_vec(), retain })
+        Some(Entry { seq, created_ms, topic, payload: v.get(13 + len..)?.to_vec(), retain, sparkplug })
     }
 }
 
@@ -74,6 +78,7 @@ pub struct NewEntry {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    pub sparkplug: bool,
 }
 
 pub struct Store {
@@ -170,6 +175,7 @@ impl Store {
                     topic: s.topic,
                     payload: s.payload,
                     retain: s.retain,
+                    sparkplug: s.sparkplug,
                 };
                 outbox.insert(seq, e.encode().as_slice()).map_err(io)?;
                 entries.push(e);
@@ -204,12 +210,36 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A small durable counter in `meta` (e.g. the Sparkplug `bdSeq`).
+    pub fn counter(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(META).map_err(io)?;
+        Ok(table.get(name).map_err(io)?.map(|v| v.value()))
+    }
+
+    pub fn set_counter(&self, name: &str, value: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut t = txn.open_table(META).map_err(io)?;
+            t.insert(name, value).map_err(io)?;
+        }
+        txn.commit().map_err(io)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn score(topic: &str) -> NewEntry {
-        NewEntry { created_ms: 7, topic: topic.into(), payload: b"{}".to_vec(), retain: topic == "b" }
+        NewEntry {
+            created_ms: 7,
+            topic: topic.into(),
+            payload: b"{}".to_vec(),
+            retain: topic == "b",
+            sparkplug: topic == "c",
+        }
     }
 
     #[test]
@@ -233,12 +263,16 @@ mod tests {
         assert_eq!(out[0].payload, b"{}");
         assert_eq!(out[0].created_ms, 7);
         assert!(out[0].retain && !out[1].retain);
+        assert!(!out[0].sparkplug && out[1].sparkplug);
         assert_eq!(s.windows("p").unwrap(), [("d1".to_string(), vec![1, 2, 3])]);
         assert_eq!(s.windows("q").unwrap(), [("d1".to_string(), vec![9])]);
         s.commit("p", &[], &["d1".into()], vec![score("d")], |_| ()).unwrap();
         assert!(s.windows("p").unwrap().is_empty());
         assert_eq!(s.outbox().unwrap().last().unwrap().seq, 4, "sequence numbers never go back");
         s.clear_windows("q").unwrap();
+        assert_eq!(s.counter("bd").unwrap(), None);
+        s.set_counter("bd", 3).unwrap();
+        assert_eq!(s.counter("bd").unwrap(), Some(3));
         assert!(s.windows("q").unwrap().is_empty());
     }
 }

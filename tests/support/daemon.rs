@@ -169,3 +169,9 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
     line.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("VmHWM in kB") / 1024
 }
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis()
+        as i64
+}

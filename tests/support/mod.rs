@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod golden;
 pub mod line;
 pub mod mqtt;
+pub mod sparkplug;
 
 use std::path::PathBuf;
 

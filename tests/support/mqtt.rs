@@ -168,6 +168,12 @@ impl Publisher {
         self.sent += 1;
     }
 
+    /// QoS 1 publish, retained.
+    pub fn publish_retained(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client.publish(topic, QoS::AtLeastOnce, true, payload.into()).unwrap();
+        self.sent += 1;
+    }
+
     /// Wait until the broker acknowledged everything published so far.
     pub fn flush(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -1,0 +1,322 @@
+//! Sparkplug B, checked by an independent decoder (tests/support/sparkplug.rs)
+//! subscribed to `spBv1.0/#`, as a SCADA host would see it.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon};
+use support::golden::{assert_close, card_scores, Expected, Golden};
+use support::line::{publish_interleaved, LINE_CARD, LINE_GOLDEN, LINE_MODEL};
+use support::mqtt::{Message, Publisher, Subscriber};
+use support::sparkplug::{self as sp, Val};
+
+const GROUP: &str = "plant";
+const NODE: &str = "gw-test";
+
+fn node_topic(kind: &str) -> String {
+    format!("spBv1.0/{GROUP}/{kind}/{NODE}")
+}
+
+/// A daemon whose `press-line` pipeline publishes Sparkplug B; `sparkplug`
+/// is extra text for the `[sparkplug]` section.
+fn start(broker: &Broker, client_id: &str, sparkplug: &str) -> Daemon {
+    let state = tempfile::tempdir().unwrap().keep();
+    let extra = format!("[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n{sparkplug}");
+    let mut text = config(broker.port, client_id, &state, &[], &extra);
+    text.push_str(&format!(
+        "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
+         format = \"sparkplug\"\ndevice_id = \"{{line}}-{{machine}}\"\n",
+        support::repo_path(LINE_MODEL).display()
+    ));
+    Daemon::start(&text)
+}
+
+fn next_of(sub: &Subscriber, kind: &str, timeout: Duration) -> (Message, sp::Payload) {
+    let deadline = Instant::now() + timeout;
+    while let Some(m) = sub.next(deadline.saturating_duration_since(Instant::now())) {
+        if sp::topic_kind(&m.topic).0 == kind {
+            let p = sp::decode(&m.payload);
+            return (m, p);
+        }
+    }
+    panic!("no {kind} within {timeout:?}");
+}
+
+fn bd_seq(p: &sp::Payload) -> u64 {
+    let m = p.metric("bdSeq");
+    assert_eq!(m.datatype, Some(sp::INT64), "bdSeq is Int64");
+    match m.value {
+        Val::Long(v) => v,
+        ref v => panic!("bdSeq value {v:?}"),
+    }
+}
+
+fn device_key(device_id: &str) -> String {
+    device_id.replacen('-', "/", 1)
+}
+
+/// A decoded device message: which window it is and what it says.
+struct Seen {
+    device: String,
+    ts: i64,
+    scores: BTreeMap<String, f32>,
+    state: String,
+}
+
+/// Read a DBIRTH (names, learning aliases) or a DDATA (aliases only).
+fn read_device(topic: &str, p: &sp::Payload, aliases: &mut BTreeMap<u64, (String, String)>) -> Seen {
+    let (kind, device) = sp::topic_kind(topic);
+    let device = device.expect("device topic").to_string();
+    let mut seen = Seen { device: device_key(&device), ts: 0, scores: BTreeMap::new(), state: String::new() };
+    for m in &p.metrics {
+        let name = match kind {
+            "DBIRTH" => {
+                let name = m.name.clone().expect("DBIRTH metrics have names");
+                let alias = m.alias.expect("DBIRTH metrics have aliases");
+                let want = if name.ends_with("/state") { sp::STRING } else { sp::FLOAT };
+                assert_eq!(m.datatype, Some(want), "datatype of {name}");
+                if let Some((d, n)) = aliases.insert(alias, (device.clone(), name.clone())) {
+                    assert_eq!(
+                        (d.as_str(), n.as_str()),
+                        (device.as_str(), name.as_str()),
+                        "alias {alias} reused"
+                    );
+                }
+                name
+            }
+            "DDATA" => {
+                assert_eq!(m.name, None, "DDATA carries aliases only");
+                let alias = m.alias.expect("alias");
+                let (d, n) = aliases.get(&alias).unwrap_or_else(|| panic!("alias {alias} not born"));
+                assert_eq!(d, &device, "alias {alias} belongs to another device");
+                n.clone()
+            }
+            k => panic!("unexpected {k}"),
+        };
+        seen.ts = m.timestamp.expect("metric timestamp") as i64;
+        let short = name
+            .strip_prefix("press-line/")
+            .unwrap_or_else(|| panic!("metric {name} not in the pipeline folder"));
+        match &m.value {
+            Val::Float(v) => {
+                seen.scores.insert(short.to_string(), *v);
+            }
+            Val::Str(s) if short == "state" => seen.state = s.clone(),
+            v => panic!("{name}: value {v:?}"),
+        }
+    }
+    seen
+}
+
+fn check_window(seen: &Seen, expected: &[Expected]) {
+    let e = expected
+        .iter()
+        .find(|e| e.device == seen.device && e.ts == seen.ts)
+        .unwrap_or_else(|| panic!("unexpected window {} at {}", seen.device, seen.ts));
+    assert_eq!(seen.scores.len(), e.scores.len(), "scores of {} at {}", seen.device, seen.ts);
+    for (name, want) in &e.scores {
+        assert_close(seen.scores[name], *want, &format!("{} ts {} {name}", seen.device, seen.ts));
+    }
+    if let Some(state) = e.state {
+        assert_eq!(seen.state, state, "state of {} at {}", seen.device, seen.ts);
+    }
+}
+
+#[test]
+fn edge_node_births_data_rebirth_and_death_decode_independently() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &["spBv1.0/#"]);
+    let mut daemon = start(&broker, "lg-spb", "");
+
+    // NBIRTH: seq 0, bdSeq, and the rebirth control.
+    let (_, nbirth) = next_of(&sub, "NBIRTH", Duration::from_secs(30));
+    assert_eq!(nbirth.seq, Some(0));
+    let bd = bd_seq(&nbirth);
+    let rebirth = nbirth.metric("Node Control/Rebirth");
+    assert_eq!((rebirth.datatype, &rebirth.value), (Some(sp::BOOLEAN), &Val::Bool(false)));
+
+    // Score the golden stream; every window arrives as one DBIRTH or DDATA.
+    let golden = Golden::load(LINE_GOLDEN);
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let mut publisher = Publisher::new(broker.port);
+    publish_interleaved(&mut publisher, &golden);
+    let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), |m| {
+        m.topic.starts_with(&format!("spBv1.0/{GROUP}/"))
+    });
+    let mut aliases = BTreeMap::new();
+    let mut windows = BTreeSet::new();
+    let mut births = BTreeSet::new();
+    let mut last: BTreeMap<String, Seen> = BTreeMap::new();
+    for (i, m) in got.iter().enumerate() {
+        let p = sp::decode(&m.payload);
+        assert_eq!(p.seq, Some((i as u64 + 1) % 256), "seq of message {i} ({})", m.topic);
+        let (kind, device) = sp::topic_kind(&m.topic);
+        if kind == "DBIRTH" {
+            assert!(births.insert(device.unwrap().to_string()), "one DBIRTH per device before a rebirth");
+            assert_eq!(p.metrics.len(), 3, "anomaly, quality, state");
+        } else {
+            assert_eq!(kind, "DDATA", "{}", m.topic);
+            assert!(births.contains(device.unwrap()), "DDATA before DBIRTH for {}", m.topic);
+        }
+        let seen = read_device(&m.topic, &p, &mut aliases);
+        check_window(&seen, &expected);
+        assert!(windows.insert((seen.device.clone(), seen.ts)), "window twice");
+        last.insert(device.unwrap().to_string(), seen);
+    }
+    assert_eq!(windows.len(), expected.len(), "every window, once");
+    assert_eq!(births.len(), golden.devices.len());
+
+    // A host asks for a rebirth: NBIRTH (seq 0, same bdSeq), then every device with its last values.
+    publisher.publish(&node_topic("NCMD"), sp::rebirth_request());
+    let (_, again) = next_of(&sub, "NBIRTH", Duration::from_secs(10));
+    assert_eq!((again.seq, bd_seq(&again)), (Some(0), bd));
+    for i in 0..golden.devices.len() {
+        let (m, p) = next_of(&sub, "DBIRTH", Duration::from_secs(10));
+        assert_eq!(p.seq, Some(i as u64 + 1));
+        let seen = read_device(&m.topic, &p, &mut aliases); // asserts the aliases are unchanged
+        let before = &last[sp::topic_kind(&m.topic).1.unwrap()];
+        assert_eq!((seen.ts, &seen.scores), (before.ts, &before.scores), "last values");
+    }
+
+    // kill -9: the broker publishes the NDEATH will, with the session's bdSeq.
+    daemon.kill9();
+    let (_, death) = next_of(&sub, "NDEATH", Duration::from_secs(15));
+    assert_eq!((bd_seq(&death), death.seq), (bd, None));
+
+    // The next session has the next bdSeq, even across the restart.
+    daemon.spawn();
+    let (_, reborn) = next_of(&sub, "NBIRTH", Duration::from_secs(30));
+    assert_eq!(bd_seq(&reborn), (bd + 1) % 256);
+    let status = daemon.sigterm(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+    let (_, clean) = next_of(&sub, "NDEATH", Duration::from_secs(5));
+    assert_eq!(bd_seq(&clean), (bd + 1) % 256, "a clean stop publishes the NDEATH itself");
+}
+
+#[test]
+fn births_wait_for_the_primary_host_and_its_offline_ends_the_session() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &["spBv1.0/#"]);
+    let _daemon = start(&broker, "lg-spb-host", "primary_host_id = \"scada\"\n");
+    let status = "lineguard/lg-spb-host/status";
+    Subscriber::new(broker.port, &[status]).wait_for(status, "\"online\"", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        sub.collect(1, Duration::from_millis(500), Duration::ZERO, |m| m.topic.contains("/NBIRTH/"))
+            .is_empty(),
+        "no NBIRTH before the primary host is online"
+    );
+
+    let mut host = Publisher::new(broker.port);
+    let state = "spBv1.0/STATE/scada";
+    let now = support::daemon::now_ms();
+    host.publish_retained(state, format!(r#"{{"online":true,"timestamp":{now}}}"#));
+    let (_, first) = next_of(&sub, "NBIRTH", Duration::from_secs(10));
+    let bd = bd_seq(&first);
+
+    host.publish_retained(state, format!(r#"{{"online":false,"timestamp":{}}}"#, now + 1));
+    let (_, death) = next_of(&sub, "NDEATH", Duration::from_secs(10));
+    assert_eq!(bd_seq(&death), bd, "the session ends with its NDEATH");
+
+    host.publish_retained(state, format!(r#"{{"online":true,"timestamp":{}}}"#, now + 2));
+    let (_, second) = next_of(&sub, "NBIRTH", Duration::from_secs(15));
+    assert_eq!(bd_seq(&second), (bd + 1) % 256, "a new session, a new bdSeq");
+    host.publish_retained(state, Vec::new()); // clear the retained state for tidiness
+    host.flush(Duration::from_secs(5));
+}
+
+#[test]
+fn sparkplug_ddata_is_telemetry_input_by_alias() {
+    let broker = Broker::start();
+    let golden = Golden::load(LINE_GOLDEN);
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let state = tempfile::tempdir().unwrap().keep();
+    let mut text = config(broker.port, "lg-spb-in", &state, &[], "");
+    text.push_str(&format!(
+        "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"spBv1.0/{{line}}/DDATA/cell7/{{machine}}\"\n\
+         output_topic = \"plant/{{line}}/{{machine}}/lineguard/scores\"\n",
+        support::repo_path(LINE_MODEL).display()
+    ));
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let daemon = Daemon::start(&text);
+    let status = "lineguard/lg-spb-in/status";
+    Subscriber::new(broker.port, &[status]).wait_for(status, "\"online\"", Duration::from_secs(30));
+
+    let mut p = Publisher::new(broker.port);
+    let topic = |kind: &str, device: &str| {
+        let (line, machine) = device.split_once('/').unwrap();
+        format!("spBv1.0/{line}/{kind}/cell7/{machine}")
+    };
+    // Before any DBIRTH, an alias means nothing: rejected, counted.
+    let stray = sp::Payload {
+        timestamp: Some(1),
+        seq: Some(0),
+        metrics: vec![sp::Metric {
+            name: None,
+            alias: Some(1),
+            timestamp: Some(1),
+            datatype: None,
+            value: Val::Double(1.0),
+        }],
+    };
+    p.publish(&topic("DDATA", "line9/ghost"), sp::encode(&stray));
+
+    // Each device: a DBIRTH declaring aliases (with a metric the model does not
+    // use), then one DDATA per sample by alias, only the metrics that changed.
+    for (device, samples) in &golden.devices {
+        let mut metrics: Vec<sp::Metric> = golden
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| sp::Metric {
+                name: Some(f.clone()),
+                alias: Some(10 + i as u64),
+                timestamp: Some(samples[0].ts as u64),
+                datatype: Some(sp::DOUBLE),
+                value: Val::Double(samples[0].values[f]),
+            })
+            .collect();
+        metrics.push(sp::Metric {
+            name: Some("Properties/Model".into()),
+            alias: Some(99),
+            timestamp: None,
+            datatype: Some(sp::STRING),
+            value: Val::Str("press 400t".into()),
+        });
+        p.publish(
+            &topic("DBIRTH", device),
+            sp::encode(&sp::Payload { timestamp: Some(1), seq: Some(0), metrics }),
+        );
+        for (n, s) in samples.iter().enumerate() {
+            let metrics = golden
+                .features
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| n == 0 || samples[n - 1].values[*f] != s.values[*f])
+                .map(|(i, f)| sp::Metric {
+                    name: None,
+                    alias: Some(10 + i as u64),
+                    timestamp: Some(s.ts as u64),
+                    datatype: None,
+                    value: Val::Double(s.values[f]),
+                })
+                .collect();
+            p.publish(
+                &topic("DDATA", device),
+                sp::encode(&sp::Payload { timestamp: Some(s.ts as u64), seq: Some(n as u64 + 1), metrics }),
+            );
+        }
+    }
+    p.flush(Duration::from_secs(10));
+    support::line::expect_exactly(&sub, &expected);
+    let (_, metrics) = daemon.http_get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lineguard_rejected_total") && l.contains("reason=\"unknown_alias\"")),
+        "unknown alias counted:\n{metrics}"
+    );
+}
