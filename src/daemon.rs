@@ -211,21 +211,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         client.clone(),
         routes,
         Connection {
-            filters,
-            host: settings.raw.mqtt.host.clone(),
-            port: settings.raw.mqtt.port,
-            backoff: Backoff::new(
-                Duration::from_millis(settings.raw.mqtt.reconnect_min_ms),
-                Duration::from_millis(settings.raw.mqtt.reconnect_max_ms),
-            ),
-            link: link_tx,
             acks: Some(ack_tx),
             health: Some(health.clone()),
             attempted: Some(attempted_tx),
-            events: ConnectionEvents::telemetry(),
-            forward: false,
-            before_connect: None,
-            reconnect: None,
+            ..Connection::new(&settings, filters, link_tx, ConnectionEvents::telemetry())
         },
         intake.clone(),
     ));
@@ -308,21 +297,10 @@ fn start_node(
         client,
         Vec::new(),
         Connection {
-            filters: sp.node.filters(),
-            host: settings.raw.mqtt.host.clone(),
-            port: settings.raw.mqtt.port,
-            backoff: Backoff::new(
-                Duration::from_millis(settings.raw.mqtt.reconnect_min_ms),
-                Duration::from_millis(settings.raw.mqtt.reconnect_max_ms),
-            ),
-            link: link_tx,
-            acks: None,
-            health: None,
-            attempted: None,
-            events: ConnectionEvents::sparkplug(),
             forward: true,
             before_connect: Some(before_connect),
             reconnect: Some(reconnect_rx),
+            ..Connection::new(settings, sp.node.filters(), link_tx, ConnectionEvents::sparkplug())
         },
         CancellationToken::new(),
     ));
@@ -352,6 +330,32 @@ struct Connection {
 }
 
 impl Connection {
+    fn new(
+        settings: &Settings,
+        filters: Vec<String>,
+        link: mpsc::UnboundedSender<Link>,
+        events: ConnectionEvents,
+    ) -> Self {
+        let m = &settings.raw.mqtt;
+        Connection {
+            filters,
+            host: m.host.clone(),
+            port: m.port,
+            backoff: Backoff::new(
+                Duration::from_millis(m.reconnect_min_ms),
+                Duration::from_millis(m.reconnect_max_ms),
+            ),
+            link,
+            acks: None,
+            health: None,
+            attempted: None,
+            events,
+            forward: false,
+            before_connect: None,
+            reconnect: None,
+        }
+    }
+
     fn before_connect(&mut self, eventloop: &mut EventLoop) {
         if let Some(f) = &mut self.before_connect {
             f(&mut eventloop.mqtt_options);

@@ -19,6 +19,8 @@ const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
+/// redb's page cache: enough for the B-tree's upper levels; leaves come from the OS page cache.
+const CACHE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -97,7 +99,11 @@ impl Store {
         let path = dir.join("state.redb");
         let err = |message: String| StoreError::Open { path: path.clone(), message };
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+        // redb caches up to 1 GiB by default; the operating system's page
+        // cache serves re-reads just as well without counting against our RSS
+        // (the commit path mostly writes).
+        let db =
+            Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| err(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
         {
             txn.open_table(OUTBOX).map_err(|e| err(e.to_string()))?;

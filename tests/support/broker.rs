@@ -127,6 +127,11 @@ impl Broker {
         wait_for_port(addr, Duration::from_secs(10)).expect("mosquitto did not start");
     }
 
+    /// The mosquitto process (none for the embedded broker).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Stop the broker the hard way (SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
