@@ -320,3 +320,40 @@ fn sparkplug_ddata_is_telemetry_input_by_alias() {
         "unknown alias counted:\n{metrics}"
     );
 }
+
+#[test]
+fn an_evicted_device_dies_with_a_ddeath() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &["spBv1.0/#"]);
+    let state = tempfile::tempdir().unwrap().keep();
+    let extra = format!(
+        "[limits]\nmax_devices_per_pipeline = 3\n\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n"
+    );
+    let mut text = config(broker.port, "lg-spb-evict", &state, &[], &extra);
+    text.push_str(&format!(
+        "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
+         format = \"sparkplug\"\n",
+        support::repo_path(LINE_MODEL).display()
+    ));
+    let _daemon = Daemon::start(&text);
+    next_of(&sub, "NBIRTH", Duration::from_secs(30));
+
+    // line1/press1 fills its window and is born...
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = &golden.devices["line1/press1"];
+    let mut p = Publisher::new(broker.port);
+    for s in &samples[..golden.window] {
+        p.publish("plant/line1/press1/telemetry", Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let (born, _) = next_of(&sub, "DBIRTH", Duration::from_secs(10));
+    assert_eq!(born.topic, node_topic("DBIRTH") + "/line1.press1", "default device id: values joined by `.`");
+    // ...then three newer devices: at the cap of 3 the least recently seen goes.
+    for machine in ["m2", "m3", "m4"] {
+        p.publish(&format!("plant/line2/{machine}/telemetry"), Golden::payload(&samples[golden.window]));
+    }
+    p.flush(Duration::from_secs(10));
+    let (death, payload) = next_of(&sub, "DDEATH", Duration::from_secs(10));
+    assert_eq!(death.topic, node_topic("DDEATH") + "/line1.press1");
+    assert!(payload.seq.is_some() && payload.metrics.is_empty(), "{payload:?}");
+}
