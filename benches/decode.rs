@@ -3,8 +3,8 @@
 //!     cargo bench --bench decode
 //!
 //! One JSON telemetry message of 8 features (as in SPEC) decoded into a
-//! reused buffer and pushed into its device's window; 1000 devices round
-//! robin, window 16; every full window is also copied out normalized (the
+//! reused buffer and pushed, normalized, into its device's window; 1000
+//! devices round robin, window 16; every full window is also copied out (the
 //! batch input). Peer: `serde_json::from_slice::<serde_json::Value>` of the
 //! same payload — parsing alone, the floor for any JSON decoder.
 
@@ -29,8 +29,8 @@ fn main() {
         })
         .collect();
     let decoder = Decoder::new(&features);
-    let mut windows = Windows::new(16, 8, 1);
     let norm = Normalize { mean: vec![0.0; 8], std: vec![1.0; 8] };
+    let mut windows = Windows::new(16, 8, 1).normalizing(Some(norm));
     let mut decoded = Decoded::default();
     let mut row = vec![0f32; 128];
     let rounds = 300usize;
@@ -45,7 +45,7 @@ fn main() {
             if let Ok(Pushed::Ready { .. }) =
                 windows.push(device, ts, 0, &decoded.values[..8], &mut Vec::new())
             {
-                windows.write_window(device, Some(&norm), &mut row);
+                windows.write_window(device, &mut row);
                 ready += 1;
             }
         }

@@ -118,7 +118,8 @@ impl Worker {
             pipeline.hop,
             limits.max_devices_per_pipeline,
             (limits.device_idle_secs as i64).saturating_mul(1000),
-        );
+        )
+        .normalizing(card.normalize.clone());
         let mut w = Self {
             decoder: Decoder::with_limits(
                 &card.features,
@@ -325,11 +326,7 @@ impl Worker {
                     }
                     let start = self.input.len();
                     self.input.resize(start + len, 0.0);
-                    self.windows.write_window(
-                        &device,
-                        self.model.card.normalize.as_ref(),
-                        &mut self.input[start..],
-                    );
+                    self.windows.write_window(&device, &mut self.input[start..]);
                     self.pending.push(Pending { device: device.to_string(), ts });
                 }
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
@@ -548,7 +545,8 @@ impl Worker {
                 self.pipeline.hop,
                 self.limits.max_devices_per_pipeline,
                 (self.limits.device_idle_secs as i64).saturating_mul(1000),
-            );
+            )
+            .normalizing(c.normalize.clone());
             self.decoder = Decoder::with_limits(
                 &c.features,
                 self.limits.max_samples_per_message,
@@ -559,6 +557,9 @@ impl Worker {
                 self.sparkplug_in =
                     Some(SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline));
             }
+        } else {
+            // Same features and window: the held windows stay, under the new constants.
+            self.windows.renormalize(model.card.normalize.clone());
         }
         tracing::info!(
             pipeline = %self.pipeline.name,

@@ -16,7 +16,7 @@ fn check(model_path: &str, fixture: &str) {
     let len = card.input_len();
 
     // 1. lineguard's windows + normalization build exactly ORT's input.
-    let mut windows = Windows::new(card.window, card.features.len(), 1);
+    let mut windows = Windows::new(card.window, card.features.len(), 1).normalizing(card.normalize.clone());
     let mut inputs = Vec::new();
     let mut expected = Vec::new();
     for (device, samples) in &golden.devices {
@@ -26,7 +26,7 @@ fn check(model_path: &str, fixture: &str) {
             {
                 let w = golden.window(device, ts);
                 let mut buf = vec![0f32; len];
-                assert!(windows.write_window(device, card.normalize.as_ref(), &mut buf));
+                assert!(windows.write_window(device, &mut buf));
                 for (i, (a, b)) in buf.iter().zip(&w.input).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-6 * b.abs().max(1.0),
