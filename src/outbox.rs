@@ -1,6 +1,7 @@
 //! The sink: the one task that publishes, from the durable outbox.
 //!
-//! Scores reach it only after they are committed to the store. It publishes
+//! Scores reach it as their commit is written, before its fsync (see
+//! [`crate::store`]: its deletes wait for that commit). It publishes
 //! them in sequence order, learns from the connection task which packet id
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages

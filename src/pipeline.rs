@@ -9,8 +9,9 @@
 //! Durability (at-least-once end to end): the scores and the changed window
 //! tails are staged and written in one group commit — as soon as the intake
 //! queue is empty, and at least every `commit_interval` under continuous
-//! load; only then are the scores handed to the sink and the telemetry that
-//! caused them acknowledged to the broker. After a crash,
+//! load. The scores go to the sink as the commit is written (its fsync then
+//! overlaps their publishing); the telemetry that caused them is
+//! acknowledged to the broker only once the commit is durable. After a crash,
 //! unacknowledged telemetry is redelivered and either re-applied (its effect
 //! was not committed) or recognised by `ts` (it was).
 
@@ -438,8 +439,9 @@ impl Worker {
         self.input.clear();
     }
 
-    /// One group commit; on success the scores go to the sink and the
-    /// telemetry is acknowledged. Returns false if the store refused.
+    /// One group commit; the scores go to the sink during it, and on success
+    /// the telemetry is acknowledged. Returns false if the store refused (the
+    /// scores are kept and committed again: published twice, never lost).
     fn commit(&mut self) -> bool {
         let windows = self.windows.take_dirty();
         let scores = std::mem::take(&mut self.staged_scores);
