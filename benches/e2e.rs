@@ -7,6 +7,10 @@
 //!    topics as below; messages per second from first send to last receipt.
 //! 2. lineguard: the same stream as telemetry for 1000 devices (windows
 //!    already full), scores per second from first send to last score.
+//!    Second peer, same run: a null relay (a plain client that republishes
+//!    each telemetry message as its "score", no work in between) — the most
+//!    any client could get through this broker with lineguard's traffic,
+//!    where every message comes back as a second one.
 //! 3. Latency from publish to receipt at half the pass-through rate: the
 //!    broker alone (publish -> subscriber) and through lineguard (publish ->
 //!    score); the difference is what lineguard adds.
@@ -144,6 +148,36 @@ fn paced_latency(
     lat
 }
 
+/// The null relay's rate: telemetry republished unchanged on the score
+/// topic by a plain client, measured like lineguard (windows need no filling).
+fn relay_rate(devices: usize) -> f64 {
+    let broker = Broker::mosquitto(false);
+    let relay_in = Subscriber::new(broker.port, &["plant/+/+/telemetry"]);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = {
+        let (stop, mut out) = (stop.clone(), Publisher::new(broker.port));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(m) = relay_in.next(Duration::from_millis(100)) {
+                    out.publish(&m.topic.replace("/telemetry", "/lineguard/scores"), m.payload);
+                }
+            }
+        })
+    };
+    let mut p = Publisher::new(broker.port);
+    let mut rates = Vec::new();
+    for run in 0..3 {
+        let t0 = Instant::now();
+        publish_stream(&mut p, devices, run * N / devices, N);
+        let last = receive(&sub, N, |_| true);
+        rates.push(N as f64 / (last - t0).as_secs_f64());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    relay.join().expect("relay thread");
+    percentile(&mut rates, 0.5)
+}
+
 fn broker_cpu(b: &Broker) -> f64 {
     support::daemon::cpu_seconds(b.pid().expect("mosquitto"))
 }
@@ -173,7 +207,8 @@ fn main() {
         println!("peak RSS, 10k devices: {} MiB", peak_rss(10_000));
         return;
     }
-    // `BENCH_ONLY=latency RATE=5000`: only the latency through lineguard at RATE msg/s.
+    // `BENCH_ONLY=latency RATE=5000`: only the latency through lineguard at
+    // RATE msg/s, with lineguard's commit, inference and batch histograms.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
         let rate: f64 = std::env::var("RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(5000.0);
         let broker = Broker::mosquitto(false);
@@ -188,6 +223,16 @@ fn main() {
             "through lineguard at {rate:.0} msg/s: p50 {l50:.2} / p99 {l99:.2} ms ({} samples)",
             lat.len()
         );
+        // Where the time goes, from lineguard's own histograms.
+        let (_, metrics) = daemon.http_get("/metrics");
+        metrics
+            .lines()
+            .filter(|l| {
+                ["lineguard_commit_seconds", "lineguard_inference_seconds", "lineguard_batch_size"]
+                    .iter()
+                    .any(|m| l.starts_with(m))
+            })
+            .for_each(|l| println!("  {l}"));
         drop(daemon);
         return;
     }
@@ -244,6 +289,7 @@ fn main() {
     let mut lg_lat_half = paced_latency(&mut p, &sub, lg_rate / 2.0, 3.0, devices, first, true);
     let rss_1k = support::daemon::peak_rss_mib(daemon.pid());
     drop((sub, p, daemon, broker));
+    let relay = relay_rate(devices);
     let mut broker_lat_half = {
         let broker = Broker::mosquitto(false);
         let sub = Subscriber::new(broker.port, &["plant/+/+/telemetry"]);
@@ -259,6 +305,8 @@ fn main() {
     println!("{:<58} {:>12.0}", "broker pass-through, msg/s (peer, median of 3)", broker_rate);
     println!("{:<58} {:>12.0}", "lineguard scoring rate, scores/s (median of 3)", lg_rate);
     println!("{:<58} {:>12.2}", "ratio lineguard / broker (target >= 0.9)", lg_rate / broker_rate);
+    println!("{:<58} {:>12.0}", "null relay through the broker, msg/s (2nd peer, median of 3)", relay);
+    println!("{:<58} {:>12.2}", "ratio lineguard / null relay", lg_rate / relay);
     // mosquitto is single-threaded: near 1.0 means the broker itself is the limit.
     println!(
         "{:<58} {:>12}",

@@ -7,8 +7,8 @@
 //! A group commit writes a pipeline's changed windows and its new scores in
 //! one transaction, fsynced once (`Durability::Immediate`); only after it
 //! returns is the telemetry that caused them acknowledged to the broker.
-//! The new scores go to the sink while the fsync runs, not after it, which
-//! takes one fsync off every score's latency. That is safe: until the commit
+//! The new scores go to the sink before the transaction's pages are written
+//! and fsynced, not after, so that disk work overlaps their publishing. That is safe: until the commit
 //! is durable its telemetry is unacknowledged, so a crash meanwhile means
 //! redelivery and the same windows scored again (a duplicate, as after any
 //! crash); and the sink's deletes wait for the commit, since redb has one
