@@ -129,9 +129,11 @@ impl std::fmt::Debug for TlsMaterial {
 pub struct StateConfig {
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
-    /// Group commit: window tails and new scores are made durable together
-    /// (one fsync for everything since the last commit) as soon as the intake
-    /// queue is empty, and at least this often under continuous load.
+    /// Group commit: window tails and new scores are made durable together,
+    /// one fsync for everything since the last commit, at most once per this
+    /// many milliseconds. Telemetry is acknowledged after its commit, so a
+    /// longer interval saves disk writes (flash wear) but holds more messages
+    /// unacknowledged at the broker; scores never wait for it.
     #[serde(default = "default_commit_interval")]
     pub commit_interval_ms: u64,
     /// Scores not yet acknowledged by the broker are kept up to this many
@@ -294,7 +296,7 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/lineguard")
 }
 fn default_commit_interval() -> u64 {
-    5
+    1
 }
 fn default_outbox_bytes() -> u64 {
     64 * 1024 * 1024

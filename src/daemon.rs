@@ -145,14 +145,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let (swap_tx, swap_rx) = mpsc::channel(1);
         routes.push(Route { pipeline: p.clone(), tx });
         watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
-        let worker = Worker::new(
-            i,
-            p.clone(),
-            model.clone(),
-            settings.raw.limits.clone(),
-            outputs.clone(),
-            settings.commit_interval(),
-        );
+        let limits = settings.raw.limits.clone();
+        let worker =
+            Worker::new(i, p.clone(), model.clone(), limits, outputs.clone(), settings.commit_interval())
+                .context("cannot start a pipeline's committer thread")?;
         let rt = tokio::runtime::Handle::current();
         workers.push(
             std::thread::Builder::new()

@@ -61,7 +61,6 @@ pub struct PipelineEvents {
     inference: Histogram,
     states: [Counter; 3],
     devices: Gauge,
-    commit: Histogram,
 }
 
 impl std::fmt::Debug for PipelineEvents {
@@ -85,7 +84,6 @@ impl PipelineEvents {
             inference: histogram!("lineguard_inference_seconds", "pipeline" => p.clone()),
             states: [state("ok"), state("warn"), state("alarm")],
             devices: gauge!("lineguard_devices", "pipeline" => p.clone()),
-            commit: histogram!("lineguard_commit_seconds", "pipeline" => p.clone()),
         }
     }
 
@@ -119,11 +117,6 @@ impl PipelineEvents {
 
     pub fn devices(&self, n: usize) {
         self.devices.set(n as f64);
-    }
-
-    /// One group commit took this long (including its fsync).
-    pub fn committed(&self, seconds: f64) {
-        self.commit.record(seconds);
     }
 
     /// A model run failed or produced NaN/inf: those windows are not published.

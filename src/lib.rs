@@ -10,6 +10,7 @@ pub mod alarm;
 pub mod broker;
 pub mod card;
 pub mod check_model;
+pub mod committer;
 pub mod config;
 pub mod daemon;
 pub mod decode;

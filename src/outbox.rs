@@ -118,6 +118,12 @@ struct Slot {
     acked: bool,
 }
 
+fn remove(store: &Store, seqs: &[u64], durable: bool) {
+    if let Err(e) = store.remove(seqs, durable) {
+        warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
+    }
+}
+
 type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 
 pub struct Sink {
@@ -134,6 +140,10 @@ pub struct Sink {
     fifo: VecDeque<Ref>,
     pkids: HashMap<u16, Ref>,
     to_delete: Vec<u64>,
+    /// The delete running on a blocking thread: redb has one writer, so a
+    /// delete can wait for a pipeline's commit, and the async thread (every
+    /// connection's intake and publishing) must not wait with it.
+    deleting: Option<tokio::task::JoinHandle<()>>,
     up: bool,
     node: Option<NodeLink>,
 }
@@ -153,6 +163,7 @@ impl Sink {
             fifo: VecDeque::new(),
             pkids: HashMap::new(),
             to_delete: Vec::new(),
+            deleting: None,
             up: false,
             node: None,
         };
@@ -325,11 +336,38 @@ impl Sink {
         self.slots.iter().all(|s| s.acked)
     }
 
-    fn flush_deletes(&mut self, durable: bool) {
-        let seqs = std::mem::take(&mut self.to_delete);
-        if let Err(e) = self.store.remove(&seqs, durable) {
-            warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
+    /// Start deleting what was acknowledged since the last delete, unless
+    /// the last one still runs (its successor then takes both batches).
+    /// Scores whose commit is not done yet wait for a later round: deleted
+    /// now, their commit would bring them back.
+    fn flush_deletes(&mut self) {
+        if self.to_delete.is_empty() || self.deleting.as_ref().is_some_and(|d| !d.is_finished()) {
+            return;
         }
+        let seqs = self.deletable();
+        if seqs.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        self.deleting = Some(tokio::task::spawn_blocking(move || remove(&store, &seqs, false)));
+    }
+
+    /// Take the pending deletes whose commits are done.
+    fn deletable(&mut self) -> Vec<u64> {
+        let floor = self.store.durable_below();
+        let (now, later) = self.to_delete.iter().partition(|s| **s < floor);
+        self.to_delete = later;
+        now
+    }
+
+    /// The last delete, made durable, after any still running.
+    async fn final_deletes(&mut self) {
+        if let Some(d) = self.deleting.take() {
+            let _ = d.await;
+        }
+        // The pipelines are done, so every commit is too.
+        let (seqs, store) = (self.deletable(), self.store.clone());
+        let _ = tokio::task::spawn_blocking(move || remove(&store, &seqs, true)).await;
     }
 
     /// Publish until `drain` is cancelled and the workers are gone (`entries`
@@ -436,7 +474,7 @@ impl Sink {
                 },
                 _ = tick.tick() => {
                     self.enforce_bounds();
-                    self.flush_deletes(false);
+                    self.flush_deletes();
                 }
                 _ = drain.cancelled(), if drain_deadline.is_none() => {
                     drain_deadline = Some(Instant::now() + self.config.drain_timeout);
@@ -444,7 +482,7 @@ impl Sink {
             }
         }
         drop(sending);
-        self.flush_deletes(true);
+        self.final_deletes().await;
         // `offline` (or the node's NDEATH), then a clean DISCONNECT (so the broker drops the last will).
         let offline = match &self.node {
             None => Pending {
@@ -551,5 +589,30 @@ mod tests {
         s.acked(3);
         assert!(s.slots.is_empty() && s.all_acked());
         s.acked(99); // unknown or dropped: ignored
+    }
+
+    /// An acknowledged score is deleted only once its commit is done: the
+    /// commit would otherwise write it back, to be published again at the
+    /// next start.
+    #[test]
+    fn acknowledged_scores_are_deleted_after_their_commit() {
+        let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
+        let new = |t: &str| crate::store::NewEntry {
+            created_ms: crate::daemon::now_ms(),
+            topic: t.into(),
+            payload: b"{}".to_vec(),
+            retain: false,
+            sparkplug: false,
+        };
+        let store = s.store.clone();
+        let (reserved, entries) = store.reserve(vec![new("a"), new("b")], |e| e);
+        s.add(entries);
+        s.acked(1);
+        s.acked(2);
+        assert!(s.deletable().is_empty(), "not committed yet");
+        assert_eq!(s.to_delete, [1, 2], "kept for a later round");
+        store.commit("p", &[crate::store::Part { scores: reserved, ..Default::default() }]).unwrap();
+        assert_eq!(s.deletable(), [1, 2]);
+        assert!(s.to_delete.is_empty());
     }
 }

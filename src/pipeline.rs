@@ -6,14 +6,13 @@
 //! windows and copies each window that becomes due straight into the batch
 //! input (normalized); one model run then scores the whole batch.
 //!
-//! Durability (at-least-once end to end): the scores and the changed window
-//! tails are staged and written in one group commit — as soon as the intake
-//! queue is empty, and at least every `commit_interval` under continuous
-//! load. The scores go to the sink as the commit is written (its fsync then
-//! overlaps their publishing); the telemetry that caused them is
-//! acknowledged to the broker only once the commit is durable. After a crash,
-//! unacknowledged telemetry is redelivered and either re-applied (its effect
-//! was not committed) or recognised by `ts` (it was).
+//! Durability (at-least-once end to end): at the end of each turn the new
+//! scores go to the sink at once, and the turn's changes (scores and changed
+//! window tails) go to the pipeline's [`Committer`], which writes what has
+//! queued in one group commit and only then acknowledges the telemetry that
+//! caused them. Scoring and publishing never wait for the disk. After a
+//! crash, unacknowledged telemetry is redelivered and either re-applied (its
+//! effect was not committed) or recognised by `ts` (it was).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::ack::Ack;
 use crate::alarm::Alarms;
 use crate::card::State;
+use crate::committer::{Committer, Turn};
 use crate::config::{LimitsConfig, Output, Pipeline};
 use crate::decode::{Decoded, Decoder};
 use crate::events::{self, PipelineEvents};
@@ -35,7 +35,7 @@ use crate::reject::{Reason, Rejection};
 use crate::score::{write_payload, Origin};
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
-use crate::store::{Entry, NewEntry, Store};
+use crate::store::{Entry, NewEntry, Part, Store};
 use crate::window::{Pushed, Windows};
 
 /// A telemetry message routed to this pipeline.
@@ -72,9 +72,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The loop goes round at least this often, idle or not: its heartbeat is
 /// what the systemd watchdog and `/healthz` watch.
 const HEARTBEAT: Duration = Duration::from_secs(1);
-/// At most one commit per millisecond even when the queue keeps emptying:
-/// bounds the fsync rate under moderate load without delaying acknowledgements much.
-const MIN_COMMIT_GAP: Duration = Duration::from_millis(1);
 
 pub struct Worker {
     index: usize,
@@ -83,7 +80,7 @@ pub struct Worker {
     origin: Origin,
     limits: LimitsConfig,
     out: Outputs,
-    commit_interval: Duration,
+    committer: Committer,
     decoder: Decoder,
     /// For a `spBv1.0/...` input: aliases and last values per device.
     sparkplug_in: Option<SparkplugInput>,
@@ -99,7 +96,6 @@ pub struct Worker {
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
     alarms: Alarms,
-    last_commit: Instant,
     last_sweep: Instant,
 }
 
@@ -110,8 +106,8 @@ impl Worker {
         model: Arc<Model>,
         limits: LimitsConfig,
         out: Outputs,
-        commit_interval: Duration,
-    ) -> Self {
+        commit_gap: Duration,
+    ) -> std::io::Result<Self> {
         let card = &model.card;
         let windows = Windows::with_limits(
             card.window,
@@ -144,17 +140,16 @@ impl Worker {
             evicted: Vec::new(),
             alarms: Alarms::default(),
             origin: Self::origin(&pipeline, &model),
-            last_commit: Instant::now(),
+            committer: Committer::start(out.store.clone(), &pipeline.name, commit_gap)?,
             last_sweep: Instant::now(),
             index,
             pipeline,
             model,
             limits,
             out,
-            commit_interval,
         };
         w.restore();
-        w
+        Ok(w)
     }
 
     fn origin(pipeline: &Pipeline, model: &Model) -> Origin {
@@ -195,11 +190,7 @@ impl Worker {
     pub fn run(mut self, mut rx: mpsc::Receiver<Inbound>, mut swaps: mpsc::Receiver<Arc<Model>>, rt: Handle) {
         loop {
             self.out.health.beat(self.index);
-            let wake = if self.staged() {
-                self.last_commit + MIN_COMMIT_GAP
-            } else {
-                (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT)
-            };
+            let wake = (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
             enum Ev {
                 Msg(Option<Inbound>),
                 Swap(Arc<Model>),
@@ -228,12 +219,12 @@ impl Worker {
                 }
                 Ev::Msg(None) => {
                     self.score();
-                    self.commit_until_done();
+                    self.end_turn();
+                    self.committer.finish();
                     return;
                 }
                 Ev::Swap(model) => {
                     self.score();
-                    self.commit_until_done();
                     self.swap(model);
                 }
                 Ev::Timer => {}
@@ -241,17 +232,7 @@ impl Worker {
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep();
             }
-            // Group commit: as soon as nothing more is queued (what arrives
-            // during this fsync goes into the next one) but at most once per
-            // MIN_COMMIT_GAP, and at least every `commit_interval` under
-            // continuous load. Committing early keeps
-            // acknowledgements quick, which matters with brokers that let few
-            // unacknowledged messages through (mosquitto's default is 20).
-            let since = self.last_commit.elapsed();
-            if self.staged() && ((rx.is_empty() && since >= MIN_COMMIT_GAP) || since >= self.commit_interval)
-            {
-                self.commit();
-            }
+            self.end_turn();
         }
     }
 
@@ -439,57 +420,36 @@ impl Worker {
         self.input.clear();
     }
 
-    /// One group commit; the scores go to the sink during it, and on success
-    /// the telemetry is acknowledged. Returns false if the store refused (the
-    /// scores are kept and committed again: published twice, never lost).
-    fn commit(&mut self) -> bool {
-        let windows = self.windows.take_dirty();
-        let scores = std::mem::take(&mut self.staged_scores);
-        let entries = &self.out.entries;
-        let sparkplug_entries = &self.out.sparkplug;
-        let started = Instant::now();
-        let result = self.out.store.commit(
-            &self.pipeline.name,
-            &windows,
-            &self.staged_forget,
-            scores.clone(),
-            |committed| {
-                let (sparkplug, plain): (Vec<Entry>, Vec<Entry>) =
-                    committed.into_iter().partition(|e| e.sparkplug);
-                if !plain.is_empty() {
-                    let _ = entries.send(plain);
-                }
-                if let (Some(tx), false) = (sparkplug_entries, sparkplug.is_empty()) {
-                    let _ = tx.send(sparkplug);
-                }
-            },
-        );
-        self.last_commit = Instant::now();
-        self.events.committed(started.elapsed().as_secs_f64());
-        match result {
-            Ok(()) => {
-                self.staged_forget.clear();
-                for a in self.staged_acks.drain(..) {
-                    a.done();
-                }
-                true
-            }
-            Err(e) => {
-                events::commit_failed(&self.pipeline.name, &e.to_string());
-                // Keep everything for the next attempt; windows are written again.
-                self.staged_scores = scores;
-                for (d, _) in windows {
-                    self.windows.mark_dirty(&d);
-                }
-                false
-            }
+    /// End a turn: its new scores to the sink at once, its changes (and the
+    /// acknowledgements they release) to the committer.
+    fn end_turn(&mut self) {
+        if self.staged() {
+            let turn = self.take_turn();
+            self.committer.send(turn);
         }
     }
 
-    /// Commit, retrying while the store refuses (nothing is lost or acknowledged meanwhile).
-    fn commit_until_done(&mut self) {
-        while self.staged() && !self.commit() {
-            std::thread::sleep(Duration::from_secs(1));
+    /// The staged changes as a turn; the scores are handed to the sinks now.
+    fn take_turn(&mut self) -> Turn {
+        let entries = &self.out.entries;
+        let sparkplug_entries = &self.out.sparkplug;
+        let (scores, ()) = self.out.store.reserve(std::mem::take(&mut self.staged_scores), |committed| {
+            let (sparkplug, plain): (Vec<Entry>, Vec<Entry>) =
+                committed.into_iter().partition(|e| e.sparkplug);
+            if !plain.is_empty() {
+                let _ = entries.send(plain);
+            }
+            if let (Some(tx), false) = (sparkplug_entries, sparkplug.is_empty()) {
+                let _ = tx.send(sparkplug);
+            }
+        });
+        Turn {
+            part: Part {
+                windows: self.windows.take_dirty(),
+                forget: std::mem::take(&mut self.staged_forget),
+                scores,
+            },
+            acks: std::mem::take(&mut self.staged_acks),
         }
     }
 
@@ -574,6 +534,5 @@ impl Worker {
         // The next window of each device publishes its state under the new model.
         self.alarms = Alarms::default();
         self.model = model;
-        self.commit_until_done();
     }
 }

@@ -4,16 +4,17 @@
 //! - `windows`: each device's window tail, by `pipeline \0 device`.
 //! - `meta`: the next outbox sequence number.
 //!
-//! A group commit writes a pipeline's changed windows and its new scores in
-//! one transaction, fsynced once (`Durability::Immediate`); only after it
-//! returns is the telemetry that caused them acknowledged to the broker.
-//! The new scores go to the sink before the transaction's pages are written
-//! and fsynced, not after, so that disk work overlaps their publishing. That is safe: until the commit
-//! is durable its telemetry is unacknowledged, so a crash meanwhile means
-//! redelivery and the same windows scored again (a duplicate, as after any
-//! crash); and the sink's deletes wait for the commit, since redb has one
-//! writer at a time, so an acknowledged score never outlives its deletion.
-//! Deleting acknowledged scores does not need an fsync of its own: if it is
+//! New scores get their sequence numbers from [`Store::reserve`] and go to
+//! the sink at once, before anything is written: publishing never waits for
+//! the disk. A pipeline's committer thread then writes them with the changed
+//! window tails in one group commit, fsynced once (`Durability::Immediate`);
+//! only after it returns is the telemetry that caused them acknowledged to
+//! the broker. That is safe: until the commit is durable its telemetry is
+//! unacknowledged, so a crash meanwhile means redelivery and the same windows
+//! scored again (an identical duplicate, as after any crash). The sink
+//! deletes an acknowledged score only once its commit is done
+//! ([`Store::durable_below`]), so a late commit never brings a deleted score
+//! back. Deleting acknowledged scores needs no fsync of its own: if it is
 //! lost in a crash, those scores are published again (identical duplicates).
 
 use std::path::{Path, PathBuf};
@@ -89,14 +90,48 @@ pub struct NewEntry {
     pub sparkplug: bool,
 }
 
+/// Scores given sequence numbers and handed to the sink, to be committed
+/// (with their pipeline's window changes) by [`Store::commit`].
+#[derive(Debug, Default)]
+pub struct Reserved {
+    rows: Vec<(u64, Vec<u8>)>,
+}
+
+impl Reserved {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// One pipeline turn's changes: window snapshots to write, devices to
+/// forget, and the scores it reserved. Parts are applied in order.
+#[derive(Debug, Default)]
+pub struct Part {
+    pub windows: Vec<(String, Vec<u8>)>,
+    pub forget: Vec<String>,
+    pub scores: Reserved,
+}
+
+impl Part {
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.forget.is_empty() && self.scores.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Seqs {
+    /// The next outbox sequence number. Kept here, not re-read from `meta`,
+    /// so that numbers handed to the sink are never given again, whatever
+    /// becomes of their commit.
+    next: u64,
+    /// Reserved ranges not committed yet: first -> end (exclusive).
+    open: std::collections::BTreeMap<u64, u64>,
+}
+
 pub struct Store {
     db: Database,
     path: PathBuf,
-    /// The next outbox sequence number; holding it serializes commits (and
-    /// the hand-over of their entries to the sink) in sequence order. Kept
-    /// here, not re-read from `meta`, so that a failed commit whose entries
-    /// the sink already has never gives their numbers to other entries.
-    next_seq: Mutex<u64>,
+    seqs: Mutex<Seqs>,
 }
 
 fn window_key(pipeline: &str, device: &str) -> String {
@@ -120,7 +155,7 @@ impl Store {
             txn.open_table(META).map_err(|e| err(e.to_string()))?;
         }
         txn.commit().map_err(|e| err(e.to_string()))?;
-        let next_seq = {
+        let next = {
             let txn = db.begin_read().map_err(|e| err(e.to_string()))?;
             let meta = txn.open_table(META).map_err(|e| err(e.to_string()))?;
             let outbox = txn.open_table(OUTBOX).map_err(|e| err(e.to_string()))?;
@@ -128,11 +163,15 @@ impl Store {
             let last = outbox.last().map_err(|e| err(e.to_string()))?.map_or(0, |(k, _)| k.value());
             stored.max(last + 1)
         };
-        Ok(Store { db, path, next_seq: Mutex::new(next_seq) })
+        Ok(Store { db, path, seqs: Mutex::new(Seqs { next, open: Default::default() }) })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn seqs(&self) -> std::sync::MutexGuard<'_, Seqs> {
+        self.seqs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every unacknowledged score, oldest first.
@@ -164,62 +203,78 @@ impl Store {
         Ok(out)
     }
 
-    /// One group commit for `pipeline`: window snapshots to write, devices to
-    /// forget, and new scores (given sequence numbers here). `then` gets the
-    /// entries once they are written, before the fsync, while commits are
-    /// still serialized (entries reach the sink in sequence order); the
-    /// caller acknowledges telemetry only when this returns Ok.
-    pub fn commit<R>(
-        &self,
-        pipeline: &str,
-        windows: &[(String, Vec<u8>)],
-        forget: &[String],
-        scores: Vec<NewEntry>,
-        then: impl FnOnce(Vec<Entry>) -> R,
-    ) -> Result<R, StoreError> {
-        let mut next_seq = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-        let mut txn = self.db.begin_write().map_err(io)?;
-        txn.set_durability(Durability::Immediate).map_err(io)?;
+    /// Give new scores their sequence numbers and hand them to `then` at
+    /// once (under the lock, so they reach the sink in sequence order, across
+    /// pipelines). They must then be committed: until they are,
+    /// [`Store::durable_below`] stays at or below their first number.
+    pub fn reserve<R>(&self, scores: Vec<NewEntry>, then: impl FnOnce(Vec<Entry>) -> R) -> (Reserved, R) {
+        let mut seqs = self.seqs();
+        let first = seqs.next;
+        let mut rows = Vec::with_capacity(scores.len());
         let mut entries = Vec::with_capacity(scores.len());
-        {
-            let mut w = txn.open_table(WINDOWS).map_err(io)?;
-            for (device, snap) in windows {
-                w.insert(window_key(pipeline, device).as_str(), snap.as_slice()).map_err(io)?;
-            }
-            for device in forget {
-                w.remove(window_key(pipeline, device).as_str()).map_err(io)?;
-            }
-            let mut meta = txn.open_table(META).map_err(io)?;
-            let mut seq = *next_seq;
-            let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
-            for s in scores {
-                let e = Entry {
-                    seq,
-                    created_ms: s.created_ms,
-                    topic: s.topic,
-                    payload: s.payload,
-                    retain: s.retain,
-                    sparkplug: s.sparkplug,
-                };
-                outbox.insert(seq, e.encode().as_slice()).map_err(io)?;
-                entries.push(e);
-                seq += 1;
-            }
-            meta.insert(NEXT_SEQ, seq).map_err(io)?;
-            *next_seq = seq;
+        for (i, s) in scores.into_iter().enumerate() {
+            let e = Entry {
+                seq: first + i as u64,
+                created_ms: s.created_ms,
+                topic: s.topic,
+                payload: s.payload,
+                retain: s.retain,
+                sparkplug: s.sparkplug,
+            };
+            rows.push((e.seq, e.encode()));
+            entries.push(e);
+        }
+        if !rows.is_empty() {
+            seqs.next = first + rows.len() as u64;
+            let end = seqs.next;
+            seqs.open.insert(first, end);
         }
         let handed = then(entries);
+        (Reserved { rows }, handed)
+    }
+
+    /// Every sequence number below this is committed (or acknowledged and
+    /// deleted): deleting one cannot be undone by a later commit.
+    pub fn durable_below(&self) -> u64 {
+        let seqs = self.seqs();
+        seqs.open.first_key_value().map_or(seqs.next, |(first, _)| *first)
+    }
+
+    /// One group commit for `pipeline`, fsynced: its parts in order. The
+    /// caller acknowledges the telemetry behind them only when this returns
+    /// Ok; on an error the same parts may be committed again.
+    pub fn commit(&self, pipeline: &str, parts: &[Part]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().map_err(io)?;
+        txn.set_durability(Durability::Immediate).map_err(io)?;
+        {
+            let mut w = txn.open_table(WINDOWS).map_err(io)?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(io)?;
+            for part in parts {
+                for (device, snap) in &part.windows {
+                    w.insert(window_key(pipeline, device).as_str(), snap.as_slice()).map_err(io)?;
+                }
+                for device in &part.forget {
+                    w.remove(window_key(pipeline, device).as_str()).map_err(io)?;
+                }
+                for (seq, row) in &part.scores.rows {
+                    outbox.insert(*seq, row.as_slice()).map_err(io)?;
+                }
+            }
+            let next = self.seqs().next;
+            txn.open_table(META).map_err(io)?.insert(NEXT_SEQ, next).map_err(io)?;
+        }
         txn.commit().map_err(io)?;
-        Ok(handed)
+        let mut seqs = self.seqs();
+        for part in parts {
+            if let Some((first, _)) = part.scores.rows.first() {
+                seqs.open.remove(first);
+            }
+        }
+        Ok(())
     }
 
-    /// Forget every stored window of `pipeline`.
-    pub fn clear_windows(&self, pipeline: &str) -> Result<(), StoreError> {
-        let devices: Vec<String> = self.windows(pipeline)?.into_iter().map(|(d, _)| d).collect();
-        self.commit(pipeline, &[], &devices, Vec::new(), |_| ())
-    }
-
-    /// Remove acknowledged (or dropped) scores. `durable` forces an fsync.
+    /// Remove acknowledged (or dropped) scores, all below
+    /// [`Store::durable_below`]. `durable` forces an fsync.
     pub fn remove(&self, seqs: &[u64], durable: bool) -> Result<(), StoreError> {
         if seqs.is_empty() && !durable {
             return Ok(());
@@ -268,20 +323,34 @@ mod tests {
         }
     }
 
+    /// Reserve and commit in one go: the sequence numbers handed over.
+    fn commit(
+        s: &Store,
+        pipeline: &str,
+        windows: &[(&str, &[u8])],
+        forget: &[&str],
+        scores: &[&str],
+    ) -> Vec<u64> {
+        let (reserved, seqs) =
+            s.reserve(scores.iter().map(|t| score(t)).collect(), |e| e.iter().map(|e| e.seq).collect());
+        let part = Part {
+            windows: windows.iter().map(|(d, v)| (d.to_string(), v.to_vec())).collect(),
+            forget: forget.iter().map(|d| d.to_string()).collect(),
+            scores: reserved,
+        };
+        s.commit(pipeline, &[part]).unwrap();
+        seqs
+    }
+
     #[test]
     fn commits_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            let seqs = s
-                .commit("p", &[("d1".into(), vec![1, 2, 3])], &[], vec![score("a"), score("b")], |e| {
-                    e.iter().map(|e| e.seq).collect::<Vec<_>>()
-                })
-                .unwrap();
-            assert_eq!(seqs, [1, 2]);
-            s.commit("q", &[("d1".into(), vec![9])], &[], vec![score("c")], |_| ()).unwrap();
+            assert_eq!(commit(&s, "p", &[("d1", &[1, 2, 3])], &[], &["a", "b"]), [1, 2]);
+            commit(&s, "q", &[("d1", &[9])], &[], &["c"]);
             s.remove(&[1], false).unwrap();
-            s.commit("p", &[], &[], vec![], |_| ()).unwrap(); // a later durable commit
+            commit(&s, "p", &[], &[], &[]); // a later durable commit
         }
         let s = Store::open(dir.path()).unwrap();
         let out = s.outbox().unwrap();
@@ -292,39 +361,55 @@ mod tests {
         assert!(!out[0].sparkplug && out[1].sparkplug);
         assert_eq!(s.windows("p").unwrap(), [("d1".to_string(), vec![1, 2, 3])]);
         assert_eq!(s.windows("q").unwrap(), [("d1".to_string(), vec![9])]);
-        s.commit("p", &[], &["d1".into()], vec![score("d")], |_| ()).unwrap();
+        commit(&s, "p", &[], &["d1"], &["d"]);
         assert!(s.windows("p").unwrap().is_empty());
         assert_eq!(s.outbox().unwrap().last().unwrap().seq, 4, "sequence numbers never go back");
-        s.clear_windows("q").unwrap();
         assert_eq!(s.counter("bd").unwrap(), None);
         s.set_counter("bd", 3).unwrap();
         assert_eq!(s.counter("bd").unwrap(), Some(3));
-        assert!(s.windows("q").unwrap().is_empty());
     }
 
-    /// Scores reach the sink before the fsync, so the broker may acknowledge
-    /// one before its commit is done: the sink's delete must then wait for
-    /// the commit, not run first and leave the score to be published again.
+    /// Parts of one commit apply in order: a device forgotten and back
+    /// again keeps its new window; one written and then forgotten is gone.
     #[test]
-    fn a_delete_during_the_hand_over_waits_for_the_commit() {
+    fn parts_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        std::thread::scope(|scope| {
-            let mut deleter = None;
-            s.commit("p", &[], &[], vec![score("a")], |entries| {
-                let (seq, s) = (entries[0].seq, &s);
-                deleter = Some(scope.spawn(move || s.remove(&[seq], false)));
-                // Time for the deleter to reach redb's writer lock first.
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            })
-            .unwrap();
-            deleter.expect("handed over").join().unwrap().unwrap();
-        });
-        s.commit("p", &[], &[], vec![], |_| ()).unwrap(); // the delete, made durable
+        commit(&s, "p", &[("a", &[1]), ("b", &[1])], &[], &[]);
+        let part = |windows: &[(&str, u8)], forget: &[&str]| Part {
+            windows: windows.iter().map(|(d, v)| (d.to_string(), vec![*v])).collect(),
+            forget: forget.iter().map(|d| d.to_string()).collect(),
+            scores: Reserved::default(),
+        };
+        s.commit("p", &[part(&[], &["a"]), part(&[("a", 2), ("b", 2)], &[]), part(&[], &["b"])]).unwrap();
+        assert_eq!(s.windows("p").unwrap(), [("a".to_string(), vec![2])]);
+    }
+
+    /// Scores reach the sink before their commit, so the broker may
+    /// acknowledge one first: it may be deleted only once committed, or the
+    /// commit would bring it back. Numbers are never given twice, even when
+    /// a commit fails or never happens.
+    #[test]
+    fn deletes_wait_for_the_commit_and_numbers_are_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.durable_below(), 1);
+        let (first, seqs) =
+            s.reserve(vec![score("a"), score("b")], |e| e.iter().map(|e| e.seq).collect::<Vec<_>>());
+        let (second, _) = s.reserve(vec![score("c")], |_| ());
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(s.durable_below(), 1, "nothing reserved is committed yet");
+        s.commit("p", &[Part { scores: second, ..Part::default() }]).unwrap();
+        assert_eq!(s.durable_below(), 1, "the older reservation still holds the floor");
+        s.commit("p", &[Part { scores: first, ..Part::default() }]).unwrap();
+        assert_eq!(s.durable_below(), 4);
+        s.remove(&[1, 2, 3], true).unwrap();
+        let (lost, _) = s.reserve(vec![score("d")], |_| ()); // never committed
+        drop(lost);
         drop(s);
         let s = Store::open(dir.path()).unwrap();
-        assert!(s.outbox().unwrap().is_empty(), "the acknowledged score is gone, not orphaned");
-        let next = s.commit("p", &[], &[], vec![score("b")], |e| e[0].seq).unwrap();
-        assert_eq!(next, 2, "its sequence number is not given again");
+        assert!(s.outbox().unwrap().is_empty(), "the acknowledged scores are gone, not orphaned");
+        let seqs = commit(&s, "p", &[], &[], &["e"]);
+        assert_eq!(seqs, [4], "stored numbers are not given again");
     }
 }

@@ -1,0 +1,137 @@
+//! A pipeline's committer: the thread that makes its turns durable.
+//!
+//! The pipeline worker hands each turn's changes (window snapshots,
+//! forgotten devices, reserved scores, and the acknowledgements they
+//! release) here and goes on scoring; its scores are already with the sink.
+//! This thread writes everything queued since its last commit in one group
+//! commit (one fsync), then acknowledges the telemetry behind it. So the
+//! disk sets the pace of acknowledgements, never the latency of scores.
+//!
+//! A refused commit is retried with the same parts until it succeeds:
+//! nothing is acknowledged meanwhile, and the bounded queue holds the worker
+//! back once it is full.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ack::Ack;
+use crate::events;
+use crate::store::{Part, Store};
+
+/// Turns waiting for a commit before the worker waits: far more than one
+/// commit's worth (a turn per wake-up), bounded so that a stalled disk
+/// stops intake instead of growing memory.
+const QUEUE: usize = 256;
+/// After a refused commit, wait this long before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// One worker turn.
+#[derive(Debug, Default)]
+pub struct Turn {
+    pub part: Part,
+    pub acks: Vec<Ack>,
+}
+
+pub struct Committer {
+    tx: Option<SyncSender<Turn>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    /// `gap`: the least time between two commits (`state.commit_interval_ms`),
+    /// which bounds the fsync rate under light load, a turn per message.
+    pub fn start(store: Arc<Store>, pipeline: &str, gap: Duration) -> std::io::Result<Committer> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let name = pipeline.to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("commit-{pipeline}"))
+            .spawn(move || run(&store, &name, gap, rx))?;
+        Ok(Committer { tx: Some(tx), thread: Some(thread) })
+    }
+
+    /// Queue a turn (waits while the queue is full).
+    pub fn send(&self, turn: Turn) {
+        if let Some(tx) = &self.tx {
+            // Fails only if the thread is gone, which happens only after `finish`.
+            let _ = tx.send(turn);
+        }
+    }
+
+    /// Commit everything queued, then stop the thread.
+    pub fn finish(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>) {
+    let commit_seconds = metrics::histogram!("lineguard_commit_seconds", "pipeline" => pipeline.to_string());
+    let mut last_commit = Instant::now().checked_sub(gap).unwrap_or_else(Instant::now);
+    let mut turns: Vec<Turn> = Vec::new();
+    let mut open = true;
+    let mut retrying = false;
+    while open || !turns.is_empty() {
+        if turns.is_empty() {
+            match rx.recv() {
+                Ok(t) => turns.push(t),
+                Err(_) => break,
+            }
+        }
+        // Turns that only release acknowledgements (rejected or duplicate
+        // telemetry) need no commit and no wait.
+        let writes = turns.iter().any(|t| !t.part.is_empty());
+        if let Some(wait) = (last_commit + gap).checked_duration_since(Instant::now()) {
+            if writes {
+                std::thread::sleep(wait);
+            }
+        }
+        // While retrying, the queue stays bounded: new turns wait in it.
+        if !retrying {
+            loop {
+                match rx.try_recv() {
+                    Ok(t) => turns.push(t),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+        }
+        let parts: Vec<Part> = turns.iter_mut().map(|t| std::mem::take(&mut t.part)).collect();
+        let started = Instant::now();
+        let writes = parts.iter().any(|p| !p.is_empty());
+        let result = if writes { store.commit(pipeline, &parts) } else { Ok(()) };
+        if writes {
+            last_commit = Instant::now();
+        }
+        match result {
+            Ok(()) => {
+                if writes {
+                    commit_seconds.record(started.elapsed().as_secs_f64());
+                }
+                retrying = false;
+                turns.drain(..).flat_map(|t| t.acks).for_each(Ack::done);
+            }
+            Err(e) => {
+                events::commit_failed(pipeline, &e.to_string());
+                // Put the parts back: the same changes are committed next time.
+                for (t, p) in turns.iter_mut().zip(parts) {
+                    t.part = p;
+                }
+                retrying = true;
+                std::thread::sleep(RETRY_AFTER);
+            }
+        }
+    }
+}
