@@ -135,3 +135,45 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewEntry;
+    use rumqttc::{Publish, QoS};
+
+    /// Turns are committed in order, merged, and their telemetry is
+    /// acknowledged only once durable; `finish` commits what is queued.
+    #[test]
+    fn turns_are_committed_in_order_then_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(5)).unwrap();
+        for i in 0..20u8 {
+            let mut publish = Publish::new("t", QoS::AtLeastOnce, vec![]);
+            publish.pkid = 100 + u16::from(i);
+            let new = NewEntry {
+                created_ms: 1,
+                topic: format!("s/{i}"),
+                payload: vec![i],
+                retain: false,
+                sparkplug: false,
+            };
+            let (scores, ()) = store.reserve(vec![new], |_| ());
+            let forget = if i == 19 { vec!["d3".to_string()] } else { vec![] };
+            let part = Part { windows: vec![(format!("d{}", i % 4), vec![i])], forget, scores };
+            c.send(Turn { part, acks: Ack::split(&publish, 1, &ack_tx) });
+        }
+        c.finish();
+        let acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();
+        assert_eq!(acked, (100..120).collect::<Vec<_>>(), "every turn acknowledged, in order");
+        let windows = store.windows("p").unwrap();
+        let expected: Vec<(String, Vec<u8>)> =
+            [("d0", 16u8), ("d1", 17), ("d2", 18)].iter().map(|(d, v)| (d.to_string(), vec![*v])).collect();
+        assert_eq!(windows, expected, "the last snapshot of each device wins; d3 is forgotten");
+        let out = store.outbox().unwrap();
+        assert_eq!(out.len(), 20);
+        assert_eq!(store.durable_below(), 21, "every reservation is committed");
+    }
+}
