@@ -25,7 +25,7 @@ def main():
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     out = {}
-    for batch in (1, 16, 256):
+    for batch in (1, 16, 32, 64, 128, 256):
         chunks = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)]
         for c in chunks[:20]:
             sess.run(None, {name: c})  # warm up
