@@ -1,11 +1,11 @@
 //! The daemon's wiring: the one place that connects the stages.
 //!
 //! ```text
-//!            ┌──────────── acks (after commit) ◀──────────────┐
-//!  broker ─▶ connection task ─▶ route by topic ─▶ pipeline workers ─▶ store (group commit)
-//!    ▲         │   (rumqttc poll)   bounded          decode/window/infer        │
-//!    │         └─ Sent/Acked/Up ─▶ sink ◀──── committed scores ◀────────────────┘
-//!    └──────────── QoS 1 publish ──┘  (outbox: publish, delete on PUBACK)
+//!            ┌──────────── acks (after commit) ◀──────────────────────────┐
+//!  broker ─▶ connection task ─▶ route by topic ─▶ pipeline workers ─▶ committers ─▶ store
+//!    ▲         │   (rumqttc poll)   bounded          decode/window/infer   (group commit)
+//!    │         └─ Sent/Acked/Up ─▶ sink ◀── scores (numbered, before commit) ┘
+//!    └──────────── QoS 1 publish ──┘  (outbox: publish; delete on PUBACK once committed)
 //! ```
 //!
 //! Every request reaches rumqttc through a zero-capacity channel, so a send
@@ -14,12 +14,13 @@
 //! sink has reset too. That keeps the sink's view of what is in flight exact.
 //!
 //! With Sparkplug B output, the Edge Node has a second connection and a
-//! second sink (its will is the NDEATH; see `sparkplug/mod.rs`): committed
-//! Sparkplug records go to that sink, everything else to the first.
+//! second sink (its will is the NDEATH; see `sparkplug/mod.rs`): Sparkplug
+//! records go to that sink, everything else to the first.
 //!
 //! Shutdown (mini-redis style): intake is cancelled — the connection task
-//! stops routing and drops the pipeline channels; each worker finishes and
-//! commits the batch in hand (queued messages stay unacknowledged, so the
+//! stops routing and drops the pipeline channels; each worker finishes the
+//! batch in hand and waits for its committer to commit everything queued
+//! (messages still in the channel stay unacknowledged, so the
 //! broker keeps them for the next start); then the sink drains the outbox for
 //! a bounded time, publishes `offline` and disconnects.
 
