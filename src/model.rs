@@ -46,6 +46,35 @@ struct ScoreSource {
 }
 
 type Plan = TypedRunnableModel;
+type State = TypedSimpleState;
+
+/// tract run states kept between runs of a model, one per plan (batch
+/// size), made on first use. Owned by the thread that runs the model: the
+/// scratch a state uses lives in that thread's storage and is freed when the
+/// state is dropped there.
+#[derive(Default)]
+pub struct States(Vec<Option<State>>);
+
+impl States {
+    /// The state for plan number `slot`, made anew unless the one there was
+    /// made for this very plan (after a model swap it was not).
+    fn for_plan(&mut self, slot: usize, plan: &Arc<Plan>) -> Result<&mut State, ModelError> {
+        if self.0.len() <= slot {
+            self.0.resize_with(slot + 1, || None);
+        }
+        let entry = &mut self.0[slot];
+        if !entry.as_ref().is_some_and(|s| Arc::ptr_eq(s.plan(), plan)) {
+            *entry = Some(plan.spawn().map_err(|e| ModelError::Run(format!("{e:#}")))?);
+        }
+        Ok(entry.as_mut().expect("just set"))
+    }
+}
+
+impl std::fmt::Debug for States {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "States({} made)", self.0.iter().flatten().count())
+    }
+}
 
 /// A loaded, checked model.
 pub struct Model {
@@ -273,13 +302,28 @@ impl Model {
     /// next plan size (less than twice its size), and the padding's scores
     /// are dropped.
     pub fn run(&self, input: &[f32], n: usize, scores: &mut Vec<f32>) -> Result<(), ModelError> {
+        self.run_with(&mut States::default(), input, n, scores)
+    }
+
+    /// [`Model::run`], keeping tract's run states in `states` for the next
+    /// run: a state owns its matrix-multiply scratch, so a fresh one per run
+    /// allocates and frees it every batch (a fifth of a one-window run). A
+    /// state made for another model's plan is replaced, never reused.
+    pub fn run_with(
+        &self,
+        states: &mut States,
+        input: &[f32],
+        n: usize,
+        scores: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
         let len = self.card.input_len();
         assert_eq!(input.len(), n * len, "caller builds whole windows");
         let largest = self.plans.last().expect("at least one plan").0;
         let mut padded = Vec::new();
         for chunk in input.chunks(largest * len) {
             let rows = chunk.len() / len;
-            let (size, plan) = self.plans.iter().find(|(size, _)| *size >= rows).expect("largest fits");
+            let (slot, (size, plan)) =
+                self.plans.iter().enumerate().find(|(_, (size, _))| *size >= rows).expect("largest fits");
             let full = if rows == *size {
                 chunk
             } else {
@@ -290,14 +334,15 @@ impl Model {
                 }
                 &padded
             };
-            self.run_chunk(plan, full, *size, rows, scores)?;
+            let state = states.for_plan(slot, plan)?;
+            self.run_chunk(state, full, *size, rows, scores)?;
         }
         Ok(())
     }
 
     fn run_chunk(
         &self,
-        plan: &Arc<Plan>,
+        state: &mut State,
         input: &[f32],
         batch: usize,
         keep: usize,
@@ -309,7 +354,8 @@ impl Model {
             Layout::Sequence => shape.extend([self.card.window, self.card.features.len()]),
         }
         let tensor = Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
-        let outputs = plan.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+        let outputs =
+            state.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let views = outputs
             .iter()
             .map(|o| o.to_plain_array_view::<f32>())

@@ -29,7 +29,7 @@ use crate::config::{LimitsConfig, Output, Pipeline};
 use crate::decode::{Decoded, Decoder};
 use crate::events::{self, PipelineEvents};
 use crate::health::Health;
-use crate::model::Model;
+use crate::model::{Model, States};
 use crate::outbox::Control;
 use crate::reject::{Reason, Rejection};
 use crate::score::{write_payload, Origin};
@@ -77,6 +77,8 @@ pub struct Worker {
     index: usize,
     pipeline: Pipeline,
     model: Arc<Model>,
+    /// tract's run states for `model`, kept between batches (see `States`).
+    states: States,
     origin: Origin,
     limits: LimitsConfig,
     out: Outputs,
@@ -140,6 +142,7 @@ impl Worker {
             evicted: Vec::new(),
             alarms: Alarms::default(),
             origin: Self::origin(&pipeline, &model),
+            states: States::default(),
             committer: Committer::start(out.store.clone(), &pipeline.name, commit_gap)?,
             last_sweep: Instant::now(),
             index,
@@ -324,7 +327,7 @@ impl Worker {
         }
         self.scores.clear();
         let started = Instant::now();
-        let result = self.model.run(&self.input, n, &mut self.scores);
+        let result = self.model.run_with(&mut self.states, &self.input, n, &mut self.scores);
         self.events.scored(n, started.elapsed().as_secs_f64());
         self.out.health.counted(0, n as u64);
         if let Err(e) = result {
@@ -534,5 +537,6 @@ impl Worker {
         // The next window of each device publishes its state under the new model.
         self.alarms = Alarms::default();
         self.model = model;
+        self.states = States::default();
     }
 }

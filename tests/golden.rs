@@ -4,7 +4,7 @@
 
 mod support;
 
-use lineguard::model::Model;
+use lineguard::model::{Model, States};
 use lineguard::window::{Pushed, Windows};
 use support::golden::{assert_close, Golden};
 
@@ -41,13 +41,20 @@ fn check(model_path: &str, fixture: &str) {
     assert_eq!(expected.len(), golden.windows.len(), "every fixture window is produced once");
 
     // 2. One batch of everything, and one window at a time: both match ORT.
+    //    The single windows run as the pipeline runs them, on run states
+    //    kept from one run to the next; the batch on fresh ones.
     let n = expected.len();
     let mut batched = Vec::new();
     model.run(&inputs, n, &mut batched).unwrap();
     let mut single = Vec::new();
+    let mut states = States::default();
     for w in inputs.chunks(len) {
-        model.run(w, 1, &mut single).unwrap();
+        model.run_with(&mut states, w, 1, &mut single).unwrap();
     }
+    // The batch again, on states kept from the single runs: the same bits.
+    let mut again = Vec::new();
+    model.run_with(&mut states, &inputs, n, &mut again).unwrap();
+    assert_eq!(again, batched, "{model_path}: reused run states change nothing");
     let k = model.score_count();
     assert_eq!(batched.len(), n * k);
     for (i, w) in expected.iter().enumerate() {
@@ -78,4 +85,24 @@ fn fixed_batch_model_matches_onnx_runtime() {
 #[test]
 fn scikit_learn_export_matches_onnx_runtime() {
     check("tests/fixtures/models/sk-mlp.onnx", "tests/fixtures/models/sk-mlp.golden.json");
+}
+
+/// Run states kept for one model and handed to another (a model swap) are
+/// replaced, not reused: the second model gives its own scores.
+#[test]
+fn run_states_follow_a_model_swap() {
+    let a = Model::load(&support::repo_path("models/line-mlp.onnx")).unwrap();
+    let b = Model::load(&support::repo_path("tests/fixtures/models/sk-mlp.onnx")).unwrap();
+    let (wa, wb) = (a.spread_window(), b.spread_window());
+    let (mut fresh_a, mut fresh_b) = (Vec::new(), Vec::new());
+    a.run(&wa, 1, &mut fresh_a).unwrap();
+    b.run(&wb, 1, &mut fresh_b).unwrap();
+    let mut states = States::default();
+    let (mut kept_a, mut kept_b) = (Vec::new(), Vec::new());
+    a.run_with(&mut states, &wa, 1, &mut kept_a).unwrap();
+    b.run_with(&mut states, &wb, 1, &mut kept_b).unwrap();
+    a.run_with(&mut states, &wa, 1, &mut kept_a).unwrap();
+    fresh_a.extend_from_within(..);
+    assert_eq!(kept_a, fresh_a, "a's scores, before and after b ran on the states");
+    assert_eq!(kept_b, fresh_b, "b's scores on states made for a");
 }
