@@ -208,8 +208,8 @@ fn peak_rss(devices: usize) -> u64 {
 /// On mosquitto as installed (at most 20 unacknowledged QoS 1 messages in
 /// flight per client, 1000 queued, the overflow dropped): the pass-through
 /// peer and lineguard on the same burst of `N`. lineguard acknowledges only
-/// after its commit, so here its rate is 20 messages per commit cycle; what
-/// the broker dropped is counted, not waited for. Returns (peer msg/s, peer
+/// after its commit, so here the commit cycle sets how fast the broker hands
+/// it telemetry; what the broker dropped is counted, not waited for. Returns (peer msg/s, peer
 /// lost, lineguard scores/s, lineguard lost).
 fn stock_rates(devices: usize) -> (f64, usize, f64, usize) {
     let quiet = Duration::from_secs(2);

@@ -537,6 +537,8 @@ impl Worker {
         // The next window of each device publishes its state under the new model.
         self.alarms = Alarms::default();
         self.model = model;
+        // Not only for safety (a state for another plan is never reused):
+        // the old states hold the old model's plans and scratch in memory.
         self.states = States::default();
     }
 }
