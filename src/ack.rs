@@ -9,23 +9,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rumqttc::{Publish, QoS};
+use rumqttc::QoS;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// What the acker needs to send a PUBACK.
+/// What the acker needs to send a PUBACK: a received message's packet id and QoS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AckId {
     pub pkid: u16,
     pub qos: QoS,
-}
-
-impl AckId {
-    /// The packet rumqttc's `ack()` wants: only pkid and QoS matter.
-    pub fn packet(self) -> Publish {
-        let mut p = Publish::new("", self.qos, Vec::new());
-        p.pkid = self.pkid;
-        p
-    }
 }
 
 #[derive(Debug)]
@@ -41,15 +32,11 @@ pub struct Ack(Arc<Inner>);
 
 impl Ack {
     /// Shares for `holders` pipelines; `None` for QoS 0 (nothing to acknowledge).
-    pub fn split(publish: &Publish, holders: usize, tx: &UnboundedSender<AckId>) -> Vec<Ack> {
-        if publish.qos == QoS::AtMostOnce || holders == 0 {
+    pub fn split(id: AckId, holders: usize, tx: &UnboundedSender<AckId>) -> Vec<Ack> {
+        if id.qos == QoS::AtMostOnce || holders == 0 {
             return Vec::new();
         }
-        let inner = Arc::new(Inner {
-            remaining: AtomicUsize::new(holders),
-            id: AckId { pkid: publish.pkid, qos: publish.qos },
-            tx: tx.clone(),
-        });
+        let inner = Arc::new(Inner { remaining: AtomicUsize::new(holders), id, tx: tx.clone() });
         (0..holders).map(|_| Ack(inner.clone())).collect()
     }
 
@@ -68,17 +55,16 @@ mod tests {
     #[test]
     fn acknowledged_once_after_the_last_holder() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut p = Publish::new("t", QoS::AtLeastOnce, vec![1]);
-        p.pkid = 42;
-        let mut shares = Ack::split(&p, 3, &tx);
+        let p = AckId { pkid: 42, qos: QoS::AtLeastOnce };
+        let mut shares = Ack::split(p, 3, &tx);
         shares.pop().unwrap().done();
         shares.pop().unwrap().done();
         assert!(rx.try_recv().is_err(), "not before every holder is done");
         drop(shares.pop()); // a holder that never finished (e.g. stopped)...
         assert!(rx.try_recv().is_err(), "...means no acknowledgement at all");
-        let shares = Ack::split(&p, 1, &tx);
+        let shares = Ack::split(p, 1, &tx);
         shares.into_iter().for_each(Ack::done);
         assert_eq!(rx.try_recv().unwrap(), AckId { pkid: 42, qos: QoS::AtLeastOnce });
-        assert!(Ack::split(&Publish::new("t", QoS::AtMostOnce, vec![]), 2, &tx).is_empty());
+        assert!(Ack::split(AckId { pkid: 0, qos: QoS::AtMostOnce }, 2, &tx).is_empty());
     }
 }

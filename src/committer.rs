@@ -144,8 +144,9 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ack::AckId;
     use crate::store::NewEntry;
-    use rumqttc::{Publish, QoS};
+    use rumqttc::QoS;
 
     /// Turns are committed in order, merged, and their telemetry is
     /// acknowledged only once durable; `finish` commits what is queued.
@@ -156,8 +157,7 @@ mod tests {
         let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
         let mut c = Committer::start(store.clone(), "p", Duration::from_millis(5)).unwrap();
         for i in 0..20u8 {
-            let mut publish = Publish::new("t", QoS::AtLeastOnce, vec![]);
-            publish.pkid = 100 + u16::from(i);
+            let id = AckId { pkid: 100 + u16::from(i), qos: QoS::AtLeastOnce };
             let new = NewEntry {
                 created_ms: 1,
                 topic: format!("s/{i}"),
@@ -168,7 +168,7 @@ mod tests {
             let (scores, ()) = store.reserve(vec![new], |_| ());
             let forget = if i == 19 { vec!["d3".to_string()] } else { vec![] };
             let part = Part { windows: vec![(format!("d{}", i % 4), vec![i])], forget, scores };
-            c.send(Turn { part, acks: Ack::split(&publish, 1, &ack_tx) });
+            c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) });
         }
         c.finish();
         let acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();

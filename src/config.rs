@@ -97,6 +97,23 @@ pub struct MqttConfig {
     /// TLS to the broker (rustls). Absent: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// MQTT version of the telemetry connection: "5" (default) or "3.1.1".
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// MQTT 5: telemetry messages the broker may send before our
+    /// acknowledgements (which wait for the commit). With 3.1.1 the broker
+    /// sets this itself (mosquitto: `max_inflight_messages`, 20).
+    #[serde(default = "default_receive_maximum")]
+    pub receive_maximum: u16,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "5")]
+    V5,
+    #[serde(rename = "3.1.1")]
+    V311,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -295,6 +312,10 @@ fn default_hop() -> usize {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/lineguard")
 }
+fn default_receive_maximum() -> u16 {
+    1000
+}
+
 fn default_commit_interval() -> u64 {
     1
 }
@@ -470,6 +491,9 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
     }
     if m.keep_alive_secs < 5 {
         return Err(invalid("mqtt.keep_alive_secs".into(), "must be at least 5 seconds".into()));
+    }
+    if m.receive_maximum == 0 {
+        return Err(invalid("mqtt.receive_maximum".into(), "must be between 1 and 65535".into()));
     }
     if m.reconnect_min_ms == 0 || m.reconnect_max_ms < m.reconnect_min_ms {
         return Err(invalid(
@@ -763,6 +787,22 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         .unwrap();
         assert_eq!(s.raw.mqtt.port, 2883);
         assert_eq!(s.raw.mqtt.host, "broker.local");
+    }
+
+    #[test]
+    fn mqtt_protocol_defaults_to_5_and_3_1_1_is_chosen_by_name() {
+        let s = load_text(MINIMAL, &[]).unwrap();
+        assert_eq!((s.raw.mqtt.protocol, s.raw.mqtt.receive_maximum), (Protocol::V5, 1000));
+        let s = load_text(MINIMAL, &[("LINEGUARD__MQTT__PROTOCOL", "3.1.1")]).unwrap();
+        assert_eq!(s.raw.mqtt.protocol, Protocol::V311);
+        let text = MINIMAL.replace("port = 1883", "port = 1883\nprotocol = \"5\"\nreceive_maximum = 200");
+        let s = load_text(&text, &[]).unwrap();
+        assert_eq!((s.raw.mqtt.protocol, s.raw.mqtt.receive_maximum), (Protocol::V5, 200));
+        let e = load_text(&MINIMAL.replace("port = 1883", "port = 1883\nprotocol = \"4\""), &[]).unwrap_err();
+        assert!(e.to_string().contains("protocol"), "{e}");
+        let e =
+            load_text(&MINIMAL.replace("port = 1883", "port = 1883\nreceive_maximum = 0"), &[]).unwrap_err();
+        assert!(e.to_string().contains("mqtt.receive_maximum"), "{e}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -42,6 +42,7 @@ use crate::model::Model;
 use crate::mqtt::{self, Backoff};
 use crate::outbox::{Control, Link, NodeLink, Sink, SinkConfig};
 use crate::pipeline::{Inbound, Outputs, Worker};
+use crate::protocol::{Client, Event, EventLoop};
 use crate::reload::{self, Board, Watched};
 use crate::sparkplug::node::EdgeNode;
 use crate::status::{self, ModelStatus};
@@ -121,7 +122,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     };
 
     // Zero capacity: see the module comment.
-    let (client, eventloop) = AsyncClient::new(mqtt::options(&settings), 0);
+    let (client, eventloop) = mqtt::connect(&settings);
 
     let (entries_tx, entries_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::channel(1024);
@@ -164,7 +165,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let ack_client = client.clone();
     tokio::spawn(async move {
         while let Some(id) = ack_rx.recv().await {
-            if ack_client.ack(&id.packet()).await.is_err() {
+            if ack_client.ack(id).await.is_err() {
                 break;
             }
         }
@@ -252,7 +253,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 }
 
 type Task = tokio::task::JoinHandle<()>;
-type BeforeConnect = Box<dyn FnMut(&mut MqttOptions) + Send>;
+type BeforeConnect = Box<dyn FnMut(&mut EventLoop) + Send>;
 
 const BD_SEQ_KEY: &str = "sparkplug_bd_seq";
 
@@ -267,7 +268,7 @@ fn start_node(
     entries: mpsc::UnboundedReceiver<Vec<crate::store::Entry>>,
     drain: CancellationToken,
 ) -> anyhow::Result<(Task, Task)> {
-    let (client, eventloop) = AsyncClient::new(mqtt::sparkplug_options(settings, sp), 0);
+    let (client, eventloop) = mqtt::sparkplug(settings, sp);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let (reconnect_tx, reconnect_rx) = mpsc::unbounded_channel();
     let (_control_tx, control_rx) = mpsc::channel(1);
@@ -275,12 +276,13 @@ fn start_node(
     let mut next =
         store.counter(BD_SEQ_KEY).context("cannot read the Sparkplug bdSeq")?.map_or(0, |v| (v + 1) % 256);
     let (bd, node_config, st) = (bd_seq.clone(), sp.node.clone(), store.clone());
-    let before_connect = Box::new(move |o: &mut MqttOptions| {
+    let before_connect = Box::new(move |l: &mut EventLoop| {
         bd.store(next, Ordering::SeqCst);
         if let Err(e) = st.set_counter(BD_SEQ_KEY, next) {
             warn!("sparkplug: cannot store bdSeq {next}: {e}");
         }
-        mqtt::set_will(o, &node_config.ndeath(next, now_ms()));
+        let will = node_config.ndeath(next, now_ms());
+        l.set_will(&will.topic, &will.payload);
         next = (next + 1) % 256;
     });
     let sink = Sink::new(client.clone(), store.clone(), config, backlog).with_node(NodeLink {
@@ -355,7 +357,7 @@ impl Connection {
 
     fn before_connect(&mut self, eventloop: &mut EventLoop) {
         if let Some(f) = &mut self.before_connect {
-            f(&mut eventloop.mqtt_options);
+            f(eventloop);
         }
     }
 
@@ -379,7 +381,7 @@ async fn next_reconnect(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<
 
 async fn connection_loop(
     mut eventloop: EventLoop,
-    client: AsyncClient,
+    client: Client,
     mut routes: Vec<Route>,
     mut c: Connection,
     intake: CancellationToken,
@@ -397,8 +399,7 @@ async fn connection_loop(
             }
             Some(()) = next_reconnect(&mut c.reconnect) => {
                 // Dropped without DISCONNECT: the broker publishes our will.
-                eventloop.network = None;
-                eventloop.clean();
+                eventloop.drop_connection();
                 c.down();
                 c.before_connect(&mut eventloop);
                 tokio::time::sleep(c.backoff.next_delay()).await;
@@ -407,28 +408,36 @@ async fn connection_loop(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Ok(Event::Publish { topic, payload, id }) => {
                 if c.forward {
-                    let _ =
-                        c.link.send(Link::Incoming { topic: p.topic.clone(), payload: p.payload.clone() });
+                    if let Some(topic) = topic {
+                        let _ = c.link.send(Link::Incoming { topic, payload });
+                    }
                     continue;
                 }
                 let Some(acks) = &c.acks else { continue };
                 if stopping {
                     continue; // stopping: not acknowledged, the broker keeps it for us
                 }
+                let Some(topic) = topic else {
+                    // MQTT forbids it and brokers refuse it; acknowledged, or
+                    // the persistent session would deliver it forever.
+                    events::topic_not_utf8();
+                    Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
+                    continue;
+                };
                 let received_ms = now_ms();
-                let holders = routes.iter().filter(|r| r.pipeline.takes(&p.topic)).count();
+                let holders = routes.iter().filter(|r| r.pipeline.takes(&topic)).count();
                 if holders == 0 {
                     // Matches no pipeline (an overlapping subscription): nothing to do with it.
-                    Ack::split(&p, 1, acks).into_iter().for_each(Ack::done);
+                    Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
                     continue;
                 }
-                let mut shares = Ack::split(&p, holders, acks);
-                for r in routes.iter().filter(|r| r.pipeline.takes(&p.topic)) {
+                let mut shares = Ack::split(id, holders, acks);
+                for r in routes.iter().filter(|r| r.pipeline.takes(&topic)) {
                     let msg = Inbound {
-                        topic: p.topic.clone(),
-                        payload: p.payload.clone(),
+                        topic: topic.clone(),
+                        payload: payload.clone(),
                         received_ms,
                         ack: shares.pop(),
                     };
@@ -436,13 +445,8 @@ async fn connection_loop(
                     let _ = r.tx.send(msg).await;
                 }
             }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                // Forget rumqttc's replay of the last connection: the outbox
-                // resends what was not acknowledged, and the broker redelivers
-                // telemetry we had not acknowledged.
-                eventloop.pending.clear();
-                eventloop.state.collision = None;
-                eventloop.state.events.clear();
+            Ok(Event::ConnAck { session_present }) => {
+                eventloop.forget_replay();
                 c.backoff.reset();
                 if let Some(h) = &c.health {
                     h.set_connected(true);
@@ -451,7 +455,7 @@ async fn connection_loop(
                     let _ = t.send(());
                 }
                 subacks = 0;
-                c.events.connected(&c.host, c.port, ack.session_present);
+                c.events.connected(&c.host, c.port, session_present);
                 let (ready_tx, ready_rx) = oneshot::channel();
                 if c.link.send(Link::Up { ready: ready_tx }).is_ok() {
                     let _ = ready_rx.await;
@@ -466,25 +470,25 @@ async fn connection_loop(
                     }
                 });
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Ok(Event::SubAck) => {
                 subacks += 1;
                 if subacks == c.filters.len() {
                     let _ = c.link.send(Link::Subscribed);
                 }
             }
-            Ok(Event::Incoming(Packet::PubAck(a))) => {
-                let _ = c.link.send(Link::Acked(a.pkid));
+            Ok(Event::PubAck(pkid)) => {
+                let _ = c.link.send(Link::Acked(pkid));
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Ok(Event::Sent(pkid)) => {
                 let _ = c.link.send(Link::Sent(pkid));
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
-            Ok(_) => {}
+            Ok(Event::Disconnected) => return,
+            Ok(Event::Other) => {}
             Err(e) => {
                 c.down();
                 c.before_connect(&mut eventloop);
                 let delay = c.backoff.next_delay();
-                c.events.connection_failed(&e.to_string(), delay);
+                c.events.connection_failed(&e, delay);
                 tokio::time::sleep(delay).await;
             }
         }

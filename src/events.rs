@@ -225,3 +225,15 @@ pub fn model_info(pipeline: &str, model: &str, version: &str, sha256: &str, in_s
     )
     .set(if in_service { 1.0 } else { 0.0 });
 }
+
+/// A message whose topic is not UTF-8 (MQTT 5 hands topics over as bytes):
+/// no pipeline can take it; it is acknowledged, counted and logged.
+pub fn topic_not_utf8() {
+    static LIMIT: std::sync::LazyLock<std::sync::Mutex<RateLimit<()>>> =
+        std::sync::LazyLock::new(Default::default);
+    counter!("lineguard_unroutable_total", "reason" => "topic_not_utf8").increment(1);
+    let allowed = LIMIT.lock().map(|mut l| l.allow(())).unwrap_or(Some(0));
+    if let Some(suppressed) = allowed {
+        warn!(suppressed, "message dropped: its topic is not UTF-8");
+    }
+}

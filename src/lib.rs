@@ -23,6 +23,7 @@ pub mod model;
 pub mod mqtt;
 pub mod outbox;
 pub mod pipeline;
+pub mod protocol;
 pub mod reject;
 pub mod reload;
 pub mod score;

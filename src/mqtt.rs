@@ -1,76 +1,113 @@
 //! Broker connection settings and reconnect pacing.
 //!
 //! rumqttc reconnects the moment `poll()` is called after an error, so the
-//! caller sleeps `Backoff::next()` between failures. The session is
-//! persistent (`clean_session = false` under the configured, stable client
-//! id): the broker keeps our subscriptions and queues QoS 1 telemetry while we
-//! are away, and in-flight score publishes survive a reconnect.
+//! caller sleeps `Backoff::next()` between failures. The telemetry session is
+//! persistent (no clean start, under the configured, stable client id; with
+//! MQTT 5 a session that never expires): the broker keeps our subscriptions
+//! and queues QoS 1 telemetry while we are away.
 
 use std::time::Duration;
 
 use rand::Rng;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
-use crate::config::{Settings, SparkplugSettings};
-use crate::sparkplug::node::OutMessage;
+use crate::config::{Protocol, Settings, SparkplugSettings};
+use crate::protocol::{self, Client, EventLoop};
 use crate::status;
 
 /// Extra room above the payload limit for topic and packet headers.
 const PACKET_OVERHEAD: usize = 64 * 1024;
+/// Score publishes in flight at once (the broker may allow fewer).
+const OUTGOING_INFLIGHT: u16 = 1000;
 
-pub fn options(settings: &Settings) -> MqttOptions {
+/// The telemetry connection: a persistent session, manual acknowledgements
+/// (telemetry is acknowledged only after its effect is committed, see
+/// ack.rs), and `offline` as the retained will on the status topic.
+pub fn connect(settings: &Settings) -> (Client, EventLoop) {
     let m = &settings.raw.mqtt;
-    let mut o = base(settings, &m.client_id);
-    o.set_clean_session(false);
-    // Telemetry is acknowledged only after its effect is committed (see ack.rs).
-    o.set_manual_acks(true);
-    o.set_last_will(LastWill::new(
-        settings.status_topic(),
-        status::offline(&m.client_id),
-        QoS::AtLeastOnce,
-        true,
-    ));
-    o
+    let will = (settings.status_topic(), status::offline(&m.client_id));
+    match m.protocol {
+        Protocol::V5 => {
+            use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
+            let mut o = base5(settings, &m.client_id);
+            o.set_clean_start(false);
+            // 0xFFFFFFFF: the session never expires, as a 3.1.1 persistent
+            // session (0, the default, would end it at every disconnect).
+            o.set_session_expiry_interval(Some(u32::MAX));
+            o.set_receive_maximum(Some(m.receive_maximum));
+            o.set_manual_acks(true);
+            o.set_last_will(Will5::new(will.0, will.1, QoS5::AtLeastOnce, true, None));
+            protocol::v5(o)
+        }
+        Protocol::V311 => {
+            let mut o = base(settings, &m.client_id);
+            o.set_clean_session(false);
+            o.set_manual_acks(true);
+            o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
+            protocol::v311(o)
+        }
+    }
 }
 
-/// The Sparkplug Edge Node's connection: a clean session, as Sparkplug
-/// requires (births are republished at every connect), with the NDEATH of
-/// the coming session as its will (see [`set_will`]).
-pub fn sparkplug_options(settings: &Settings, sp: &SparkplugSettings) -> MqttOptions {
+/// The Sparkplug Edge Node's connection: MQTT 3.1.1, which every Sparkplug
+/// host speaks, and a clean session, as Sparkplug requires (births are
+/// republished at every connect), with the NDEATH of the coming session as
+/// its will (see [`EventLoop::set_will`]).
+pub fn sparkplug(settings: &Settings, sp: &SparkplugSettings) -> (Client, EventLoop) {
     let mut o = base(settings, &sp.client_id);
     o.set_clean_session(true);
     o.set_manual_acks(false);
-    o
+    protocol::v311(o)
 }
 
-/// Register `message` as the will for the next connect (Sparkplug NDEATH).
-pub fn set_will(o: &mut MqttOptions, message: &OutMessage) {
-    o.set_last_will(LastWill::new(message.topic.clone(), message.payload.clone(), QoS::AtLeastOnce, false));
+/// Larger than any payload we accept, so an oversized message reaches our
+/// own check (and is rejected and acknowledged) instead of killing the
+/// connection and being redelivered forever by the persistent session.
+fn incoming_limit(settings: &Settings) -> usize {
+    settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
 }
 
 fn base(settings: &Settings, client_id: &str) -> MqttOptions {
     let m = &settings.raw.mqtt;
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
     o.set_keep_alive(settings.keep_alive());
-    // Larger than any payload we accept, so an oversized message reaches our
-    // own check (and is rejected and acknowledged) instead of killing the
-    // connection and being redelivered forever by the persistent session.
-    let incoming = settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD);
-    o.set_max_packet_size(incoming, 1024 * 1024);
+    o.set_max_packet_size(incoming_limit(settings), 1024 * 1024);
     o.set_request_channel_capacity(1024);
-    o.set_inflight(1000);
+    o.set_inflight(OUTGOING_INFLIGHT);
     if let Some(user) = &m.username {
         o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
     }
-    if let Some(tls) = &settings.tls {
-        install_crypto_provider();
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca: tls.ca.clone(),
-            alpn: None,
-            client_auth: tls.client.clone(),
-        }));
+    if let Some(t) = transport(settings) {
+        o.set_transport(t);
     }
     o
+}
+
+fn base5(settings: &Settings, client_id: &str) -> rumqttc::v5::MqttOptions {
+    let m = &settings.raw.mqtt;
+    let mut o = rumqttc::v5::MqttOptions::new(client_id, m.host.clone(), m.port);
+    o.set_keep_alive(settings.keep_alive());
+    // Told to the broker in CONNECT: it does not send us anything larger.
+    o.set_max_packet_size(Some(u32::try_from(incoming_limit(settings)).unwrap_or(u32::MAX)));
+    o.set_request_channel_capacity(1024);
+    o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
+    if let Some(user) = &m.username {
+        o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+    }
+    if let Some(t) = transport(settings) {
+        o.set_transport(t);
+    }
+    o
+}
+
+fn transport(settings: &Settings) -> Option<Transport> {
+    let tls = settings.tls.as_ref()?;
+    install_crypto_provider();
+    Some(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: tls.ca.clone(),
+        alpn: None,
+        client_auth: tls.client.clone(),
+    }))
 }
 
 /// rustls needs a process-wide crypto provider; ring's builds everywhere

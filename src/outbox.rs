@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use metrics::{counter, gauge};
-use rumqttc::{AsyncClient, ClientError, QoS};
+use rumqttc::QoS;
+
+use crate::protocol::{Client, ClientError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -127,7 +129,7 @@ fn remove(store: &Store, seqs: &[u64], durable: bool) {
 type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 
 pub struct Sink {
-    client: AsyncClient,
+    client: Client,
     store: Arc<Store>,
     config: SinkConfig,
     slots: VecDeque<Slot>,
@@ -150,7 +152,7 @@ pub struct Sink {
 
 impl Sink {
     /// A sink holding what the store still has from before.
-    pub fn new(client: AsyncClient, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink {
+    pub fn new(client: Client, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink {
         let mut sink = Sink {
             client,
             store,
@@ -319,7 +321,7 @@ impl Sink {
 
     fn send(&self, p: Pending) -> SendFuture {
         let client = self.client.clone();
-        Box::pin(async move { client.publish_bytes(p.topic, p.qos, p.retain, p.payload).await })
+        Box::pin(async move { client.publish(p.topic, p.qos, p.retain, p.payload).await })
     }
 
     fn online_pending(&self) -> Option<Pending> {
@@ -521,7 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         // Never polled: nothing connects.
-        let (client, _eventloop) = AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 0);
+        let (client, _eventloop) = crate::protocol::v311(rumqttc::MqttOptions::new("t", "127.0.0.1", 1));
         let config = SinkConfig {
             status_topic: "s".into(),
             offline: Vec::new(),

@@ -32,8 +32,19 @@ pub fn line_pipeline() -> PipelineSpec<'static> {
 
 /// Start a daemon with a fresh state directory and wait for its retained `online`.
 pub fn start_online(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> Daemon {
+    start_online_with_env(broker, client_id, pipelines, extra, &[])
+}
+
+/// [`start_online`] with `LINEGUARD__...` overrides in the environment.
+pub fn start_online_with_env(
+    broker: &Broker,
+    client_id: &str,
+    pipelines: &[PipelineSpec],
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Daemon {
     let state = tempfile::tempdir().unwrap().keep();
-    let daemon = Daemon::start(&config(broker.port, client_id, &state, pipelines, extra));
+    let daemon = Daemon::start_with_env(&config(broker.port, client_id, &state, pipelines, extra), env);
     let topic = format!("lineguard/{client_id}/status");
     Subscriber::new(broker.port, &[&topic]).wait_for(&topic, "\"online\"", Duration::from_secs(30));
     daemon

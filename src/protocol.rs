@@ -1,0 +1,222 @@
+//! One MQTT connection, MQTT 5 or 3.1.1, behind the few calls lineguard makes.
+//!
+//! Why MQTT 5 by default: lineguard acknowledges telemetry only once its
+//! effect is committed (see `ack.rs`), so the number of unacknowledged
+//! messages the broker lets through sets its intake. For a 3.1.1 client that
+//! is the broker's own limit (mosquitto's `max_inflight_messages`, 20 by
+//! default: 20 messages per fsync); an MQTT 5 client states its own in
+//! CONNECT (Receive Maximum), which mosquitto, EMQX and HiveMQ honour. 3.1.1
+//! stays available (`mqtt.protocol = "3.1.1"`) for brokers without MQTT 5.
+//!
+//! rumqttc has one client per protocol, with the same shape; this module
+//! maps both onto one set of types so that the connection task and the sink
+//! are written once.
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as p5;
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::{Outgoing, QoS};
+
+use crate::ack::AckId;
+
+/// What the connection task acts on, whatever the protocol.
+#[derive(Debug)]
+pub enum Event {
+    /// A message from the broker. `topic` is `None` when it is not UTF-8
+    /// (MQTT forbids that; a v5 packet carries raw bytes).
+    Publish {
+        topic: Option<String>,
+        payload: Bytes,
+        id: AckId,
+    },
+    ConnAck {
+        session_present: bool,
+    },
+    SubAck,
+    PubAck(u16),
+    /// A publish went out under this packet id.
+    Sent(u16),
+    /// Our DISCONNECT went out.
+    Disconnected,
+    Other,
+}
+
+/// Sending requests to the event loop failed: it is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("the MQTT event loop is gone")]
+pub struct ClientError;
+
+#[derive(Clone)]
+pub enum Client {
+    V5(rumqttc::v5::AsyncClient),
+    V311(rumqttc::AsyncClient),
+}
+
+pub enum EventLoop {
+    V5(Box<rumqttc::v5::EventLoop>),
+    V311(Box<rumqttc::EventLoop>),
+}
+
+fn qos5(q: QoS) -> QoS5 {
+    match q {
+        QoS::AtMostOnce => QoS5::AtMostOnce,
+        QoS::AtLeastOnce => QoS5::AtLeastOnce,
+        QoS::ExactlyOnce => QoS5::ExactlyOnce,
+    }
+}
+
+fn qos4(q: QoS5) -> QoS {
+    match q {
+        QoS5::AtMostOnce => QoS::AtMostOnce,
+        QoS5::AtLeastOnce => QoS::AtLeastOnce,
+        QoS5::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// A client and its event loop; zero capacity (see `daemon.rs`).
+pub fn v5(options: rumqttc::v5::MqttOptions) -> (Client, EventLoop) {
+    let (c, l) = rumqttc::v5::AsyncClient::new(options, 0);
+    (Client::V5(c), EventLoop::V5(Box::new(l)))
+}
+
+pub fn v311(options: rumqttc::MqttOptions) -> (Client, EventLoop) {
+    let (c, l) = rumqttc::AsyncClient::new(options, 0);
+    (Client::V311(c), EventLoop::V311(Box::new(l)))
+}
+
+impl Client {
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Bytes,
+    ) -> Result<(), ClientError> {
+        match self {
+            Client::V5(c) => {
+                c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| ClientError)
+            }
+            Client::V311(c) => c.publish_bytes(topic, qos, retain, payload).await.map_err(|_| ClientError),
+        }
+    }
+
+    pub async fn subscribe(&self, filter: String, qos: QoS) -> Result<(), ClientError> {
+        match self {
+            Client::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|_| ClientError),
+            Client::V311(c) => c.subscribe(filter, qos).await.map_err(|_| ClientError),
+        }
+    }
+
+    /// PUBACK for a message received under manual acknowledgement.
+    pub async fn ack(&self, id: AckId) -> Result<(), ClientError> {
+        match self {
+            Client::V5(c) => {
+                let mut p = p5::Publish::new("", qos5(id.qos), Vec::new(), None);
+                p.pkid = id.pkid;
+                c.ack(&p).await.map_err(|_| ClientError)
+            }
+            Client::V311(c) => {
+                let mut p = rumqttc::Publish::new("", id.qos, Vec::new());
+                p.pkid = id.pkid;
+                c.ack(&p).await.map_err(|_| ClientError)
+            }
+        }
+    }
+
+    pub async fn disconnect(&self) -> Result<(), ClientError> {
+        match self {
+            Client::V5(c) => c.disconnect().await.map_err(|_| ClientError),
+            Client::V311(c) => c.disconnect().await.map_err(|_| ClientError),
+        }
+    }
+}
+
+impl EventLoop {
+    /// The next event; an error means the connection is down (the next
+    /// call connects again, at once: the caller paces it).
+    pub async fn poll(&mut self) -> Result<Event, String> {
+        match self {
+            EventLoop::V5(l) => {
+                use rumqttc::v5::Event as E;
+                Ok(match l.poll().await.map_err(|e| e.to_string())? {
+                    E::Incoming(p5::Packet::Publish(p)) => Event::Publish {
+                        topic: String::from_utf8(p.topic.to_vec()).ok(),
+                        id: AckId { pkid: p.pkid, qos: qos4(p.qos) },
+                        payload: p.payload,
+                    },
+                    E::Incoming(p5::Packet::ConnAck(a)) => {
+                        Event::ConnAck { session_present: a.session_present }
+                    }
+                    E::Incoming(p5::Packet::SubAck(_)) => Event::SubAck,
+                    E::Incoming(p5::Packet::PubAck(a)) => Event::PubAck(a.pkid),
+                    E::Outgoing(o) => outgoing(o),
+                    E::Incoming(_) => Event::Other,
+                })
+            }
+            EventLoop::V311(l) => {
+                use rumqttc::{Event as E, Packet as P};
+                Ok(match l.poll().await.map_err(|e| e.to_string())? {
+                    E::Incoming(P::Publish(p)) => Event::Publish {
+                        topic: Some(p.topic),
+                        id: AckId { pkid: p.pkid, qos: p.qos },
+                        payload: p.payload,
+                    },
+                    E::Incoming(P::ConnAck(a)) => Event::ConnAck { session_present: a.session_present },
+                    E::Incoming(P::SubAck(_)) => Event::SubAck,
+                    E::Incoming(P::PubAck(a)) => Event::PubAck(a.pkid),
+                    E::Outgoing(o) => outgoing(o),
+                    E::Incoming(_) => Event::Other,
+                })
+            }
+        }
+    }
+
+    /// Forget rumqttc's replay of the last connection (at a ConnAck): the
+    /// outbox resends what was not acknowledged, and the broker redelivers
+    /// telemetry we had not acknowledged.
+    pub fn forget_replay(&mut self) {
+        match self {
+            EventLoop::V5(l) => {
+                l.pending.clear();
+                l.state.collision = None;
+                l.state.events.clear();
+            }
+            EventLoop::V311(l) => {
+                l.pending.clear();
+                l.state.collision = None;
+                l.state.events.clear();
+            }
+        }
+    }
+
+    /// Drop the connection without DISCONNECT (the broker publishes our will).
+    pub fn drop_connection(&mut self) {
+        match self {
+            EventLoop::V5(l) => l.clean(),
+            EventLoop::V311(l) => {
+                l.network = None;
+                l.clean();
+            }
+        }
+    }
+
+    /// The will for the next connect (QoS 1, not retained).
+    pub fn set_will(&mut self, topic: &str, payload: &[u8]) {
+        match self {
+            EventLoop::V5(l) => {
+                l.options.set_last_will(p5::LastWill::new(topic, payload, QoS5::AtLeastOnce, false, None));
+            }
+            EventLoop::V311(l) => {
+                l.mqtt_options.set_last_will(rumqttc::LastWill::new(topic, payload, QoS::AtLeastOnce, false));
+            }
+        }
+    }
+}
+
+fn outgoing(o: Outgoing) -> Event {
+    match o {
+        Outgoing::Publish(pkid) => Event::Sent(pkid),
+        Outgoing::Disconnect => Event::Disconnected,
+        _ => Event::Other,
+    }
+}
