@@ -97,7 +97,7 @@ pub struct MqttConfig {
     /// TLS to the broker (rustls). Absent: plain TCP.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// MQTT version of the telemetry connection: "5" (default) or "3.1.1".
+    /// MQTT version of the telemetry connection: "3.1.1" (default) or "5".
     #[serde(default)]
     pub protocol: Protocol,
     /// MQTT 5: telemetry messages the broker may send before our
@@ -107,13 +107,37 @@ pub struct MqttConfig {
     pub receive_maximum: u16,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum Protocol {
-    #[default]
     #[serde(rename = "5")]
     V5,
+    #[default]
     #[serde(rename = "3.1.1")]
     V311,
+}
+
+/// `"5"` or `"3.1.1"`; also a bare `5`, as TOML allows and as the
+/// environment gives it (`LINEGUARD__MQTT__PROTOCOL=5` reads as a number).
+impl<'de> Deserialize<'de> for Protocol {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        match text.as_str() {
+            "5" => Ok(Protocol::V5),
+            "3.1.1" => Ok(Protocol::V311),
+            _ => Err(serde::de::Error::custom(format!(
+                "MQTT version `{text}` is not one lineguard speaks: \"5\" or \"3.1.1\""
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -790,11 +814,15 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
     }
 
     #[test]
-    fn mqtt_protocol_defaults_to_5_and_3_1_1_is_chosen_by_name() {
+    fn mqtt_protocol_defaults_to_3_1_1_and_5_is_chosen_by_name() {
         let s = load_text(MINIMAL, &[]).unwrap();
-        assert_eq!((s.raw.mqtt.protocol, s.raw.mqtt.receive_maximum), (Protocol::V5, 1000));
+        assert_eq!((s.raw.mqtt.protocol, s.raw.mqtt.receive_maximum), (Protocol::V311, 1000));
         let s = load_text(MINIMAL, &[("LINEGUARD__MQTT__PROTOCOL", "3.1.1")]).unwrap();
         assert_eq!(s.raw.mqtt.protocol, Protocol::V311);
+        let s = load_text(MINIMAL, &[("LINEGUARD__MQTT__PROTOCOL", "5")]).unwrap();
+        assert_eq!(s.raw.mqtt.protocol, Protocol::V5, "the environment's 5 reads as a number");
+        let s = load_text(&MINIMAL.replace("port = 1883", "port = 1883\nprotocol = 5"), &[]).unwrap();
+        assert_eq!(s.raw.mqtt.protocol, Protocol::V5);
         let text = MINIMAL.replace("port = 1883", "port = 1883\nprotocol = \"5\"\nreceive_maximum = 200");
         let s = load_text(&text, &[]).unwrap();
         assert_eq!((s.raw.mqtt.protocol, s.raw.mqtt.receive_maximum), (Protocol::V5, 200));

@@ -93,7 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 host = "127.0.0.1"
 port = {port}
 client_id = "lineguard-demo"
-protocol = "3.1.1" # the embedded broker's listener; its rates need no more than 3.1.1's flow control
+protocol = "3.1.1" # what the embedded broker (rumqttd) listens for here
 [state]
 dir = "{state}"
 [http]
