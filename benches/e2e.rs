@@ -347,6 +347,7 @@ fn main() {
     let first = first + (broker_rate / 2.0 * 3.0) as usize / devices + 1;
     std::thread::sleep(Duration::from_secs(2)); // let the overloaded run's backlog clear
     let mut lg_lat_half = paced_latency(&mut p, &sub, lg_rate / 2.0, 3.0, devices, first, true);
+    print_histograms(&daemon);
     let rss_1k = support::daemon::peak_rss_mib(daemon.pid());
     drop((sub, p, daemon, broker));
     let relay = relay_rate(devices);

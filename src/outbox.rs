@@ -120,9 +120,27 @@ struct Slot {
     acked: bool,
 }
 
+/// Rows per delete transaction. redb has one writer: a pipeline's committer
+/// waits behind a delete, and its worker stops scoring once the committer's
+/// queue is full. After a burst the backlog of acknowledged scores runs to
+/// tens of thousands, so it is deleted in short transactions with a pause
+/// between them, in which a waiting commit gets the writer.
+const DELETE_CHUNK: usize = 512;
+const DELETE_PAUSE: Duration = Duration::from_micros(200);
+
 fn remove(store: &Store, seqs: &[u64], durable: bool) {
-    if let Err(e) = store.remove(seqs, durable) {
-        warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
+    let chunks = seqs.len().div_ceil(DELETE_CHUNK).max(1);
+    for i in 0..chunks {
+        let chunk = &seqs[(i * DELETE_CHUNK).min(seqs.len())..((i + 1) * DELETE_CHUNK).min(seqs.len())];
+        let last = i + 1 == chunks;
+        // Only the last is made durable: redb's durable commit covers the earlier ones.
+        if let Err(e) = store.remove(chunk, durable && last) {
+            warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
+            return;
+        }
+        if !last {
+            std::thread::sleep(DELETE_PAUSE);
+        }
     }
 }
 
@@ -596,6 +614,24 @@ mod tests {
     /// An acknowledged score is deleted only once its commit is done: the
     /// commit would otherwise write it back, to be published again at the
     /// next start.
+    #[test]
+    fn a_backlog_is_deleted_in_chunks_all_of_it() {
+        let (s, _d) = sink(1 << 30, Duration::from_secs(3600));
+        let n = 2 * DELETE_CHUNK + 7;
+        let new = crate::store::NewEntry {
+            created_ms: 1,
+            topic: "t".into(),
+            payload: b"{}".to_vec(),
+            retain: false,
+            sparkplug: false,
+        };
+        let (reserved, seqs) = s.store.reserve(vec![new; n], |e| e.iter().map(|e| e.seq).collect::<Vec<_>>());
+        s.store.commit("p", &[crate::store::Part { scores: reserved, ..Default::default() }]).unwrap();
+        remove(&s.store, &seqs[..n - 1], true);
+        let left: Vec<u64> = s.store.outbox().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, [seqs[n - 1]], "every chunk deleted, the rest kept");
+    }
+
     #[test]
     fn acknowledged_scores_are_deleted_after_their_commit() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
