@@ -339,7 +339,6 @@ fn default_state_dir() -> PathBuf {
 fn default_receive_maximum() -> u16 {
     1000
 }
-
 fn default_commit_interval() -> u64 {
     1
 }

@@ -34,14 +34,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use metrics::{counter, gauge};
 use rumqttc::QoS;
-
-use crate::protocol::{Client, ClientError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::protocol::{Client, ClientError};
 use crate::sparkplug::node::{Command, EdgeNode, Record};
 use crate::store::{Entry, Store};
 
@@ -129,10 +128,10 @@ const DELETE_CHUNK: usize = 512;
 const DELETE_PAUSE: Duration = Duration::from_micros(200);
 
 fn remove(store: &Store, seqs: &[u64], durable: bool) {
-    let chunks = seqs.len().div_ceil(DELETE_CHUNK).max(1);
-    for i in 0..chunks {
-        let chunk = &seqs[(i * DELETE_CHUNK).min(seqs.len())..((i + 1) * DELETE_CHUNK).min(seqs.len())];
-        let last = i + 1 == chunks;
+    // Nothing to delete still makes one (durable) transaction when asked to.
+    let chunks: Vec<&[u64]> = if seqs.is_empty() { vec![seqs] } else { seqs.chunks(DELETE_CHUNK).collect() };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
         // Only the last is made durable: redb's durable commit covers the earlier ones.
         if let Err(e) = store.remove(chunk, durable && last) {
             warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
@@ -611,9 +610,8 @@ mod tests {
         s.acked(99); // unknown or dropped: ignored
     }
 
-    /// An acknowledged score is deleted only once its commit is done: the
-    /// commit would otherwise write it back, to be published again at the
-    /// next start.
+    /// A backlog larger than a chunk is deleted in several transactions,
+    /// every row of it, and nothing else.
     #[test]
     fn a_backlog_is_deleted_in_chunks_all_of_it() {
         let (s, _d) = sink(1 << 30, Duration::from_secs(3600));
@@ -632,6 +630,9 @@ mod tests {
         assert_eq!(left, [seqs[n - 1]], "every chunk deleted, the rest kept");
     }
 
+    /// An acknowledged score is deleted only once its commit is done: the
+    /// commit would otherwise write it back, to be published again at the
+    /// next start.
     #[test]
     fn acknowledged_scores_are_deleted_after_their_commit() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
