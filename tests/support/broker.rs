@@ -80,7 +80,8 @@ impl Broker {
     }
 
     /// mosquitto as installed: its default per-client limits apply (at most 20
-    /// unacknowledged QoS 1 messages in flight, 1000 queued, the rest dropped).
+    /// unacknowledged QoS 1 messages in flight to an MQTT 3.1.1 client, an
+    /// MQTT 5 client setting its own; 1000 queued, the rest dropped).
     pub fn mosquitto_stock() -> Broker {
         let mut b = Broker {
             port: free_port().expect("free port"),
