@@ -439,6 +439,11 @@ impl Settings {
         Duration::from_secs(self.raw.mqtt.keep_alive_secs)
     }
 
+    /// The score publisher's own connection (see `mqtt::publisher`).
+    pub fn publisher_client_id(&self) -> String {
+        publisher_client_id(&self.raw.mqtt.client_id)
+    }
+
     /// Retained `online`/`offline` status topic.
     pub fn status_topic(&self) -> String {
         format!("lineguard/{}/status", self.raw.mqtt.client_id)
@@ -726,11 +731,14 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
                 "client_id",
                 &sp.client_id.clone().unwrap_or_else(|| format!("{}-sparkplug", m.client_id)),
             )?;
-            if client_id == m.client_id {
+            if client_id == m.client_id || client_id == publisher_client_id(&m.client_id) {
                 return Err(invalid(
                     "sparkplug.client_id".into(),
-                    "must differ from mqtt.client_id (the broker would drop one of the two connections)"
-                        .into(),
+                    format!(
+                        "must differ from mqtt.client_id and from the score publisher's `{}` (the broker \
+                         would drop one of the two connections)",
+                        publisher_client_id(&m.client_id)
+                    ),
                 ));
             }
             Some(SparkplugSettings { node, client_id })
@@ -756,6 +764,11 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         }
     }
     Ok(Settings { path: path.to_path_buf(), raw, password, tls, pipelines, sparkplug })
+}
+
+/// `{mqtt.client_id}-scores`: the client id of the connection scores go out on.
+fn publisher_client_id(client_id: &str) -> String {
+    format!("{client_id}-scores")
 }
 
 #[cfg(test)]
@@ -860,6 +873,10 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let sp = s.sparkplug.as_ref().unwrap();
         assert_eq!(sp.node.edge_node_id, "lineguard-gw01", "defaults to the client id");
         assert_eq!(sp.client_id, "lineguard-gw01-sparkplug");
+        assert_eq!(s.publisher_client_id(), "lineguard-gw01-scores");
+        let clash = with_node
+            .replace("group_id = \"plant\"", "group_id = \"plant\"\nclient_id = \"lineguard-gw01-scores\"");
+        assert!(load_text(&clash, &[]).unwrap_err().to_string().contains("sparkplug.client_id"));
         assert_eq!(
             s.pipelines[0].output_display(Some(&sp.node)),
             "spBv1.0/plant/DDATA/lineguard-gw01/{line}.{machine}"

@@ -2,18 +2,26 @@
 //!
 //! ```text
 //!            ┌──────────── acks (after commit) ◀──────────────────────────┐
-//!  broker ─▶ connection task ─▶ route by topic ─▶ pipeline workers ─▶ committers ─▶ store
-//!    ▲         │   (rumqttc poll)   bounded          decode/window/infer   (group commit)
-//!    │         └─ Sent/Acked/Up ─▶ sink ◀── scores (numbered, before commit) ┘
-//!    └──────────── QoS 1 publish ──┘  (outbox: publish; delete on PUBACK once committed)
+//!  broker ─▶ telemetry connection ─▶ route by topic ─▶ pipeline workers ─▶ committers ─▶ store
+//!    ▲   ▲     │   (rumqttc poll)   bounded          decode/window/infer   (group commit)
+//!    │   │     └─ Intake ─▶ sink ◀── scores (numbered, before commit) ┘
+//!    │   └ publisher connection ─┘▲ Sent/Acked/Up (outbox: publish; delete on PUBACK once committed)
+//!    └──────── QoS 1 publish ─────┘
 //! ```
+//!
+//! Two connections to the broker: the telemetry one takes intake and sends
+//! our PUBACKs, the publisher one (`mqtt::publisher`) carries scores and
+//! status. On one connection the PUBACKs queued behind score publishes in
+//! rumqttc, and a broker that lets only a few unacknowledged messages
+//! through (stock mosquitto: 20) then slowed intake to the pace of score
+//! acknowledgements.
 //!
 //! Every request reaches rumqttc through a zero-capacity channel, so a send
 //! that returned has been taken by the event loop; the connection task clears
 //! rumqttc's retransmission state at each ConnAck and holds the loop until the
 //! sink has reset too. That keeps the sink's view of what is in flight exact.
 //!
-//! With Sparkplug B output, the Edge Node has a second connection and a
+//! With Sparkplug B output, the Edge Node has a third connection and a
 //! second sink (its will is the NDEATH; see `sparkplug/mod.rs`): Sparkplug
 //! records go to that sink, everything else to the first.
 //!
@@ -123,6 +131,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 
     // Zero capacity: see the module comment.
     let (client, eventloop) = mqtt::connect(&settings);
+    let (pub_client, pub_eventloop) = mqtt::publisher(&settings);
 
     let (entries_tx, entries_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::channel(1024);
@@ -161,13 +170,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     }
     drop(outputs);
 
-    // Acker: PUBACKs for telemetry whose effect is committed.
+    // Acker: PUBACKs for telemetry whose effect is committed. At the stop
+    // it sends what the committers left and then DISCONNECT, in that order
+    // on the one connection.
     let ack_client = client.clone();
-    tokio::spawn(async move {
-        while let Some(id) = ack_rx.recv().await {
-            if ack_client.ack(id).await.is_err() {
-                break;
+    let acks_done = CancellationToken::new();
+    let acker = tokio::spawn({
+        let done = acks_done.clone();
+        async move {
+            loop {
+                let id = tokio::select! {
+                    biased;
+                    id = ack_rx.recv() => id,
+                    _ = done.cancelled() => break,
+                };
+                match id {
+                    Some(id) if ack_client.ack(id).await.is_ok() => {}
+                    _ => return,
+                }
             }
+            while let Ok(id) = ack_rx.try_recv() {
+                if ack_client.ack(id).await.is_err() {
+                    return;
+                }
+            }
+            let _ = ack_client.disconnect().await;
         }
     });
 
@@ -180,7 +207,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         max_age: Duration::from_secs(st.outbox_max_age_secs),
         drain_timeout: Duration::from_secs(st.drain_timeout_secs),
     };
-    let sink = Sink::new(client.clone(), store.clone(), sink_config.clone(), backlog);
+    let sink = Sink::new(pub_client.clone(), store.clone(), sink_config.clone(), backlog);
     let _ = control_tx.send(Control::Online(board.online_payload())).await;
     let drain = CancellationToken::new();
     let sink = tokio::spawn(sink.run(entries_rx, control_rx, link_rx, drain.clone()));
@@ -204,15 +231,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     filters.dedup();
     let intake = CancellationToken::new();
     let (attempted_tx, attempted_rx) = oneshot::channel();
+    let publisher = tokio::spawn(connection_loop(
+        pub_eventloop,
+        pub_client,
+        Vec::new(),
+        Connection {
+            health: Some((health.clone(), Role::Publisher)),
+            ..Connection::new(&settings, Vec::new(), link_tx.clone(), ConnectionEvents::publisher())
+        },
+        CancellationToken::new(),
+    ));
     let conn = tokio::spawn(connection_loop(
         eventloop,
         client.clone(),
         routes,
         Connection {
             acks: Some(ack_tx),
-            health: Some(health.clone()),
+            health: Some((health.clone(), Role::Telemetry)),
             attempted: Some(attempted_tx),
-            ..Connection::new(&settings, filters, link_tx, ConnectionEvents::telemetry())
+            ..Connection::new(&settings, filters, intake_link(link_tx), ConnectionEvents::telemetry())
         },
         intake.clone(),
     ));
@@ -240,6 +277,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     if tokio::time::timeout(limit, sink).await.is_err() {
         warn!("stop: the sink did not finish in time");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    acks_done.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), acker).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
     if let Some((sink, conn)) = node {
         if tokio::time::timeout(limit, sink).await.is_err() {
@@ -250,6 +290,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     services_stop.cancel();
     info!("stopped");
     Ok(())
+}
+
+/// The sink hears from the telemetry connection only whether its
+/// subscriptions are in place (`Link::Intake`); the rest of that
+/// connection's news (`Up`, publishes written and acknowledged) is about a
+/// connection the sink does not publish on.
+fn intake_link(sink: mpsc::UnboundedSender<Link>) -> mpsc::UnboundedSender<Link> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(l) = rx.recv().await {
+            let told = match l {
+                Link::Up { ready } => {
+                    let _ = ready.send(());
+                    continue;
+                }
+                Link::Subscribed => sink.send(Link::Intake(true)),
+                Link::Down => sink.send(Link::Intake(false)),
+                _ => continue,
+            };
+            if told.is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 type Task = tokio::task::JoinHandle<()>;
@@ -308,6 +373,13 @@ fn start_node(
     Ok((sink, conn))
 }
 
+/// Which of the daemon's two connections a health flag is about.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Telemetry,
+    Publisher,
+}
+
 struct Connection {
     filters: Vec<String>,
     host: String,
@@ -316,7 +388,7 @@ struct Connection {
     link: mpsc::UnboundedSender<Link>,
     /// Manual acknowledgements (the telemetry connection).
     acks: Option<mpsc::UnboundedSender<AckId>>,
-    health: Option<Arc<Health>>,
+    health: Option<(Arc<Health>, Role)>,
     /// Told once, after the first connection attempt.
     attempted: Option<oneshot::Sender<()>>,
     events: ConnectionEvents,
@@ -361,10 +433,16 @@ impl Connection {
         }
     }
 
-    fn down(&mut self) {
-        if let Some(h) = &self.health {
-            h.set_connected(false);
+    fn set_health(&self, up: bool) {
+        match &self.health {
+            Some((h, Role::Telemetry)) => h.set_connected(up),
+            Some((h, Role::Publisher)) => h.set_publishing(up),
+            None => {}
         }
+    }
+
+    fn down(&mut self) {
+        self.set_health(false);
         if let Some(t) = self.attempted.take() {
             let _ = t.send(());
         }
@@ -448,9 +526,7 @@ async fn connection_loop(
             Ok(Event::ConnAck { session_present }) => {
                 eventloop.forget_replay();
                 c.backoff.reset();
-                if let Some(h) = &c.health {
-                    h.set_connected(true);
-                }
+                c.set_health(true);
                 if let Some(t) = c.attempted.take() {
                     let _ = t.send(());
                 }

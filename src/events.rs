@@ -131,7 +131,8 @@ impl PipelineEvents {
 /// Events of the broker connection.
 #[derive(Debug)]
 pub struct ConnectionEvents {
-    /// `telemetry` (the main connection) or `sparkplug` (the Edge Node's).
+    /// `telemetry` (intake), `publisher` (scores and status) or `sparkplug`
+    /// (the Edge Node's).
     name: &'static str,
     connected: Gauge,
     reconnects: Counter,
@@ -142,6 +143,10 @@ pub struct ConnectionEvents {
 impl ConnectionEvents {
     pub fn telemetry() -> Self {
         Self::new("telemetry", "lineguard_broker_connected", "lineguard_broker_reconnects_total")
+    }
+
+    pub fn publisher() -> Self {
+        Self::new("publisher", "lineguard_publisher_connected", "lineguard_publisher_reconnects_total")
     }
 
     pub fn sparkplug() -> Self {

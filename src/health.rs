@@ -7,7 +7,10 @@ use std::sync::Arc;
 /// Shared between the connection task, the pipeline workers and the reporters.
 #[derive(Debug)]
 pub struct Health {
+    /// The telemetry connection.
     connected: AtomicBool,
+    /// The score publisher's connection.
+    publishing: AtomicBool,
     /// Per pipeline: the last time its loop went round (epoch ms).
     beats: Vec<AtomicI64>,
     names: Vec<String>,
@@ -20,6 +23,7 @@ impl Health {
         let now = crate::daemon::now_ms();
         Arc::new(Health {
             connected: AtomicBool::new(false),
+            publishing: AtomicBool::new(false),
             beats: pipelines.iter().map(|_| AtomicI64::new(now)).collect(),
             names: pipelines.to_vec(),
             messages: AtomicU64::new(0),
@@ -31,8 +35,13 @@ impl Health {
         self.connected.store(up, Ordering::Relaxed);
     }
 
+    pub fn set_publishing(&self, up: bool) {
+        self.publishing.store(up, Ordering::Relaxed);
+    }
+
+    /// Both connections are up: telemetry comes in and scores go out.
     pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.connected.load(Ordering::Relaxed) && self.publishing.load(Ordering::Relaxed)
     }
 
     /// A pipeline loop went round.
@@ -64,8 +73,11 @@ impl Health {
     /// `Ok` when healthy, else why not.
     pub fn check(&self) -> Result<(), String> {
         let mut why = Vec::new();
-        if !self.connected() {
+        if !self.connected.load(Ordering::Relaxed) {
             why.push("broker not connected".to_string());
+        }
+        if !self.publishing.load(Ordering::Relaxed) {
+            why.push("score publisher not connected".to_string());
         }
         let stalled = self.stalled(STALL_MS);
         if !stalled.is_empty() {
@@ -90,6 +102,7 @@ mod tests {
     fn a_pipeline_that_stops_beating_is_stalled_and_unhealthy() {
         let h = Health::new(&["a".into(), "b".into()]);
         h.set_connected(true);
+        h.set_publishing(true);
         assert!(h.check().is_ok());
         h.beats[1].store(crate::daemon::now_ms() - 60_000, Ordering::Relaxed);
         assert_eq!(h.stalled(STALL_MS), ["b"]);
@@ -97,5 +110,16 @@ mod tests {
         h.beat(1);
         h.set_connected(false);
         assert_eq!(h.check().unwrap_err(), "broker not connected");
+    }
+
+    #[test]
+    fn scores_that_cannot_go_out_are_unhealthy() {
+        let h = Health::new(&["a".into()]);
+        h.set_connected(true);
+        assert!(!h.connected());
+        assert_eq!(h.check().unwrap_err(), "score publisher not connected");
+        h.set_publishing(true);
+        assert!(h.connected());
+        assert!(h.check().is_ok());
     }
 }

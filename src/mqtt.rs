@@ -22,7 +22,8 @@ const OUTGOING_INFLIGHT: u16 = 1000;
 
 /// The telemetry connection: a persistent session, manual acknowledgements
 /// (telemetry is acknowledged only after its effect is committed, see
-/// ack.rs), and `offline` as the retained will on the status topic.
+/// ack.rs), and `offline` as the retained will on the status topic. It
+/// publishes nothing: scores go out on [`publisher`]'s connection.
 pub fn connect(settings: &Settings) -> (Client, EventLoop) {
     let m = &settings.raw.mqtt;
     let will = (settings.status_topic(), status::offline(&m.client_id));
@@ -47,6 +48,37 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
             protocol::v311(o)
         }
     }
+}
+
+/// The score publisher's connection, beside the telemetry one: the sink
+/// publishes scores, status and dead letters here, so the telemetry
+/// connection carries nothing but intake and our PUBACKs for it.
+///
+/// Why a second connection: rumqttc takes requests in order and takes none
+/// while its outgoing window is full, so on one connection our telemetry
+/// PUBACKs queued behind score publishes waiting for the broker. Behind a
+/// stock mosquitto (20 messages in flight to a client, 1000 queued) the
+/// broker then dropped a third of a 40k burst (13k lost); with the PUBACKs
+/// on their own connection, under 1k (BENCHMARKS.md, session 7).
+///
+/// Always MQTT 3.1.1: an MQTT 5 broker states a Receive Maximum of its own
+/// (mosquitto: `max_inflight_messages`, 20) that would cap score publishes
+/// in flight; over 3.1.1 the cap is ours ([`OUTGOING_INFLIGHT`]). A clean
+/// session: the sink republishes every unacknowledged score from the outbox
+/// at each connect, so there is nothing for the broker to keep. Its will is
+/// `offline`, like the telemetry connection's: either one lost says the
+/// daemon is not doing its job.
+pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
+    let m = &settings.raw.mqtt;
+    let mut o = base(settings, &settings.publisher_client_id());
+    o.set_clean_session(true);
+    o.set_last_will(LastWill::new(
+        settings.status_topic(),
+        status::offline(&m.client_id),
+        QoS::AtLeastOnce,
+        true,
+    ));
+    protocol::v311(o)
 }
 
 /// The Sparkplug Edge Node's connection: MQTT 3.1.1, which every Sparkplug

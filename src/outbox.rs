@@ -6,6 +6,9 @@
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages
 //! go through here too, so every `Sent` event maps to exactly one publish.
+//! It publishes on a connection of its own (`mqtt::publisher`); of the
+//! telemetry connection it hears only whether the subscriptions are in
+//! place (`Intake`), since `online` waits for both.
 //!
 //! Reconnects: rumqttc's own retransmission state is cleared by the
 //! connection task at every ConnAck, and before polling again it waits for
@@ -51,8 +54,13 @@ pub enum Link {
     Up {
         ready: oneshot::Sender<()>,
     },
-    /// The subscriptions are acknowledged: time to say `online`.
+    /// This connection's subscriptions are acknowledged (the Sparkplug
+    /// node: time for births).
     Subscribed,
+    /// From the telemetry connection, which is not the sink's own: its
+    /// subscriptions are in place (`true`: time to say `online`) or it is
+    /// down (`false`).
+    Intake(bool),
     Down,
     /// The event loop wrote a publish with this packet id.
     Sent(u16),
@@ -164,6 +172,9 @@ pub struct Sink {
     /// connection's intake and publishing) must not wait with it.
     deleting: Option<tokio::task::JoinHandle<()>>,
     up: bool,
+    /// The telemetry connection's subscriptions are in place: `online` is
+    /// said only while both that and the sink's own connection are up.
+    intake: bool,
     node: Option<NodeLink>,
 }
 
@@ -184,6 +195,7 @@ impl Sink {
             to_delete: Vec::new(),
             deleting: None,
             up: false,
+            intake: false,
             node: None,
         };
         if !backlog.is_empty() {
@@ -341,6 +353,19 @@ impl Sink {
         Box::pin(async move { client.publish(p.topic, p.qos, p.retain, p.payload).await })
     }
 
+    /// Queue `online` ahead of everything, if there is one to say and both
+    /// connections are up (an earlier one still queued goes: one is enough).
+    fn say_online(&mut self) {
+        if !(self.up && self.intake) {
+            return;
+        }
+        if let Some(p) = self.online_pending() {
+            let topic = &self.config.status_topic;
+            self.control.retain(|c| !(c.retain && c.topic == *topic));
+            self.control.push_front(p);
+        }
+    }
+
     fn online_pending(&self) -> Option<Pending> {
         self.online.as_ref().map(|o| Pending {
             topic: self.config.status_topic.clone(),
@@ -439,13 +464,14 @@ impl Sink {
                             n.node.session_started();
                         }
                         self.up = true;
+                        // Our will may have said `offline` since.
+                        self.say_online();
                         let _ = ready.send(());
                     }
-                    Some(Link::Subscribed) => {
-                        if let Some(p) = self.online_pending() {
-                            self.control.push_front(p);
-                        }
-                        self.births();
+                    Some(Link::Subscribed) => self.births(),
+                    Some(Link::Intake(subscribed)) => {
+                        self.intake = subscribed;
+                        self.say_online();
                     }
                     Some(Link::Incoming { topic, payload }) => self.command(&topic, &payload),
                     Some(Link::Down) => self.up = false,
@@ -476,11 +502,7 @@ impl Sink {
                 c = control.recv(), if control_open => match c {
                     Some(Control::Online(payload)) => {
                         self.online = Some(payload);
-                        if self.up {
-                            if let Some(p) = self.online_pending() {
-                                self.control.push_front(p);
-                            }
-                        }
+                        self.say_online();
                     }
                     Some(Control::DeadLetter { topic, payload }) => {
                         if self.control.len() < 1000 {

@@ -6,14 +6,14 @@
 //! is the broker's own limit (mosquitto's `max_inflight_messages`, 20 by
 //! default: 20 messages per fsync); an MQTT 5 client states its own in
 //! CONNECT (Receive Maximum), which mosquitto, EMQX and HiveMQ honour.
-//! Why 3.1.1 stays the default: the limit moves rather than goes. mosquitto
-//! answers an MQTT 5 CONNECT with its own Receive Maximum (its
-//! `max_inflight_messages`, 20), which caps our score publishes in flight;
-//! while 20 are out rumqttc takes no request at all, our PUBACKs for
-//! telemetry included, so intake waits on the broker's acknowledgements of
-//! scores. A 40k burst through stock mosquitto scored 7.8-9.0k/s over 5
-//! against 12.2-13.8k/s over 3.1.1 (BENCHMARKS.md); and every broker speaks
-//! 3.1.1.
+//! Only the telemetry connection speaks it: mosquitto answers an MQTT 5
+//! CONNECT with its own Receive Maximum (its `max_inflight_messages`, 20),
+//! which would cap score publishes in flight, so scores go out over 3.1.1 on
+//! a connection of their own (`mqtt::publisher`). Until they did (session
+//! 6), rumqttc took no request while 20 were out, our PUBACKs for telemetry
+//! included, and a 40k burst through stock mosquitto scored 7.8-9.0k/s over
+//! 5 against 12.2-13.8k/s over 3.1.1. 3.1.1 stays the default: every broker
+//! speaks it.
 //!
 //! rumqttc has one client per protocol, with the same shape; this module
 //! maps both onto one set of types so that the connection task and the sink

@@ -227,3 +227,28 @@ fn status_is_retained_online_then_offline_on_kill_and_on_sigterm() {
     assert!(status.success(), "exit status {status:?}; log:\n{}", daemon.log());
     sub.wait_for(topic, "\"offline\"", Duration::from_secs(10));
 }
+
+/// Scores and status go out on a connection of their own,
+/// `{client_id}-scores`. Another client taking that id drops it, and the
+/// broker publishes its will, `offline`; once the intruder is gone lineguard
+/// reconnects it, says `online` again, and every window is scored once (the
+/// telemetry connection, and its session, were not touched).
+#[test]
+fn a_lost_score_connection_comes_back_online_and_scores() {
+    let broker = Broker::start();
+    let (daemon, sub) =
+        start(&broker, "lg-split", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
+    let status = "lineguard/lg-split/status";
+    let intruder = Subscriber::persistent(broker.port, &["nothing/here"], "lg-split-scores");
+    sub.wait_for(status, "\"offline\"", Duration::from_secs(10));
+    drop(intruder);
+    sub.wait_for(status, "\"online\"", Duration::from_secs(30));
+    let golden = Golden::load(LINE_GOLDEN);
+    publish_interleaved(&mut Publisher::new(broker.port), &golden);
+    expect_exactly(&sub, &golden.expected(&card_scores(LINE_CARD), 1));
+    assert!(
+        daemon.log().contains("connection=\"publisher\""),
+        "the score connection's events are logged as its own:\n{}",
+        daemon.log()
+    );
+}
