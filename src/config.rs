@@ -731,13 +731,13 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
                 "client_id",
                 &sp.client_id.clone().unwrap_or_else(|| format!("{}-sparkplug", m.client_id)),
             )?;
-            if client_id == m.client_id || client_id == publisher_client_id(&m.client_id) {
+            let scores_id = publisher_client_id(&m.client_id);
+            if client_id == m.client_id || client_id == scores_id {
                 return Err(invalid(
                     "sparkplug.client_id".into(),
                     format!(
-                        "must differ from mqtt.client_id and from the score publisher's `{}` (the broker \
-                         would drop one of the two connections)",
-                        publisher_client_id(&m.client_id)
+                        "must differ from mqtt.client_id and from the score publisher's `{scores_id}` (the \
+                         broker would drop one of the two connections)"
                     ),
                 ));
             }

@@ -26,7 +26,7 @@ const OUTGOING_INFLIGHT: u16 = 1000;
 /// publishes nothing: scores go out on [`publisher`]'s connection.
 pub fn connect(settings: &Settings) -> (Client, EventLoop) {
     let m = &settings.raw.mqtt;
-    let will = (settings.status_topic(), status::offline(&m.client_id));
+    let will = offline_will(settings);
     match m.protocol {
         Protocol::V5 => {
             use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
@@ -69,16 +69,16 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
 /// `offline`, like the telemetry connection's: either one lost says the
 /// daemon is not doing its job.
 pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
-    let m = &settings.raw.mqtt;
     let mut o = base(settings, &settings.publisher_client_id());
     o.set_clean_session(true);
-    o.set_last_will(LastWill::new(
-        settings.status_topic(),
-        status::offline(&m.client_id),
-        QoS::AtLeastOnce,
-        true,
-    ));
+    let will = offline_will(settings);
+    o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
     protocol::v311(o)
+}
+
+/// The will both connections leave: `offline` on the status topic (retained, QoS 1).
+fn offline_will(settings: &Settings) -> (String, Vec<u8>) {
+    (settings.status_topic(), status::offline(&settings.raw.mqtt.client_id))
 }
 
 /// The Sparkplug Edge Node's connection: MQTT 3.1.1, which every Sparkplug
