@@ -167,7 +167,7 @@ mod tests {
             };
             let (scores, ()) = store.reserve(vec![new], |_| ());
             let forget = if i == 19 { vec!["d3".to_string()] } else { vec![] };
-            let part = Part { windows: vec![(format!("d{}", i % 4), vec![i])], forget, scores };
+            let part = Part { windows: vec![(format!("d{}", i % 4).into(), vec![i])], forget, scores };
             c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) });
         }
         c.finish();

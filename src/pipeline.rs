@@ -52,7 +52,8 @@ pub struct Inbound {
 /// A window copied into the batch, waiting for its scores.
 #[derive(Debug)]
 struct Pending {
-    device: String,
+    /// Shared with the windows: no copy of the name per window.
+    device: Arc<str>,
     ts: i64,
 }
 
@@ -312,7 +313,8 @@ impl Worker {
                     let start = self.input.len();
                     self.input.resize(start + len, 0.0);
                     self.windows.write_window(&device, &mut self.input[start..]);
-                    self.pending.push(Pending { device: device.to_string(), ts });
+                    let device = self.windows.key(&device).expect("pushed above");
+                    self.pending.push(Pending { device, ts });
                 }
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
             }
@@ -399,7 +401,7 @@ impl Worker {
                             .collect();
                         let body = serde_json::json!({
                             "ts": p.ts,
-                            "device": p.device,
+                            "device": &*p.device,
                             "pipeline": self.origin.pipeline,
                             "model": self.origin.model,
                             "model_version": self.origin.model_version,

@@ -18,7 +18,7 @@
 //! lost in a crash, those scores are published again (identical duplicates).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -107,7 +107,8 @@ impl Reserved {
 /// forget, and the scores it reserved. Parts are applied in order.
 #[derive(Debug, Default)]
 pub struct Part {
-    pub windows: Vec<(String, Vec<u8>)>,
+    /// `(device, snapshot)`; the device's key is shared with the windows.
+    pub windows: Vec<(Arc<str>, Vec<u8>)>,
     pub forget: Vec<String>,
     pub scores: Reserved,
 }
@@ -334,7 +335,7 @@ mod tests {
         let (reserved, seqs) =
             s.reserve(scores.iter().map(|t| score(t)).collect(), |e| e.iter().map(|e| e.seq).collect());
         let part = Part {
-            windows: windows.iter().map(|(d, v)| (d.to_string(), v.to_vec())).collect(),
+            windows: windows.iter().map(|(d, v)| (Arc::from(*d), v.to_vec())).collect(),
             forget: forget.iter().map(|d| d.to_string()).collect(),
             scores: reserved,
         };
@@ -377,7 +378,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         commit(&s, "p", &[("a", &[1]), ("b", &[1])], &[], &[]);
         let part = |windows: &[(&str, u8)], forget: &[&str]| Part {
-            windows: windows.iter().map(|(d, v)| (d.to_string(), vec![*v])).collect(),
+            windows: windows.iter().map(|(d, v)| (Arc::from(*d), vec![*v])).collect(),
             forget: forget.iter().map(|d| d.to_string()).collect(),
             scores: Reserved::default(),
         };

@@ -144,6 +144,22 @@ impl TopicTemplate {
     /// A placeholder never matches an empty level: `plant//press/telemetry`
     /// has no line, and would make device keys ambiguous.
     pub fn device_key<'t>(&self, topic: &'t str) -> Option<Cow<'t, str>> {
+        let (first, last_end) = self.placeholder_span(topic)?;
+        if self.contiguous {
+            return Some(Cow::Borrowed(&topic[first..last_end]));
+        }
+        let parts: Vec<&str> = topic.split('/').collect();
+        Some(Cow::Owned(self.slots.iter().map(|&i| parts[i]).collect::<Vec<_>>().join("/")))
+    }
+
+    /// Whether `topic` matches. Never allocates, whatever the template.
+    pub fn matches(&self, topic: &str) -> bool {
+        self.placeholder_span(topic).is_some()
+    }
+
+    /// If `topic` matches, the byte range from its first placeholder level's
+    /// start to its last one's end.
+    fn placeholder_span(&self, topic: &str) -> Option<(usize, usize)> {
         let mut levels = self.levels.iter();
         let mut first: Option<usize> = None;
         let mut last_end = 0;
@@ -164,17 +180,7 @@ impl TopicTemplate {
         if levels.next().is_some() {
             return None;
         }
-        let first = first?;
-        if self.contiguous {
-            return Some(Cow::Borrowed(&topic[first..last_end]));
-        }
-        let parts: Vec<&str> = topic.split('/').collect();
-        Some(Cow::Owned(self.slots.iter().map(|&i| parts[i]).collect::<Vec<_>>().join("/")))
-    }
-
-    /// Whether `topic` matches.
-    pub fn matches(&self, topic: &str) -> bool {
-        self.device_key(topic).is_some()
+        Some((first?, last_end))
     }
 
     /// Render this (output) template for a device of `input`: the device key's

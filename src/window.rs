@@ -24,12 +24,15 @@
 //! listed so that only they are written to the store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::card::Normalize;
 use crate::reject::{Reason, Rejection};
 
 #[derive(Debug, Clone)]
 struct Ring {
+    /// The device's key, shared with the map (std's map lends no key mutably beside its value).
+    key: Arc<str>,
     /// `window * features` normalized values; the oldest sample starts at `head * features`.
     buf: Box<[f32]>,
     head: usize,
@@ -58,8 +61,11 @@ pub struct Windows {
     max_devices: usize,
     idle_ms: i64,
     normalize: Option<Normalize>,
-    devices: HashMap<String, Ring>,
-    dirty: Vec<String>,
+    /// Keys are shared (`Arc<str>`): the dirty list and the pipeline's batch
+    /// hold a device by a reference count, not a copy of its name, so the
+    /// per-message path does not allocate.
+    devices: HashMap<Arc<str>, Ring>,
+    dirty: Vec<Arc<str>>,
 }
 
 /// Version 1 held raw f64 values; version 2 holds the normalized f32 values
@@ -117,8 +123,9 @@ impl Windows {
         self.devices.len()
     }
 
-    fn new_ring(&self) -> Ring {
+    fn new_ring(&self, key: Arc<str>) -> Ring {
         Ring {
+            key,
             buf: vec![0.0; self.window * self.features].into_boxed_slice(),
             head: 0,
             count: 0,
@@ -139,14 +146,15 @@ impl Windows {
         evicted: &mut Vec<String>,
     ) -> Result<Pushed, Rejection> {
         debug_assert_eq!(values.len(), self.features);
-        if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
-            evicted.extend(self.evict_least_recent());
+        if !self.devices.contains_key(device) {
+            if self.devices.len() >= self.max_devices {
+                evicted.extend(self.evict_least_recent());
+            }
+            let key: Arc<str> = Arc::from(device);
+            let ring = self.new_ring(Arc::clone(&key));
+            self.devices.insert(key, ring);
         }
         let (window, features) = (self.window, self.features);
-        if !self.devices.contains_key(device) {
-            let ring = self.new_ring();
-            self.devices.insert(device.to_string(), ring);
-        }
         let ring = self.devices.get_mut(device).expect("inserted above");
         let ts = match ts {
             Some(t) if t <= ring.newest_ts => {
@@ -172,7 +180,7 @@ impl Windows {
         ring.last_seen_ms = now_ms;
         if !ring.dirty {
             ring.dirty = true;
-            self.dirty.push(device.to_string());
+            self.dirty.push(Arc::clone(&ring.key));
         }
         let n = ring.count;
         let w = window as u64;
@@ -194,14 +202,21 @@ impl Windows {
         true
     }
 
+    /// `device`'s key, shared: holding a device by it costs a reference
+    /// count, not a copy of the name.
+    pub fn key(&self, device: &str) -> Option<Arc<str>> {
+        self.devices.get(device).map(|r| Arc::clone(&r.key))
+    }
+
     /// Drop the least recently seen tenth of the devices (at least one).
     fn evict_least_recent(&mut self) -> Vec<String> {
         let n = (self.devices.len() / 10).max(1);
-        let mut by_age: Vec<(i64, &String)> = self.devices.iter().map(|(k, r)| (r.last_seen_ms, k)).collect();
+        let mut by_age: Vec<(i64, &Arc<str>)> =
+            self.devices.iter().map(|(k, r)| (r.last_seen_ms, k)).collect();
         by_age.select_nth_unstable_by_key(n - 1, |(t, _)| *t);
-        let evicted: Vec<String> = by_age[..n].iter().map(|(_, k)| (*k).clone()).collect();
+        let evicted: Vec<String> = by_age[..n].iter().map(|(_, k)| k.to_string()).collect();
         for k in &evicted {
-            self.devices.remove(k);
+            self.devices.remove(k.as_str());
         }
         self.dirty.retain(|d| self.devices.contains_key(d));
         evicted
@@ -214,10 +229,10 @@ impl Windows {
             .devices
             .iter()
             .filter(|(_, r)| now_ms.saturating_sub(r.last_seen_ms) > idle)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.to_string())
             .collect();
         for k in &evicted {
-            self.devices.remove(k);
+            self.devices.remove(k.as_str());
         }
         if !evicted.is_empty() {
             self.dirty.retain(|d| self.devices.contains_key(d));
@@ -225,18 +240,21 @@ impl Windows {
         evicted
     }
 
-    /// Devices changed since the last call, with their snapshots.
-    pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .into_iter()
+    /// Devices changed since the last call, with their snapshots. The list
+    /// keeps its capacity, so marking a device dirty does not allocate.
+    pub fn take_dirty(&mut self) -> Vec<(Arc<str>, Vec<u8>)> {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let taken = dirty
+            .drain(..)
             .filter_map(|d| {
                 let ring = self.devices.get_mut(&d)?;
                 ring.dirty = false;
                 let snap = snapshot(ring, self.window, self.features, self.normalize.as_ref());
                 Some((d, snap))
             })
-            .collect()
+            .collect();
+        self.dirty = dirty;
+        taken
     }
 
     /// Write `device` again at the next `take_dirty` (after a failed commit).
@@ -244,7 +262,7 @@ impl Windows {
         if let Some(r) = self.devices.get_mut(device) {
             if !r.dirty {
                 r.dirty = true;
-                self.dirty.push(device.to_string());
+                self.dirty.push(Arc::clone(&r.key));
             }
         }
     }
@@ -301,7 +319,9 @@ impl Windows {
             }
             _ => return Err(format!("snapshot of {} bytes is not a window of {w} x {f}", bytes.len())),
         };
+        let key: Arc<str> = Arc::from(device);
         let ring = Ring {
+            key: Arc::clone(&key),
             buf,
             head: 0,
             count: i64_at(9) as u64,
@@ -309,14 +329,14 @@ impl Windows {
             last_seen_ms: i64_at(25),
             dirty: false,
         };
-        self.devices.insert(device.to_string(), ring);
+        self.devices.insert(key, ring);
         Ok(())
     }
 
     /// Forget every device (a new model needs other windows).
     pub fn clear(&mut self) -> Vec<String> {
         self.dirty.clear();
-        self.devices.drain().map(|(k, _)| k).collect()
+        self.devices.drain().map(|(k, _)| k.to_string()).collect()
     }
 }
 
