@@ -83,5 +83,5 @@ fn main() {
     println!("{:<44} {ours:>10.0}", "lineguard decode + window push (+ copy-out)");
     println!("{:<44} {peer:>10.0}", "serde_json::Value parse alone (peer)");
     println!("{:<44} {:>10.2}", "ratio lineguard / parse alone", ours / peer);
-    println!("{:<44} {per_message:>10.2}", "allocations per message, lineguard (known device)");
+    println!("{:<44} {per_message:>10.2}", "allocations per message (known device)");
 }

@@ -182,6 +182,11 @@ fn relay_rate(devices: usize) -> f64 {
     percentile(&mut rates, 0.5)
 }
 
+/// CPU seconds of this process: the publisher and subscriber clients.
+fn loadgen_cpu() -> f64 {
+    support::daemon::cpu_seconds(std::process::id())
+}
+
 fn broker_cpu(b: &Broker) -> f64 {
     support::daemon::cpu_seconds(b.pid().expect("mosquitto"))
 }
@@ -245,6 +250,56 @@ fn stock_rates(devices: usize) -> (f64, usize, f64, usize) {
     (peer, peer_lost, lg, lg_lost)
 }
 
+/// lineguard's scoring rate, and what it leaves running for the latency runs.
+struct Scoring {
+    broker: Broker,
+    daemon: Daemon,
+    sub: Subscriber,
+    p: Publisher,
+    /// Scores/s, median of three runs of `N`.
+    rate: f64,
+    /// mosquitto's cores busy meanwhile.
+    broker_busy: f64,
+    /// The load generator's (this process's) cores busy meanwhile.
+    loadgen_busy: f64,
+    /// lineguard's CPU seconds per 10 000 messages.
+    cpu_per_10k: f64,
+}
+
+/// lineguard's scoring rate on the pass-through's stream (windows filled first).
+fn scoring_rate(devices: usize) -> Scoring {
+    let broker = Broker::mosquitto(false);
+    let daemon = start_daemon(&broker, "bench-rate", devices);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    publish_stream(&mut p, devices, 0, devices * 16);
+    p.flush(Duration::from_secs(60));
+    receive(&sub, devices, |_| true); // the first full windows are scored
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = daemon.cpu_seconds();
+    let mut rates = Vec::new();
+    let (busy0, gen0, t_start) = (broker_cpu(&broker), loadgen_cpu(), Instant::now());
+    for run in 0..3 {
+        let t0 = Instant::now();
+        publish_stream(&mut p, devices, 16 + run * N / devices, N);
+        let last = receive(&sub, N, |m| m.topic.ends_with("/scores"));
+        rates.push(N as f64 / (last - t0).as_secs_f64());
+    }
+    let broker_busy = (broker_cpu(&broker) - busy0) / t_start.elapsed().as_secs_f64();
+    let loadgen_busy = (loadgen_cpu() - gen0) / t_start.elapsed().as_secs_f64();
+    let cpu_per_10k = (daemon.cpu_seconds() - cpu0) / (3.0 * N as f64 / 10_000.0);
+    Scoring {
+        broker,
+        daemon,
+        sub,
+        p,
+        rate: percentile(&mut rates, 0.5),
+        broker_busy,
+        loadgen_busy,
+        cpu_per_10k,
+    }
+}
+
 /// Where the time goes, from lineguard's own commit, inference and batch histograms.
 fn print_histograms(daemon: &Daemon) {
     let (_, metrics) = daemon.http_get("/metrics");
@@ -284,6 +339,16 @@ fn main() {
         drop(daemon);
         return;
     }
+    // `BENCH_ONLY=rate`: only lineguard's scoring rate, its CPU and batch sizes.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("rate") {
+        let s = scoring_rate(1000);
+        println!("lineguard scoring rate, scores/s (median of 3): {:.0}", s.rate);
+        println!("lineguard CPU seconds per 10k messages: {:.3}", s.cpu_per_10k);
+        println!("mosquitto CPU, cores busy: {:.2}", s.broker_busy);
+        println!("load generator CPU, cores busy: {:.2}", s.loadgen_busy);
+        print_histograms(&s.daemon);
+        return;
+    }
     // `BENCH_ONLY=stock`: the rates on mosquitto with its default limits.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("stock") {
         let (peer, peer_lost, lg, lg_lost) = stock_rates(1000);
@@ -305,7 +370,7 @@ fn main() {
     let mut p = Publisher::new(broker.port);
     // The machine is shared with other services: median of three runs.
     let mut rates = Vec::new();
-    let (busy0, t_start) = (broker_cpu(&broker), Instant::now());
+    let (busy0, gen0, t_start) = (broker_cpu(&broker), loadgen_cpu(), Instant::now());
     for run in 0..3 {
         let t0 = Instant::now();
         publish_stream(&mut p, devices, run * N / devices, N);
@@ -313,31 +378,22 @@ fn main() {
         rates.push(N as f64 / (last - t0).as_secs_f64());
     }
     let broker_busy_alone = (broker_cpu(&broker) - busy0) / t_start.elapsed().as_secs_f64();
+    let loadgen_busy_alone = (loadgen_cpu() - gen0) / t_start.elapsed().as_secs_f64();
     let broker_rate = percentile(&mut rates, 0.5);
     let mut broker_lat = paced_latency(&mut p, &sub, broker_rate / 2.0, 3.0, devices, 1000, false);
     drop((sub, p, broker));
 
     // 2. lineguard's scoring rate on the same stream (windows filled first).
-    let broker = Broker::mosquitto(false);
-    let daemon = start_daemon(&broker, "bench-rate", devices);
-    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    let mut p = Publisher::new(broker.port);
-    publish_stream(&mut p, devices, 0, devices * 16);
-    p.flush(Duration::from_secs(60));
-    receive(&sub, devices, |_| true); // the first full windows are scored
-    std::thread::sleep(Duration::from_millis(500));
-    let cpu0 = daemon.cpu_seconds();
-    let mut rates = Vec::new();
-    let (busy0, t_start) = (broker_cpu(&broker), Instant::now());
-    for run in 0..3 {
-        let t0 = Instant::now();
-        publish_stream(&mut p, devices, 16 + run * N / devices, N);
-        let last = receive(&sub, N, |m| m.topic.ends_with("/scores"));
-        rates.push(N as f64 / (last - t0).as_secs_f64());
-    }
-    let broker_busy_lg = (broker_cpu(&broker) - busy0) / t_start.elapsed().as_secs_f64();
-    let lg_rate = percentile(&mut rates, 0.5);
-    let cpu_per_10k = (daemon.cpu_seconds() - cpu0) / (3.0 * N as f64 / 10_000.0);
+    let Scoring {
+        broker,
+        daemon,
+        sub,
+        mut p,
+        rate: lg_rate,
+        broker_busy: broker_busy_lg,
+        loadgen_busy: loadgen_busy_lg,
+        cpu_per_10k,
+    } = scoring_rate(devices);
 
     // 3. Latency through lineguard at half the broker's pass-through rate (the
     //    target's definition), and at half lineguard's own scoring rate (what the
@@ -373,6 +429,13 @@ fn main() {
         "{:<58} {:>12}",
         "mosquitto CPU, cores busy: pass-through / with lineguard",
         format!("{broker_busy_alone:.2} / {broker_busy_lg:.2}")
+    );
+    // The publisher and subscriber threads of this process: near 1.0 of two
+    // cores means the load generator competes for the machine, too.
+    println!(
+        "{:<58} {:>12}",
+        "load generator CPU, cores busy: pass-through / lineguard",
+        format!("{loadgen_busy_alone:.2} / {loadgen_busy_lg:.2}")
     );
     for (rate, broker_lat, lg_lat) in [
         (broker_rate / 2.0, &mut broker_lat, &mut lg_lat),

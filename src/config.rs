@@ -247,6 +247,13 @@ pub struct LimitsConfig {
     /// Largest batch of windows run through a model at once.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// After the first message of a turn, how long (µs) a pipeline keeps
+    /// taking more before it scores (unless `max_batch` windows are ready
+    /// first). One model run, one hand-over to the publisher and one wake-up
+    /// of each thread then serve every message of that time instead of each
+    /// message alone; 0 scores whatever is queued at once.
+    #[serde(default = "default_batch_wait")]
+    pub batch_wait_us: u64,
     /// Samples beyond this in one JSON array are rejected (the first ones are kept).
     #[serde(default = "default_max_samples")]
     pub max_samples_per_message: usize,
@@ -273,6 +280,7 @@ impl Default for LimitsConfig {
         Self {
             max_payload_bytes: default_max_payload(),
             max_batch: default_max_batch(),
+            batch_wait_us: default_batch_wait(),
             max_samples_per_message: default_max_samples(),
             max_keys_per_sample: default_max_keys(),
             max_devices_per_pipeline: default_max_devices(),
@@ -329,6 +337,9 @@ fn default_max_payload() -> usize {
 }
 fn default_max_batch() -> usize {
     256
+}
+fn default_batch_wait() -> u64 {
+    500
 }
 fn default_hop() -> usize {
     1
@@ -588,6 +599,12 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         if v == 0 {
             return Err(invalid(key.into(), "must be at least 1".into()));
         }
+    }
+    if l.batch_wait_us > 100_000 {
+        return Err(invalid(
+            "limits.batch_wait_us".into(),
+            "must be at most 100000 (100 ms: every message of a turn waits for it)".into(),
+        ));
     }
     if l.device_idle_secs == 0 {
         return Err(invalid("limits.device_idle_secs".into(), "must be at least 1".into()));
@@ -925,6 +942,11 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
             .unwrap_err()
             .to_string();
         assert!(e.contains("pipelines[0].hop"), "{e}");
+        let limits = |wait: &str| load_text(&format!("{MINIMAL}\n[limits]\nbatch_wait_us = {wait}\n"), &[]);
+        let e = limits("100001").unwrap_err().to_string();
+        assert!(e.contains("limits.batch_wait_us") && e.contains("at most 100000"), "{e}");
+        assert_eq!(limits("0").unwrap().raw.limits.batch_wait_us, 0, "0 scores at once");
+        assert_eq!(load_text(MINIMAL, &[]).unwrap().raw.limits.batch_wait_us, 500, "the default");
         let e = load(Path::new("/nonexistent/lineguard.toml"), []).unwrap_err().to_string();
         assert!(e.contains("not found"), "{e}");
     }

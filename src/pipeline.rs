@@ -1,10 +1,11 @@
 //! One pipeline's worker: telemetry in, committed scores out.
 //!
 //! It runs on its own OS thread, off the async runtime, so inference never
-//! stalls MQTT keep-alives. Each turn it takes every message already queued
-//! (up to the batch limit), decodes them, pushes samples into the device
-//! windows and copies each window that becomes due straight into the batch
-//! input (normalized); one model run then scores the whole batch.
+//! stalls MQTT keep-alives. Each turn it takes the messages that arrive
+//! within `limits.batch_wait_us` of the turn's first (up to the batch limit),
+//! decodes them, pushes samples into the device windows and copies each
+//! window that becomes due straight into the batch input (normalized); one
+//! model run then scores the whole batch.
 //!
 //! Durability (at-least-once end to end): at the end of each turn the new
 //! scores go to the sink at once, and the turn's changes (scores and changed
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::ack::Ack;
 use crate::alarm::Alarms;
@@ -210,13 +212,7 @@ impl Worker {
             });
             match ev {
                 Ev::Msg(Some(first)) => {
-                    self.handle(first);
-                    while self.pending.len() < self.limits.max_batch {
-                        match rx.try_recv() {
-                            Ok(msg) => self.handle(msg),
-                            Err(_) => break,
-                        }
-                    }
+                    self.gather(first, &mut rx);
                     self.score();
                     self.report_evicted();
                     self.events.devices(self.windows.devices());
@@ -237,6 +233,30 @@ impl Worker {
                 self.sweep();
             }
             self.end_turn();
+        }
+    }
+
+    /// Handle `first` and the messages that arrive within
+    /// `limits.batch_wait_us` of it, until `max_batch` windows are ready. The
+    /// wait is a plain sleep of this thread (tokio's timer would round it up
+    /// to whole milliseconds); if intake closes meanwhile, the run loop's next
+    /// `recv` sees it.
+    fn gather(&mut self, first: Inbound, rx: &mut mpsc::Receiver<Inbound>) {
+        let deadline = Instant::now() + Duration::from_micros(self.limits.batch_wait_us);
+        self.handle(first);
+        loop {
+            while self.pending.len() < self.limits.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            if self.pending.len() >= self.limits.max_batch || now >= deadline {
+                return;
+            }
+            std::thread::sleep(deadline - now);
         }
     }
 

@@ -252,3 +252,62 @@ fn a_lost_score_connection_comes_back_online_and_scores() {
         daemon.log()
     );
 }
+
+/// `(runs, windows)` of the pipeline's model so far, from `/metrics`.
+fn model_runs(daemon: &Daemon) -> (u64, u64) {
+    let (_, body) = daemon.http_get("/metrics");
+    let value = |name: &str| {
+        let prefix = format!("{name}{{pipeline=\"press-line\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("/metrics lacks {name}:\n{body}"))
+            .parse::<f64>()
+            .unwrap() as u64
+    };
+    (value("lineguard_batch_size_count"), value("lineguard_batch_size_sum"))
+}
+
+#[test]
+fn windows_that_come_within_the_batch_wait_share_one_model_run() {
+    let broker = Broker::start();
+    let (daemon, sub) = start(
+        &broker,
+        "lg-wait",
+        &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)],
+        "[limits]\nbatch_wait_us = 100000\n",
+    );
+    let golden = Golden::load(LINE_GOLDEN);
+    let w = golden.window;
+    let mut p = Publisher::new(broker.port);
+    for (device, samples) in &golden.devices {
+        samples[..w].iter().for_each(|s| p.publish(&line_topic(device), Golden::payload(s)));
+    }
+    p.flush(Duration::from_secs(10));
+    let mut got = sub.collect(4, Duration::from_secs(30), Duration::ZERO, support::line::is_score);
+    std::thread::sleep(Duration::from_millis(300)); // those turns are over
+    let before = model_runs(&daemon);
+
+    // One more sample per device, 5 ms apart: 15 ms from first to last,
+    // inside the first one's 100 ms wait, so one model run scores all four.
+    for (device, samples) in &golden.devices {
+        p.publish(&line_topic(device), Golden::payload(&samples[w]));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    p.flush(Duration::from_secs(10));
+    got.extend(sub.collect(4, Duration::from_secs(30), Duration::from_millis(300), support::line::is_score));
+    let after = model_runs(&daemon);
+
+    let expected: Vec<_> = golden
+        .expected(&card_scores(LINE_CARD), 1)
+        .into_iter()
+        .filter(|e| [w - 1, w].iter().any(|&i| golden.devices[&e.device][i].ts == e.ts))
+        .collect();
+    assert_eq!(expected.len(), 8);
+    check_scores(&got, &expected, "press-line", "line-mlp", support::line::score_topic);
+    assert_eq!(got.len(), 8, "nothing extra");
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (1, 4),
+        "model runs and windows: {before:?} -> {after:?}"
+    );
+}
