@@ -33,7 +33,8 @@ fn options(id: &str, port: u16) -> MqttOptions {
 
 pub struct Subscriber {
     rx: Receiver<Message>,
-    _client: Client,
+    /// What keeps the connection open while the subscriber lives.
+    _conn: Box<dyn std::any::Any + Send>,
 }
 
 impl Subscriber {
@@ -85,7 +86,13 @@ impl Subscriber {
             }
         });
         ack_rx.recv_timeout(Duration::from_secs(10)).expect("test subscriber: no SUBACK from the broker");
-        Subscriber { rx, _client: client }
+        Subscriber { rx, _conn: Box::new(client) }
+    }
+
+    /// A subscriber fed by another client (the benchmarks' lean one); `conn`
+    /// is kept, and dropped with it.
+    pub fn from_receiver(rx: Receiver<Message>, conn: impl std::any::Any + Send) -> Subscriber {
+        Subscriber { rx, _conn: Box::new(conn) }
     }
 
     /// The next message within `timeout`.
@@ -176,16 +183,20 @@ impl Publisher {
 
     /// Wait until the broker acknowledged everything published so far.
     pub fn flush(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.acked.load(Ordering::SeqCst) < self.sent {
-            assert!(
-                Instant::now() < deadline,
-                "broker acknowledged {} of {} publishes",
-                self.acked.load(Ordering::SeqCst),
-                self.sent
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_acked(&self.acked, self.sent, timeout);
+    }
+}
+
+/// Wait until `acked` (PUBACKs counted by a client's reader) reaches `sent`.
+pub fn wait_acked(acked: &AtomicUsize, sent: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while acked.load(Ordering::SeqCst) < sent {
+        assert!(
+            Instant::now() < deadline,
+            "broker acknowledged {} of {sent} publishes",
+            acked.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
