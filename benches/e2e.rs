@@ -188,16 +188,29 @@ fn relay_rate(devices: usize) -> f64 {
             }
         })
     };
-    let mut p = Publisher::new(broker.port);
+    let rate = median_rate(&mut Publisher::new(broker.port), &sub, devices, 0, |_| true);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    relay.join().expect("relay thread");
+    rate
+}
+
+/// Messages per second, median of three runs of `N` (the machine is shared
+/// with other services): each from the first send until the `N`th message
+/// matching `keep` arrived, the stream starting at sample `first`.
+fn median_rate(
+    p: &mut Publisher,
+    sub: &Subscriber,
+    devices: usize,
+    first: usize,
+    keep: impl Fn(&support::mqtt::Message) -> bool,
+) -> f64 {
     let mut rates = Vec::new();
     for run in 0..3 {
         let t0 = Instant::now();
-        publish_stream(&mut p, devices, run * N / devices, N);
-        let last = receive(&sub, N, |_| true);
+        publish_stream(p, devices, first + run * N / devices, N);
+        let last = receive(sub, N, &keep);
         rates.push(N as f64 / (last - t0).as_secs_f64());
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    relay.join().expect("relay thread");
     percentile(&mut rates, 0.5)
 }
 
@@ -296,27 +309,12 @@ fn scoring_rate(devices: usize) -> Scoring {
     receive(&sub, devices, |_| true); // the first full windows are scored
     std::thread::sleep(Duration::from_millis(500));
     let cpu0 = daemon.cpu_seconds();
-    let mut rates = Vec::new();
     let (busy0, gen0, t_start) = (broker_cpu(&broker), loadgen_cpu(), Instant::now());
-    for run in 0..3 {
-        let t0 = Instant::now();
-        publish_stream(&mut p, devices, 16 + run * N / devices, N);
-        let last = receive(&sub, N, |m| m.topic.ends_with("/scores"));
-        rates.push(N as f64 / (last - t0).as_secs_f64());
-    }
+    let rate = median_rate(&mut p, &sub, devices, 16, |m| m.topic.ends_with("/scores"));
     let broker_busy = (broker_cpu(&broker) - busy0) / t_start.elapsed().as_secs_f64();
     let loadgen_busy = (loadgen_cpu() - gen0) / t_start.elapsed().as_secs_f64();
     let cpu_per_10k = (daemon.cpu_seconds() - cpu0) / (3.0 * N as f64 / 10_000.0);
-    Scoring {
-        broker,
-        daemon,
-        sub,
-        p,
-        rate: percentile(&mut rates, 0.5),
-        broker_busy,
-        loadgen_busy,
-        cpu_per_10k,
-    }
+    Scoring { broker, daemon, sub, p, rate, broker_busy, loadgen_busy, cpu_per_10k }
 }
 
 /// Where the time goes, from lineguard's own commit, inference and batch histograms.
@@ -387,18 +385,10 @@ fn main() {
     let broker = Broker::mosquitto(false);
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/telemetry"]);
     let mut p = Publisher::new(broker.port);
-    // The machine is shared with other services: median of three runs.
-    let mut rates = Vec::new();
     let (busy0, gen0, t_start) = (broker_cpu(&broker), loadgen_cpu(), Instant::now());
-    for run in 0..3 {
-        let t0 = Instant::now();
-        publish_stream(&mut p, devices, run * N / devices, N);
-        let last = receive(&sub, N, |_| true);
-        rates.push(N as f64 / (last - t0).as_secs_f64());
-    }
+    let broker_rate = median_rate(&mut p, &sub, devices, 0, |_| true);
     let broker_busy_alone = (broker_cpu(&broker) - busy0) / t_start.elapsed().as_secs_f64();
     let loadgen_busy_alone = (loadgen_cpu() - gen0) / t_start.elapsed().as_secs_f64();
-    let broker_rate = percentile(&mut rates, 0.5);
     let mut broker_lat = paced_latency(&mut p, &sub, broker_rate / 2.0, 3.0, devices, 1000, false);
     drop((sub, p, broker));
 
