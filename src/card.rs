@@ -330,6 +330,22 @@ impl ModelCard {
         self.scores.iter().zip(scores).map(|(s, &v)| s.state(v)).max().unwrap_or(State::Ok)
     }
 
+    /// What a stored window must have been built for to be restored under
+    /// this card: the features, in order, and the window length (the
+    /// normalization travels with each snapshot and is converted). A hash,
+    /// so that a renamed or reordered feature list never matches.
+    pub fn input_fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"lineguard window input v1\0");
+        for f in &self.features {
+            h.update((f.len() as u32).to_le_bytes());
+            h.update(f.as_bytes());
+        }
+        h.update((self.window as u32).to_le_bytes());
+        u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+    }
+
     /// Whether windows built for `self` are valid input for `other`
     /// (same features in the same order, same window length).
     pub fn same_input(&self, other: &ModelCard) -> bool {
@@ -386,6 +402,22 @@ alarm = 0.6
         let text = GOOD.replacen(from, to, 1);
         assert_ne!(text, GOOD, "test edit `{from}` did not apply");
         parse(&text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_input_fingerprint_names_features_order_and_window() {
+        let c = parse(GOOD).unwrap();
+        let fp = c.input_fingerprint();
+        let with = |from: &str, to: &str| parse(&GOOD.replacen(from, to, 1)).unwrap().input_fingerprint();
+        assert_eq!(with("version = 3", "version = 4"), fp, "the version is not the input");
+        assert_eq!(
+            with("mean = [1.0, 2.0]", "mean = [1.5, 2.0]"),
+            fp,
+            "normalization is converted, not refused"
+        );
+        assert_ne!(with("[\"a\", \"b\"]", "[\"b\", \"a\"]"), fp, "reordered");
+        assert_ne!(with("[\"a\", \"b\"]", "[\"a\", \"c\"]"), fp, "renamed");
+        assert_ne!(with("window = 4", "window = 5"), fp, "window");
     }
 
     #[test]

@@ -7,17 +7,26 @@
 //! commit (one fsync), then acknowledges the telemetry behind it. So the
 //! disk sets the pace of acknowledgements, never the latency of scores.
 //!
-//! A refused commit is retried with the same parts until it succeeds:
-//! nothing is acknowledged meanwhile, and the bounded queue holds the worker
-//! back once it is full.
+//! A refused commit (a full disk, say) is retried with the same parts until
+//! it succeeds: nothing is acknowledged meanwhile, the bounded queue holds
+//! the worker back once it is full (and so intake: the broker keeps the
+//! telemetry), `/healthz` says why, and the log says it once, then every
+//! ten seconds, then when commits resume. The store reopens its file by
+//! itself (see `store.rs`), so this heals without a restart. At a stop the
+//! retries end at the stop's [`Deadline`]: what is still uncommitted stays
+//! unacknowledged, to be redelivered at the next start. A store found
+//! corrupt at run time cannot hold anything any more: the process exits,
+//! and the next start sets the file aside.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::ack::Ack;
-use crate::events;
+use crate::events::{self, CommitEvents};
+use crate::health::Health;
+use crate::shutdown::Deadline;
 use crate::store::{Part, Store};
 
 /// Turns waiting for a commit before the worker waits: far more than one
@@ -26,6 +35,8 @@ use crate::store::{Part, Store};
 const QUEUE: usize = 256;
 /// After a refused commit, wait this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often a wait (for a retry, for room in the queue) looks up.
+const LOOK_UP: Duration = Duration::from_millis(50);
 
 /// One worker turn.
 #[derive(Debug, Default)]
@@ -39,27 +50,53 @@ pub struct Committer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where a committer reports: its pipeline's health slot, and the stop deadline.
+#[derive(Clone)]
+pub struct Watch {
+    pub health: Arc<Health>,
+    pub pipeline: usize,
+    pub deadline: Deadline,
+}
+
 impl Committer {
     /// `gap`: at most one commit per this long (`state.commit_interval_ms`),
     /// which bounds the fsync rate under light load, a turn per message.
-    pub fn start(store: Arc<Store>, pipeline: &str, gap: Duration) -> std::io::Result<Committer> {
+    pub fn start(
+        store: Arc<Store>,
+        pipeline: &str,
+        gap: Duration,
+        watch: Watch,
+    ) -> std::io::Result<Committer> {
         let (tx, rx) = sync_channel(QUEUE);
         let name = pipeline.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("commit-{pipeline}"))
-            .spawn(move || run(&store, &name, gap, rx))?;
+            .spawn(move || run(&store, &name, gap, rx, &watch))?;
         Ok(Committer { tx: Some(tx), thread: Some(thread) })
     }
 
-    /// Queue a turn (waits while the queue is full).
-    pub fn send(&self, turn: Turn) {
-        if let Some(tx) = &self.tx {
-            // Fails only if the thread is gone, which happens only after `finish`.
-            let _ = tx.send(turn);
+    /// Queue a turn. While the queue is full (commits are failing or slow)
+    /// this waits, calling `waiting` every so often: the worker's loop is
+    /// held up by the disk, not stuck.
+    pub fn send(&self, turn: Turn, mut waiting: impl FnMut()) {
+        let Some(tx) = &self.tx else { return };
+        let mut turn = turn;
+        loop {
+            match tx.try_send(turn) {
+                Ok(()) => return,
+                Err(TrySendError::Full(t)) => {
+                    turn = t;
+                    waiting();
+                    std::thread::sleep(LOOK_UP);
+                }
+                // The thread is gone: it gave up at the stop deadline; the
+                // turn's telemetry stays unacknowledged.
+                Err(TrySendError::Disconnected(_)) => return,
+            }
         }
     }
 
-    /// Commit everything queued, then stop the thread.
+    /// Commit everything queued (or give up at the stop deadline), then stop the thread.
     pub fn finish(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take() {
@@ -74,8 +111,8 @@ impl Drop for Committer {
     }
 }
 
-fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>) {
-    let commit_seconds = metrics::histogram!("lineguard_commit_seconds", "pipeline" => pipeline.to_string());
+fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: &Watch) {
+    let mut events = CommitEvents::new(pipeline);
     let mut last_commit = Instant::now().checked_sub(gap).unwrap_or_else(Instant::now);
     let mut turns: Vec<Turn> = Vec::new();
     let mut open = true;
@@ -123,19 +160,33 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>) {
         match result {
             Ok(()) => {
                 if writes {
-                    commit_seconds.record(started.elapsed().as_secs_f64());
+                    events.committed(started.elapsed().as_secs_f64());
+                }
+                if retrying {
+                    events.resumed();
+                    watch.health.set_commit_error(watch.pipeline, None);
                 }
                 retrying = false;
                 turns.drain(..).flat_map(|t| t.acks).for_each(Ack::done);
             }
+            Err(e) if e.is_corrupt() => events::store_corrupt(pipeline, &e.to_string()),
             Err(e) => {
-                events::commit_failed(pipeline, &e.to_string());
+                events.failed(&e.to_string(), turns.len());
+                watch.health.set_commit_error(watch.pipeline, Some(e.to_string()));
                 // Put the parts back: the same changes are committed next time.
                 for (t, p) in turns.iter_mut().zip(parts) {
                     t.part = p;
                 }
                 retrying = true;
-                std::thread::sleep(RETRY_AFTER);
+                let until = Instant::now() + RETRY_AFTER;
+                while Instant::now() < until && !watch.deadline.passed() {
+                    std::thread::sleep(LOOK_UP);
+                }
+                if watch.deadline.passed() {
+                    // Dropped unacknowledged: the broker delivers them again.
+                    events.abandoned(turns.len() + rx.try_iter().count());
+                    return;
+                }
             }
         }
     }
@@ -148,6 +199,10 @@ mod tests {
     use crate::store::NewEntry;
     use rumqttc::QoS;
 
+    fn watch() -> Watch {
+        Watch { health: Health::new(&["p".into()]), pipeline: 0, deadline: Deadline::default() }
+    }
+
     /// Turns are committed in order, merged, and their telemetry is
     /// acknowledged only once durable; `finish` commits what is queued.
     #[test]
@@ -155,7 +210,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(5)).unwrap();
+        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(5), watch()).unwrap();
         for i in 0..20u8 {
             let id = AckId { pkid: 100 + u16::from(i), qos: QoS::AtLeastOnce };
             let new = NewEntry {
@@ -168,7 +223,7 @@ mod tests {
             let (scores, ()) = store.reserve(vec![new], |_| ());
             let forget = if i == 19 { vec!["d3".to_string()] } else { vec![] };
             let part = Part { windows: vec![(format!("d{}", i % 4).into(), vec![i])], forget, scores };
-            c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) });
+            c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) }, || {});
         }
         c.finish();
         let acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();

@@ -21,6 +21,9 @@ pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
 pub enum ConfigError {
     #[error("{path}: {message}")]
     Load { path: PathBuf, message: String },
+    /// A `LINEGUARD__...` variable that the file alone would not have failed on.
+    #[error("environment variable {var}: {message}")]
+    Environment { var: String, message: String },
     #[error("{path}: `{key}`: {message}")]
     Invalid { path: PathBuf, key: String, message: String },
 }
@@ -84,7 +87,8 @@ pub struct MqttConfig {
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
-    /// File holding the password (e.g. a systemd credential); wins over `password`.
+    /// File holding the password (e.g. a systemd credential); when it is
+    /// not empty it wins over `password`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive")]
@@ -116,8 +120,7 @@ pub enum Protocol {
     V311,
 }
 
-/// `"5"` or `"3.1.1"`; also a bare `5`, as TOML allows and as the
-/// environment gives it (`LINEGUARD__MQTT__PROTOCOL=5` reads as a number).
+/// `"5"` or `"3.1.1"`; also a bare `5`, as TOML allows.
 impl<'de> Deserialize<'de> for Protocol {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -267,6 +270,17 @@ pub struct LimitsConfig {
     /// A device with no accepted sample for this long is evicted (its window dropped).
     #[serde(default = "default_device_idle")]
     pub device_idle_secs: u64,
+    /// A sample stamped further ahead of the gateway's clock than this is
+    /// rejected (`future_timestamp`) before it reaches the window: one
+    /// sample from a device with a wrong clock must not make every later
+    /// one look out of order.
+    #[serde(default = "default_max_future")]
+    pub max_future_ms: u64,
+    /// With telemetry connected, `/healthz` reports unhealthy when no
+    /// message has arrived for this long (0: off). For a subscription that
+    /// is granted but delivers nothing, e.g. an ACL that denies reading.
+    #[serde(default)]
+    pub stale_intake_secs: u64,
     /// Deeper `[`/`{` nesting is rejected before parsing.
     #[serde(default = "default_max_depth")]
     pub max_json_depth: usize,
@@ -285,6 +299,8 @@ impl Default for LimitsConfig {
             max_keys_per_sample: default_max_keys(),
             max_devices_per_pipeline: default_max_devices(),
             device_idle_secs: default_device_idle(),
+            max_future_ms: default_max_future(),
+            stale_intake_secs: 0,
             max_json_depth: default_max_depth(),
             dead_letter_topic: None,
         }
@@ -374,6 +390,9 @@ fn default_max_devices() -> usize {
 fn default_max_depth() -> usize {
     32
 }
+fn default_max_future() -> u64 {
+    5 * 60 * 1000
+}
 fn default_device_idle() -> u64 {
     24 * 3600
 }
@@ -429,10 +448,43 @@ pub struct Settings {
     pub path: PathBuf,
     pub raw: Config,
     pub password: Option<String>,
+    /// Where `password` came from (check-config says it).
+    pub password_source: PasswordSource,
     pub tls: Option<TlsMaterial>,
     pub pipelines: Vec<Pipeline>,
     /// Set when a pipeline publishes Sparkplug B.
     pub sparkplug: Option<SparkplugSettings>,
+}
+
+/// Which setting the broker password came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    None,
+    /// `mqtt.password` (the file or `LINEGUARD__MQTT__PASSWORD`).
+    Config,
+    /// `mqtt.password_file`, not empty.
+    File(PathBuf),
+    /// `mqtt.password_file` is empty, so `mqtt.password` (or none) is used.
+    EmptyFile {
+        file: PathBuf,
+        fallback: bool,
+    },
+}
+
+impl std::fmt::Display for PasswordSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PasswordSource::None => f.write_str("none"),
+            PasswordSource::Config => f.write_str("from mqtt.password"),
+            PasswordSource::File(p) => write!(f, "from mqtt.password_file {}", p.display()),
+            PasswordSource::EmptyFile { file, fallback: true } => {
+                write!(f, "from mqtt.password ({} is empty)", file.display())
+            }
+            PasswordSource::EmptyFile { file, fallback: false } => {
+                write!(f, "none ({} is empty and mqtt.password is not set)", file.display())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -444,6 +496,11 @@ pub struct SparkplugSettings {
 impl Settings {
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.raw.state.commit_interval_ms)
+    }
+
+    /// How long a stop may take, from the signal to the exit.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.raw.state.drain_timeout_secs)
     }
 
     pub fn keep_alive(&self) -> Duration {
@@ -472,6 +529,11 @@ impl Settings {
 
 /// Load and validate the configuration at `path`, with environment overrides
 /// from `env` (pass `std::env::vars()`).
+///
+/// Environment values are taken as written (`007` stays the string `"007"`
+/// for a string key); numeric and boolean keys still read them as numbers
+/// and booleans. An error that one variable causes on its own is blamed on
+/// that variable, not on the file.
 pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
     let load_err = |message: String| ConfigError::Load { path: path.to_path_buf(), message };
     if !path.exists() {
@@ -481,18 +543,38 @@ pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Res
     }
     let overrides: config::Map<String, String> =
         env.into_iter().filter(|(k, _)| k.starts_with("LINEGUARD__")).collect();
-    let raw: Config = config::Config::builder()
-        .add_source(config::File::from(path).format(config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix("LINEGUARD")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(overrides)),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| load_err(explain(&e.to_string())))?;
+    let read = |vars: config::Map<String, String>| -> Result<Config, String> {
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("LINEGUARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .source(Some(vars)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| e.to_string())
+    };
+    let raw = match read(overrides.clone()) {
+        Ok(raw) => raw,
+        Err(message) => {
+            if read(config::Map::new()).is_ok() {
+                let single = |k: &String, v: &String| config::Map::from([(k.clone(), v.clone())]);
+                if let Some((var, _)) = overrides.iter().find(|(k, v)| read(single(k, v)).is_err()) {
+                    let key = var["LINEGUARD__".len()..].to_lowercase().replace("__", ".");
+                    return Err(ConfigError::Environment {
+                        var: var.clone(),
+                        message: format!(
+                            "sets `{key}`: {} (unset or correct the variable)",
+                            explain(&message)
+                        ),
+                    });
+                }
+            }
+            return Err(load_err(explain(&message)));
+        }
+    };
     validate(path, raw)
 }
 
@@ -540,15 +622,27 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             "must be > 0 and not above mqtt.reconnect_max_ms".into(),
         ));
     }
-    let password = match (&m.password_file, &m.password) {
-        (Some(file), _) => Some(
-            std::fs::read_to_string(file).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(
-                |e| invalid("mqtt.password_file".into(), format!("cannot read {}: {e}", file.display())),
-            )?,
-        ),
-        (None, p) => p.clone(),
+    let (password, password_source) = match &m.password_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid("mqtt.password_file".into(), format!("cannot read {}: {e}", file.display()))
+            })?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                // The package ships an empty credential so that the unit's
+                // LoadCredential= finds one: empty means "not set here".
+                let fallback = m.password.as_ref().is_some_and(|p| !p.is_empty());
+                (m.password.clone(), PasswordSource::EmptyFile { file: file.clone(), fallback })
+            } else {
+                (Some(text.to_string()), PasswordSource::File(file.clone()))
+            }
+        }
+        None if m.password.as_ref().is_some_and(|p| !p.is_empty()) => {
+            (m.password.clone(), PasswordSource::Config)
+        }
+        None => (None, PasswordSource::None),
     };
-    // An empty password (e.g. an empty systemd credential file) means none.
+    // An empty password means none.
     let password = password.filter(|p| !p.is_empty());
     let tls = match &m.tls {
         None => None,
@@ -604,6 +698,12 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         return Err(invalid(
             "limits.batch_wait_us".into(),
             "must be at most 100000 (100 ms: every message of a turn waits for it)".into(),
+        ));
+    }
+    if l.max_future_ms < 1000 {
+        return Err(invalid(
+            "limits.max_future_ms".into(),
+            "must be at least 1000 (1 s): no device's clock is exactly the gateway's".into(),
         ));
     }
     if l.device_idle_secs == 0 {
@@ -780,7 +880,7 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
             }
         }
     }
-    Ok(Settings { path: path.to_path_buf(), raw, password, tls, pipelines, sparkplug })
+    Ok(Settings { path: path.to_path_buf(), raw, password, password_source, tls, pipelines, sparkplug })
 }
 
 /// `{mqtt.client_id}-scores`: the client id of the connection scores go out on.
@@ -842,6 +942,71 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         assert_eq!(s.raw.mqtt.host, "broker.local");
     }
 
+    /// Strings from the environment stay exactly as written; numbers and
+    /// booleans still read as numbers and booleans.
+    #[test]
+    fn environment_strings_keep_what_was_written() {
+        let s = load_text(
+            MINIMAL,
+            &[
+                ("LINEGUARD__MQTT__CLIENT_ID", "007"),
+                ("LINEGUARD__MQTT__PASSWORD", "0123456"),
+                ("LINEGUARD__MQTT__USERNAME", "1e3"),
+                ("LINEGUARD__MQTT__KEEP_ALIVE_SECS", "045"),
+                ("LINEGUARD__LIMITS__DEAD_LETTER_TOPIC", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.raw.mqtt.client_id, "007");
+        assert_eq!(s.password.as_deref(), Some("0123456"));
+        assert_eq!(s.raw.mqtt.username.as_deref(), Some("1e3"));
+        assert_eq!(s.raw.mqtt.keep_alive_secs, 45);
+        assert_eq!(s.raw.limits.dead_letter_topic.as_deref(), Some("true"));
+        assert_eq!(s.status_topic(), "lineguard/007/status");
+    }
+
+    #[test]
+    fn an_unknown_or_unreadable_environment_key_names_the_variable() {
+        let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__HOTS", "broker")]).unwrap_err().to_string();
+        assert!(e.starts_with("environment variable LINEGUARD__MQTT__HOTS:"), "{e}");
+        assert!(e.contains("mqtt.hots") && e.contains("unknown field"), "{e}");
+        assert!(!e.contains("lineguard.toml"), "the file is not to blame: {e}");
+        let e = load_text(MINIMAL, &[("LINEGUARD__MQTT__PORT", "eighty")]).unwrap_err().to_string();
+        assert!(e.starts_with("environment variable LINEGUARD__MQTT__PORT:"), "{e}");
+        // The file's own mistakes are still the file's.
+        let e = load_text(&MINIMAL.replace("port = 1883", "prot = 1883"), &[("LINEGUARD__MQTT__HOST", "b")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lineguard.toml") && e.contains("prot"), "{e}");
+    }
+
+    /// A non-empty password file wins; an empty one (as the package ships
+    /// it for the unit's LoadCredential=) leaves `password` in force.
+    #[test]
+    fn password_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mqtt-password");
+        let with_file = |content: &str| {
+            std::fs::write(&file, content).unwrap();
+            let env = [("LINEGUARD__MQTT__PASSWORD_FILE", file.to_str().unwrap())];
+            load_text(MINIMAL, &env).unwrap()
+        };
+        let s = with_file("");
+        assert_eq!(s.password.as_deref(), Some("s3cret"), "an empty file: the config's password");
+        assert!(s.password_source.to_string().starts_with("from mqtt.password ("), "{}", s.password_source);
+        let s = with_file("from-file\n");
+        assert_eq!(s.password.as_deref(), Some("from-file"));
+        assert_eq!(s.password_source, PasswordSource::File(file.clone()));
+        let s = load_text(MINIMAL, &[]).unwrap();
+        assert_eq!(s.password_source, PasswordSource::Config);
+        std::fs::write(&file, "").unwrap();
+        let no_password = MINIMAL.replace("password = \"s3cret\"\n", "");
+        let env = [("LINEGUARD__MQTT__PASSWORD_FILE", file.to_str().unwrap())];
+        let s = load_text(&no_password, &env).unwrap();
+        assert_eq!(s.password, None);
+        assert!(s.password_source.to_string().starts_with("none ("), "{}", s.password_source);
+    }
+
     #[test]
     fn mqtt_protocol_defaults_to_3_1_1_and_5_is_chosen_by_name() {
         let s = load_text(MINIMAL, &[]).unwrap();
@@ -849,7 +1014,7 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let s = load_text(MINIMAL, &[("LINEGUARD__MQTT__PROTOCOL", "3.1.1")]).unwrap();
         assert_eq!(s.raw.mqtt.protocol, Protocol::V311);
         let s = load_text(MINIMAL, &[("LINEGUARD__MQTT__PROTOCOL", "5")]).unwrap();
-        assert_eq!(s.raw.mqtt.protocol, Protocol::V5, "the environment's 5 reads as a number");
+        assert_eq!(s.raw.mqtt.protocol, Protocol::V5, "from the environment");
         let s = load_text(&MINIMAL.replace("port = 1883", "port = 1883\nprotocol = 5"), &[]).unwrap();
         assert_eq!(s.raw.mqtt.protocol, Protocol::V5);
         let text = MINIMAL.replace("port = 1883", "port = 1883\nprotocol = \"5\"\nreceive_maximum = 200");

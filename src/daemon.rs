@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ack::{Ack, AckId};
-use crate::config::{Settings, SparkplugSettings};
+use crate::config::{Protocol, Settings, SparkplugSettings};
 use crate::events::{self, ConnectionEvents};
 use crate::health::Health;
 use crate::model::Model;
@@ -51,7 +51,9 @@ use crate::mqtt::{self, Backoff};
 use crate::outbox::{Control, Link, NodeLink, Sink, SinkConfig};
 use crate::pipeline::{Inbound, Outputs, Worker};
 use crate::protocol::{Client, Event, EventLoop};
+use crate::relay::{self, Relay};
 use crate::reload::{self, Board, Watched};
+use crate::shutdown::Deadline;
 use crate::sparkplug::node::EdgeNode;
 use crate::status::{self, ModelStatus};
 use crate::store::Store;
@@ -86,16 +88,31 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Run until `shutdown` is cancelled, then drain and stop.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Run until `shutdown` is cancelled, then drain and stop, all within
+/// `state.drain_timeout_secs` of the signal. `hangup` is SIGHUP, installed
+/// by the caller before anything slow starts (see `shutdown.rs`).
+pub async fn run(
+    settings: Settings,
+    shutdown: CancellationToken,
+    hangup: Option<tokio::signal::unix::Signal>,
+) -> anyhow::Result<()> {
     let s = settings.clone();
-    let models = tokio::task::spawn_blocking(move || load_models(&s)).await??;
+    let models = tokio::select! {
+        m = tokio::task::spawn_blocking(move || load_models(&s)) => m??,
+        _ = shutdown.cancelled() => {
+            info!("stopped while loading the models");
+            return Ok(());
+        }
+    };
+    // Installed before anything counts (the store's recovery, below).
+    crate::http::recorder();
     let dir = settings.raw.state.dir.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&dir))
             .await?
             .context("cannot open the state store")?,
     );
+    events::store_recovered(store.path(), store.recovery());
     let (spark_backlog, backlog): (Vec<_>, Vec<_>) =
         store.outbox().context("cannot read the outbox")?.into_iter().partition(|e| e.sparkplug);
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
@@ -129,10 +146,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         )),
     };
 
+    // Over MQTT 3.1.1, through the relay that keeps oversize messages from
+    // killing the connection (relay.rs); MQTT 5 tells the broker our limit.
+    let relay = match settings.raw.mqtt.protocol {
+        Protocol::V311 => Some(
+            Relay::start(
+                &settings.raw.mqtt.host,
+                settings.raw.mqtt.port,
+                settings.tls.as_ref(),
+                mqtt::relay_limit(&settings),
+            )
+            .context("cannot start the telemetry connection's relay")?,
+        ),
+        Protocol::V5 => None,
+    };
     // Zero capacity: see the module comment.
-    let (client, eventloop) = mqtt::connect(&settings);
+    let (client, eventloop) = mqtt::connect(&settings, relay.as_ref());
     let (pub_client, pub_eventloop) = mqtt::publisher(&settings);
 
+    let stop = StopDeadlines::default();
     let (entries_tx, entries_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::channel(1024);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
@@ -145,6 +177,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         control: control_tx.clone(),
         dead_letter_topic: settings.raw.limits.dead_letter_topic.clone(),
         health: health.clone(),
+        deadline: stop.commits.clone(),
     };
 
     // Pipeline workers, each on its own thread.
@@ -205,7 +238,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         offline: status::offline(&client_id),
         max_bytes: st.outbox_max_bytes,
         max_age: Duration::from_secs(st.outbox_max_age_secs),
-        drain_timeout: Duration::from_secs(st.drain_timeout_secs),
+        drain_until: stop.publishing.clone(),
+        farewell: stop.farewell(settings.drain_timeout()),
     };
     let sink = Sink::new(pub_client.clone(), store.clone(), sink_config.clone(), backlog);
     let _ = control_tx.send(Control::Online(board.online_payload())).await;
@@ -249,12 +283,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             acks: Some(ack_tx),
             health: Some((health.clone(), Role::Telemetry)),
             attempted: Some(attempted_tx),
+            relay,
             ..Connection::new(&settings, filters, intake_link(link_tx), ConnectionEvents::telemetry())
         },
         intake.clone(),
     ));
     let watcher_stop = CancellationToken::new();
-    tokio::spawn(reload::watch(watched, board, control_tx, watcher_stop.clone()));
+    tokio::spawn(reload::watch(watched, board, control_tx, hangup, watcher_stop.clone()));
     // Ready: models loaded and the first connection attempted (whatever its outcome).
     tokio::select! {
         _ = attempted_rx => {}
@@ -265,31 +300,57 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     info!(pipelines = settings.pipelines.len(), "lineguard running");
 
     shutdown.cancelled().await;
+    let stop_by = stop.arm(settings.drain_timeout());
     crate::systemd::stopping();
     info!("stopping: intake closed, finishing the work in hand");
     watcher_stop.cancel();
     intake.cancel();
+    let left = || stop_by.saturating_duration_since(tokio::time::Instant::now());
     for w in workers {
-        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        if tokio::time::timeout(left(), tokio::task::spawn_blocking(move || w.join())).await.is_err() {
+            warn!("stop: a pipeline did not finish in time");
+        }
     }
     drain.cancel();
-    let limit = Duration::from_secs(settings.raw.state.drain_timeout_secs + 5);
-    if tokio::time::timeout(limit, sink).await.is_err() {
+    if tokio::time::timeout(left(), sink).await.is_err() {
         warn!("stop: the sink did not finish in time");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), publisher).await;
+    let _ = tokio::time::timeout(left(), publisher).await;
     acks_done.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), acker).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+    let _ = tokio::time::timeout(left(), acker).await;
+    let _ = tokio::time::timeout(left(), conn).await;
     if let Some((sink, conn)) = node {
-        if tokio::time::timeout(limit, sink).await.is_err() {
+        if tokio::time::timeout(left(), sink).await.is_err() {
             warn!("stop: the Sparkplug sink did not finish in time");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        let _ = tokio::time::timeout(left(), conn).await;
     }
     services_stop.cancel();
     info!("stopped");
     Ok(())
+}
+
+/// The deadlines of a stop, which as a whole keeps `state.drain_timeout_secs`:
+/// commits that keep failing are given up halfway, publishing ends in time
+/// for the farewell (`offline`, DISCONNECT) to fit.
+#[derive(Default)]
+struct StopDeadlines {
+    commits: Deadline,
+    publishing: Deadline,
+}
+
+impl StopDeadlines {
+    /// What the farewell (and the last deletes) may take: a second, less for a short drain.
+    fn farewell(&self, drain: Duration) -> Duration {
+        (drain / 4).min(Duration::from_secs(1))
+    }
+
+    /// The stop begins now: returns when it must be over.
+    fn arm(&self, drain: Duration) -> tokio::time::Instant {
+        self.commits.arm(drain / 2);
+        self.publishing.arm(drain.saturating_sub(2 * self.farewell(drain)));
+        tokio::time::Instant::now() + drain
+    }
 }
 
 /// The sink hears from the telemetry connection only whether its
@@ -398,6 +459,8 @@ struct Connection {
     before_connect: Option<BeforeConnect>,
     /// Drop the connection and connect again (a Sparkplug session ends).
     reconnect: Option<mpsc::UnboundedReceiver<()>>,
+    /// The relay the connection runs through (telemetry over MQTT 3.1.1).
+    relay: Option<Relay>,
 }
 
 impl Connection {
@@ -424,6 +487,7 @@ impl Connection {
             forward: false,
             before_connect: None,
             reconnect: None,
+            relay: None,
         }
     }
 
@@ -486,7 +550,7 @@ async fn connection_loop(
             event = eventloop.poll() => event,
         };
         match event {
-            Ok(Event::Publish { topic, payload, id }) => {
+            Ok(Event::Publish { topic, payload, id, dup }) => {
                 if c.forward {
                     if let Some(topic) = topic {
                         let _ = c.link.send(Link::Incoming { topic, payload });
@@ -504,6 +568,11 @@ async fn connection_loop(
                     Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
                     continue;
                 };
+                // A stand-in for a message too large to read (relay.rs).
+                let (payload, oversize) = match relay::stand_in(&payload) {
+                    Some(o) => (o.head, Some(o.len)),
+                    None => (payload, None),
+                };
                 let received_ms = now_ms();
                 let holders = routes.iter().filter(|r| r.pipeline.takes(&topic)).count();
                 if holders == 0 {
@@ -517,6 +586,8 @@ async fn connection_loop(
                         topic: topic.clone(),
                         payload: payload.clone(),
                         received_ms,
+                        redelivered: dup,
+                        oversize,
                         ack: shares.pop(),
                     };
                     // Waiting here is the backpressure: we stop reading from the broker.
@@ -525,7 +596,7 @@ async fn connection_loop(
             }
             Ok(Event::ConnAck { session_present }) => {
                 eventloop.forget_replay();
-                c.backoff.reset();
+                c.backoff.connected();
                 c.set_health(true);
                 if let Some(t) = c.attempted.take() {
                     let _ = t.send(());
@@ -561,6 +632,8 @@ async fn connection_loop(
             Ok(Event::Disconnected) => return,
             Ok(Event::Other) => {}
             Err(e) => {
+                // Through the relay, rumqttc sees only its socket close; the relay knows why.
+                let e = c.relay.as_ref().and_then(Relay::take_error).unwrap_or(e);
                 c.down();
                 c.before_connect(&mut eventloop);
                 let delay = c.backoff.next_delay();

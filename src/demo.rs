@@ -115,7 +115,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     let stop = CancellationToken::new();
     crate::shutdown::on_signals(stop.clone())?;
     let daemon_stop = CancellationToken::new();
-    let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone()));
+    let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone(), None));
 
     // The view: a plain MQTT subscriber, like a dashboard.
     let board: Board = Arc::default();

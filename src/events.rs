@@ -54,6 +54,8 @@ impl<K: std::hash::Hash + Eq> RateLimit<K> {
 pub struct PipelineEvents {
     pipeline: String,
     rejects: RateLimit<Reason>,
+    duplicate_lines: RateLimit<()>,
+    duplicates: Counter,
     messages: Counter,
     bytes: Counter,
     windows: Counter,
@@ -77,6 +79,8 @@ impl PipelineEvents {
         Self {
             pipeline: p.clone(),
             rejects: RateLimit::default(),
+            duplicate_lines: RateLimit::default(),
+            duplicates: counter!("lineguard_duplicates_total", "pipeline" => p.clone()),
             messages: counter!("lineguard_messages_total", "pipeline" => p.clone()),
             bytes: counter!("lineguard_message_bytes_total", "pipeline" => p.clone()),
             windows: counter!("lineguard_windows_scored_total", "pipeline" => p.clone()),
@@ -102,6 +106,15 @@ impl PipelineEvents {
                 String::new()
             };
             warn!(pipeline = %self.pipeline, %topic, reason = r.reason.as_str(), "sample rejected: {}{more}", r.detail);
+        }
+    }
+
+    /// A sample already applied came again (a redelivery after a reconnect
+    /// or a restart): counted, not rejected.
+    pub fn duplicate(&mut self, device: &str, ts: i64) {
+        self.duplicates.increment(1);
+        if let Some(suppressed) = self.duplicate_lines.allow(()) {
+            tracing::debug!(pipeline = %self.pipeline, %device, ts, suppressed, "duplicate sample skipped (already applied)");
         }
     }
 
@@ -202,10 +215,143 @@ pub fn model_refused(pipeline: &str, path: &std::path::Path, why: &str) {
     error!(%pipeline, model = %path.display(), "new model refused, the current one keeps serving: {why}");
 }
 
-/// The store could not commit; nothing is acknowledged until it can.
-pub fn commit_failed(pipeline: &str, why: &str) {
-    counter!("lineguard_commit_errors_total", "pipeline" => pipeline.to_string()).increment(1);
-    error!(%pipeline, "cannot commit state (retrying; telemetry is not acknowledged meanwhile): {why}");
+/// A pipeline's committer: its commit times, and its failures, logged
+/// once, then at most every `LOG_EVERY`, then when commits resume.
+pub struct CommitEvents {
+    pipeline: String,
+    seconds: Histogram,
+    errors: Counter,
+    lines: RateLimit<()>,
+    failing_since: Option<Instant>,
+    attempts: u64,
+}
+
+impl CommitEvents {
+    pub fn new(pipeline: &str) -> Self {
+        Self {
+            pipeline: pipeline.to_string(),
+            seconds: histogram!("lineguard_commit_seconds", "pipeline" => pipeline.to_string()),
+            errors: counter!("lineguard_commit_errors_total", "pipeline" => pipeline.to_string()),
+            lines: RateLimit::default(),
+            failing_since: None,
+            attempts: 0,
+        }
+    }
+
+    pub fn committed(&self, seconds: f64) {
+        self.seconds.record(seconds);
+    }
+
+    /// The store refused a commit; nothing is acknowledged until one succeeds.
+    pub fn failed(&mut self, why: &str, turns: usize) {
+        self.errors.increment(1);
+        self.attempts += 1;
+        let since = *self.failing_since.get_or_insert_with(Instant::now);
+        if let Some(suppressed) = self.lines.allow(()) {
+            error!(
+                pipeline = %self.pipeline,
+                turns,
+                failing_for_secs = since.elapsed().as_secs(),
+                suppressed,
+                "cannot commit state (retrying every second; telemetry is not acknowledged meanwhile, \
+                 so the broker keeps it): {why}"
+            );
+        }
+    }
+
+    /// A commit succeeded after failures.
+    pub fn resumed(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            info!(
+                pipeline = %self.pipeline,
+                attempts = std::mem::take(&mut self.attempts),
+                "commits resumed after {:.1} s of failures; nothing was lost",
+                since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// A stop gave up on commits that kept failing.
+    pub fn abandoned(&self, turns: usize) {
+        warn!(
+            pipeline = %self.pipeline,
+            turns,
+            "stop: giving up on commits that keep failing; their telemetry stays unacknowledged \
+             and the broker delivers it again at the next start"
+        );
+    }
+}
+
+/// The store turned out corrupt at run time: nothing can be made durable in
+/// it any more. Exit, so that systemd restarts the daemon and the start
+/// moves the file aside (unacknowledged telemetry is redelivered then).
+pub fn store_corrupt(pipeline: &str, why: &str) -> ! {
+    counter!("lineguard_state_store_discarded_total", "reason" => "corrupt_at_run_time").increment(1);
+    error!(
+        %pipeline,
+        "state store is corrupt ({why}); exiting so that the next start sets it aside and starts fresh"
+    );
+    std::process::exit(1)
+}
+
+/// Stored windows that could not be trusted at start-up and were dropped,
+/// by reason: one line per pipeline, however many devices.
+pub fn windows_dropped(
+    pipeline: &str,
+    by_reason: &std::collections::BTreeMap<&'static str, usize>,
+    kept: usize,
+) {
+    let mut total = 0;
+    for (reason, n) in by_reason {
+        counter!("lineguard_state_dropped_total", "kind" => "window", "reason" => *reason)
+            .increment(*n as u64);
+        total += n;
+    }
+    let reasons: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    warn!(
+        %pipeline,
+        dropped = total,
+        kept,
+        "stored windows dropped, not trusted ({}); those devices score again once their windows refill",
+        reasons.join(", ")
+    );
+}
+
+/// The store's windows could not be read at all: every device starts empty.
+pub fn windows_unreadable(pipeline: &str, why: &str) {
+    counter!("lineguard_state_dropped_total", "kind" => "window", "reason" => "unreadable").increment(1);
+    error!(%pipeline, "cannot read the stored windows, every device starts empty: {why}");
+}
+
+/// What opening the state store found and did (see `store::Recovery`).
+pub fn store_recovered(path: &std::path::Path, r: &crate::store::Recovery) {
+    if let Some((aside, why)) = &r.moved_aside {
+        counter!("lineguard_state_store_discarded_total", "reason" => "unreadable").increment(1);
+        error!(
+            store = %path.display(),
+            moved_to = %aside.display(),
+            "state store could not be opened ({why}); moved aside and started fresh: lost are the \
+             window tails of every device (each scores again once its window refills), the scores \
+             not yet published, and the Sparkplug bdSeq"
+        );
+    }
+    if r.rolled_back {
+        counter!("lineguard_state_store_discarded_total", "reason" => "rolled_back").increment(1);
+        error!(
+            store = %path.display(),
+            "state store: its last commit was damaged and rolled back; the stored windows may lack \
+             acknowledged samples, so every one is dropped"
+        );
+    }
+    if r.outbox_dropped > 0 {
+        counter!("lineguard_state_dropped_total", "kind" => "outbox", "reason" => "checksum")
+            .increment(r.outbox_dropped as u64);
+        error!(
+            store = %path.display(),
+            entries = r.outbox_dropped,
+            "outbox entries failed their check and were dropped: those scores are not published"
+        );
+    }
 }
 
 /// Devices evicted, `why` = `idle` or `capacity` (the device cap was reached).

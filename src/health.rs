@@ -2,7 +2,7 @@
 //! is connected, whether each pipeline loop is alive, and throughput.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Shared between the connection task, the pipeline workers and the reporters.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub struct Health {
     publishing: AtomicBool,
     /// Per pipeline: the last time its loop went round (epoch ms).
     beats: Vec<AtomicI64>,
+    /// Per pipeline: why its commits fail, while they do.
+    commit_errors: Vec<Mutex<Option<String>>>,
     names: Vec<String>,
     messages: AtomicU64,
     windows: AtomicU64,
@@ -25,6 +27,7 @@ impl Health {
             connected: AtomicBool::new(false),
             publishing: AtomicBool::new(false),
             beats: pipelines.iter().map(|_| AtomicI64::new(now)).collect(),
+            commit_errors: pipelines.iter().map(|_| Mutex::new(None)).collect(),
             names: pipelines.to_vec(),
             messages: AtomicU64::new(0),
             windows: AtomicU64::new(0),
@@ -42,6 +45,11 @@ impl Health {
     /// Both connections are up: telemetry comes in and scores go out.
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed) && self.publishing.load(Ordering::Relaxed)
+    }
+
+    /// A pipeline's commits fail (`Some(why)`), or work again (`None`).
+    pub fn set_commit_error(&self, pipeline: usize, why: Option<String>) {
+        *self.commit_errors[pipeline].lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// A pipeline loop went round.
@@ -79,6 +87,11 @@ impl Health {
         if !self.publishing.load(Ordering::Relaxed) {
             why.push("score publisher not connected".to_string());
         }
+        for (name, e) in self.names.iter().zip(&self.commit_errors) {
+            if let Some(e) = e.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                why.push(format!("state store cannot commit (pipeline {name}): {e}"));
+            }
+        }
         let stalled = self.stalled(STALL_MS);
         if !stalled.is_empty() {
             why.push(format!("pipeline loop stalled: {}", stalled.join(", ")));
@@ -110,6 +123,17 @@ mod tests {
         h.beat(1);
         h.set_connected(false);
         assert_eq!(h.check().unwrap_err(), "broker not connected");
+    }
+
+    #[test]
+    fn failing_commits_are_unhealthy_until_they_work_again() {
+        let h = Health::new(&["a".into(), "b".into()]);
+        h.set_connected(true);
+        h.set_publishing(true);
+        h.set_commit_error(1, Some("No space left on device".into()));
+        assert_eq!(h.check().unwrap_err(), "state store cannot commit (pipeline b): No space left on device");
+        h.set_commit_error(1, None);
+        assert!(h.check().is_ok());
     }
 
     #[test]

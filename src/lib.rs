@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod protocol;
 pub mod reject;
+pub mod relay;
 pub mod reload;
 pub mod score;
 pub mod shutdown;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use lineguard::config::{self, LogFormat};
 
@@ -72,19 +71,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let settings = config::load(&config, std::env::vars())?;
             lineguard::logging::init(settings.raw.log.format, &settings.raw.log.level);
-            runtime()?.block_on(async {
-                let shutdown = CancellationToken::new();
-                lineguard::shutdown::on_signals(shutdown.clone())?;
-                lineguard::daemon::run(settings, shutdown).await
-            })?;
+            let rt = runtime()?;
+            let result = rt.block_on(async {
+                // Before anything slow: a signal must never find its default action.
+                let signals = lineguard::shutdown::install().context("cannot install signal handlers")?;
+                lineguard::daemon::run(settings, signals.stop, Some(signals.hangup)).await
+            });
+            // A model still loading on a blocking thread need not be waited for.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            result?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {
             let settings = config::load(&config, std::env::vars())?;
+            lineguard::store::check_writable(&settings.raw.state.dir)?;
             println!("# {}: valid\n", settings.path.display());
             print!("{}", settings.display_masked());
             let models = lineguard::daemon::load_models(&settings)?;
             println!();
+            println!("# mqtt password: {}", settings.password_source);
+            println!("# state.dir {}: writable", settings.raw.state.dir.display());
             for (p, m) in settings.pipelines.iter().zip(&models) {
                 println!(
                     "# pipeline `{}`: subscribes `{}`, publishes `{}`, model {} v{} ({} x {} features, sha256 {})",

@@ -1,7 +1,7 @@
 //! Broker connection settings and reconnect pacing.
 //!
 //! rumqttc reconnects the moment `poll()` is called after an error, so the
-//! caller sleeps `Backoff::next()` between failures. The telemetry session is
+//! caller sleeps [`Backoff::next_delay`] between failures. The telemetry session is
 //! persistent (no clean start, under the configured, stable client id; with
 //! MQTT 5 a session that never expires): the broker keeps our subscriptions
 //! and queues QoS 1 telemetry while we are away.
@@ -13,10 +13,13 @@ use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::{Protocol, Settings, SparkplugSettings};
 use crate::protocol::{self, Client, EventLoop};
+use crate::relay::Relay;
 use crate::status;
 
 /// Extra room above the payload limit for topic and packet headers.
 const PACKET_OVERHEAD: usize = 64 * 1024;
+/// Room for a PUBLISH's topic (at most 64 KiB) and headers above the payload.
+const TOPIC_ROOM: usize = 2 * 64 * 1024;
 /// Score publishes in flight at once (the broker may allow fewer).
 const OUTGOING_INFLIGHT: u16 = 1000;
 
@@ -24,7 +27,10 @@ const OUTGOING_INFLIGHT: u16 = 1000;
 /// (telemetry is acknowledged only after its effect is committed, see
 /// ack.rs), and `offline` as the retained will on the status topic. It
 /// publishes nothing: scores go out on [`publisher`]'s connection.
-pub fn connect(settings: &Settings) -> (Client, EventLoop) {
+///
+/// Over MQTT 3.1.1 it runs through `relay` (see `relay.rs`), which keeps
+/// any PUBLISH above [`relay_limit`] from reaching rumqttc.
+pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop) {
     let m = &settings.raw.mqtt;
     let will = offline_will(settings);
     match m.protocol {
@@ -41,7 +47,10 @@ pub fn connect(settings: &Settings) -> (Client, EventLoop) {
             protocol::v5(o)
         }
         Protocol::V311 => {
-            let mut o = base(settings, &m.client_id);
+            let mut o = match relay {
+                Some(r) => via_relay(settings, &m.client_id, r),
+                None => base(settings, &m.client_id),
+            };
             o.set_clean_session(false);
             o.set_manual_acks(true);
             o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
@@ -99,20 +108,40 @@ fn incoming_limit(settings: &Settings) -> usize {
     settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
 }
 
+/// What a PUBLISH may be before the relay puts a stand-in in its place: the
+/// largest payload lineguard reads, and room for the topic. rumqttc reads
+/// up to this much.
+pub fn relay_limit(settings: &Settings) -> usize {
+    settings.raw.limits.max_payload_bytes.saturating_add(TOPIC_ROOM)
+}
+
 fn base(settings: &Settings, client_id: &str) -> MqttOptions {
     let m = &settings.raw.mqtt;
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
+    common(settings, &mut o, incoming_limit(settings));
+    if let Some(t) = transport(settings) {
+        o.set_transport(t);
+    }
+    o
+}
+
+/// To the broker through the relay's socket (which does TLS if configured).
+fn via_relay(settings: &Settings, client_id: &str, relay: &Relay) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, relay.socket().display().to_string(), 0);
+    common(settings, &mut o, relay_limit(settings));
+    o.set_transport(Transport::Unix);
+    o
+}
+
+fn common(settings: &Settings, o: &mut MqttOptions, incoming: usize) {
+    let m = &settings.raw.mqtt;
     o.set_keep_alive(settings.keep_alive());
-    o.set_max_packet_size(incoming_limit(settings), 1024 * 1024);
+    o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
     o.set_inflight(OUTGOING_INFLIGHT);
     if let Some(user) = &m.username {
         o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
     }
-    if let Some(t) = transport(settings) {
-        o.set_transport(t);
-    }
-    o
 }
 
 fn base5(settings: &Settings, client_id: &str) -> rumqttc::v5::MqttOptions {
@@ -149,29 +178,42 @@ fn install_crypto_provider() {
 }
 
 /// Capped exponential backoff with jitter, so a fleet of gateways does not
-/// reconnect in lockstep after a broker restart.
+/// reconnect in lockstep after a broker restart. A connection counts as
+/// healthy only once it has stayed up for [`STABLE_AFTER`]: one that the
+/// broker accepts and then drops at once (a message it keeps sending that
+/// kills it, a session taken over) goes on backing off instead of
+/// reconnecting at full speed forever.
 #[derive(Debug)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
+    up_since: Option<std::time::Instant>,
 }
+
+/// How long a connection must last before the backoff starts from `min` again.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min }
+        Self { min, max, next: min, up_since: None }
     }
 
-    /// The delay before the next attempt: uniform in [d/2, d], d doubling per call up to `max`.
+    /// The delay before the next attempt: uniform in [d/2, d], d doubling per
+    /// call up to `max`, from `min` again if the last connection was stable.
     pub fn next_delay(&mut self) -> Duration {
+        if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+            self.next = self.min;
+        }
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
         let ms = d.as_millis() as u64;
         Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
     }
 
-    pub fn reset(&mut self) {
-        self.next = self.min;
+    /// A connection is up (the broker accepted it).
+    pub fn connected(&mut self) {
+        self.up_since = Some(std::time::Instant::now());
     }
 }
 
@@ -187,7 +229,12 @@ mod tests {
             let cap = (100u128 << i).min(1000);
             assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d} ms outside [{}, {cap}]", cap / 2);
         }
-        b.reset();
+        // A connection that dies at once does not reset it...
+        b.connected();
+        assert!(b.next_delay() >= Duration::from_millis(500), "still backing off");
+        // ...one that lasted does.
+        b.connected();
+        b.up_since = Some(std::time::Instant::now() - STABLE_AFTER);
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

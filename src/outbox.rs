@@ -31,7 +31,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +44,7 @@ use tracing::{info, warn};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::protocol::{Client, ClientError};
+use crate::shutdown::Deadline;
 use crate::sparkplug::node::{Command, EdgeNode, Record};
 use crate::store::{Entry, Store};
 
@@ -98,7 +99,11 @@ pub struct SinkConfig {
     pub offline: Vec<u8>,
     pub max_bytes: u64,
     pub max_age: Duration,
-    pub drain_timeout: Duration,
+    /// At a stop, publishing ends by this deadline (armed by the daemon
+    /// when the stop begins: the whole stop keeps `state.drain_timeout_secs`).
+    pub drain_until: Deadline,
+    /// Then `offline` (or NDEATH) and DISCONNECT get at most this long.
+    pub farewell: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,20 +140,25 @@ struct Slot {
 const DELETE_CHUNK: usize = 512;
 const DELETE_PAUSE: Duration = Duration::from_micros(200);
 
-fn remove(store: &Store, seqs: &[u64], durable: bool) {
+/// Sequence numbers a delete could not remove, and why.
+type Undeleted = (Vec<u64>, String);
+
+/// Delete `seqs` in chunks; returns what could not be deleted (the store
+/// failed), to be tried again later, and the error.
+fn remove(store: &Store, seqs: &[u64], durable: bool) -> Option<Undeleted> {
     // Nothing to delete still makes one (durable) transaction when asked to.
     let chunks: Vec<&[u64]> = if seqs.is_empty() { vec![seqs] } else { seqs.chunks(DELETE_CHUNK).collect() };
     for (i, chunk) in chunks.iter().enumerate() {
         let last = i + 1 == chunks.len();
         // Only the last is made durable: redb's durable commit covers the earlier ones.
         if let Err(e) = store.remove(chunk, durable && last) {
-            warn!("outbox: cannot delete acknowledged scores (they may be published again): {e}");
-            return;
+            return Some((chunks[i..].concat(), e.to_string()));
         }
         if !last {
             std::thread::sleep(DELETE_PAUSE);
         }
     }
+    None
 }
 
 type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
@@ -171,6 +181,9 @@ pub struct Sink {
     /// delete can wait for a pipeline's commit, and the async thread (every
     /// connection's intake and publishing) must not wait with it.
     deleting: Option<tokio::task::JoinHandle<()>>,
+    /// What the last delete could not delete, and why: tried again.
+    undeleted: Arc<Mutex<Option<Undeleted>>>,
+    delete_errors: crate::events::RateLimit<()>,
     up: bool,
     /// The telemetry connection's subscriptions are in place: `online` is
     /// said only while both that and the sink's own connection are up.
@@ -194,6 +207,8 @@ impl Sink {
             pkids: HashMap::new(),
             to_delete: Vec::new(),
             deleting: None,
+            undeleted: Default::default(),
+            delete_errors: Default::default(),
             up: false,
             intake: false,
             node: None,
@@ -385,15 +400,29 @@ impl Sink {
     /// Scores whose commit is not done yet wait for a later round: deleted
     /// now, their commit would bring them back.
     fn flush_deletes(&mut self) {
-        if self.to_delete.is_empty() || self.deleting.as_ref().is_some_and(|d| !d.is_finished()) {
+        if self.deleting.as_ref().is_some_and(|d| !d.is_finished()) {
+            return;
+        }
+        self.deleting = None;
+        if let Some((left, why)) = self.undeleted.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.to_delete.extend(left);
+            if let Some(suppressed) = self.delete_errors.allow(()) {
+                warn!(suppressed, "outbox: cannot delete acknowledged scores yet (retrying): {why}");
+            }
+        }
+        if self.to_delete.is_empty() {
             return;
         }
         let seqs = self.deletable();
         if seqs.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        self.deleting = Some(tokio::task::spawn_blocking(move || remove(&store, &seqs, false)));
+        let (store, undeleted) = (self.store.clone(), self.undeleted.clone());
+        self.deleting = Some(tokio::task::spawn_blocking(move || {
+            if let Some(left) = remove(&store, &seqs, false) {
+                *undeleted.lock().unwrap_or_else(|p| p.into_inner()) = Some(left);
+            }
+        }));
     }
 
     /// Take the pending deletes whose commits are done.
@@ -409,9 +438,18 @@ impl Sink {
         if let Some(d) = self.deleting.take() {
             let _ = d.await;
         }
+        if let Some((left, _)) = self.undeleted.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.to_delete.extend(left);
+        }
         // The pipelines are done, so every commit is too.
         let (seqs, store) = (self.deletable(), self.store.clone());
-        let _ = tokio::task::spawn_blocking(move || remove(&store, &seqs, true)).await;
+        if let Ok(Some((left, why))) = tokio::task::spawn_blocking(move || remove(&store, &seqs, true)).await
+        {
+            warn!(
+                scores = left.len(),
+                "stop: acknowledged scores stay in the outbox (published again at the next start): {why}"
+            );
+        }
     }
 
     /// Publish until `drain` is cancelled and the workers are gone (`entries`
@@ -518,12 +556,14 @@ impl Sink {
                     self.flush_deletes();
                 }
                 _ = drain.cancelled(), if drain_deadline.is_none() => {
-                    drain_deadline = Some(Instant::now() + self.config.drain_timeout);
+                    drain_deadline = Some(Instant::now() + self.config.drain_until.remaining().unwrap_or_default());
                 }
             }
         }
         drop(sending);
-        self.final_deletes().await;
+        if tokio::time::timeout(self.config.farewell, self.final_deletes()).await.is_err() {
+            warn!("stop: the store did not take the last deletes in time; those scores are published again at the next start");
+        }
         // `offline` (or the node's NDEATH), then a clean DISCONNECT (so the broker drops the last will).
         let offline = match &self.node {
             None => Pending {
@@ -548,7 +588,7 @@ impl Sink {
             let _ = self.send(offline).await;
             let _ = self.client.disconnect().await;
         };
-        if tokio::time::timeout(Duration::from_secs(2), farewell).await.is_err() {
+        if tokio::time::timeout(self.config.farewell, farewell).await.is_err() {
             warn!("stop: broker unreachable; the last will says `offline`");
         }
     }
@@ -568,7 +608,8 @@ mod tests {
             offline: Vec::new(),
             max_bytes,
             max_age,
-            drain_timeout: Duration::from_secs(1),
+            drain_until: Deadline::default(),
+            farewell: Duration::from_secs(1),
         };
         (Sink::new(client, store, config, Vec::new()), dir)
     }
@@ -647,7 +688,7 @@ mod tests {
         };
         let (reserved, seqs) = s.store.reserve(vec![new; n], |e| e.iter().map(|e| e.seq).collect::<Vec<_>>());
         s.store.commit("p", &[crate::store::Part { scores: reserved, ..Default::default() }]).unwrap();
-        remove(&s.store, &seqs[..n - 1], true);
+        assert!(remove(&s.store, &seqs[..n - 1], true).is_none());
         let left: Vec<u64> = s.store.outbox().unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(left, [seqs[n - 1]], "every chunk deleted, the rest kept");
     }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use crate::ack::Ack;
 use crate::alarm::Alarms;
 use crate::card::State;
-use crate::committer::{Committer, Turn};
+use crate::committer::{Committer, Turn, Watch};
 use crate::config::{LimitsConfig, Output, Pipeline};
 use crate::decode::{Decoded, Decoder};
 use crate::events::{self, PipelineEvents};
@@ -35,6 +35,7 @@ use crate::model::{Model, States};
 use crate::outbox::Control;
 use crate::reject::{Reason, Rejection};
 use crate::score::{write_payload, Origin};
+use crate::shutdown::Deadline;
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
 use crate::store::{Entry, NewEntry, Part, Store};
@@ -47,6 +48,12 @@ pub struct Inbound {
     pub payload: Bytes,
     /// Receive time, epoch ms: the `ts` of samples that carry none.
     pub received_ms: i64,
+    /// The broker sent it before (MQTT DUP flag): a sample in it that is
+    /// not newer than the window's newest was applied the first time.
+    pub redelivered: bool,
+    /// The payload is the head of a message this long, too large to read
+    /// whole (see `relay.rs`).
+    pub oversize: Option<u64>,
     /// This pipeline's share of the message's acknowledgement.
     pub ack: Option<Ack>,
 }
@@ -69,6 +76,8 @@ pub struct Outputs {
     pub control: mpsc::Sender<Control>,
     pub dead_letter_topic: Option<String>,
     pub health: Arc<Health>,
+    /// When a stop gives up on commits that keep failing.
+    pub deadline: Deadline,
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -102,6 +111,8 @@ pub struct Worker {
     evicted: Vec<String>,
     alarms: Alarms,
     last_sweep: Instant,
+    /// The store's [`Store::windows_epoch`] this worker's windows were written under.
+    windows_epoch: u64,
 }
 
 impl Worker {
@@ -121,7 +132,8 @@ impl Worker {
             limits.max_devices_per_pipeline,
             (limits.device_idle_secs as i64).saturating_mul(1000),
         )
-        .normalizing(card.normalize.clone());
+        .normalizing(card.normalize.clone())
+        .identified_by(card.input_fingerprint());
         let mut w = Self {
             decoder: Decoder::with_limits(
                 &card.features,
@@ -146,8 +158,14 @@ impl Worker {
             alarms: Alarms::default(),
             origin: Self::origin(&pipeline, &model),
             states: States::default(),
-            committer: Committer::start(out.store.clone(), &pipeline.name, commit_gap)?,
+            committer: Committer::start(
+                out.store.clone(),
+                &pipeline.name,
+                commit_gap,
+                Watch { health: out.health.clone(), pipeline: index, deadline: out.deadline.clone() },
+            )?,
             last_sweep: Instant::now(),
+            windows_epoch: out.store.windows_epoch(),
             index,
             pipeline,
             model,
@@ -166,24 +184,37 @@ impl Worker {
         }
     }
 
-    /// Windows from the store, as they were at the last commit.
+    /// Windows from the store, as they were at the last commit. A stored
+    /// window that cannot be trusted (see `Windows::restore`, and a store
+    /// that rolled back a commit) is dropped; one summary line says how many
+    /// and why.
     fn restore(&mut self) {
         let stored = match self.out.store.windows(&self.pipeline.name) {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(pipeline = %self.pipeline.name, "cannot read stored windows, starting empty: {e}");
+                events::windows_unreadable(&self.pipeline.name, &e.to_string());
                 return;
             }
         };
+        let newest_allowed = crate::daemon::now_ms().saturating_add(self.limits.max_future_ms as i64);
+        let trusted = self.out.store.windows_trusted();
+        let mut dropped: std::collections::BTreeMap<&'static str, usize> = Default::default();
         let mut restored = 0;
         for (device, snap) in stored {
-            match self.windows.restore(&device, &snap) {
+            let result = match trusted {
+                true => self.windows.restore(&device, &snap, newest_allowed).map_err(|r| r.as_str()),
+                false => Err("rolled_back"),
+            };
+            match result {
                 Ok(()) => restored += 1,
-                Err(why) => {
-                    tracing::warn!(pipeline = %self.pipeline.name, %device, "stored window dropped: {why}");
+                Err(reason) => {
+                    *dropped.entry(reason).or_default() += 1;
                     self.staged_forget.push(device);
                 }
             }
+        }
+        if !dropped.is_empty() {
+            events::windows_dropped(&self.pipeline.name, &dropped, restored);
         }
         if restored > 0 {
             tracing::info!(pipeline = %self.pipeline.name, devices = restored, "windows restored from the state store");
@@ -265,16 +296,22 @@ impl Worker {
     }
 
     fn reject(&mut self, topic: &str, payload: &[u8], r: &Rejection) {
+        self.reject_sized(topic, payload, payload.len() as u64, r);
+    }
+
+    /// A rejection of a message `len` bytes long, of which `payload` is
+    /// what was read (all of it, or the head of one too large to read).
+    fn reject_sized(&mut self, topic: &str, payload: &[u8], len: u64, r: &Rejection) {
         self.events.rejected(topic, r);
         if let Some(dl) = &self.out.dead_letter_topic {
-            let shown = &payload[..payload.len().min(4096)];
+            let shown = &payload[..payload.len().min(crate::relay::HEAD)];
             let body = serde_json::json!({
                 "pipeline": self.pipeline.name,
                 "topic": topic,
                 "reason": r.reason.as_str(),
                 "detail": r.detail,
                 "payload": String::from_utf8_lossy(shown),
-                "truncated": payload.len() > shown.len(),
+                "truncated": len > shown.len() as u64,
             });
             let msg = Control::DeadLetter { topic: dl.clone(), payload: body.to_string().into_bytes() };
             if self.out.control.try_send(msg).is_err() {
@@ -289,16 +326,13 @@ impl Worker {
         if let Some(a) = msg.ack {
             self.staged_acks.push(a);
         }
-        if msg.payload.len() > self.limits.max_payload_bytes {
+        let len = msg.oversize.unwrap_or(msg.payload.len() as u64);
+        if len > self.limits.max_payload_bytes as u64 {
             let r = Rejection::new(
                 Reason::PayloadTooLarge,
-                format!(
-                    "{} bytes, limit {} (limits.max_payload_bytes)",
-                    msg.payload.len(),
-                    self.limits.max_payload_bytes
-                ),
+                format!("{len} bytes, limit {} (limits.max_payload_bytes)", self.limits.max_payload_bytes),
             );
-            self.reject(&msg.topic, &msg.payload, &r);
+            self.reject_sized(&msg.topic, &msg.payload, len, &r);
             return;
         }
         let (device, kind) = match self.pipeline.input.device_key(&msg.topic) {
@@ -322,10 +356,25 @@ impl Worker {
         }
         let nf = self.decoder.features();
         let len = self.model.card.input_len();
+        let latest = msg.received_ms.saturating_add(self.limits.max_future_ms as i64);
         for i in 0..self.decoded.len() {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
-            match self.windows.push(&device, self.decoded.ts[i], msg.received_ms, values, &mut self.evicted) {
+            let ts = self.decoded.ts[i];
+            if let Some(t) = ts.filter(|t| *t > latest) {
+                let ahead = (t - msg.received_ms) as f64 / 1000.0;
+                let r = Rejection::new(
+                    Reason::FutureTimestamp,
+                    format!(
+                        "ts {t} is {ahead:.0} s ahead of the gateway's clock (limits.max_future_ms = {})",
+                        self.limits.max_future_ms
+                    ),
+                );
+                self.reject(&msg.topic, &msg.payload, &r);
+                continue;
+            }
+            match self.windows.push(&device, ts, msg.received_ms, values, &mut self.evicted) {
                 Ok(Pushed::Buffered { .. }) => {}
+                Ok(Pushed::Duplicate { ts }) => self.events.duplicate(&device, ts),
                 Ok(Pushed::Ready { ts }) => {
                     if self.pending.len() == self.limits.max_batch {
                         self.score();
@@ -335,6 +384,9 @@ impl Worker {
                     self.windows.write_window(&device, &mut self.input[start..]);
                     let device = self.windows.key(&device).expect("pushed above");
                     self.pending.push(Pending { device, ts });
+                }
+                Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
+                    self.events.duplicate(&device, ts.unwrap_or_default())
                 }
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
             }
@@ -448,9 +500,16 @@ impl Worker {
     /// End a turn: its new scores to the sink at once, its changes (and the
     /// acknowledgements they release) to the committer.
     fn end_turn(&mut self) {
-        if self.staged() {
+        let epoch = self.out.store.windows_epoch();
+        if epoch != self.windows_epoch {
+            // The store lost its windows: write every one again.
+            self.windows_epoch = epoch;
+            self.windows.mark_all_dirty();
+        }
+        if self.staged() || self.windows.has_dirty() {
             let turn = self.take_turn();
-            self.committer.send(turn);
+            let (health, index) = (&self.out.health, self.index);
+            self.committer.send(turn, || health.beat(index));
         }
     }
 
@@ -533,7 +592,8 @@ impl Worker {
                 self.limits.max_devices_per_pipeline,
                 (self.limits.device_idle_secs as i64).saturating_mul(1000),
             )
-            .normalizing(c.normalize.clone());
+            .normalizing(c.normalize.clone())
+            .identified_by(c.input_fingerprint());
             self.decoder = Decoder::with_limits(
                 &c.features,
                 self.limits.max_samples_per_message,

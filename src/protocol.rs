@@ -35,6 +35,8 @@ pub enum Event {
         topic: Option<String>,
         payload: Bytes,
         id: AckId,
+        /// The broker sent it before (DUP flag).
+        dup: bool,
     },
     ConnAck {
         session_present: bool,
@@ -149,6 +151,7 @@ impl EventLoop {
                     E::Incoming(p5::Packet::Publish(p)) => Event::Publish {
                         topic: String::from_utf8(p.topic.to_vec()).ok(),
                         id: AckId { pkid: p.pkid, qos: qos4(p.qos) },
+                        dup: p.dup,
                         payload: p.payload,
                     },
                     E::Incoming(p5::Packet::ConnAck(a)) => {
@@ -166,6 +169,7 @@ impl EventLoop {
                     E::Incoming(P::Publish(p)) => Event::Publish {
                         topic: Some(p.topic),
                         id: AckId { pkid: p.pkid, qos: p.qos },
+                        dup: p.dup,
                         payload: p.payload,
                     },
                     E::Incoming(P::ConnAck(a)) => Event::ConnAck { session_present: a.session_present },

@@ -23,8 +23,10 @@ pub enum Reason {
     DuplicateKey,
     /// `ts` is neither epoch milliseconds nor RFC 3339.
     BadTimestamp,
-    /// `ts` not newer than the newest sample already in the device's window.
+    /// `ts` older than the newest sample already in the device's window.
     OutOfOrder,
+    /// `ts` further ahead of the gateway's clock than `limits.max_future_ms`.
+    FutureTimestamp,
     /// An empty JSON array.
     EmptyBatch,
     /// JSON nested deeper than serde_json's recursion limit (128).
@@ -53,6 +55,7 @@ impl Reason {
             Reason::DuplicateKey => "duplicate_key",
             Reason::BadTimestamp => "bad_timestamp",
             Reason::OutOfOrder => "out_of_order",
+            Reason::FutureTimestamp => "future_timestamp",
             Reason::EmptyBatch => "empty_batch",
             Reason::TooDeep => "too_deep",
             Reason::TooManyKeys => "too_many_keys",

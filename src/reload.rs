@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -60,13 +60,16 @@ pub fn load_checked(model: &Path, card: &Path) -> anyhow::Result<Model> {
     Ok(model)
 }
 
+/// Watch until `stop`; `hangup` is SIGHUP if the caller installed it
+/// already (else it is installed here).
 pub async fn watch(
     watched: Vec<Watched>,
     board: Board,
     control: mpsc::Sender<Control>,
+    hangup: Option<Signal>,
     stop: CancellationToken,
 ) {
-    let mut hup = match signal(SignalKind::hangup()) {
+    let mut hup = match hangup.map(Ok).unwrap_or_else(|| signal(SignalKind::hangup())) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!("SIGHUP handler unavailable ({e}); model files are still watched");

@@ -36,9 +36,12 @@ pub async fn watchdog(health: Arc<Health>, stop: CancellationToken) {
         let (messages, windows) = health.totals();
         let secs = last.0.elapsed().as_secs_f64().max(1e-3);
         let rate = |now: u64, then: u64| (now - then) as f64 / secs;
+        let state = match health.check() {
+            Ok(()) => "connected".to_string(),
+            Err(why) => why,
+        };
         let status = format!(
-            "{}; {:.0} msg/s, {:.0} windows/s; {messages} messages, {windows} windows scored",
-            if health.connected() { "connected" } else { "broker not connected" },
+            "{state}; {:.0} msg/s, {:.0} windows/s; {messages} messages, {windows} windows scored",
             rate(messages, last.1 .0),
             rate(windows, last.1 .1),
         );

@@ -11,9 +11,9 @@
 //!
 //! Scoring cadence: counting accepted samples from 1, sample `n` completes a
 //! window to score when `n >= window` and `(n - window) % hop == 0`.
-//! A sample whose `ts` is not newer than the device's newest is refused as out
-//! of order (this is also how redelivered telemetry is recognised and not
-//! applied twice). A sample without `ts` takes the receive time, nudged to
+//! A sample whose `ts` equals the device's newest is a duplicate (not
+//! applied again); one older than that is refused as out of order. This is
+//! also how redelivered telemetry is recognised and not applied twice. A sample without `ts` takes the receive time, nudged to
 //! 1 ms after the device's newest so that bursts in one millisecond all count.
 //!
 //! Memory is bounded: at most `max_devices` rings. A new device at the cap
@@ -50,6 +50,9 @@ pub enum Pushed {
     Buffered { ts: i64 },
     /// Stored, and the device's window is due for scoring.
     Ready { ts: i64 },
+    /// Not stored: its `ts` equals the newest already applied (a repeat,
+    /// such as a redelivery of a message whose effect is already held).
+    Duplicate { ts: i64 },
 }
 
 /// The windows of every device of one pipeline.
@@ -61,6 +64,9 @@ pub struct Windows {
     max_devices: usize,
     idle_ms: i64,
     normalize: Option<Normalize>,
+    /// What the windows are built for (the card's features and window):
+    /// written into every snapshot, and a snapshot for anything else is refused.
+    fingerprint: u64,
     /// Keys are shared (`Arc<str>`): the dirty list and the pipeline's batch
     /// hold a device by a reference count, not a copy of its name, so the
     /// per-message path does not allocate.
@@ -68,12 +74,37 @@ pub struct Windows {
     dirty: Vec<Arc<str>>,
 }
 
-/// Version 1 held raw f64 values; version 2 holds the normalized f32 values
-/// with the normalization they were made with, so a restart under a card
-/// with other constants converts them instead of feeding the model wrong input.
-const SNAPSHOT_V1: u8 = 1;
-const SNAPSHOT_V2: u8 = 2;
-const SNAPSHOT_HEADER: usize = 1 + 4 + 4 + 8 + 8 + 8;
+/// Snapshot format 3: format and card fingerprint first, a CRC-32 of
+/// everything before it last. Formats 1 and 2 (no fingerprint, no
+/// checksum) are refused: nothing proves they match the card in force.
+const SNAPSHOT_V3: u8 = 3;
+/// Version, fingerprint, window, features, count, newest ts, last seen.
+const SNAPSHOT_HEADER: usize = 1 + 8 + 4 + 4 + 8 + 8 + 8;
+const CHECKSUM: usize = 4;
+
+/// Why a stored window was not restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Unrestored {
+    /// The bytes fail their checksum (a damaged page).
+    Checksum,
+    /// Not a snapshot of the current format (an older version, or garbage).
+    Format,
+    /// Made for another card: other features, feature order or window.
+    Card,
+    /// Its newest sample lies further ahead of the clock than any sample may.
+    Future,
+}
+
+impl Unrestored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unrestored::Checksum => "checksum",
+            Unrestored::Format => "format",
+            Unrestored::Card => "card",
+            Unrestored::Future => "future",
+        }
+    }
+}
 
 impl Windows {
     pub fn new(window: usize, features: usize, hop: usize) -> Self {
@@ -89,6 +120,7 @@ impl Windows {
             max_devices,
             idle_ms,
             normalize: None,
+            fingerprint: 0,
             devices: HashMap::new(),
             dirty: Vec::new(),
         }
@@ -99,6 +131,13 @@ impl Windows {
     pub fn normalizing(mut self, normalize: Option<Normalize>) -> Self {
         debug_assert!(self.devices.is_empty());
         self.normalize = normalize;
+        self
+    }
+
+    /// Stamp snapshots with the fingerprint of the input they are built for
+    /// ([`crate::card::ModelCard::input_fingerprint`]); restore only those.
+    pub fn identified_by(mut self, fingerprint: u64) -> Self {
+        self.fingerprint = fingerprint;
         self
     }
 
@@ -157,7 +196,8 @@ impl Windows {
         let (window, features) = (self.window, self.features);
         let ring = self.devices.get_mut(device).expect("inserted above");
         let ts = match ts {
-            Some(t) if t <= ring.newest_ts => {
+            Some(t) if t == ring.newest_ts => return Ok(Pushed::Duplicate { ts: t }),
+            Some(t) if t < ring.newest_ts => {
                 return Err(Rejection::new(
                     Reason::OutOfOrder,
                     format!("ts {t} is not newer than {} already in the window of {device}", ring.newest_ts),
@@ -244,17 +284,20 @@ impl Windows {
     /// keeps its capacity, so marking a device dirty does not allocate.
     pub fn take_dirty(&mut self) -> Vec<(Arc<str>, Vec<u8>)> {
         let mut dirty = std::mem::take(&mut self.dirty);
-        let taken = dirty
-            .drain(..)
-            .filter_map(|d| {
-                let ring = self.devices.get_mut(&d)?;
-                ring.dirty = false;
-                let snap = snapshot(ring, self.window, self.features, self.normalize.as_ref());
-                Some((d, snap))
-            })
-            .collect();
+        let mut taken = Vec::with_capacity(dirty.len());
+        for d in dirty.drain(..) {
+            let Some(ring) = self.devices.get_mut(&d) else { continue };
+            ring.dirty = false;
+            let snap = snapshot(&self.devices[&d], self);
+            taken.push((d, snap));
+        }
         self.dirty = dirty;
         taken
+    }
+
+    /// Whether some device changed since the last `take_dirty`.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// Write `device` again at the next `take_dirty` (after a failed commit).
@@ -267,45 +310,44 @@ impl Windows {
         }
     }
 
-    /// Restore a device from a snapshot written by `take_dirty` (or by a
-    /// version that kept raw f64 values). Fails, changing nothing, when the
-    /// snapshot is for another window shape or damaged.
-    pub fn restore(&mut self, device: &str, bytes: &[u8]) -> Result<(), String> {
+    /// Restore a device from a snapshot written by `take_dirty`. Refused,
+    /// changing nothing, unless it passes its checksum, is of the current
+    /// format, was made for the same input (fingerprint, window, features)
+    /// and its newest sample is not after `newest_allowed`.
+    pub fn restore(&mut self, device: &str, bytes: &[u8], newest_allowed: i64) -> Result<(), Unrestored> {
         let (w, f) = (self.window, self.features);
         let n = w * f;
-        if bytes.len() < SNAPSHOT_HEADER {
-            return Err(format!("snapshot of {} bytes is too short", bytes.len()));
+        let Some(split) = bytes.len().checked_sub(CHECKSUM) else { return Err(Unrestored::Format) };
+        let (body, sum) = bytes.split_at(split);
+        if crc32fast::hash(body).to_le_bytes() != sum {
+            return Err(Unrestored::Checksum);
         }
-        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
-        let i64_at = |i: usize| i64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let f64s = |b: &[u8]| -> Vec<f64> {
-            b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect()
-        };
-        if u32_at(1) != w || u32_at(5) != f {
-            return Err(format!("snapshot is {} x {}, the model needs {w} x {f}", u32_at(1), u32_at(5)));
+        if body.len() < SNAPSHOT_HEADER + 1 || body[0] != SNAPSHOT_V3 {
+            return Err(Unrestored::Format);
         }
-        let body = &bytes[SNAPSHOT_HEADER..];
-        let buf: Box<[f32]> = match (bytes[0], body.first()) {
-            (SNAPSHOT_V1, _) if body.len() == 8 * n => {
-                let raw = f64s(body);
-                let norm = self.normalize.as_ref();
-                raw.iter()
-                    .enumerate()
-                    .map(|(i, &v)| norm.map_or(v as f32, |m| normalized(v, m, i % f)))
-                    .collect()
-            }
-            (SNAPSHOT_V2, Some(&0)) if body.len() == 1 + 4 * n => {
-                let values = f32s(&body[1..]);
-                values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &v)| convert(v, i % f, None, self.normalize.as_ref()))
-                    .collect()
-            }
-            (SNAPSHOT_V2, Some(&1)) if body.len() == 1 + 16 * f + 4 * n => {
-                let consts = f64s(&body[1..1 + 16 * f]);
+        let u32_at = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes")) as usize;
+        let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+        if u64_at(1) != self.fingerprint || u32_at(9) != w || u32_at(13) != f {
+            return Err(Unrestored::Card);
+        }
+        let (count, newest_ts, last_seen_ms) = (u64_at(17), u64_at(25) as i64, u64_at(33) as i64);
+        if newest_ts > newest_allowed {
+            return Err(Unrestored::Future);
+        }
+        let rest = &body[SNAPSHOT_HEADER..];
+        let buf: Box<[f32]> = match rest[0] {
+            0 if rest.len() == 1 + 4 * n => f32s(&rest[1..])
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| convert(v, i % f, None, self.normalize.as_ref()))
+                .collect(),
+            1 if rest.len() == 1 + 16 * f + 4 * n => {
+                let consts: Vec<f64> = rest[1..1 + 16 * f]
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
                 let made_with = Normalize { mean: consts[..f].to_vec(), std: consts[f..].to_vec() };
-                let values = f32s(&body[1 + 16 * f..]);
+                let values = f32s(&rest[1 + 16 * f..]);
                 if Some(&made_with) == self.normalize.as_ref() {
                     values.into_boxed_slice()
                 } else {
@@ -317,20 +359,23 @@ impl Windows {
                         .collect()
                 }
             }
-            _ => return Err(format!("snapshot of {} bytes is not a window of {w} x {f}", bytes.len())),
+            _ => return Err(Unrestored::Format),
         };
         let key: Arc<str> = Arc::from(device);
-        let ring = Ring {
-            key: Arc::clone(&key),
-            buf,
-            head: 0,
-            count: i64_at(9) as u64,
-            newest_ts: i64_at(17),
-            last_seen_ms: i64_at(25),
-            dirty: false,
-        };
+        let ring = Ring { key: Arc::clone(&key), buf, head: 0, count, newest_ts, last_seen_ms, dirty: false };
         self.devices.insert(key, ring);
         Ok(())
+    }
+
+    /// Mark every device's window for writing at the next `take_dirty`
+    /// (after the store lost what it held of them).
+    pub fn mark_all_dirty(&mut self) {
+        for ring in self.devices.values_mut() {
+            if !ring.dirty {
+                ring.dirty = true;
+                self.dirty.push(Arc::clone(&ring.key));
+            }
+        }
     }
 
     /// Forget every device (a new model needs other windows).
@@ -356,19 +401,22 @@ fn f32s(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect()
 }
 
-/// Header (version, window, features, count, newest ts, last seen), then
-/// whether values are normalized (0 or 1) and if so the means and stds
-/// (f64), then the values oldest sample first (f32), all little-endian.
-fn snapshot(ring: &Ring, window: usize, features: usize, normalize: Option<&Normalize>) -> Vec<u8> {
-    let consts = normalize.map_or(0, |_| 16 * features);
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len());
-    out.push(SNAPSHOT_V2);
+/// Header (format, fingerprint, window, features, count, newest ts, last
+/// seen), then whether values are normalized (0 or 1) and if so the means
+/// and stds (f64), then the values oldest sample first (f32), then a CRC-32
+/// of all of it, all little-endian.
+fn snapshot(ring: &Ring, w: &Windows) -> Vec<u8> {
+    let (window, features) = (w.window, w.features);
+    let consts = w.normalize.as_ref().map_or(0, |_| 16 * features);
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len() + CHECKSUM);
+    out.push(SNAPSHOT_V3);
+    out.extend_from_slice(&w.fingerprint.to_le_bytes());
     out.extend_from_slice(&(window as u32).to_le_bytes());
     out.extend_from_slice(&(features as u32).to_le_bytes());
     out.extend_from_slice(&ring.count.to_le_bytes());
     out.extend_from_slice(&ring.newest_ts.to_le_bytes());
     out.extend_from_slice(&ring.last_seen_ms.to_le_bytes());
-    match normalize {
+    match &w.normalize {
         None => out.push(0),
         Some(n) => {
             out.push(1);
@@ -379,6 +427,8 @@ fn snapshot(ring: &Ring, window: usize, features: usize, normalize: Option<&Norm
     for v in ring.buf[split..].iter().chain(&ring.buf[..split]) {
         out.extend_from_slice(&v.to_le_bytes());
     }
+    let sum = crc32fast::hash(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
     out
 }
 
@@ -409,8 +459,7 @@ mod tests {
     fn out_of_order_is_refused_and_does_not_disturb_the_window() {
         let mut w = Windows::new(2, 1, 1);
         assert_eq!(w.push("d", Some(10), 0, &[1.0], &mut Vec::new()).unwrap(), Pushed::Buffered { ts: 10 });
-        let err = w.push("d", Some(10), 0, &[9.0], &mut Vec::new()).unwrap_err();
-        assert_eq!(err.reason, Reason::OutOfOrder);
+        assert_eq!(w.push("d", Some(10), 0, &[9.0], &mut Vec::new()).unwrap(), Pushed::Duplicate { ts: 10 });
         assert_eq!(w.push("d", Some(5), 0, &[9.0], &mut Vec::new()).unwrap_err().reason, Reason::OutOfOrder);
         assert_eq!(
             w.push("e", Some(5), 0, &[9.0], &mut Vec::new()).unwrap(),
@@ -493,18 +542,50 @@ mod tests {
         a.push("d", Some(2), 0, &[8.0], &mut Vec::new()).unwrap();
         let snap = a.take_dirty().remove(0).1;
         let mut b = Windows::new(2, 1, 1).normalizing(Some(new));
-        b.restore("d", &snap).unwrap();
+        b.restore("d", &snap, i64::MAX).unwrap();
         let mut out = [0f32; 2];
         b.write_window("d", &mut out);
         assert_eq!(out, [0.5, -1.0]);
-        // A version-1 snapshot (raw f64) is normalized on the way in.
-        let mut v1 = snap[..SNAPSHOT_HEADER].to_vec();
-        v1[0] = SNAPSHOT_V1;
-        [14.0f64, 8.0].iter().for_each(|v| v1.extend_from_slice(&v.to_le_bytes()));
-        b.restore("e", &v1).unwrap();
-        b.write_window("e", &mut out);
-        assert_eq!(out, [0.5, -1.0]);
-        assert!(b.restore("f", &v1[..v1.len() - 1]).is_err(), "truncated");
+    }
+
+    /// A stored window is used only when it is certainly the one written:
+    /// any damaged byte, an older format, another card or a sample from the
+    /// future refuses it, and nothing of it is restored.
+    #[test]
+    fn snapshots_that_cannot_be_trusted_are_refused() {
+        let mut a = Windows::new(2, 2, 1).identified_by(7);
+        a.push("d", Some(100), 0, &[1.0, 2.0], &mut Vec::new()).unwrap();
+        a.push("d", Some(200), 0, &[3.0, 4.0], &mut Vec::new()).unwrap();
+        let snap = a.take_dirty().remove(0).1;
+        let fresh = || Windows::new(2, 2, 1).identified_by(7);
+        assert!(fresh().restore("d", &snap, 200).is_ok());
+        for i in 0..snap.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = snap.clone();
+                bad[i] ^= bit;
+                let mut w = fresh();
+                assert_eq!(
+                    w.restore("d", &bad, i64::MAX),
+                    Err(Unrestored::Checksum),
+                    "byte {i} bit {bit:#x}"
+                );
+                assert_eq!(w.devices(), 0);
+            }
+        }
+        assert_eq!(fresh().restore("d", &snap[..snap.len() - 1], i64::MAX), Err(Unrestored::Checksum));
+        assert_eq!(fresh().restore("d", b"", i64::MAX), Err(Unrestored::Format));
+        let mut other_version = snap[..snap.len() - CHECKSUM].to_vec();
+        other_version[0] = 2;
+        let sum = crc32fast::hash(&other_version);
+        other_version.extend_from_slice(&sum.to_le_bytes());
+        assert_eq!(fresh().restore("d", &other_version, i64::MAX), Err(Unrestored::Format));
+        let mut other_card = Windows::new(2, 2, 1).identified_by(8);
+        assert_eq!(other_card.restore("d", &snap, i64::MAX), Err(Unrestored::Card));
+        assert_eq!(
+            Windows::new(3, 2, 1).identified_by(7).restore("d", &snap, i64::MAX),
+            Err(Unrestored::Card)
+        );
+        assert_eq!(fresh().restore("d", &snap, 199), Err(Unrestored::Future));
     }
 
     #[test]
@@ -517,22 +598,29 @@ mod tests {
         assert_eq!(dirty.len(), 1);
         assert!(a.take_dirty().is_empty(), "clean after take");
         let mut b = Windows::new(3, 2, 2);
-        b.restore("d", &dirty[0].1).unwrap();
+        b.restore("d", &dirty[0].1, i64::MAX).unwrap();
         let (mut wa, mut wb) = ([0f32; 6], [0f32; 6]);
         a.write_window("d", &mut wa);
         b.write_window("d", &mut wb);
         assert_eq!(wa, wb);
-        // Same next steps: sample 5 is due (hop 2), ts 3 is a replay.
+        // Same next steps: sample 5 is due (hop 2), ts 3 is a replay, ts 2 out of order.
         assert_eq!(
-            b.push("d", Some(3), 0, &[0.0, 0.0], &mut Vec::new()).unwrap_err().reason,
+            b.push("d", Some(3), 0, &[0.0, 0.0], &mut Vec::new()).unwrap(),
+            Pushed::Duplicate { ts: 3 }
+        );
+        assert_eq!(
+            b.push("d", Some(2), 0, &[0.0, 0.0], &mut Vec::new()).unwrap_err().reason,
             Reason::OutOfOrder
         );
         assert_eq!(
             a.push("d", Some(4), 0, &[4.0, 4.0], &mut Vec::new()).unwrap(),
             b.push("d", Some(4), 0, &[4.0, 4.0], &mut Vec::new()).unwrap()
         );
-        assert!(Windows::new(4, 2, 1).restore("d", &dirty[0].1).is_err(), "other shape refused");
-        assert!(b.restore("d", b"junk").is_err());
+        assert!(Windows::new(4, 2, 1).restore("d", &dirty[0].1, i64::MAX).is_err(), "other shape refused");
+        assert!(b.restore("d", b"junk", i64::MAX).is_err());
+        b.take_dirty();
+        b.mark_all_dirty();
+        assert_eq!(b.take_dirty().len(), 1, "every window is written again");
     }
 
     #[test]

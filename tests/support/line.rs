@@ -68,3 +68,27 @@ pub fn expect_exactly(sub: &Subscriber, expected: &[super::golden::Expected]) ->
     assert_eq!(got.len(), expected.len(), "nothing extra");
     got
 }
+
+/// Collect score messages until every expected window (`device`, `ts`) has
+/// arrived at least once, or `timeout`; then 800 ms more for stragglers.
+/// Duplicates are kept (the caller checks them).
+pub fn collect_every_window(
+    sub: &Subscriber,
+    expected: &[super::golden::Expected],
+    timeout: Duration,
+) -> Vec<Message> {
+    let want: std::collections::BTreeSet<(String, i64)> =
+        expected.iter().map(|e| (e.device.clone(), e.ts)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while seen.len() < want.len() && std::time::Instant::now() < deadline {
+        for m in sub.collect(usize::MAX, Duration::from_millis(300), Duration::ZERO, is_score) {
+            let j = m.json();
+            seen.insert((j["device"].as_str().unwrap_or("").to_string(), j["ts"].as_i64().unwrap_or(0)));
+            got.push(m);
+        }
+    }
+    got.extend(sub.collect(usize::MAX, Duration::from_millis(800), Duration::ZERO, is_score));
+    got
+}

@@ -8,6 +8,7 @@ pub mod golden;
 pub mod line;
 pub mod mqtt;
 pub mod sparkplug;
+pub mod tmpfs;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,196 @@
+//! Plant faults, tried as a plant would try them, each against a real
+//! mosquitto with every valid window checked against ONNX Runtime: the
+//! daemon stays up (or restarts by itself), loses nothing acknowledged,
+//! publishes no wrong score, and says what happened in one clear line.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon};
+use support::golden::{card_scores, check_scores_at_least_once, Golden};
+use support::line::{collect_every_window, line_pipeline, line_topic, score_topic, LINE_CARD, LINE_GOLDEN};
+use support::mqtt::{Publisher, Subscriber};
+use support::tmpfs::Tmpfs;
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_online(broker: &Broker, client_id: &str) {
+    let topic = format!("lineguard/{client_id}/status");
+    Subscriber::new(broker.port, &[&topic]).wait_for(&topic, "\"online\"", Duration::from_secs(30));
+}
+
+/// `state.dir` fills up while telemetry flows: nothing is acknowledged,
+/// `/healthz` and the log say why (once, not once a second), and when space
+/// returns the store reopens by itself and every window is scored; with the
+/// disk full again, SIGTERM still exits within `drain_timeout_secs`.
+#[test]
+fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
+    let broker = Broker::mosquitto(false);
+    let disk = Tmpfs::mount(16);
+    let state = disk.path().join("state");
+    let mut daemon = Daemon::start_with_env(
+        &config(broker.port, "lg-diskfull", &state, &[line_pipeline()], ""),
+        &[("LINEGUARD__STATE__DRAIN_TIMEOUT_SECS", "3")],
+    );
+    wait_online(&broker, "lg-diskfull");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = golden.interleaved();
+    let (first, second) = samples.split_at(samples.len() / 2);
+
+    let filler = disk.fill();
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in first {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    wait_until("healthz 503 while commits fail", Duration::from_secs(20), || {
+        let (code, body) = daemon.http_get("/healthz");
+        code == 503 && body.contains("state store cannot commit")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let errors = daemon.log().matches("cannot commit state").count();
+    assert!(
+        (1..=2).contains(&errors),
+        "{errors} commit errors logged in ~4 s: not rate-limited\n{}",
+        daemon.log()
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    for (device, s) in second {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let got = collect_every_window(&sub, &expected, Duration::from_secs(60));
+    check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
+    wait_until("healthz 200 once commits work", Duration::from_secs(20), || {
+        daemon.http_get("/healthz").0 == 200
+    });
+    assert!(daemon.log().contains("commits resumed"), "{}", daemon.log());
+
+    // Full again, with telemetry in hand (new devices: the store must grow
+    // to take their windows): the stop gives up on the disk in time.
+    let _filler = disk.fill();
+    for i in 0..3000 {
+        p.publish(&format!("plant/line9/m{i}/telemetry"), Golden::payload(first[0].1));
+    }
+    p.flush(Duration::from_secs(10));
+    wait_until("commits failing again", Duration::from_secs(20), || daemon.http_get("/healthz").0 == 503);
+    let started = Instant::now();
+    let status = daemon.sigterm(Duration::from_secs(15));
+    let took = started.elapsed();
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(took <= Duration::from_millis(3500), "SIGTERM took {took:?} with drain_timeout_secs = 3");
+}
+
+/// Over MQTT 3.1.1 (the default) and 5, through a stock mosquitto (no
+/// `message_size_limit`): messages far larger than lineguard reads (83 KB
+/// and 3.4 MB with `max_payload_bytes = 4096`) are refused without taking
+/// the connection down, and every window behind them is scored.
+#[test]
+fn oversize_messages_are_refused_and_the_stream_behind_them_flows() {
+    for protocol in ["3.1.1", "5"] {
+        let broker = Broker::mosquitto_stock();
+        let id = format!("lg-oversize-{}", protocol.replace('.', ""));
+        let extra = "[limits]\nmax_payload_bytes = 4096\ndead_letter_topic = \"lineguard/dead\"\n";
+        let state = tempfile::tempdir().unwrap();
+        let daemon = Daemon::start_with_env(
+            &config(broker.port, &id, state.path(), &[line_pipeline()], extra),
+            &[("LINEGUARD__MQTT__PROTOCOL", protocol)],
+        );
+        wait_online(&broker, &id);
+        let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+        let dead = Subscriber::new(broker.port, &["lineguard/dead"]);
+        let golden = Golden::load(LINE_GOLDEN);
+        let samples = golden.interleaved();
+        let mut p = Publisher::new(broker.port);
+        let big = |n: usize| {
+            let mut v = br#"{"ts": 1, "values": {"pad": ""#.to_vec();
+            v.resize(n - 3, b'x');
+            v.extend_from_slice(b"\"}}");
+            v
+        };
+        for (i, (device, s)) in samples.iter().enumerate() {
+            if i == samples.len() / 3 {
+                p.publish(&line_topic(device), big(83_000));
+            }
+            if i == 2 * samples.len() / 3 {
+                p.publish(&line_topic(device), big(3_400_000));
+            }
+            p.publish(&line_topic(device), Golden::payload(s));
+        }
+        p.flush(Duration::from_secs(30));
+        let expected = golden.expected(&card_scores(LINE_CARD), 1);
+        support::line::expect_exactly(&sub, &expected);
+        let metrics = daemon.http_get("/metrics").1;
+        assert!(
+            !metrics
+                .lines()
+                .any(|l| l.starts_with("lineguard_broker_reconnects_total") && !l.ends_with(" 0")),
+            "MQTT {protocol}: the telemetry connection was dropped:\n{metrics}"
+        );
+        let rss = support::daemon::peak_rss_mib(daemon.pid());
+        assert!(rss < 100, "MQTT {protocol}: peak RSS {rss} MiB");
+        if protocol == "3.1.1" {
+            // Over 3.1.1 lineguard sees both: counted, and dead-lettered truncated.
+            assert!(
+                metrics.contains(
+                    "lineguard_rejected_total{pipeline=\"press-line\",reason=\"payload_too_large\"} 2"
+                ),
+                "{metrics}"
+            );
+            let letters = dead.collect(2, Duration::from_secs(5), Duration::from_millis(300), |_| true);
+            let sizes: Vec<bool> = letters.iter().map(|m| m.json()["truncated"].as_bool().unwrap()).collect();
+            assert_eq!(sizes, [true, true], "two truncated dead letters");
+            for m in &letters {
+                let j = m.json();
+                assert_eq!(j["reason"], "payload_too_large");
+                assert!(j["detail"].as_str().unwrap().contains("limit 4096"), "{j}");
+                assert!(j["payload"].as_str().unwrap().starts_with("{\"ts\": 1"), "{j}");
+            }
+            assert!(daemon.log().contains("payload_too_large"), "logged");
+        }
+    }
+}
+
+/// A broker that accepts each connection and drops it at once: lineguard
+/// keeps backing off (it does not start from `reconnect_min_ms` again after
+/// every CONNACK), so it does not hammer it.
+#[test]
+fn a_connection_that_dies_at_once_keeps_backing_off() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            // Only the telemetry connection: client id `lg-flap` (length 7), not `lg-flap-scores`.
+            if buf[..n].windows(9).any(|w| w == b"\x00\x07lg-flap") {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let _ = conn.write_all(&[0x20, 0x02, 0x00, 0x00]); // CONNACK, accepted
+        } // dropped: closed at once
+    });
+    let state = tempfile::tempdir().unwrap();
+    // reconnect_min_ms 100, reconnect_max_ms 1000 (the test config).
+    let _daemon = Daemon::start(&config(port, "lg-flap", state.path(), &[line_pipeline()], ""));
+    std::thread::sleep(Duration::from_secs(6));
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // Backing off: ~0.1+0.2+0.4+0.8 s, then 1 s each: about 8 in 6 s
+    // (jitter halves some); from 0.1 s every time it would be ~40.
+    eprintln!("{n} telemetry connections in 6 s");
+    assert!((2..=16).contains(&n), "{n} telemetry connections in 6 s");
+}
