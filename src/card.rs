@@ -320,6 +320,14 @@ impl ModelCard {
         })
     }
 
+    /// A window's shape in the model input, batch dimension aside.
+    pub fn layout_shape(&self) -> Vec<usize> {
+        match self.layout {
+            Layout::Flat => vec![self.input_len()],
+            Layout::Sequence => vec![self.window, self.features.len()],
+        }
+    }
+
     /// Values per window (`window * features`).
     pub fn input_len(&self) -> usize {
         self.window * self.features.len()

@@ -44,7 +44,13 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
         r,
         "batch      {}",
         match model.batch {
-            BatchDim::Free => "free: all windows ready at once run together".to_string(),
+            BatchDim::Free => {
+                let sizes = model.batch_sizes();
+                format!(
+                    "free: windows ready at once run together, in runs of {} (the sizes whose kernels score a window alike, so its score never depends on the batch)",
+                    sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")
+                )
+            }
             BatchDim::Fixed(b) => format!("fixed at {b}: windows run {b} at a time"),
         }
     );

@@ -104,6 +104,12 @@ pub struct MqttConfig {
     /// MQTT version of the telemetry connection: "3.1.1" (default) or "5".
     #[serde(default)]
     pub protocol: Protocol,
+    /// MQTT version of the score connection: "5" (default), so that the
+    /// broker can say when it refuses a publish (an ACL); "3.1.1" for a
+    /// broker without MQTT 5, where a refused score cannot be told from a
+    /// published one.
+    #[serde(default = "default_scores_protocol")]
+    pub scores_protocol: Protocol,
     /// MQTT 5: telemetry messages the broker may send before our
     /// acknowledgements (which wait for the commit). With 3.1.1 the broker
     /// sets this itself (mosquitto: `max_inflight_messages`, 20).
@@ -362,6 +368,9 @@ fn default_hop() -> usize {
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/lineguard")
+}
+fn default_scores_protocol() -> Protocol {
+    Protocol::V5
 }
 fn default_receive_maximum() -> u16 {
     1000

@@ -116,6 +116,7 @@ pub async fn run(
     let (spark_backlog, backlog): (Vec<_>, Vec<_>) =
         store.outbox().context("cannot read the outbox")?.into_iter().partition(|e| e.sparkplug);
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
+    health.set_stale_intake(settings.raw.limits.stale_intake_secs);
     let services_stop = CancellationToken::new();
     // Scoring matters more than its dashboard: without the port, run without it.
     if let Err(e) = crate::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await
@@ -241,7 +242,8 @@ pub async fn run(
         drain_until: stop.publishing.clone(),
         farewell: stop.farewell(settings.drain_timeout()),
     };
-    let sink = Sink::new(pub_client.clone(), store.clone(), sink_config.clone(), backlog);
+    let sink = Sink::new(pub_client.clone(), store.clone(), sink_config.clone(), backlog)
+        .with_health(health.clone());
     let _ = control_tx.send(Control::Online(board.online_payload())).await;
     let drain = CancellationToken::new();
     let sink = tokio::spawn(sink.run(entries_rx, control_rx, link_rx, drain.clone()));
@@ -528,7 +530,9 @@ async fn connection_loop(
     mut c: Connection,
     intake: CancellationToken,
 ) {
-    let mut subacks = 0usize;
+    let (mut subacks, mut refusals) = (0usize, 0usize);
+    // Packet ids of this connection's SUBSCRIBEs, in the order of `c.filters`.
+    let mut subscribing: Vec<u16> = Vec::new();
     let mut stopping = false;
     c.before_connect(&mut eventloop);
     loop {
@@ -574,6 +578,9 @@ async fn connection_loop(
                     None => (payload, None),
                 };
                 let received_ms = now_ms();
+                if let Some((h, _)) = &c.health {
+                    h.intake(received_ms);
+                }
                 let holders = routes.iter().filter(|r| r.pipeline.takes(&topic)).count();
                 if holders == 0 {
                     // Matches no pipeline (an overlapping subscription): nothing to do with it.
@@ -601,7 +608,8 @@ async fn connection_loop(
                 if let Some(t) = c.attempted.take() {
                     let _ = t.send(());
                 }
-                subacks = 0;
+                (subacks, refusals) = (0, 0);
+                subscribing.clear();
                 c.events.connected(&c.host, c.port, session_present);
                 let (ready_tx, ready_rx) = oneshot::channel();
                 if c.link.send(Link::Up { ready: ready_tx }).is_ok() {
@@ -617,14 +625,28 @@ async fn connection_loop(
                     }
                 });
             }
-            Ok(Event::SubAck) => {
+            Ok(Event::Subscribing(pkid)) => subscribing.push(pkid),
+            Ok(Event::SubAck { pkid, refused }) => {
                 subacks += 1;
+                if refused {
+                    // SUBSCRIBEs go out one per filter, in order.
+                    let filter = subscribing.iter().position(|p| *p == pkid).and_then(|i| c.filters.get(i));
+                    let filter = filter.map_or("?", String::as_str);
+                    events::subscription_refused(filter);
+                    refusals += 1;
+                    if let Some((h, _)) = &c.health {
+                        h.subscription_refused(filter);
+                    }
+                }
                 if subacks == c.filters.len() {
+                    if let (Some((h, _)), 0) = (&c.health, refusals) {
+                        h.subscriptions_granted();
+                    }
                     let _ = c.link.send(Link::Subscribed);
                 }
             }
-            Ok(Event::PubAck(pkid)) => {
-                let _ = c.link.send(Link::Acked(pkid));
+            Ok(Event::PubAck { pkid, refused }) => {
+                let _ = c.link.send(Link::Acked { pkid, refused });
             }
             Ok(Event::Sent(pkid)) => {
                 let _ = c.link.send(Link::Sent(pkid));

@@ -94,6 +94,7 @@ host = "127.0.0.1"
 port = {port}
 client_id = "lineguard-demo"
 protocol = "3.1.1" # what the embedded broker (rumqttd) listens for here
+scores_protocol = "3.1.1"
 [state]
 dir = "{state}"
 [http]

@@ -377,6 +377,27 @@ pub fn model_info(pipeline: &str, model: &str, version: &str, sha256: &str, in_s
     .set(if in_service { 1.0 } else { 0.0 });
 }
 
+/// The broker refused a publish (MQTT 5 reason code): the score is lost,
+/// counted apart from published ones. Logged once per reason per 10 s.
+pub fn publish_refused(topic: &str, why: &'static str, lines: &mut RateLimit<&'static str>) {
+    counter!("lineguard_publishes_refused_total", "reason" => why).increment(1);
+    if let Some(suppressed) = lines.allow(why) {
+        error!(
+            %topic,
+            reason = why,
+            suppressed,
+            "the broker refused a publish to {topic} ({why}): that score is lost; check the broker's \
+             ACL for the score connection"
+        );
+    }
+}
+
+/// The broker refused a subscription: nothing comes in on it.
+pub fn subscription_refused(filter: &str) {
+    counter!("lineguard_subscriptions_refused_total").increment(1);
+    error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
+}
+
 /// A message whose topic is not UTF-8 (MQTT 5 hands topics over as bytes):
 /// no pipeline can take it; it is acknowledged, counted and logged.
 pub fn topic_not_utf8() {

@@ -18,7 +18,28 @@ pub struct Health {
     names: Vec<String>,
     messages: AtomicU64,
     windows: AtomicU64,
+    /// When the telemetry connection last came up, and last brought a message (epoch ms).
+    connected_since: AtomicI64,
+    last_intake: AtomicI64,
+    /// `limits.stale_intake_secs` in ms; 0: off.
+    stale_after: AtomicI64,
+    refusals: Mutex<Refusals>,
+    /// Whether `refusals` holds a publish refusal (checked on every acknowledgement).
+    any_refused: AtomicBool,
 }
+
+/// What the broker refused, recently.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// Topic -> (reason, when): until a publish to it is accepted, or for [`REFUSAL_MEMORY`].
+    publishes: std::collections::HashMap<String, (&'static str, i64)>,
+    subscriptions: Vec<String>,
+}
+
+/// How long a refused publish keeps `/healthz` unhealthy without another.
+pub const REFUSAL_MEMORY_MS: i64 = 60_000;
+/// Topics remembered as refused at most (a wide ACL denial refuses every device's).
+const REFUSED_TOPICS: usize = 64;
 
 impl Health {
     pub fn new(pipelines: &[String]) -> Arc<Health> {
@@ -31,11 +52,64 @@ impl Health {
             names: pipelines.to_vec(),
             messages: AtomicU64::new(0),
             windows: AtomicU64::new(0),
+            connected_since: AtomicI64::new(now),
+            last_intake: AtomicI64::new(0),
+            stale_after: AtomicI64::new(0),
+            refusals: Mutex::new(Refusals::default()),
+            any_refused: AtomicBool::new(false),
         })
     }
 
     pub fn set_connected(&self, up: bool) {
+        if up && !self.connected.swap(true, Ordering::Relaxed) {
+            self.connected_since.store(crate::daemon::now_ms(), Ordering::Relaxed);
+        }
         self.connected.store(up, Ordering::Relaxed);
+    }
+
+    /// Report unhealthy when connected telemetry brings nothing for this long (0: never).
+    pub fn set_stale_intake(&self, secs: u64) {
+        self.stale_after.store((secs as i64).saturating_mul(1000), Ordering::Relaxed);
+    }
+
+    /// A telemetry message arrived.
+    pub fn intake(&self, now_ms: i64) {
+        self.last_intake.store(now_ms, Ordering::Relaxed);
+    }
+
+    fn refusals(&self) -> std::sync::MutexGuard<'_, Refusals> {
+        self.refusals.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The broker refused a publish to `topic`.
+    pub fn publish_refused(&self, topic: &str, why: &'static str) {
+        let mut r = self.refusals();
+        if r.publishes.len() < REFUSED_TOPICS || r.publishes.contains_key(topic) {
+            r.publishes.insert(topic.to_string(), (why, crate::daemon::now_ms()));
+        }
+        self.any_refused.store(true, Ordering::Relaxed);
+    }
+
+    /// The broker took a publish to `topic` (clears an earlier refusal of it).
+    pub fn publish_accepted(&self, topic: &str) {
+        if self.any_refused.load(Ordering::Relaxed) {
+            let mut r = self.refusals();
+            r.publishes.remove(topic);
+            self.any_refused.store(!r.publishes.is_empty(), Ordering::Relaxed);
+        }
+    }
+
+    /// The broker refused the subscription to `filter`.
+    pub fn subscription_refused(&self, filter: &str) {
+        let mut r = self.refusals();
+        if !r.subscriptions.iter().any(|f| f == filter) {
+            r.subscriptions.push(filter.to_string());
+        }
+    }
+
+    /// Every subscription was granted (after a reconnect).
+    pub fn subscriptions_granted(&self) {
+        self.refusals().subscriptions.clear();
     }
 
     pub fn set_publishing(&self, up: bool) {
@@ -87,6 +161,35 @@ impl Health {
         if !self.publishing.load(Ordering::Relaxed) {
             why.push("score publisher not connected".to_string());
         }
+        let now = crate::daemon::now_ms();
+        {
+            let mut r = self.refusals();
+            r.publishes.retain(|_, (_, at)| now - *at <= REFUSAL_MEMORY_MS);
+            let mut refused: Vec<(&String, &&str)> = r.publishes.iter().map(|(t, (w, _))| (t, w)).collect();
+            refused.sort();
+            if let Some((topic, reason)) = refused.first() {
+                let more = match refused.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more topics", n - 1),
+                };
+                why.push(format!("the broker refuses publishes to {topic} ({reason}){more}"));
+            }
+            for f in &r.subscriptions {
+                why.push(format!("the broker refused the subscription to {f}"));
+            }
+        }
+        let stale = self.stale_after.load(Ordering::Relaxed);
+        if stale > 0 && self.connected.load(Ordering::Relaxed) {
+            let since =
+                self.last_intake.load(Ordering::Relaxed).max(self.connected_since.load(Ordering::Relaxed));
+            if now - since > stale {
+                why.push(format!(
+                    "no telemetry for {} s (limits.stale_intake_secs = {}): is the subscription allowed to read?",
+                    (now - since) / 1000,
+                    stale / 1000
+                ));
+            }
+        }
         for (name, e) in self.names.iter().zip(&self.commit_errors) {
             if let Some(e) = e.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 why.push(format!("state store cannot commit (pipeline {name}): {e}"));
@@ -133,6 +236,33 @@ mod tests {
         h.set_commit_error(1, Some("No space left on device".into()));
         assert_eq!(h.check().unwrap_err(), "state store cannot commit (pipeline b): No space left on device");
         h.set_commit_error(1, None);
+        assert!(h.check().is_ok());
+    }
+
+    #[test]
+    fn refused_publishes_and_subscriptions_and_stale_intake_are_unhealthy() {
+        let h = Health::new(&["a".into()]);
+        h.set_connected(true);
+        h.set_publishing(true);
+        h.publish_refused("plant/l1/m1/lineguard/scores", "not authorized");
+        h.publish_refused("plant/l1/m2/lineguard/scores", "not authorized");
+        assert_eq!(
+            h.check().unwrap_err(),
+            "the broker refuses publishes to plant/l1/m1/lineguard/scores (not authorized) and 1 more topics"
+        );
+        h.publish_accepted("plant/l1/m1/lineguard/scores");
+        h.publish_accepted("plant/l1/m2/lineguard/scores");
+        assert!(h.check().is_ok(), "accepted again");
+        h.publish_refused("t", "quota exceeded");
+        h.refusals().publishes.get_mut("t").unwrap().1 -= REFUSAL_MEMORY_MS + 1;
+        assert!(h.check().is_ok(), "an old refusal is forgotten");
+        h.subscription_refused("plant/+/+/telemetry");
+        assert!(h.check().unwrap_err().contains("refused the subscription to plant/+/+/telemetry"));
+        h.subscriptions_granted();
+        h.set_stale_intake(1);
+        h.connected_since.store(crate::daemon::now_ms() - 5000, Ordering::Relaxed);
+        assert!(h.check().unwrap_err().starts_with("no telemetry for 5 s"), "{:?}", h.check());
+        h.intake(crate::daemon::now_ms());
         assert!(h.check().is_ok());
     }
 

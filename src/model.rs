@@ -86,10 +86,11 @@ pub struct Model {
     /// Output names (card order of first use) and widths.
     pub outputs: Vec<(String, usize)>,
     sources: Vec<ScoreSource>,
-    /// Plans by batch size, ascending. With a free batch dimension: one per
-    /// power of two up to `MAX_BUCKET`, each optimized for its concrete size
-    /// (tract picks far better kernels for a known batch than for a symbol);
-    /// with a fixed one: just that size.
+    /// Plans by batch size, ascending. With a free batch dimension: powers
+    /// of two up to `MAX_BUCKET`, each optimized for its concrete size
+    /// (tract picks far better kernels for a known batch than for a symbol),
+    /// but only those that compute a window bit for bit alike (see
+    /// [`alike`]); with a fixed one: just that size.
     plans: Vec<(usize, Arc<Plan>)>,
 }
 
@@ -147,10 +148,7 @@ impl Model {
         }
 
         let nf = card.features.len();
-        let expected: Vec<usize> = match card.layout {
-            Layout::Flat => vec![card.input_len()],
-            Layout::Sequence => vec![card.window, nf],
-        };
+        let expected = card.layout_shape();
         let layout_text = match card.layout {
             Layout::Flat => format!(
                 "layout \"flat\" needs [batch, {}] (window {} x {nf} features)",
@@ -269,7 +267,8 @@ impl Model {
                     plans.push((size, plan));
                     size *= 2;
                 }
-                plans
+                alike(plans, card.input_len(), &card.layout_shape())
+                    .map_err(|e| ModelError::Run(format!("{e:#}")))?
             }
             (BatchDim::Free, other) => {
                 return Err(mismatch(format!(
@@ -287,6 +286,11 @@ impl Model {
             sources,
             plans,
         })
+    }
+
+    /// The batch sizes runs are made of.
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.plans.iter().map(|(s, _)| *s).collect()
     }
 
     /// Number of scores per window.
@@ -349,10 +353,7 @@ impl Model {
         scores: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
         let mut shape = vec![batch];
-        match self.card.layout {
-            Layout::Flat => shape.push(self.card.input_len()),
-            Layout::Sequence => shape.extend([self.card.window, self.card.features.len()]),
-        }
+        shape.extend(self.card.layout_shape());
         let tensor = Tensor::from_shape(&shape, input).map_err(|e| ModelError::Run(format!("{e:#}")))?;
         let outputs =
             state.run(tvec![tensor.into_tvalue()]).map_err(|e| ModelError::Run(format!("{e:#}")))?;
@@ -372,6 +373,64 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The plans that give every window the same bits whatever batch it runs
+/// in, so that a window's score never depends on which others shared its
+/// run (a redelivered window must publish the same bytes, and a replay the
+/// daemon's). tract picks its kernels by batch size, and kernels sum in
+/// different orders: for the shipped model batch 1 differs from batches
+/// 2-256 in the last bits; for a scikit-learn export batches 64 and up
+/// differ from 2-32. So every plan runs a varied probe at load, and those
+/// that agree with batch 2 on it are kept (batch 2's own kernel, and every
+/// larger size up to the first that disagrees); one window alone then runs
+/// padded to batch 2. Within one plan a window's place in the batch changes
+/// nothing (each row is computed alike).
+fn alike(
+    plans: Vec<(usize, Arc<Plan>)>,
+    len: usize,
+    shape: &[usize],
+) -> TractResult<Vec<(usize, Arc<Plan>)>> {
+    let largest = plans.last().map_or(1, |(s, _)| *s);
+    // Values with every mantissa bit in use, about ±3 (a normalized window's
+    // range): round numbers can sum alike in kernels that differ.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let probe: Vec<f32> = (0..largest * len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 6.0 - 3.0
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(plans.len());
+    for (size, plan) in &plans {
+        let mut dims = vec![*size];
+        dims.extend_from_slice(shape);
+        let input = Tensor::from_shape(&dims, &probe[..size * len])?;
+        let out = plan.run(tvec![input.into_tvalue()])?;
+        let rows: Vec<Vec<f32>> = out
+            .iter()
+            .map(|o| Ok(o.to_plain_array_view::<f32>()?.iter().copied().collect()))
+            .collect::<TractResult<_>>()?;
+        outputs.push(rows);
+    }
+    // Whether plan `a` gives the first rows of plan `b` (b the larger) alike.
+    let agree = |a: usize, b: usize| {
+        outputs[a].iter().zip(&outputs[b]).all(|(x, y)| y.len() >= x.len() && x[..] == y[..x.len()])
+    };
+    let Some(base) = plans.iter().position(|(s, _)| *s == 2) else { return Ok(plans) };
+    let mut keep = vec![base];
+    if agree(0, base) {
+        keep.insert(0, 0);
+    }
+    for i in base + 1..plans.len() {
+        if !agree(*keep.last().expect("not empty"), i) {
+            break;
+        }
+        keep.push(i);
+    }
+    Ok(plans.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, p)| p).collect())
 }
 
 /// A test window and the scores the model gave it.

@@ -65,24 +65,38 @@ pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop
 ///
 /// Why a second connection: rumqttc takes requests in order and takes none
 /// while its outgoing window is full, so on one connection our telemetry
-/// PUBACKs queued behind score publishes waiting for the broker. Behind a
-/// stock mosquitto (20 messages in flight to a client, 1000 queued) the
-/// broker then dropped a third of a 40k burst (13k lost); with the PUBACKs
-/// on their own connection, under 1k (BENCHMARKS.md, session 7).
+/// PUBACKs queued behind score publishes waiting for the broker, and behind
+/// a broker that lets few unacknowledged messages through that held intake
+/// to the pace of score acknowledgements (BENCHMARKS.md).
 ///
-/// Always MQTT 3.1.1: an MQTT 5 broker states a Receive Maximum of its own
-/// (mosquitto: `max_inflight_messages`, 20) that would cap score publishes
-/// in flight; over 3.1.1 the cap is ours ([`OUTGOING_INFLIGHT`]). A clean
-/// session: the sink republishes every unacknowledged score from the outbox
-/// at each connect, so there is nothing for the broker to keep. Its will is
-/// `offline`, like the telemetry connection's: either one lost says the
-/// daemon is not doing its job.
+/// MQTT 5 by default (`mqtt.scores_protocol`): its PUBACK carries a reason
+/// code, so a publish the broker refuses (an ACL) is known as refused; over
+/// 3.1.1 the broker acknowledges it like any other. The broker's own
+/// Receive Maximum (mosquitto: `max_inflight_messages`, 20) caps score
+/// publishes in flight, which costs little now that no telemetry PUBACK
+/// waits behind them. A clean session: the sink republishes every
+/// unacknowledged score from the outbox at each connect, so there is
+/// nothing for the broker to keep. Its will is `offline`, like the
+/// telemetry connection's: either one lost says the daemon is not doing its
+/// job.
 pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
-    let mut o = base(settings, &settings.publisher_client_id());
-    o.set_clean_session(true);
+    let id = settings.publisher_client_id();
     let will = offline_will(settings);
-    o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
-    protocol::v311(o)
+    match settings.raw.mqtt.scores_protocol {
+        Protocol::V5 => {
+            use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
+            let mut o = base5(settings, &id);
+            o.set_clean_start(true);
+            o.set_last_will(Will5::new(will.0, will.1, QoS5::AtLeastOnce, true, None));
+            protocol::v5(o)
+        }
+        Protocol::V311 => {
+            let mut o = base(settings, &id);
+            o.set_clean_session(true);
+            o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
+            protocol::v311(o)
+        }
+    }
 }
 
 /// The will both connections leave: `offline` on the status topic (retained, QoS 1).

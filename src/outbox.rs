@@ -65,8 +65,12 @@ pub enum Link {
     Down,
     /// The event loop wrote a publish with this packet id.
     Sent(u16),
-    /// The broker acknowledged this packet id.
-    Acked(u16),
+    /// The broker acknowledged this packet id; over MQTT 5 it may say it
+    /// refused the message (`refused`: why).
+    Acked {
+        pkid: u16,
+        refused: Option<&'static str>,
+    },
     /// A message on a subscription of the Sparkplug node (NCMD, STATE).
     Incoming {
         topic: String,
@@ -184,6 +188,9 @@ pub struct Sink {
     /// What the last delete could not delete, and why: tried again.
     undeleted: Arc<Mutex<Option<Undeleted>>>,
     delete_errors: crate::events::RateLimit<()>,
+    refusal_lines: crate::events::RateLimit<&'static str>,
+    /// Where refused publishes are reported (`/healthz`).
+    health: Option<Arc<crate::health::Health>>,
     up: bool,
     /// The telemetry connection's subscriptions are in place: `online` is
     /// said only while both that and the sink's own connection are up.
@@ -209,6 +216,8 @@ impl Sink {
             deleting: None,
             undeleted: Default::default(),
             delete_errors: Default::default(),
+            refusal_lines: Default::default(),
+            health: None,
             up: false,
             intake: false,
             node: None,
@@ -263,14 +272,48 @@ impl Sink {
     /// Mark `seq` acknowledged and release the acknowledged prefix.
     fn acked(&mut self, seq: u64) {
         let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
-        self.slots[i].acked = true;
         counter!("lineguard_scores_published_total").increment(1);
+        if let Some(h) = &self.health {
+            h.publish_accepted(&self.slots[i].topic);
+        }
+        self.release(i);
+    }
+
+    /// The broker refused `seq` (MQTT 5 reason code): it is not published
+    /// and never will be as it is, so it leaves the outbox, counted as lost.
+    fn refused(&mut self, seq: u64, why: &'static str) {
+        let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
+        crate::events::publish_refused(&self.slots[i].topic, why, &mut self.refusal_lines);
+        if let Some(h) = &self.health {
+            h.publish_refused(&self.slots[i].topic, why);
+        }
+        self.release(i);
+    }
+
+    /// The broker refused the status or a dead letter.
+    fn refused_control(&mut self, why: &'static str) {
+        let topic = "(status or dead letter)";
+        crate::events::publish_refused(topic, why, &mut self.refusal_lines);
+        if let Some(h) = &self.health {
+            h.publish_refused(topic, why);
+        }
+    }
+
+    /// Slot `i` is done with (acknowledged or refused): release the done prefix.
+    fn release(&mut self, i: usize) {
+        self.slots[i].acked = true;
         while self.slots.front().is_some_and(|s| s.acked) {
             let s = self.slots.pop_front().expect("front exists");
             self.bytes -= (s.topic.len() + s.payload.len()) as u64;
             self.cursor = self.cursor.saturating_sub(1);
             self.to_delete.push(s.seq);
         }
+    }
+
+    /// Report refused publishes to `health`.
+    pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Sink {
+        self.health = Some(health);
+        self
     }
 
     /// This sink publishes for a Sparkplug Edge Node (its records only).
@@ -520,11 +563,16 @@ impl Sink {
                         Some(Ref::Control) => {}
                         None => warn!(pkid, "outbox: publish event without a matching send"),
                     },
-                    Some(Link::Acked(pkid)) => {
+                    Some(Link::Acked { pkid, refused: None }) => {
                         if let Some(Ref::Data(seq)) = self.pkids.remove(&pkid) {
                             self.acked(seq);
                         }
                     }
+                    Some(Link::Acked { pkid, refused: Some(why) }) => match self.pkids.remove(&pkid) {
+                        Some(Ref::Data(seq)) => self.refused(seq, why),
+                        Some(Ref::Control) => self.refused_control(why),
+                        None => {}
+                    },
                     None => break, // connection task gone
                 },
                 r = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {

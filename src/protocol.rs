@@ -1,19 +1,15 @@
 //! One MQTT connection, MQTT 5 or 3.1.1, behind the few calls lineguard makes.
 //!
-//! Why MQTT 5 is offered: lineguard acknowledges telemetry only once its
-//! effect is committed (see `ack.rs`), so the number of unacknowledged
-//! messages the broker lets through sets its intake. For a 3.1.1 client that
-//! is the broker's own limit (mosquitto's `max_inflight_messages`, 20 by
-//! default: 20 messages per fsync); an MQTT 5 client states its own in
-//! CONNECT (Receive Maximum), which mosquitto, EMQX and HiveMQ honour.
-//! Only the telemetry connection speaks it: mosquitto answers an MQTT 5
-//! CONNECT with its own Receive Maximum (its `max_inflight_messages`, 20),
-//! which would cap score publishes in flight, so scores go out over 3.1.1 on
-//! a connection of their own (`mqtt::publisher`). Until they did (session
-//! 6), rumqttc took no request while 20 were out, our PUBACKs for telemetry
-//! included, and a 40k burst through stock mosquitto scored 7.8-9.0k/s over
-//! 5 against 12.2-13.8k/s over 3.1.1. 3.1.1 stays the default: every broker
-//! speaks it.
+//! Where each is spoken:
+//! - Telemetry: 3.1.1 by default (every broker speaks it), 5 on request
+//!   (`mqtt.protocol`). lineguard acknowledges telemetry only once its
+//!   effect is committed (see `ack.rs`), so the number of unacknowledged
+//!   messages the broker lets through sets its intake; a 3.1.1 client gets
+//!   the broker's own limit (mosquitto's `max_inflight_messages`, 20), an
+//!   MQTT 5 client states its own in CONNECT (Receive Maximum).
+//! - Scores: 5 by default (`mqtt.scores_protocol`), because only MQTT 5's
+//!   PUBACK can say that the broker refused a publish (an ACL): over 3.1.1 a
+//!   refused score is acknowledged like a delivered one.
 //!
 //! rumqttc has one client per protocol, with the same shape; this module
 //! maps both onto one set of types so that the connection task and the sink
@@ -41,10 +37,22 @@ pub enum Event {
     ConnAck {
         session_present: bool,
     },
-    SubAck,
-    PubAck(u16),
+    /// The broker answered a SUBSCRIBE; `refused` when it granted nothing.
+    SubAck {
+        pkid: u16,
+        refused: bool,
+    },
+    /// The broker acknowledged a QoS 1 publish. Over MQTT 5 it may say it
+    /// refused it (`refused`: the reason, e.g. "not authorized" for an ACL);
+    /// over 3.1.1 a refusal looks like an acknowledgement.
+    PubAck {
+        pkid: u16,
+        refused: Option<&'static str>,
+    },
     /// A publish went out under this packet id.
     Sent(u16),
+    /// A SUBSCRIBE went out under this packet id.
+    Subscribing(u16),
     /// Our DISCONNECT went out.
     Disconnected,
     Other,
@@ -157,8 +165,16 @@ impl EventLoop {
                     E::Incoming(p5::Packet::ConnAck(a)) => {
                         Event::ConnAck { session_present: a.session_present }
                     }
-                    E::Incoming(p5::Packet::SubAck(_)) => Event::SubAck,
-                    E::Incoming(p5::Packet::PubAck(a)) => Event::PubAck(a.pkid),
+                    E::Incoming(p5::Packet::SubAck(a)) => Event::SubAck {
+                        pkid: a.pkid,
+                        refused: !a
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, p5::SubscribeReasonCode::Success(_))),
+                    },
+                    E::Incoming(p5::Packet::PubAck(a)) => {
+                        Event::PubAck { pkid: a.pkid, refused: refusal(a.reason) }
+                    }
                     E::Outgoing(o) => outgoing(o),
                     E::Incoming(_) => Event::Other,
                 })
@@ -173,8 +189,14 @@ impl EventLoop {
                         payload: p.payload,
                     },
                     E::Incoming(P::ConnAck(a)) => Event::ConnAck { session_present: a.session_present },
-                    E::Incoming(P::SubAck(_)) => Event::SubAck,
-                    E::Incoming(P::PubAck(a)) => Event::PubAck(a.pkid),
+                    E::Incoming(P::SubAck(a)) => Event::SubAck {
+                        pkid: a.pkid,
+                        refused: !a
+                            .return_codes
+                            .iter()
+                            .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_))),
+                    },
+                    E::Incoming(P::PubAck(a)) => Event::PubAck { pkid: a.pkid, refused: None },
                     E::Outgoing(o) => outgoing(o),
                     E::Incoming(_) => Event::Other,
                 })
@@ -224,9 +246,25 @@ impl EventLoop {
     }
 }
 
+/// An MQTT 5 PUBACK reason that means the message was not taken.
+fn refusal(reason: p5::PubAckReason) -> Option<&'static str> {
+    use p5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        R::NotAuthorized => Some("not authorized"),
+        R::TopicNameInvalid => Some("topic name invalid"),
+        R::QuotaExceeded => Some("quota exceeded"),
+        R::PayloadFormatInvalid => Some("payload format invalid"),
+        R::PacketIdentifierInUse => Some("packet identifier in use"),
+        R::ImplementationSpecificError => Some("implementation specific error"),
+        R::UnspecifiedError => Some("unspecified error"),
+    }
+}
+
 fn outgoing(o: Outgoing) -> Event {
     match o {
         Outgoing::Publish(pkid) => Event::Sent(pkid),
+        Outgoing::Subscribe(pkid) => Event::Subscribing(pkid),
         Outgoing::Disconnect => Event::Disconnected,
         _ => Event::Other,
     }

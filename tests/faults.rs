@@ -194,3 +194,81 @@ fn a_connection_that_dies_at_once_keeps_backing_off() {
     eprintln!("{n} telemetry connections in 6 s");
     assert!((2..=16).contains(&n), "{n} telemetry connections in 6 s");
 }
+
+/// mosquitto with an ACL (`{dir}/acl`) on its plain listener.
+fn broker_with_acl(acl: &'static str) -> Broker {
+    Broker::mosquitto_with(false, "acl_file {dir}/acl\n", |dir| std::fs::write(dir.join("acl"), acl).unwrap())
+}
+
+/// An ACL that refuses the score topic: every refused score is logged as an
+/// ERROR naming the topic, counted as refused and not as published, and
+/// `/healthz` says so (the score connection speaks MQTT 5, whose PUBACK
+/// carries the broker's reason).
+#[test]
+fn a_publish_the_broker_refuses_is_not_counted_as_published() {
+    let broker = broker_with_acl(
+        "topic readwrite lineguard/#\ntopic readwrite plant/+/+/telemetry\ntopic read plant/+/+/lineguard/scores\n",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(broker.port, "lg-denied", state.path(), &[line_pipeline()], ""));
+    wait_online(&broker, "lg-denied");
+    let golden = Golden::load(LINE_GOLDEN);
+    let mut p = Publisher::new(broker.port);
+    let (device, samples) = golden.devices.iter().next().unwrap();
+    for s in samples.iter().take(20) {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let topic = score_topic(device);
+    wait_until("healthz names the refused topic", Duration::from_secs(20), || {
+        let (code, body) = daemon.http_get("/healthz");
+        code == 503 && body.contains(&format!("the broker refuses publishes to {topic} (not authorized)"))
+    });
+    let value = |metrics: &str, name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        line.and_then(|l| l.rsplit(' ').next()).map_or(0.0, |v| v.parse().unwrap())
+    };
+    // 20 samples, a window of 16: 5 windows, each refused.
+    wait_until("5 refusals counted", Duration::from_secs(10), || {
+        value(&daemon.http_get("/metrics").1, "lineguard_publishes_refused_total{reason=\"not authorized\"}")
+            == 5.0
+    });
+    let metrics = daemon.http_get("/metrics").1;
+    assert_eq!(value(&metrics, "lineguard_scores_published_total"), 0.0, "{metrics}");
+    let log = daemon.log();
+    assert!(
+        log.contains("ERROR") && log.contains(&format!("the broker refused a publish to {topic}")),
+        "{log}"
+    );
+}
+
+/// A subscription the broker grants but that delivers nothing (an ACL that
+/// lets lineguard read other lines only): with `limits.stale_intake_secs`,
+/// `/healthz` says so.
+#[test]
+fn a_subscription_that_delivers_nothing_makes_healthz_say_so() {
+    let broker = broker_with_acl(
+        "topic readwrite lineguard/#\ntopic readwrite plant/+/+/lineguard/scores\ntopic write plant/+/+/telemetry\n\
+         topic read plant/other/+/telemetry\n",
+    );
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(
+        broker.port,
+        "lg-stale",
+        state.path(),
+        &[line_pipeline()],
+        "[limits]\nstale_intake_secs = 2\n",
+    ));
+    wait_online(&broker, "lg-stale");
+    let golden = Golden::load(LINE_GOLDEN);
+    let mut p = Publisher::new(broker.port);
+    let start = Instant::now();
+    wait_until("healthz: no telemetry", Duration::from_secs(20), || {
+        for (device, s) in golden.interleaved().into_iter().take(4) {
+            p.publish(&line_topic(device), Golden::payload(s));
+        }
+        let (code, body) = daemon.http_get("/healthz");
+        code == 503 && body.contains("no telemetry for") && body.contains("limits.stale_intake_secs = 2")
+    });
+    assert!(start.elapsed() >= Duration::from_secs(2), "not before the limit");
+}

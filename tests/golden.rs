@@ -65,6 +65,26 @@ fn check(model_path: &str, fixture: &str) {
             assert_close(single[i * k + j], want, &what);
         }
     }
+
+    // 3. A window's scores are the same bits whatever batch it runs in:
+    //    alone, with all the others, and in batches of every size from 2
+    //    up, at every place in them (a redelivered window republishes the
+    //    same bytes).
+    assert_eq!(single, batched, "{model_path}: one window alone and in the whole batch");
+    let n = expected.len();
+    for size in [2, 3, 5, 16, 31, 64, 100, 200, 256, 300] {
+        for offset in [0, 1, size / 2] {
+            let (from, to) = (offset.min(n), (offset + size).min(n));
+            let mut part = Vec::new();
+            model.run_with(&mut states, &inputs[from * len..to * len], to - from, &mut part).unwrap();
+            assert_eq!(
+                part,
+                batched[from * k..to * k],
+                "{model_path}: windows {from}..{to} in a batch of {}",
+                to - from
+            );
+        }
+    }
 }
 
 #[test]

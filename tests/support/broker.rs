@@ -10,6 +10,12 @@ use std::time::Duration;
 
 use lineguard::broker::{free_port, start_embedded, wait_for_port};
 
+/// Whether the tests' brokers are mosquitto (else the embedded rumqttd,
+/// which speaks MQTT 3.1.1 only).
+pub fn have_mosquitto() -> bool {
+    mosquitto_binary().is_some()
+}
+
 fn mosquitto_binary() -> Option<PathBuf> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("mosquitto")).collect())

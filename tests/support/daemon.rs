@@ -27,8 +27,10 @@ pub fn config(
     pipelines: &[PipelineSpec],
     extra: &str,
 ) -> String {
+    // The embedded broker, where mosquitto is missing, speaks 3.1.1 only.
+    let scores = if super::broker::have_mosquitto() { "" } else { "scores_protocol = \"3.1.1\"\n" };
     let mut s = format!(
-        "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\nkeep_alive_secs = 5\n\
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"{client_id}\"\nkeep_alive_secs = 5\n{scores}\
          reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[state]\ndir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
          [log]\nlevel = \"debug\"\n{extra}\n",
         state_dir.display(),
