@@ -534,6 +534,8 @@ async fn connection_loop(
     // Packet ids of this connection's SUBSCRIBEs, in the order of `c.filters`.
     let mut subscribing: Vec<u16> = Vec::new();
     let mut stopping = false;
+    // A Sparkplug session is being ended on purpose: its DISCONNECT is not the stop.
+    let mut ending_session = false;
     c.before_connect(&mut eventloop);
     loop {
         let event = tokio::select! {
@@ -544,11 +546,14 @@ async fn connection_loop(
                 continue;
             }
             Some(()) = next_reconnect(&mut c.reconnect) => {
-                // Dropped without DISCONNECT: the broker publishes our will.
-                eventloop.drop_connection();
-                c.down();
-                c.before_connect(&mut eventloop);
-                tokio::time::sleep(c.backoff.next_delay()).await;
+                // A Sparkplug session ends (its NDEATH is out): DISCONNECT,
+                // so the broker drops the will, then connect again. Off this
+                // task: it must keep polling for the request to go out.
+                ending_session = true;
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let _ = client.disconnect().await;
+                });
                 continue;
             }
             event = eventloop.poll() => event,
@@ -650,6 +655,13 @@ async fn connection_loop(
             }
             Ok(Event::Sent(pkid)) => {
                 let _ = c.link.send(Link::Sent(pkid));
+            }
+            Ok(Event::Disconnected) if ending_session => {
+                ending_session = false;
+                eventloop.drop_connection();
+                c.down();
+                c.before_connect(&mut eventloop);
+                tokio::time::sleep(c.backoff.next_delay()).await;
             }
             Ok(Event::Disconnected) => return,
             Ok(Event::Other) => {}

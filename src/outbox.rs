@@ -114,6 +114,8 @@ pub struct SinkConfig {
 enum Ref {
     Data(u64),
     Control,
+    /// The NDEATH that ends a Sparkplug session (see [`Sink::command`]).
+    EndSession,
 }
 
 struct Pending {
@@ -134,6 +136,8 @@ struct Slot {
     retain: bool,
     sparkplug: bool,
     acked: bool,
+    /// Sent in this session ahead of its turn (a device born with its newest values).
+    early: bool,
 }
 
 /// Rows per delete transaction. redb has one writer: a pipeline's committer
@@ -191,6 +195,11 @@ pub struct Sink {
     refusal_lines: crate::events::RateLimit<&'static str>,
     /// Where refused publishes are reported (`/healthz`).
     health: Option<Arc<crate::health::Health>>,
+    /// The NDEATH of a session being ended on purpose, to publish first.
+    ending: Option<Pending>,
+    /// Per Sparkplug device, its newest pending data record (by `seq`),
+    /// indexed once per session (see [`Sink::newest_for_birth`]).
+    newest_pending: Option<HashMap<String, u64>>,
     up: bool,
     /// The telemetry connection's subscriptions are in place: `online` is
     /// said only while both that and the sink's own connection are up.
@@ -218,6 +227,8 @@ impl Sink {
             delete_errors: Default::default(),
             refusal_lines: Default::default(),
             health: None,
+            ending: None,
+            newest_pending: None,
             up: false,
             intake: false,
             node: None,
@@ -240,6 +251,7 @@ impl Sink {
                 retain: e.retain,
                 sparkplug: e.sparkplug,
                 acked: false,
+                early: false,
             });
         }
         self.enforce_bounds();
@@ -323,11 +335,14 @@ impl Sink {
     }
 
     fn next_publish(&mut self) -> Option<(Ref, Pending)> {
+        if let Some(p) = self.ending.take() {
+            return Some((Ref::EndSession, p));
+        }
         if let Some(p) = self.control.pop_front() {
             return Some((Ref::Control, p));
         }
         while let Some(s) = self.slots.get(self.cursor) {
-            if s.acked {
+            if s.acked || s.early {
                 self.cursor += 1;
                 continue;
             }
@@ -344,13 +359,29 @@ impl Sink {
                 return Some((Ref::Data(seq), p));
             }
             // Sparkplug: nothing before the node's births (it may be waiting for its primary host).
-            let node = self.node.as_mut().filter(|n| n.node.is_born())?;
-            self.cursor += 1;
+            if !self.node.as_ref().is_some_and(|n| n.node.is_born()) {
+                return None;
+            }
+            // A device about to be born is born with its newest pending
+            // values; older records still pending (published before a
+            // restart, say) follow as history.
+            let (at, early) = match self.newest_for_birth(self.cursor) {
+                Some(j) => (j, true),
+                None => (self.cursor, false),
+            };
+            if early {
+                self.slots[at].early = true;
+            } else {
+                self.cursor += 1;
+            }
+            let s = &self.slots[at];
+            let seq = s.seq;
             let Some(record) = Record::decode(&s.payload) else {
                 warn!(seq, "outbox: unreadable Sparkplug record dropped");
                 self.acked(seq);
                 continue;
             };
+            let node = self.node.as_mut().expect("checked above");
             match node.node.render(&s.topic, &record, crate::daemon::now_ms()).pop() {
                 Some(m) => {
                     let p = Pending {
@@ -366,6 +397,35 @@ impl Sink {
             }
         }
         None
+    }
+
+    /// For the Sparkplug record at `i`, of a device not born in this
+    /// session: the slot of a newer pending data record of the same device,
+    /// if there is one (from an index of the queue made once per session).
+    fn newest_for_birth(&mut self, i: usize) -> Option<usize> {
+        let slot = &self.slots[i];
+        let node = self.node.as_ref()?;
+        if node.node.device_born(&slot.topic) {
+            return None;
+        }
+        let newest = self.newest_pending.get_or_insert_with(|| {
+            let mut newest = HashMap::new();
+            for s in self.slots.iter().filter(|s| s.sparkplug && !s.acked) {
+                // A record is JSON: `{"Data":..}` or `"Death"`.
+                if s.payload.first() == Some(&b'{') {
+                    newest.insert(s.topic.clone(), s.seq);
+                } else {
+                    newest.remove(&s.topic);
+                }
+            }
+            newest
+        });
+        let seq = *newest.get(&slot.topic)?;
+        if seq <= slot.seq || slot.payload.first() != Some(&b'{') {
+            return None;
+        }
+        let j = self.slots.binary_search_by_key(&seq, |s| s.seq).ok()?;
+        (!self.slots[j].acked && !self.slots[j].early).then_some(j)
     }
 
     /// Queue the node's births (NBIRTH, then a DBIRTH per known device) ahead of any data.
@@ -397,10 +457,22 @@ impl Sink {
                 self.births();
             }
             Command::EndSession => {
+                // Sparkplug 3.0: an Edge Node that disconnects on purpose
+                // publishes its NDEATH first (QoS 1); once the broker has it,
+                // the connection task disconnects cleanly (so the will does
+                // not say it a second time) and connects again.
                 warn!(
                     "sparkplug: the primary host went offline; ending the session (NDEATH) and reconnecting"
                 );
-                let _ = n.reconnect.send(());
+                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+                self.control.retain(|p| !p.session);
+                self.ending = Some(Pending {
+                    topic: m.topic,
+                    payload: Bytes::from(m.payload),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    session: false,
+                });
             }
             Command::Ignored(why) => tracing::debug!(%topic, "sparkplug: {why}"),
         }
@@ -539,6 +611,9 @@ impl Sink {
                         sending = None;
                         self.fifo.clear();
                         self.pkids.clear();
+                        self.ending = None;
+                        self.newest_pending = None;
+                        self.slots.iter_mut().for_each(|s| s.early = false);
                         self.cursor = 0;
                         self.control.retain(|p| p.qos == QoS::AtMostOnce && !p.session);
                         if let Some(n) = self.node.as_mut() {
@@ -560,17 +635,21 @@ impl Sink {
                         Some(r) if pkid != 0 => { self.pkids.insert(pkid, r); }
                         // QoS 0 (Sparkplug): written is as far as it goes.
                         Some(Ref::Data(seq)) => self.acked(seq),
-                        Some(Ref::Control) => {}
+                        Some(Ref::Control | Ref::EndSession) => {}
                         None => warn!(pkid, "outbox: publish event without a matching send"),
                     },
-                    Some(Link::Acked { pkid, refused: None }) => {
-                        if let Some(Ref::Data(seq)) = self.pkids.remove(&pkid) {
-                            self.acked(seq);
+                    Some(Link::Acked { pkid, refused: None }) => match self.pkids.remove(&pkid) {
+                        Some(Ref::Data(seq)) => self.acked(seq),
+                        Some(Ref::EndSession) => {
+                            if let Some(n) = &self.node {
+                                let _ = n.reconnect.send(());
+                            }
                         }
-                    }
+                        _ => {}
+                    },
                     Some(Link::Acked { pkid, refused: Some(why) }) => match self.pkids.remove(&pkid) {
                         Some(Ref::Data(seq)) => self.refused(seq, why),
-                        Some(Ref::Control) => self.refused_control(why),
+                        Some(Ref::Control | Ref::EndSession) => self.refused_control(why),
                         None => {}
                     },
                     None => break, // connection task gone
@@ -705,7 +784,7 @@ mod tests {
         let sent: Vec<u64> = std::iter::from_fn(|| s.next_publish())
             .map(|(r, _)| match r {
                 Ref::Data(seq) => seq,
-                Ref::Control => panic!("no control queued"),
+                Ref::Control | Ref::EndSession => panic!("no control queued"),
             })
             .collect();
         assert_eq!(sent, [1, 2, 3, 4], "published in sequence order");

@@ -217,9 +217,16 @@ fn births_wait_for_the_primary_host_and_its_offline_ends_the_session() {
     let (_, first) = next_of(&sub, "NBIRTH", Duration::from_secs(10));
     let bd = bd_seq(&first);
 
+    let offline_at = support::daemon::now_ms();
     host.publish_retained(state, format!(r#"{{"online":false,"timestamp":{}}}"#, now + 1));
     let (_, death) = next_of(&sub, "NDEATH", Duration::from_secs(10));
     assert_eq!(bd_seq(&death), bd, "the session ends with its NDEATH");
+    // Published by the node itself (Sparkplug 3.0: an intentional disconnect
+    // publishes NDEATH first), not the will registered at connect: stamped
+    // now, and then DISCONNECT, so the will does not say it again.
+    assert!(death.timestamp.unwrap() as i64 >= offline_at, "the NDEATH is the will's, stamped at connect");
+    let again = sub.collect(1, Duration::from_millis(1500), Duration::ZERO, |m| m.topic.contains("/NDEATH/"));
+    assert!(again.is_empty(), "a second NDEATH for the session: the will fired too");
 
     host.publish_retained(state, format!(r#"{{"online":true,"timestamp":{}}}"#, now + 2));
     let (_, second) = next_of(&sub, "NBIRTH", Duration::from_secs(15));
@@ -356,4 +363,54 @@ fn an_evicted_device_dies_with_a_ddeath() {
     let (death, payload) = next_of(&sub, "DDEATH", Duration::from_secs(10));
     assert_eq!(death.topic, node_topic("DDEATH") + "/line1.press1");
     assert!(payload.seq.is_some() && payload.metrics.is_empty(), "{payload:?}");
+}
+
+/// After a restart, each device is born again with the newest values the
+/// host already had, never an older window: what the outbox still held from
+/// before the kill is republished as history after the birth, not as the
+/// birth.
+#[test]
+fn after_a_restart_a_device_is_born_with_its_newest_values() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &["spBv1.0/#"]);
+    let mut daemon = start(&broker, "lg-spb-restart", "");
+    next_of(&sub, "NBIRTH", Duration::from_secs(30));
+    let golden = Golden::load(LINE_GOLDEN);
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let mut publisher = Publisher::new(broker.port);
+    publish_interleaved(&mut publisher, &golden);
+    // The newest values each device published, as a host holds them.
+    let mut aliases = BTreeMap::new();
+    let mut held: BTreeMap<String, Seen> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut windows = 0;
+    while windows < expected.len() && Instant::now() < deadline {
+        let Some(m) = sub.next(Duration::from_millis(500)) else { continue };
+        let (kind, device) = sp::topic_kind(&m.topic);
+        if kind == "DBIRTH" || kind == "DDATA" {
+            let seen = read_device(&m.topic, &sp::decode(&m.payload), &mut aliases);
+            held.insert(device.unwrap().to_string(), seen);
+            windows += 1;
+        }
+    }
+    assert_eq!(windows, expected.len());
+    daemon.kill9();
+    daemon.spawn();
+    next_of(&sub, "NBIRTH", Duration::from_secs(30));
+    // More telemetry after the restart is not needed for a birth: what the
+    // outbox held births the device; with nothing held, the next window will.
+    let births =
+        sub.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, |m| m.topic.contains("/DBIRTH/"));
+    for m in &births {
+        let seen = read_device(&m.topic, &sp::decode(&m.payload), &mut aliases);
+        let before = &held[sp::topic_kind(&m.topic).1.unwrap()];
+        assert!(
+            seen.ts >= before.ts,
+            "{} born at ts {} after the restart; the host had {}",
+            seen.device,
+            seen.ts,
+            before.ts
+        );
+    }
+    eprintln!("{} devices born again from the outbox after kill -9", births.len());
 }

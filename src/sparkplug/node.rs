@@ -196,6 +196,11 @@ impl EdgeNode {
         self.born
     }
 
+    /// Whether `device` has had its DBIRTH in this session.
+    pub fn device_born(&self, device: &str) -> bool {
+        self.devices.get(device).is_some_and(|d| d.born)
+    }
+
     /// Births may go out (no primary host, or it is online).
     pub fn may_birth(&self) -> bool {
         self.host_online
@@ -282,6 +287,28 @@ impl EdgeNode {
             Record::Data { ts, metrics } => {
                 let next_alias = &mut self.next_alias;
                 let d = self.devices.entry(device.to_string()).or_default();
+                let current = d.metrics.iter().map(|m| m.ts).max();
+                if d.born && current.is_some_and(|c| *ts < c) {
+                    // Older than what the host holds (pending since before a
+                    // restart): history, which must not become the current value.
+                    let metrics = metrics
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            let m = d
+                                .metrics
+                                .iter()
+                                .find(|m| &m.name == name && m.value.datatype() == value.datatype())?;
+                            Some(Metric {
+                                alias: Some(m.alias),
+                                timestamp: Some(*ts as u64),
+                                value: Some(value.wire()),
+                                is_historical: Some(true),
+                                ..Default::default()
+                            })
+                        })
+                        .collect();
+                    return vec![self.message("DDATA", Some(device), metrics, now_ms)];
+                }
                 let mut changed = Vec::with_capacity(metrics.len());
                 for (name, value) in metrics {
                     let i = match d.metrics.iter().position(|m| &m.name == name) {
@@ -440,6 +467,28 @@ mod tests {
         assert_eq!(dd.metrics[0].alias, Some(alias));
         assert_eq!(dd.metrics[0].value, Some(Value::Float(0.25)));
         assert_eq!(dd.metrics[0].timestamp, Some(6));
+    }
+
+    /// A record older than the device's current values (still pending from
+    /// before a restart) goes out as history and leaves the current values.
+    #[test]
+    fn an_older_record_is_history_and_not_the_current_value() {
+        let mut n = node(None);
+        n.births(0, 0);
+        n.render("d", &data(10, 0.9), 0);
+        let old = decode(&n.render("d", &data(5, 0.1), 0)[0]);
+        assert_eq!(old.metrics[0].is_historical, Some(true));
+        assert_eq!(
+            (old.metrics[0].timestamp, old.metrics[0].value.clone()),
+            (Some(5), Some(Value::Float(0.1)))
+        );
+        let again = n.births(0, 0);
+        assert_eq!(
+            decode(&again[1]).metrics[0].value,
+            Some(Value::Float(0.9)),
+            "the DBIRTH keeps the newest"
+        );
+        assert!(n.device_born("d") && !n.device_born("e"));
     }
 
     #[test]
