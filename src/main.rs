@@ -84,7 +84,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let settings = config::load(&config, std::env::vars())?;
-            lineguard::store::check_writable(&settings.raw.state.dir)?;
+            lineguard::store::check_writable(&settings.raw.state.dir)
+                .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;
             println!("# {}: valid\n", settings.path.display());
             print!("{}", settings.display_masked());
             let models = lineguard::daemon::load_models(&settings)?;

@@ -169,6 +169,8 @@ fn check_config_fails_clearly() {
         ),
         (CONFIG.replace("model = \"MODEL\"", "model = \"/nonexistent/m.onnx\""), "/nonexistent/m.toml"),
         (CONFIG.replace("[mqtt]", "[mqt]"), "mqt"),
+        // The unit's ExecStartPre: a state.dir the daemon cannot create or write.
+        (CONFIG.replace("/tmp/lineguard-state", "/dev/null/state"), "`state.dir`"),
     ];
     for (text_, needle) in cases {
         let (_d, path) = write_config(&text_);

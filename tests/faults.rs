@@ -272,3 +272,256 @@ fn a_subscription_that_delivers_nothing_makes_healthz_say_so() {
     });
     assert!(start.elapsed() >= Duration::from_secs(2), "not before the limit");
 }
+
+/// Every published score must be ONNX Runtime's for its window (missing
+/// windows are allowed: a device whose stored window was dropped scores
+/// again once its window refills); duplicates must be byte-identical.
+fn check_no_wrong_score(got: &[support::mqtt::Message], golden: &Golden) -> usize {
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    let mut first: std::collections::BTreeMap<(String, i64), &Vec<u8>> = Default::default();
+    for m in got {
+        let j = m.json();
+        let key = (j["device"].as_str().unwrap().to_string(), j["ts"].as_i64().unwrap());
+        if let Some(prev) = first.insert(key.clone(), &m.payload) {
+            assert_eq!(prev, &m.payload, "duplicate for {key:?} differs");
+        }
+    }
+    let unique: Vec<support::mqtt::Message> = got
+        .iter()
+        .filter(|m| {
+            let j = m.json();
+            let key = (j["device"].as_str().unwrap().to_string(), j["ts"].as_i64().unwrap());
+            first.remove(&key).is_some()
+        })
+        .cloned()
+        .collect();
+    let published: Vec<_> = expected
+        .into_iter()
+        .filter(|e| unique.iter().any(|m| m.json()["device"] == e.device.as_str() && m.json()["ts"] == e.ts))
+        .collect();
+    support::golden::check_scores(&unique, &published, "press-line", "line-mlp", score_topic);
+    unique.len()
+}
+
+/// After `kill -9`, one 4 KiB page of `state.redb` is damaged (pages from
+/// the header to the end of the file): lineguard starts every time (a file
+/// it cannot open is moved aside), and every score it publishes after the
+/// restart is ONNX Runtime's for that window: a window it cannot trust is
+/// dropped, never used.
+#[test]
+fn damaged_state_is_never_used_and_never_stops_the_start() {
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = golden.interleaved();
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let fractions = [0.0, 0.03, 0.25, 0.6, 1.0];
+    let mut outcomes = Vec::new();
+    for (case, fraction) in fractions.iter().enumerate() {
+        let broker = Broker::mosquitto(false);
+        let state = tempfile::tempdir().unwrap();
+        let id = format!("lg-damage{case}");
+        let mut daemon = Daemon::start(&config(broker.port, &id, state.path(), &[line_pipeline()], ""));
+        wait_online(&broker, &id);
+        let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+        let mut p = Publisher::new(broker.port);
+        for (device, s) in first {
+            p.publish(&line_topic(device), Golden::payload(s));
+        }
+        p.flush(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(800));
+        daemon.kill9();
+        let file = state.path().join("state.redb");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let pages = bytes.len().div_ceil(4096);
+        let page = ((pages - 1) as f64 * fraction) as usize;
+        let range = page * 4096..((page + 1) * 4096).min(bytes.len());
+        bytes[range].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 131 % 251) as u8);
+        std::fs::write(&file, bytes).unwrap();
+
+        daemon.spawn();
+        wait_online(&broker, &id);
+        for (device, s) in second {
+            p.publish(&line_topic(device), Golden::payload(s));
+        }
+        p.flush(Duration::from_secs(10));
+        let got = sub.collect(usize::MAX, Duration::from_secs(4), Duration::ZERO, support::line::is_score);
+        let n = check_no_wrong_score(&got, &golden);
+        assert!(daemon.is_running(), "page {page} of {pages}: the daemon stopped:\n{}", daemon.log());
+        let log = daemon.log();
+        assert!(!log.contains("panicked"), "{log}");
+        let outcome = if log.contains("moved aside") {
+            "moved aside"
+        } else if log.contains("rolled back") {
+            "rolled back"
+        } else if log.contains("stored windows dropped") {
+            "windows dropped"
+        } else {
+            "intact"
+        };
+        outcomes.push(format!("page {page}/{pages}: {outcome}, {n} windows"));
+    }
+    eprintln!("{outcomes:#?}");
+}
+
+/// A card of the same window and feature count but other feature order
+/// (a retrained model, say) replaces the old one while the daemon is down:
+/// the stored windows, made for the old order, are dropped (one line for
+/// all devices), so no window straddling the restart is scored.
+#[test]
+fn a_changed_card_never_reuses_the_old_windows() {
+    let broker = Broker::mosquitto(false);
+    let models = tempfile::tempdir().unwrap();
+    let model = models.path().join("line-mlp.onnx");
+    std::fs::copy(support::repo_path(support::line::LINE_MODEL), &model).unwrap();
+    let card_text = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
+    std::fs::write(models.path().join("line-mlp.toml"), &card_text).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let spec = support::daemon::PipelineSpec::new(
+        "press-line",
+        model.to_str().unwrap(),
+        support::line::LINE_IN,
+        support::line::LINE_OUT,
+    );
+    let mut daemon = Daemon::start(&config(broker.port, "lg-card", state.path(), &[spec], ""));
+    wait_online(&broker, "lg-card");
+    let golden = Golden::load(LINE_GOLDEN);
+    let samples = golden.interleaved();
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in first {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.sigterm(Duration::from_secs(15)).success());
+
+    // The first two features swap places (with their normalization).
+    let card: toml::Value = toml::from_str(&card_text).unwrap();
+    let features: Vec<String> =
+        card["features"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+    let mut swapped = features.clone();
+    swapped.swap(0, 1);
+    let mut text = card_text.replacen(
+        &format!("\"{}\", \"{}\"", features[0], features[1]),
+        &format!("\"{}\", \"{}\"", features[1], features[0]),
+        1,
+    );
+    assert_ne!(text, card_text, "the card's feature list is written on one line");
+    for key in ["mean", "std"] {
+        let v = card["normalize"][key].as_array().unwrap();
+        let (a, b) = (v[0].to_string(), v[1].to_string());
+        text = text.replacen(&format!("{a}, {b}"), &format!("{b}, {a}"), 1);
+    }
+    std::fs::write(models.path().join("line-mlp.toml"), text).unwrap();
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    daemon.spawn();
+    wait_online(&broker, "lg-card");
+    for (device, s) in second {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let got = sub.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, support::line::is_score);
+    // Per device: the 16th sample after the restart is the first that can end a window.
+    for (device, device_samples) in &golden.devices {
+        let after: Vec<i64> = device_samples
+            .iter()
+            .map(|s| s.ts)
+            .filter(|ts| second.iter().any(|(d, s)| d == device && s.ts == *ts))
+            .collect();
+        let earliest = after.get(15).copied().unwrap_or(i64::MAX);
+        for m in got.iter().filter(|m| m.json()["device"] == device.as_str()) {
+            let ts = m.json()["ts"].as_i64().unwrap();
+            assert!(
+                ts >= earliest,
+                "{device}: window at {ts} straddles the restart (earliest possible {earliest})"
+            );
+        }
+    }
+    let log = daemon.log();
+    let lines = log.lines().filter(|l| l.contains("stored windows dropped")).count();
+    assert_eq!(lines, 1, "one summary line:\n{log}");
+    assert!(log.contains("card 4"), "{log}");
+}
+
+/// One sample stamped in 2100 (a device with a wrong clock) is rejected
+/// before it reaches the window; the device's later samples all score.
+#[test]
+fn a_sample_from_the_future_never_locks_a_device_out() {
+    let broker = Broker::mosquitto(false);
+    let daemon = support::line::start_online(&broker, "lg-clock", &[line_pipeline()], "");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let golden = Golden::load(LINE_GOLDEN);
+    let mut p = Publisher::new(broker.port);
+    for (i, (device, s)) in golden.interleaved().into_iter().enumerate() {
+        if i == 10 {
+            let mut wrong = s.clone();
+            wrong.ts = 4_102_444_800_000; // 2100-01-01
+            p.publish(&line_topic(device), Golden::payload(&wrong));
+        }
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let expected = golden.expected(&card_scores(LINE_CARD), 1);
+    support::line::expect_exactly(&sub, &expected);
+    let metrics = daemon.http_get("/metrics").1;
+    assert!(
+        metrics.contains("lineguard_rejected_total{pipeline=\"press-line\",reason=\"future_timestamp\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("reason=\"out_of_order\""), "{metrics}");
+    // The same samples again (a device that resends): duplicates, not rejections.
+    for (device, s) in golden.interleaved().into_iter().rev().take(4) {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    wait_until("duplicates counted", Duration::from_secs(10), || {
+        daemon.http_get("/metrics").1.contains("lineguard_duplicates_total{pipeline=\"press-line\"} 4")
+    });
+    assert!(!daemon.log().contains("reason=\"out_of_order\""), "{}", daemon.log());
+}
+
+/// SIGHUP while a large model loads (the handlers come first now; before,
+/// its default action killed the daemon), and a reload asked for that way
+/// happens once the models are in.
+#[test]
+fn a_sighup_while_the_models_load_does_not_kill_the_daemon() {
+    let broker = Broker::mosquitto(false);
+    let models = tempfile::tempdir().unwrap();
+    // The shipped model with 48 MiB of a field ONNX readers skip: slow to
+    // read and hash, the same graph.
+    let mut bytes = std::fs::read(support::repo_path(support::line::LINE_MODEL)).unwrap();
+    let pad = 48usize << 20;
+    bytes.extend_from_slice(&[0xc2, 0x3e]); // field 1000, length-delimited
+    let mut n = pad;
+    while n >= 0x80 {
+        bytes.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    bytes.push(n as u8);
+    bytes.resize(bytes.len() + pad, 0);
+    let model = models.path().join("big.onnx");
+    std::fs::write(&model, bytes).unwrap();
+    std::fs::copy(support::repo_path(LINE_CARD), models.path().join("big.toml")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let spec = support::daemon::PipelineSpec::new(
+        "press-line",
+        model.to_str().unwrap(),
+        support::line::LINE_IN,
+        support::line::LINE_OUT,
+    );
+    let status = Subscriber::new(broker.port, &["lineguard/lg-hup/status"]);
+    let mut daemon = Daemon::start(&config(broker.port, "lg-hup", state.path(), &[spec], ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sent = 0;
+    while !daemon.log().contains("model loaded") && sent < 100 {
+        assert!(daemon.is_running(), "killed by SIGHUP number {sent}:\n{}", daemon.log());
+        support::broker::signal(daemon.pid(), "HUP");
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(sent >= 3, "the model loaded before the test could signal ({sent} sent)");
+    status.wait_for("lineguard/lg-hup/status", "\"online\"", Duration::from_secs(60));
+    wait_until("the reload asked for", Duration::from_secs(30), || {
+        daemon.log().contains("SIGHUP: reloading every model")
+    });
+    assert!(daemon.is_running());
+}

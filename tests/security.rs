@@ -192,3 +192,89 @@ fn check_config_never_prints_secrets() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.tls.key_file"));
 }
+
+/// mosquitto whose second listener (`port`) needs user `lg` with `password`.
+fn password_broker(port: u16, password: &'static str) -> Broker {
+    let extra = format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {{dir}}/passwd\n");
+    Broker::mosquitto_with(false, &extra, move |dir| {
+        let out = Command::new("mosquitto_passwd")
+            .args(["-b", "-c", dir.join("passwd").to_str().unwrap(), "lg", password])
+            .output()
+            .expect("mosquitto_passwd (package mosquitto)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    })
+}
+
+/// Environment values are taken as written: a client id `007` and a
+/// password `0123456` (which a number parser would make `7` and `123456`).
+#[test]
+fn environment_strings_reach_the_broker_as_written() {
+    let port = lineguard::broker::free_port().unwrap();
+    let broker = password_broker(port, "0123456");
+    let state = tempfile::tempdir().unwrap();
+    let status = Subscriber::new(broker.port, &["lineguard/007/status"]);
+    let d = Daemon::start_with_env(
+        &config(port, "lg-env", state.path(), &[line_pipeline()], ""),
+        &[
+            ("LINEGUARD__MQTT__CLIENT_ID", "007"),
+            ("LINEGUARD__MQTT__USERNAME", "lg"),
+            ("LINEGUARD__MQTT__PASSWORD", "0123456"),
+        ],
+    );
+    status.wait_for("lineguard/007/status", "\"online\"", Duration::from_secs(30));
+    assert!(!d.log().contains("0123456"), "the password leaked into the log");
+}
+
+/// The unit sets `LINEGUARD__MQTT__PASSWORD_FILE` to its credential, which
+/// the package creates empty: the password in the config file must still
+/// be used (and check-config says which one is); a non-empty credential wins.
+#[test]
+fn under_the_shipped_units_environment_the_config_files_password_is_used() {
+    let unit = std::fs::read_to_string(support::repo_path("systemd/lineguard.service")).unwrap();
+    let credentials = tempfile::tempdir().unwrap();
+    let unit_env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%d", credentials.path().to_str().unwrap())))
+        .collect();
+    assert!(unit_env.iter().any(|(k, _)| k == "LINEGUARD__MQTT__PASSWORD_FILE"), "{unit_env:?}");
+    let credential = credentials.path().join("mqtt-password");
+    std::fs::write(&credential, "").unwrap(); // as deploy/debian/postinst makes it
+
+    let port = lineguard::broker::free_port().unwrap();
+    let broker = password_broker(port, PASSWORD);
+    let state = tempfile::tempdir().unwrap();
+    let text = config(port, "lg-unit-env", state.path(), &[line_pipeline()], "").replacen(
+        "\n[state]",
+        &format!("\nusername = \"lg\"\npassword = \"{PASSWORD}\"\n\n[state]"),
+        1,
+    );
+    let env: Vec<(&str, &str)> = unit_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let check = |config: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+            .args(["check-config", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let status = Subscriber::new(broker.port, &["lineguard/lg-unit-env/status"]);
+    let d = Daemon::start_with_env(&text, &env);
+    let said = check(&d.config);
+    assert!(said.contains("# mqtt password: from mqtt.password ("), "{said}");
+    assert!(!said.contains(PASSWORD), "{said}");
+    status.wait_for("lineguard/lg-unit-env/status", "\"online\"", Duration::from_secs(30));
+    drop(d);
+    status.wait_for("lineguard/lg-unit-env/status", "\"offline\"", Duration::from_secs(10));
+
+    // A credential with a password in it wins over the file's.
+    std::fs::write(&credential, format!("{PASSWORD}\n")).unwrap();
+    let wrong = text.replace(PASSWORD, "not-it");
+    let d = Daemon::start_with_env(&wrong, &env);
+    assert!(check(&d.config).contains("# mqtt password: from mqtt.password_file "));
+    let status = Subscriber::new(broker.port, &["lineguard/lg-unit-env/status"]);
+    status.wait_for("lineguard/lg-unit-env/status", "\"online\"", Duration::from_secs(30));
+}
