@@ -197,6 +197,8 @@ pub struct Sink {
     health: Option<Arc<crate::health::Health>>,
     /// The NDEATH of a session being ended on purpose, to publish first.
     ending: Option<Pending>,
+    /// The next Sparkplug record waits for its commit (see `next_publish`).
+    awaiting_commit: bool,
     /// Per Sparkplug device, its newest pending data record (by `seq`),
     /// indexed once per session (see [`Sink::newest_for_birth`]).
     newest_pending: Option<HashMap<String, u64>>,
@@ -228,6 +230,7 @@ impl Sink {
             refusal_lines: Default::default(),
             health: None,
             ending: None,
+            awaiting_commit: false,
             newest_pending: None,
             up: false,
             intake: false,
@@ -362,6 +365,7 @@ impl Sink {
             if !self.node.as_ref().is_some_and(|n| n.node.is_born()) {
                 return None;
             }
+
             // A device about to be born is born with its newest pending
             // values; older records still pending (published before a
             // restart, say) follow as history.
@@ -369,6 +373,14 @@ impl Sink {
                 Some(j) => (j, true),
                 None => (self.cursor, false),
             };
+            // Nor before its commit: what a host was sent must survive a crash,
+            // or after a restart the device would be born with older values
+            // than the host already has (a score is otherwise published before
+            // its commit, see store.rs). A commit is a millisecond or so.
+            if self.slots[at].seq >= self.store.durable_below() {
+                self.awaiting_commit = true;
+                return None;
+            }
             if early {
                 self.slots[at].early = true;
             } else {
@@ -583,6 +595,7 @@ impl Sink {
         let mut control_open = true;
         let mut drain_deadline: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let store = self.store.clone();
         loop {
             if sending.is_none() && self.up {
                 if let Some((r, p)) = self.next_publish() {
@@ -678,7 +691,9 @@ impl Sink {
                     }
                     None => control_open = false,
                 },
+                _ = store.commits().notified(), if self.awaiting_commit => self.awaiting_commit = false,
                 _ = tick.tick() => {
+                    self.awaiting_commit = false;
                     self.enforce_bounds();
                     self.flush_deletes();
                 }

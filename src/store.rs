@@ -208,6 +208,8 @@ pub struct Store {
     reopen: Mutex<Reopen>,
     seqs: Mutex<Seqs>,
     recovery: Recovery,
+    /// Told after every successful commit (the Sparkplug sink waits on it).
+    commits: tokio::sync::Notify,
     /// One more each time a reopen at run time fell back to an earlier
     /// commit: the stored windows were removed, so every worker writes all
     /// of its windows again ([`Store::windows_epoch`]).
@@ -359,6 +361,7 @@ impl Store {
             }),
             seqs: Mutex::new(Seqs { next, open: Default::default() }),
             recovery,
+            commits: tokio::sync::Notify::new(),
             windows_epoch: AtomicU64::new(0),
         };
         let bad = store.unreadable_outbox_rows()?;
@@ -587,7 +590,14 @@ impl Store {
                 seqs.open.remove(first);
             }
         }
+        drop(seqs);
+        self.commits.notify_waiters();
         Ok(())
+    }
+
+    /// Notified after each commit: [`Store::durable_below`] may have moved.
+    pub fn commits(&self) -> &tokio::sync::Notify {
+        &self.commits
     }
 
     /// Remove acknowledged (or dropped) scores, all below

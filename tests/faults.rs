@@ -10,22 +10,12 @@ use std::time::{Duration, Instant};
 use support::broker::Broker;
 use support::daemon::{config, Daemon};
 use support::golden::{card_scores, check_scores_at_least_once, Golden};
-use support::line::{collect_every_window, line_pipeline, line_topic, score_topic, LINE_CARD, LINE_GOLDEN};
+use support::line::{
+    collect_every_window, line_pipeline, line_topic, score_topic, wait_online, LINE_CARD, LINE_GOLDEN,
+};
 use support::mqtt::{Publisher, Subscriber};
 use support::tmpfs::Tmpfs;
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_online(broker: &Broker, client_id: &str) {
-    let topic = format!("lineguard/{client_id}/status");
-    Subscriber::new(broker.port, &[&topic]).wait_for(&topic, "\"online\"", Duration::from_secs(30));
-}
+use support::wait_until;
 
 /// `state.dir` fills up while telemetry flows: nothing is acknowledged,
 /// `/healthz` and the log say why (once, not once a second), and when space
@@ -370,10 +360,8 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
 fn a_changed_card_never_reuses_the_old_windows() {
     let broker = Broker::mosquitto(false);
     let models = tempfile::tempdir().unwrap();
-    let model = models.path().join("line-mlp.onnx");
-    std::fs::copy(support::repo_path(support::line::LINE_MODEL), &model).unwrap();
+    let model = support::line::copy_model(models.path());
     let card_text = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
-    std::fs::write(models.path().join("line-mlp.toml"), &card_text).unwrap();
     let state = tempfile::tempdir().unwrap();
     let spec = support::daemon::PipelineSpec::new(
         "press-line",

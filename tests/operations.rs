@@ -12,14 +12,7 @@ use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::Golden;
 use support::line::line_pipeline;
 use support::mqtt::{Publisher, Subscriber};
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use support::wait_until;
 
 #[test]
 fn metrics_and_healthz_tell_an_operator_what_is_going_on() {

@@ -194,10 +194,8 @@ fn a_flood_of_new_devices_cannot_grow_memory_without_bound() {
 fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     let broker = Broker::start();
     let models = tempfile::tempdir().unwrap();
-    let model = models.path().join("line-mlp.onnx");
+    let model = support::line::copy_model(models.path());
     let card = models.path().join("line-mlp.toml");
-    std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
-    std::fs::copy(support::repo_path(LINE_CARD), &card).unwrap();
     let spec = PipelineSpec::new("press-line", model.to_str().unwrap(), LINE_IN, LINE_OUT);
     let mut daemon = start_online(&broker, "lg-swap", &[spec], "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);

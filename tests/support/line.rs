@@ -45,9 +45,22 @@ pub fn start_online_with_env(
 ) -> Daemon {
     let state = tempfile::tempdir().unwrap().keep();
     let daemon = Daemon::start_with_env(&config(broker.port, client_id, &state, pipelines, extra), env);
+    wait_online(broker, client_id);
+    daemon
+}
+
+/// Wait for the retained `online` of the daemon with `client_id`.
+pub fn wait_online(broker: &Broker, client_id: &str) {
     let topic = format!("lineguard/{client_id}/status");
     Subscriber::new(broker.port, &[&topic]).wait_for(&topic, "\"online\"", Duration::from_secs(30));
-    daemon
+}
+
+/// The shipped model and its card, copied into `dir` (to be changed there); the model's path.
+pub fn copy_model(dir: &std::path::Path) -> std::path::PathBuf {
+    let model = dir.join("line-mlp.onnx");
+    std::fs::copy(super::repo_path(LINE_MODEL), &model).unwrap();
+    std::fs::copy(super::repo_path(LINE_CARD), dir.join("line-mlp.toml")).unwrap();
+    model
 }
 
 /// Publish a golden stream, devices interleaved sample by sample, and wait
