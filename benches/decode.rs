@@ -15,15 +15,15 @@ mod counting_alloc;
 
 use std::time::Instant;
 
-use lineguard::card::Normalize;
-use lineguard::decode::{Decoded, Decoder};
-use lineguard::window::{Pushed, Windows};
+use lineguard::ingest::decode::{Decoded, Decoder};
+use lineguard::model::card::Normalize;
+use lineguard::pipeline::window::{Pushed, Windows};
 
 #[global_allocator]
 static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 fn main() {
-    let features: Vec<String> = lineguard::sim::FEATURES.iter().map(|s| s.to_string()).collect();
+    let features: Vec<String> = lineguard::tools::sim::FEATURES.iter().map(|s| s.to_string()).collect();
     let devices: Vec<String> = (0..1000).map(|i| format!("line{}/m{i}", i % 10)).collect();
     let payloads: Vec<Vec<u8>> = (0..1000i64)
         .map(|i| {

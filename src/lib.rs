@@ -1,38 +1,26 @@
 //! lineguard: MQTT telemetry -> per-device windows -> ONNX MLP (tract) -> scores on MQTT.
 //!
-//! The stages, in the order data flows through them:
-//! `topic` (which device) -> `decode` (Sample rows) -> `window` (ring buffers)
-//! -> `model` (batched inference) -> `score` (payloads) -> MQTT out.
-//! `daemon` is the one place that wires them together.
+//! One folder per stage, in the order data flows through them; `daemon` is
+//! the one place that wires them together:
+//!
+//! - [`mqtt`]: the broker connections (options, protocol, the connection
+//!   loop, routing, acknowledgements, the oversize relay);
+//! - `ingest`: topic templates, payload decoding, rejections;
+//! - `pipeline`: the worker, windows, batches, rendering, alarm states;
+//! - [`model`]: the card, the ONNX model in tract, `check-model`;
+//! - `durable`: the state store, group commits, the publishing sink;
+//! - `sparkplug`: Sparkplug B payloads, the Edge Node, Sparkplug input;
+//! - `ops`: events (every metric and its log line), health, HTTP, status,
+//!   systemd, logging, model reloads;
+//! - [`tools`]: `check-config`, `demo`, `simulate` and the embedded broker.
 
-pub mod ack;
-pub mod alarm;
-pub mod broker;
-pub mod card;
-pub mod check_model;
-pub mod committer;
 pub mod config;
 pub mod daemon;
-pub mod decode;
-pub mod demo;
-pub mod events;
-pub mod health;
-pub mod http;
-pub mod logging;
+pub mod durable;
+pub mod ingest;
 pub mod model;
 pub mod mqtt;
-pub mod outbox;
+pub mod ops;
 pub mod pipeline;
-pub mod protocol;
-pub mod reject;
-pub mod relay;
-pub mod reload;
-pub mod score;
-pub mod shutdown;
-pub mod sim;
 pub mod sparkplug;
-pub mod status;
-pub mod store;
-pub mod systemd;
-pub mod topic;
-pub mod window;
+pub mod tools;

@@ -39,9 +39,9 @@ enum Command {
         card: Option<PathBuf>,
     },
     /// Zero set-up demo: embedded broker, simulated line with faults, the daemon, live scores.
-    Demo(lineguard::demo::DemoArgs),
+    Demo(lineguard::tools::demo::DemoArgs),
     /// Publish a simulated line (with faults) to a real broker.
-    Simulate(lineguard::sim::SimulateArgs),
+    Simulate(lineguard::tools::sim::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,11 +70,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let settings = config::load(&config, std::env::vars())?;
-            lineguard::logging::init(settings.raw.log.format, &settings.raw.log.level);
+            lineguard::ops::logging::init(settings.raw.log.format, &settings.raw.log.level);
             let rt = runtime()?;
             let result = rt.block_on(async {
                 // Before anything slow: a signal must never find its default action.
-                let signals = lineguard::shutdown::install().context("cannot install signal handlers")?;
+                let signals = lineguard::daemon::stop::install().context("cannot install signal handlers")?;
                 lineguard::daemon::run(settings, signals.stop, Some(signals.hangup)).await
             });
             // A model still loading on a blocking thread need not be waited for.
@@ -84,7 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let settings = config::load(&config, std::env::vars())?;
-            lineguard::store::check_writable(&settings.raw.state.dir)
+            lineguard::durable::store::check_writable(&settings.raw.state.dir)
                 .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;
             println!("# {}: valid\n", settings.path.display());
             print!("{}", settings.display_masked());
@@ -108,16 +108,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckModel { model, card } => {
-            print!("{}", lineguard::check_model::check(&model, card.as_deref())?);
+            print!("{}", lineguard::model::check::check(&model, card.as_deref())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            lineguard::logging::init(LogFormat::Text, "warn");
-            runtime()?.block_on(lineguard::demo::run(args))
+            lineguard::ops::logging::init(LogFormat::Text, "warn");
+            runtime()?.block_on(lineguard::tools::demo::run(args))
         }
         Command::Simulate(args) => {
-            lineguard::logging::init(LogFormat::Text, "info");
-            runtime()?.block_on(lineguard::sim::simulate(args))?;
+            lineguard::ops::logging::init(LogFormat::Text, "info");
+            runtime()?.block_on(lineguard::tools::sim::simulate(args))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -9,10 +9,10 @@ mod counting_alloc;
 use std::sync::Arc;
 
 use counting_alloc::{counted, Counting};
-use lineguard::card::Normalize;
-use lineguard::decode::{Decoded, Decoder};
-use lineguard::topic::TopicTemplate;
-use lineguard::window::{Pushed, Windows};
+use lineguard::ingest::decode::{Decoded, Decoder};
+use lineguard::ingest::topic::TopicTemplate;
+use lineguard::model::card::Normalize;
+use lineguard::pipeline::window::{Pushed, Windows};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -34,7 +34,7 @@ struct Path {
 
 impl Path {
     fn new() -> Self {
-        let features: Vec<String> = lineguard::sim::FEATURES.iter().map(|s| s.to_string()).collect();
+        let features: Vec<String> = lineguard::tools::sim::FEATURES.iter().map(|s| s.to_string()).collect();
         let norm = Normalize { mean: vec![100.0; FEATURES], std: vec![10.0; FEATURES] };
         Self {
             template: TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap(),
@@ -91,7 +91,7 @@ fn payloads(rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
                         .map(|s| {
                             let ts = first_ts + ((r * batch + s) as i64) * 100;
                             let v = (d + r + s) as f64;
-                            lineguard::sim::payload(
+                            lineguard::tools::sim::payload(
                                 ts,
                                 &[v, v + 1.0, v + 2.0, v + 3.0, v + 4.0, v + 5.0, v + 6.0, 0.5],
                             )

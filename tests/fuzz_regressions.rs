@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use lineguard::card::ModelCard;
-use lineguard::decode::{Decoded, Decoder};
-use lineguard::topic::TopicTemplate;
+use lineguard::ingest::decode::{Decoded, Decoder};
+use lineguard::ingest::topic::TopicTemplate;
+use lineguard::model::card::ModelCard;
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz").join(target);

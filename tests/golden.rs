@@ -5,7 +5,7 @@
 mod support;
 
 use lineguard::model::{Model, States};
-use lineguard::window::{Pushed, Windows};
+use lineguard::pipeline::window::{Pushed, Windows};
 use support::golden::{assert_close, Golden};
 
 fn check(model_path: &str, fixture: &str) {

@@ -109,7 +109,7 @@ fn daemon(broker: &Broker, tls_port: u16, id: &str, ca: &str, password: &str) ->
 
 #[test]
 fn tls_with_client_certificate_and_password_connects_and_scores() {
-    let tls_port = lineguard::broker::free_port().unwrap();
+    let tls_port = lineguard::tools::broker::free_port().unwrap();
     let broker = tls_broker(tls_port);
     let status = Subscriber::new(broker.port, &["lineguard/lg-tls/status"]);
     let d = daemon(&broker, tls_port, "lg-tls", "ca.pem", PASSWORD);
@@ -146,7 +146,7 @@ fn assert_refused_quietly(d: &mut Daemon, needle: &str) {
 
 #[test]
 fn a_wrong_ca_fails_clearly_with_backoff() {
-    let tls_port = lineguard::broker::free_port().unwrap();
+    let tls_port = lineguard::tools::broker::free_port().unwrap();
     let broker = tls_broker(tls_port);
     let mut d = daemon(&broker, tls_port, "lg-badca", "other-ca.pem", PASSWORD);
     assert_refused_quietly(&mut d, "UnknownIssuer");
@@ -154,7 +154,7 @@ fn a_wrong_ca_fails_clearly_with_backoff() {
 
 #[test]
 fn a_wrong_password_fails_clearly_with_backoff() {
-    let tls_port = lineguard::broker::free_port().unwrap();
+    let tls_port = lineguard::tools::broker::free_port().unwrap();
     let broker = tls_broker(tls_port);
     let mut d = daemon(&broker, tls_port, "lg-badpw", "ca.pem", "not-the-password");
     assert_refused_quietly(&mut d, "refused");
@@ -209,7 +209,7 @@ fn password_broker(port: u16, password: &'static str) -> Broker {
 /// password `0123456` (which a number parser would make `7` and `123456`).
 #[test]
 fn environment_strings_reach_the_broker_as_written() {
-    let port = lineguard::broker::free_port().unwrap();
+    let port = lineguard::tools::broker::free_port().unwrap();
     let broker = password_broker(port, "0123456");
     let state = tempfile::tempdir().unwrap();
     let status = Subscriber::new(broker.port, &["lineguard/007/status"]);
@@ -242,7 +242,7 @@ fn under_the_shipped_units_environment_the_config_files_password_is_used() {
     let credential = credentials.path().join("mqtt-password");
     std::fs::write(&credential, "").unwrap(); // as deploy/debian/postinst makes it
 
-    let port = lineguard::broker::free_port().unwrap();
+    let port = lineguard::tools::broker::free_port().unwrap();
     let broker = password_broker(port, PASSWORD);
     let state = tempfile::tempdir().unwrap();
     let text = config(port, "lg-unit-env", state.path(), &[line_pipeline()], "").replacen(

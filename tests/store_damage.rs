@@ -5,8 +5,8 @@
 //! aside, or windows dropped after a roll-back) — never hand back anything
 //! else.
 
-use lineguard::store::{NewEntry, Part, Store};
-use lineguard::window::Windows;
+use lineguard::durable::store::{NewEntry, Part, Store};
+use lineguard::pipeline::window::Windows;
 
 const PAGE: usize = 4096;
 

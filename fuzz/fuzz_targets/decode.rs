@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lineguard::decode::{Decoded, Decoder};
+use lineguard::ingest::decode::{Decoded, Decoder};
 
 fuzz_target!(|data: &[u8]| {
     let features: Vec<String> = ["a", "b", "spindle_speed"].iter().map(|s| s.to_string()).collect();

@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use prost::Message;
 
 use super::proto::{DataType, Payload};
-use crate::decode::Decoded;
-use crate::reject::{Reason, Rejection};
+use crate::ingest::decode::Decoded;
+use crate::ingest::reject::{Reason, Rejection};
 
 /// What a topic of a Sparkplug input carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

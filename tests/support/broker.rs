@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lineguard::broker::{free_port, start_embedded, wait_for_port};
+use lineguard::tools::broker::{free_port, start_embedded, wait_for_port};
 
 /// Whether the tests' brokers are mosquitto (else the embedded rumqttd,
 /// which speaks MQTT 3.1.1 only).

@@ -34,7 +34,7 @@ pub fn config(
          reconnect_min_ms = 100\nreconnect_max_ms = 1000\n\n[state]\ndir = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
          [log]\nlevel = \"debug\"\n{extra}\n",
         state_dir.display(),
-        lineguard::broker::free_port().expect("free port"),
+        lineguard::tools::broker::free_port().expect("free port"),
     );
     for p in pipelines {
         s.push_str(&format!(

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact, ShapeFactoid};
 
-use crate::card::{CardError, Layout, ModelCard};
+use crate::model::card::{CardError, Layout, ModelCard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -3,7 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::card::{ScoreSpec, State};
+use crate::model::card::{ScoreSpec, State};
 
 /// Identity of the model that scored a window.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub fn write_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::card::Direction;
+    use crate::model::card::Direction;
 
     #[test]
     fn spec_payload_shape() {

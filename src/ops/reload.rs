@@ -16,12 +16,12 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::card::ModelCard;
 use crate::config::Pipeline;
-use crate::events;
+use crate::durable::sink::Control;
+use crate::model::card::ModelCard;
 use crate::model::Model;
-use crate::outbox::Control;
-use crate::status::{self, ModelStatus};
+use crate::ops::events;
+use crate::ops::status::{self, ModelStatus};
 
 const POLL: Duration = Duration::from_secs(2);
 

@@ -206,7 +206,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stop = CancellationToken::new();
-    crate::shutdown::on_signals(stop.clone()).context("signals")?;
+    crate::daemon::stop::on_signals(stop.clone()).context("signals")?;
     if let Some(secs) = args.duration {
         let s = stop.clone();
         tokio::spawn(async move {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::topic::TopicTemplate;
 use crate::sparkplug::node::NodeConfig;
 use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
-use crate::topic::TopicTemplate;
 
 pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
 
@@ -811,8 +811,11 @@ fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
         }
         // Relative model paths are relative to the config file, not the cwd of systemd.
         let model = base.join(&p.model);
-        let card =
-            p.card.as_ref().map(|c| base.join(c)).unwrap_or_else(|| crate::card::ModelCard::path_for(&model));
+        let card = p
+            .card
+            .as_ref()
+            .map(|c| base.join(c))
+            .unwrap_or_else(|| crate::model::card::ModelCard::path_for(&model));
         let alarm = p
             .alarm_topic
             .as_ref()

@@ -26,8 +26,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::card::Normalize;
-use crate::reject::{Reason, Rejection};
+use crate::ingest::reject::{Reason, Rejection};
+use crate::model::card::Normalize;
 
 #[derive(Debug, Clone)]
 struct Ring {
@@ -135,7 +135,7 @@ impl Windows {
     }
 
     /// Stamp snapshots with the fingerprint of the input they are built for
-    /// ([`crate::card::ModelCard::input_fingerprint`]); restore only those.
+    /// ([`crate::model::card::ModelCard::input_fingerprint`]); restore only those.
     pub fn identified_by(mut self, fingerprint: u64) -> Self {
         self.fingerprint = fingerprint;
         self

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::ops::health::Health;
 
 pub fn ready() {
     let _ = sd_notify::notify(&[NotifyState::Ready]);
@@ -25,7 +25,8 @@ pub async fn watchdog(health: Arc<Health>, stop: CancellationToken) {
     let watchdog = sd_notify::watchdog_enabled();
     // Ping at half the watchdog interval; report status every 5 s otherwise.
     let period = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));
-    let stall_ms = watchdog.map(|w| (w.as_millis() as i64) / 2).unwrap_or(crate::health::STALL_MS).max(1500);
+    let stall_ms =
+        watchdog.map(|w| (w.as_millis() as i64) / 2).unwrap_or(crate::ops::health::STALL_MS).max(1500);
     let mut tick = tokio::time::interval(period);
     let mut last = (Instant::now(), health.totals());
     loop {

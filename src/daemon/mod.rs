@@ -32,6 +32,8 @@
 //! broker keeps them for the next start); then the sink drains the outbox for
 //! a bounded time, publishes `offline` and disconnects.
 
+pub mod stop;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,21 +44,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::ack::{Ack, AckId};
 use crate::config::{Protocol, Settings, SparkplugSettings};
-use crate::events::{self, ConnectionEvents};
-use crate::health::Health;
+use crate::daemon::stop::Deadline;
+use crate::durable::sink::{Control, Link, NodeLink, Sink, SinkConfig};
+use crate::durable::store::Store;
 use crate::model::Model;
+use crate::mqtt::ack::{Ack, AckId};
+use crate::mqtt::protocol::{Client, Event, EventLoop};
+use crate::mqtt::relay::{self, Relay};
 use crate::mqtt::{self, Backoff};
-use crate::outbox::{Control, Link, NodeLink, Sink, SinkConfig};
-use crate::pipeline::{Inbound, Outputs, Worker};
-use crate::protocol::{Client, Event, EventLoop};
-use crate::relay::{self, Relay};
-use crate::reload::{self, Board, Watched};
-use crate::shutdown::Deadline;
+use crate::ops::events::{self, ConnectionEvents};
+use crate::ops::health::Health;
+use crate::ops::reload::{self, Board, Watched};
+use crate::ops::status::{self, ModelStatus};
+use crate::pipeline::worker::{Inbound, Outputs, Worker};
 use crate::sparkplug::node::EdgeNode;
-use crate::status::{self, ModelStatus};
-use crate::store::Store;
 
 const INBOUND_QUEUE: usize = 1024;
 
@@ -66,7 +68,7 @@ pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
         .pipelines
         .iter()
         .map(|p| {
-            let card = crate::card::ModelCard::load(&p.card)?;
+            let card = crate::model::card::ModelCard::load(&p.card)?;
             let model = Model::load_with_card(&p.model, card).with_context(|| format!("pipeline `{}`", p.name))?;
             model.self_test().with_context(|| format!("pipeline `{}`", p.name))?;
             if !model.card.unknown_keys.is_empty() {
@@ -105,7 +107,7 @@ pub async fn run(
         }
     };
     // Installed before anything counts (the store's recovery, below).
-    crate::http::recorder();
+    crate::ops::http::recorder();
     let dir = settings.raw.state.dir.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&dir))
@@ -119,7 +121,8 @@ pub async fn run(
     health.set_stale_intake(settings.raw.limits.stale_intake_secs);
     let services_stop = CancellationToken::new();
     // Scoring matters more than its dashboard: without the port, run without it.
-    if let Err(e) = crate::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await
+    if let Err(e) =
+        crate::ops::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await
     {
         tracing::error!("{e:#}; running without /metrics and /healthz");
     }
@@ -297,13 +300,13 @@ pub async fn run(
         _ = attempted_rx => {}
         _ = shutdown.cancelled() => {}
     }
-    crate::systemd::ready();
-    tokio::spawn(crate::systemd::watchdog(health.clone(), services_stop.clone()));
+    crate::ops::systemd::ready();
+    tokio::spawn(crate::ops::systemd::watchdog(health.clone(), services_stop.clone()));
     info!(pipelines = settings.pipelines.len(), "lineguard running");
 
     shutdown.cancelled().await;
     let stop_by = stop.arm(settings.drain_timeout());
-    crate::systemd::stopping();
+    crate::ops::systemd::stopping();
     info!("stopping: intake closed, finishing the work in hand");
     watcher_stop.cancel();
     intake.cancel();
@@ -392,8 +395,8 @@ fn start_node(
     sp: &SparkplugSettings,
     store: &Arc<Store>,
     config: SinkConfig,
-    backlog: Vec<crate::store::Entry>,
-    entries: mpsc::UnboundedReceiver<Vec<crate::store::Entry>>,
+    backlog: Vec<crate::durable::store::Entry>,
+    entries: mpsc::UnboundedReceiver<Vec<crate::durable::store::Entry>>,
     drain: CancellationToken,
 ) -> anyhow::Result<(Task, Task)> {
     let (client, eventloop) = mqtt::sparkplug(settings, sp);

@@ -1,7 +1,7 @@
 //! The sink: the one task that publishes, from the durable outbox.
 //!
 //! Scores reach it as their commit is written, before its fsync (see
-//! [`crate::store`]: its deletes wait for that commit). It publishes
+//! [`crate::durable::store`]: its deletes wait for that commit). It publishes
 //! them in sequence order, learns from the connection task which packet id
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages
@@ -43,10 +43,10 @@ use tracing::{info, warn};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::protocol::{Client, ClientError};
-use crate::shutdown::Deadline;
+use crate::daemon::stop::Deadline;
+use crate::durable::store::{Entry, Store};
+use crate::mqtt::protocol::{Client, ClientError};
 use crate::sparkplug::node::{Command, EdgeNode, Record};
-use crate::store::{Entry, Store};
 
 /// What the connection task tells the sink.
 #[derive(Debug)]
@@ -191,10 +191,10 @@ pub struct Sink {
     deleting: Option<tokio::task::JoinHandle<()>>,
     /// What the last delete could not delete, and why: tried again.
     undeleted: Arc<Mutex<Option<Undeleted>>>,
-    delete_errors: crate::events::RateLimit<()>,
-    refusal_lines: crate::events::RateLimit<&'static str>,
+    delete_errors: crate::ops::events::RateLimit<()>,
+    refusal_lines: crate::ops::events::RateLimit<&'static str>,
     /// Where refused publishes are reported (`/healthz`).
-    health: Option<Arc<crate::health::Health>>,
+    health: Option<Arc<crate::ops::health::Health>>,
     /// The NDEATH of a session being ended on purpose, to publish first.
     ending: Option<Pending>,
     /// The next Sparkplug record waits for its commit (see `next_publish`).
@@ -298,7 +298,7 @@ impl Sink {
     /// and never will be as it is, so it leaves the outbox, counted as lost.
     fn refused(&mut self, seq: u64, why: &'static str) {
         let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
-        crate::events::publish_refused(&self.slots[i].topic, why, &mut self.refusal_lines);
+        crate::ops::events::publish_refused(&self.slots[i].topic, why, &mut self.refusal_lines);
         if let Some(h) = &self.health {
             h.publish_refused(&self.slots[i].topic, why);
         }
@@ -308,7 +308,7 @@ impl Sink {
     /// The broker refused the status or a dead letter.
     fn refused_control(&mut self, why: &'static str) {
         let topic = "(status or dead letter)";
-        crate::events::publish_refused(topic, why, &mut self.refusal_lines);
+        crate::ops::events::publish_refused(topic, why, &mut self.refusal_lines);
         if let Some(h) = &self.health {
             h.publish_refused(topic, why);
         }
@@ -326,7 +326,7 @@ impl Sink {
     }
 
     /// Report refused publishes to `health`.
-    pub fn with_health(mut self, health: Arc<crate::health::Health>) -> Sink {
+    pub fn with_health(mut self, health: Arc<crate::ops::health::Health>) -> Sink {
         self.health = Some(health);
         self
     }
@@ -744,7 +744,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         // Never polled: nothing connects.
-        let (client, _eventloop) = crate::protocol::v311(rumqttc::MqttOptions::new("t", "127.0.0.1", 1));
+        let (client, _eventloop) =
+            crate::mqtt::protocol::v311(rumqttc::MqttOptions::new("t", "127.0.0.1", 1));
         let config = SinkConfig {
             status_topic: "s".into(),
             offline: Vec::new(),
@@ -821,7 +822,7 @@ mod tests {
     fn a_backlog_is_deleted_in_chunks_all_of_it() {
         let (s, _d) = sink(1 << 30, Duration::from_secs(3600));
         let n = 2 * DELETE_CHUNK + 7;
-        let new = crate::store::NewEntry {
+        let new = crate::durable::store::NewEntry {
             created_ms: 1,
             topic: "t".into(),
             payload: b"{}".to_vec(),
@@ -829,7 +830,9 @@ mod tests {
             sparkplug: false,
         };
         let (reserved, seqs) = s.store.reserve(vec![new; n], |e| e.iter().map(|e| e.seq).collect::<Vec<_>>());
-        s.store.commit("p", &[crate::store::Part { scores: reserved, ..Default::default() }]).unwrap();
+        s.store
+            .commit("p", &[crate::durable::store::Part { scores: reserved, ..Default::default() }])
+            .unwrap();
         assert!(remove(&s.store, &seqs[..n - 1], true).is_none());
         let left: Vec<u64> = s.store.outbox().unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(left, [seqs[n - 1]], "every chunk deleted, the rest kept");
@@ -841,7 +844,7 @@ mod tests {
     #[test]
     fn acknowledged_scores_are_deleted_after_their_commit() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
-        let new = |t: &str| crate::store::NewEntry {
+        let new = |t: &str| crate::durable::store::NewEntry {
             created_ms: crate::daemon::now_ms(),
             topic: t.into(),
             payload: b"{}".to_vec(),
@@ -855,7 +858,7 @@ mod tests {
         s.acked(2);
         assert!(s.deletable().is_empty(), "not committed yet");
         assert_eq!(s.to_delete, [1, 2], "kept for a later round");
-        store.commit("p", &[crate::store::Part { scores: reserved, ..Default::default() }]).unwrap();
+        store.commit("p", &[crate::durable::store::Part { scores: reserved, ..Default::default() }]).unwrap();
         assert_eq!(s.deletable(), [1, 2]);
         assert!(s.to_delete.is_empty());
     }

@@ -15,7 +15,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::ops::health::Health;
 
 /// The process-wide recorder (installed once, also when the demo runs the
 /// daemon in-process).

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use crate::card::{Direction, ScoreSpec, State};
+use crate::model::card::{Direction, ScoreSpec, State};
 
 #[derive(Debug, Clone, Copy)]
 struct ScoreAlarm {

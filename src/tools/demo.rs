@@ -15,10 +15,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{broker, config, daemon, sim};
+use crate::tools::{broker, sim};
+use crate::{config, daemon};
 
-const SHIPPED_MODEL: &[u8] = include_bytes!("../models/line-mlp.onnx");
-const SHIPPED_CARD: &str = include_str!("../models/line-mlp.toml");
+const SHIPPED_MODEL: &[u8] = include_bytes!("../../models/line-mlp.onnx");
+const SHIPPED_CARD: &str = include_str!("../../models/line-mlp.toml");
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -114,7 +115,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     let settings_http = settings.raw.http.listen;
 
     let stop = CancellationToken::new();
-    crate::shutdown::on_signals(stop.clone())?;
+    crate::daemon::stop::on_signals(stop.clone())?;
     let daemon_stop = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone(), None));
 

@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::reject::{Reason, Rejection};
+use crate::ingest::reject::{Reason, Rejection};
 
 /// Decoded samples of one payload; reused across payloads.
 #[derive(Debug, Default)]

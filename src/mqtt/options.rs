@@ -12,9 +12,9 @@ use rand::Rng;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::{Protocol, Settings, SparkplugSettings};
-use crate::protocol::{self, Client, EventLoop};
-use crate::relay::Relay;
-use crate::status;
+use crate::mqtt::protocol::{self, Client, EventLoop};
+use crate::mqtt::relay::Relay;
+use crate::ops::status;
 
 /// Extra room above the payload limit for topic and packet headers.
 const PACKET_OVERHEAD: usize = 64 * 1024;

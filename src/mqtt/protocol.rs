@@ -20,7 +20,7 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Outgoing, QoS};
 
-use crate::ack::AckId;
+use crate::mqtt::ack::AckId;
 
 /// What the connection task acts on, whatever the protocol.
 #[derive(Debug)]

@@ -23,23 +23,23 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::ack::Ack;
-use crate::alarm::Alarms;
-use crate::card::State;
-use crate::committer::{Committer, Turn, Watch};
 use crate::config::{LimitsConfig, Output, Pipeline};
-use crate::decode::{Decoded, Decoder};
-use crate::events::{self, PipelineEvents};
-use crate::health::Health;
+use crate::daemon::stop::Deadline;
+use crate::durable::committer::{Committer, Turn, Watch};
+use crate::durable::sink::Control;
+use crate::durable::store::{Entry, NewEntry, Part, Store};
+use crate::ingest::decode::{Decoded, Decoder};
+use crate::ingest::reject::{Reason, Rejection};
+use crate::model::card::State;
 use crate::model::{Model, States};
-use crate::outbox::Control;
-use crate::reject::{Reason, Rejection};
-use crate::score::{write_payload, Origin};
-use crate::shutdown::Deadline;
+use crate::mqtt::ack::Ack;
+use crate::ops::events::{self, PipelineEvents};
+use crate::ops::health::Health;
+use crate::pipeline::alarm::Alarms;
+use crate::pipeline::render::{write_payload, Origin};
+use crate::pipeline::window::{Pushed, Windows};
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
-use crate::store::{Entry, NewEntry, Part, Store};
-use crate::window::{Pushed, Windows};
 
 /// A telemetry message routed to this pipeline.
 #[derive(Debug)]
@@ -304,7 +304,7 @@ impl Worker {
     fn reject_sized(&mut self, topic: &str, payload: &[u8], len: u64, r: &Rejection) {
         self.events.rejected(topic, r);
         if let Some(dl) = &self.out.dead_letter_topic {
-            let shown = &payload[..payload.len().min(crate::relay::HEAD)];
+            let shown = &payload[..payload.len().min(crate::mqtt::relay::HEAD)];
             let body = serde_json::json!({
                 "pipeline": self.pipeline.name,
                 "topic": topic,

@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::ack::Ack;
-use crate::events::{self, CommitEvents};
-use crate::health::Health;
-use crate::shutdown::Deadline;
-use crate::store::{Part, Store};
+use crate::daemon::stop::Deadline;
+use crate::durable::store::{Part, Store};
+use crate::mqtt::ack::Ack;
+use crate::ops::events::{self, CommitEvents};
+use crate::ops::health::Health;
 
 /// Turns waiting for a commit before the worker waits: far more than one
 /// commit's worth (a turn per wake-up), bounded so that a stalled disk
@@ -195,8 +195,8 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ack::AckId;
-    use crate::store::NewEntry;
+    use crate::durable::store::NewEntry;
+    use crate::mqtt::ack::AckId;
     use rumqttc::QoS;
 
     fn watch() -> Watch {

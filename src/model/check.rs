@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::card::{Direction, Layout, ModelCard};
+use crate::model::card::{Direction, Layout, ModelCard};
 use crate::model::{BatchDim, Model};
 
 /// Check the model; returns the report, or an error saying what is wrong.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use tracing::{error, info, warn};
 
-use crate::card::State;
-use crate::reject::{Reason, Rejection};
+use crate::ingest::reject::{Reason, Rejection};
+use crate::model::card::State;
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -324,7 +324,7 @@ pub fn windows_unreadable(pipeline: &str, why: &str) {
 }
 
 /// What opening the state store found and did (see `store::Recovery`).
-pub fn store_recovered(path: &std::path::Path, r: &crate::store::Recovery) {
+pub fn store_recovered(path: &std::path::Path, r: &crate::durable::store::Recovery) {
     if let Some((aside, why)) = &r.moved_aside {
         counter!("lineguard_state_store_discarded_total", "reason" => "unreadable").increment(1);
         error!(

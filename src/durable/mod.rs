@@ -1,0 +1,3 @@
+pub mod committer;
+pub mod sink;
+pub mod store;

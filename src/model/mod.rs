@@ -1,0 +1,5 @@
+pub mod card;
+pub mod check;
+pub mod onnx;
+
+pub use onnx::*;

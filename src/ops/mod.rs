@@ -1,0 +1,7 @@
+pub mod events;
+pub mod health;
+pub mod http;
+pub mod logging;
+pub mod reload;
+pub mod status;
+pub mod systemd;

@@ -1,0 +1,4 @@
+pub mod alarm;
+pub mod render;
+pub mod window;
+pub mod worker;

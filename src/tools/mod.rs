@@ -1,0 +1,3 @@
+pub mod broker;
+pub mod demo;
+pub mod sim;
