@@ -74,7 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = runtime()?;
             let result = rt.block_on(async {
                 // Before anything slow: a signal must never find its default action.
-                let signals = lineguard::daemon::stop::install().context("cannot install signal handlers")?;
+                let signals = lineguard::ops::signals::install().context("cannot install signal handlers")?;
                 lineguard::daemon::run(settings, signals.stop, Some(signals.hangup)).await
             });
             // A model still loading on a blocking thread need not be waited for.

@@ -32,11 +32,9 @@
 //! broker keeps them for the next start); then the sink drains the outbox for
 //! a bounded time, publishes `offline` and disconnects.
 
-pub mod stop;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::QoS;
@@ -44,8 +42,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::{now_ms, Deadline};
 use crate::config::{Protocol, Settings, SparkplugSettings};
-use crate::daemon::stop::Deadline;
 use crate::durable::sink::{Control, Link, NodeLink, Sink, SinkConfig};
 use crate::durable::store::Store;
 use crate::model::Model;
@@ -84,10 +82,6 @@ pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
 struct Route {
     pipeline: crate::config::Pipeline,
     tx: mpsc::Sender<Inbound>,
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Run until `shutdown` is cancelled, then drain and stop, all within

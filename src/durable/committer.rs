@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::daemon::stop::Deadline;
+use crate::clock::Deadline;
 use crate::durable::store::{Part, Store};
 use crate::mqtt::ack::Ack;
 use crate::ops::events::{self, CommitEvents};

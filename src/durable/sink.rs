@@ -43,7 +43,7 @@ use tracing::{info, warn};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::daemon::stop::Deadline;
+use crate::clock::Deadline;
 use crate::durable::store::{Entry, Store};
 use crate::mqtt::protocol::{Client, ClientError};
 use crate::sparkplug::node::{Command, EdgeNode, Record};
@@ -276,7 +276,7 @@ impl Sink {
         while self.bytes > self.config.max_bytes {
             self.drop_front("bytes");
         }
-        let oldest_allowed = crate::daemon::now_ms() - self.config.max_age.as_millis() as i64;
+        let oldest_allowed = crate::clock::now_ms() - self.config.max_age.as_millis() as i64;
         while self.slots.front().is_some_and(|s| s.created_ms < oldest_allowed) {
             self.drop_front("age");
         }
@@ -394,7 +394,7 @@ impl Sink {
                 continue;
             };
             let node = self.node.as_mut().expect("checked above");
-            match node.node.render(&s.topic, &record, crate::daemon::now_ms()).pop() {
+            match node.node.render(&s.topic, &record, crate::clock::now_ms()).pop() {
                 Some(m) => {
                     let p = Pending {
                         topic: m.topic,
@@ -443,7 +443,7 @@ impl Sink {
     /// Queue the node's births (NBIRTH, then a DBIRTH per known device) ahead of any data.
     fn births(&mut self) {
         let Some(n) = self.node.as_mut() else { return };
-        let births = n.node.births(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+        let births = n.node.births(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
         if births.is_empty() {
             return;
         }
@@ -476,7 +476,7 @@ impl Sink {
                 warn!(
                     "sparkplug: the primary host went offline; ending the session (NDEATH) and reconnecting"
                 );
-                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
                 self.control.retain(|p| !p.session);
                 self.ending = Some(Pending {
                     topic: m.topic,
@@ -716,7 +716,7 @@ impl Sink {
                 session: false,
             },
             Some(n) => {
-                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::daemon::now_ms());
+                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
                 Pending {
                     topic: m.topic,
                     payload: Bytes::from(m.payload),
@@ -776,7 +776,7 @@ mod tests {
     #[test]
     fn bounded_by_bytes_dropping_oldest_first() {
         let (mut s, _d) = sink(350, Duration::from_secs(3600));
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         s.add((1..=5).map(|i| entry(i, now)).collect());
         assert_eq!(seqs(&s), [3, 4, 5]);
         assert_eq!(s.bytes, 300);
@@ -786,7 +786,7 @@ mod tests {
     #[test]
     fn bounded_by_age() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(60));
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         s.add(vec![entry(1, now - 120_000), entry(2, now - 30_000), entry(3, now)]);
         assert_eq!(seqs(&s), [2, 3]);
     }
@@ -794,7 +794,7 @@ mod tests {
     #[test]
     fn acknowledgements_release_only_the_acknowledged_prefix() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         s.add((1..=4).map(|i| entry(i, now)).collect());
         s.up = true;
         let sent: Vec<u64> = std::iter::from_fn(|| s.next_publish())
@@ -845,7 +845,7 @@ mod tests {
     fn acknowledged_scores_are_deleted_after_their_commit() {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
         let new = |t: &str| crate::durable::store::NewEntry {
-            created_ms: crate::daemon::now_ms(),
+            created_ms: crate::clock::now_ms(),
             topic: t.into(),
             payload: b"{}".to_vec(),
             retain: false,

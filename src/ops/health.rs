@@ -43,7 +43,7 @@ const REFUSED_TOPICS: usize = 64;
 
 impl Health {
     pub fn new(pipelines: &[String]) -> Arc<Health> {
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         Arc::new(Health {
             connected: AtomicBool::new(false),
             publishing: AtomicBool::new(false),
@@ -62,7 +62,7 @@ impl Health {
 
     pub fn set_connected(&self, up: bool) {
         if up && !self.connected.swap(true, Ordering::Relaxed) {
-            self.connected_since.store(crate::daemon::now_ms(), Ordering::Relaxed);
+            self.connected_since.store(crate::clock::now_ms(), Ordering::Relaxed);
         }
         self.connected.store(up, Ordering::Relaxed);
     }
@@ -85,7 +85,7 @@ impl Health {
     pub fn publish_refused(&self, topic: &str, why: &'static str) {
         let mut r = self.refusals();
         if r.publishes.len() < REFUSED_TOPICS || r.publishes.contains_key(topic) {
-            r.publishes.insert(topic.to_string(), (why, crate::daemon::now_ms()));
+            r.publishes.insert(topic.to_string(), (why, crate::clock::now_ms()));
         }
         self.any_refused.store(true, Ordering::Relaxed);
     }
@@ -128,7 +128,7 @@ impl Health {
 
     /// A pipeline loop went round.
     pub fn beat(&self, pipeline: usize) {
-        self.beats[pipeline].store(crate::daemon::now_ms(), Ordering::Relaxed);
+        self.beats[pipeline].store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     pub fn counted(&self, messages: u64, windows: u64) {
@@ -143,7 +143,7 @@ impl Health {
 
     /// Pipelines whose loop has not gone round for `max_age_ms`.
     pub fn stalled(&self, max_age_ms: i64) -> Vec<&str> {
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         self.beats
             .iter()
             .zip(&self.names)
@@ -161,7 +161,7 @@ impl Health {
         if !self.publishing.load(Ordering::Relaxed) {
             why.push("score publisher not connected".to_string());
         }
-        let now = crate::daemon::now_ms();
+        let now = crate::clock::now_ms();
         {
             let mut r = self.refusals();
             r.publishes.retain(|_, (_, at)| now - *at <= REFUSAL_MEMORY_MS);
@@ -220,7 +220,7 @@ mod tests {
         h.set_connected(true);
         h.set_publishing(true);
         assert!(h.check().is_ok());
-        h.beats[1].store(crate::daemon::now_ms() - 60_000, Ordering::Relaxed);
+        h.beats[1].store(crate::clock::now_ms() - 60_000, Ordering::Relaxed);
         assert_eq!(h.stalled(STALL_MS), ["b"]);
         assert!(h.check().unwrap_err().contains("pipeline loop stalled: b"));
         h.beat(1);
@@ -260,9 +260,9 @@ mod tests {
         assert!(h.check().unwrap_err().contains("refused the subscription to plant/+/+/telemetry"));
         h.subscriptions_granted();
         h.set_stale_intake(1);
-        h.connected_since.store(crate::daemon::now_ms() - 5000, Ordering::Relaxed);
+        h.connected_since.store(crate::clock::now_ms() - 5000, Ordering::Relaxed);
         assert!(h.check().unwrap_err().starts_with("no telemetry for 5 s"), "{:?}", h.check());
-        h.intake(crate::daemon::now_ms());
+        h.intake(crate::clock::now_ms());
         assert!(h.check().is_ok());
     }
 

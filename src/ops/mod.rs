@@ -3,5 +3,6 @@ pub mod health;
 pub mod http;
 pub mod logging;
 pub mod reload;
+pub mod signals;
 pub mod status;
 pub mod systemd;

@@ -23,8 +23,8 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
+use crate::clock::Deadline;
 use crate::config::{LimitsConfig, Output, Pipeline};
-use crate::daemon::stop::Deadline;
 use crate::durable::committer::{Committer, Turn, Watch};
 use crate::durable::sink::Control;
 use crate::durable::store::{Entry, NewEntry, Part, Store};
@@ -196,7 +196,7 @@ impl Worker {
                 return;
             }
         };
-        let newest_allowed = crate::daemon::now_ms().saturating_add(self.limits.max_future_ms as i64);
+        let newest_allowed = crate::clock::now_ms().saturating_add(self.limits.max_future_ms as i64);
         let trusted = self.out.store.windows_trusted();
         let mut dropped: std::collections::BTreeMap<&'static str, usize> = Default::default();
         let mut restored = 0;
@@ -409,7 +409,7 @@ impl Worker {
         } else {
             let k = self.model.score_count();
             let card = &self.model.card;
-            let created_ms = crate::daemon::now_ms();
+            let created_ms = crate::clock::now_ms();
             for (i, p) in self.pending.iter().enumerate() {
                 let values = &self.scores[i * k..(i + 1) * k];
                 if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
@@ -539,7 +539,7 @@ impl Worker {
 
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let idle = self.windows.evict_idle(crate::daemon::now_ms());
+        let idle = self.windows.evict_idle(crate::clock::now_ms());
         if !idle.is_empty() {
             events::evicted(&self.pipeline.name, "idle", idle.len());
             self.forget(idle);
@@ -564,7 +564,7 @@ impl Worker {
             devices.iter().for_each(|d| sp.forget(d));
         }
         if let Output::Sparkplug(id) = &self.pipeline.output {
-            let created_ms = crate::daemon::now_ms();
+            let created_ms = crate::clock::now_ms();
             for d in &devices {
                 self.staged_scores.push(NewEntry {
                     created_ms,

@@ -115,7 +115,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     let settings_http = settings.raw.http.listen;
 
     let stop = CancellationToken::new();
-    crate::daemon::stop::on_signals(stop.clone())?;
+    crate::ops::signals::on_signals(stop.clone())?;
     let daemon_stop = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone(), None));
 

@@ -164,7 +164,7 @@ pub async fn publish_line(
             _ = tick.tick() => {}
         }
         let t = start.elapsed().as_secs_f64();
-        let ts = crate::daemon::now_ms();
+        let ts = crate::clock::now_ms();
         for m in &machines {
             let topic = format!("plant/{}/{}/telemetry", m.line, m.name);
             if client
@@ -206,7 +206,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stop = CancellationToken::new();
-    crate::daemon::stop::on_signals(stop.clone()).context("signals")?;
+    crate::ops::signals::on_signals(stop.clone()).context("signals")?;
     if let Some(secs) = args.duration {
         let s = stop.clone();
         tokio::spawn(async move {

@@ -1,13 +1,9 @@
 //! Signals: SIGTERM and SIGINT stop the daemon cleanly, SIGHUP reloads the
-//! models; and the one deadline a stop must keep.
+//! models.
 //!
 //! The handlers are installed before anything slow (loading models) starts:
 //! a signal's default action is to kill the process, so a SIGHUP that came
 //! while a large model loaded used to end the daemon.
-
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -42,32 +38,4 @@ pub fn on_signals(token: CancellationToken) -> std::io::Result<()> {
         token.cancel();
     });
     Ok(())
-}
-
-/// When a stop must give up waiting for the disk: set once the stop
-/// begins (epoch ms), read by the committer threads, which then leave what
-/// they could not commit unacknowledged (the broker keeps it) and return.
-#[derive(Debug, Clone, Default)]
-pub struct Deadline(Arc<AtomicI64>);
-
-impl Deadline {
-    /// Give up at `now + within`.
-    pub fn arm(&self, within: Duration) {
-        let at = crate::daemon::now_ms().saturating_add(within.as_millis() as i64);
-        self.0.store(at.max(1), Ordering::SeqCst);
-    }
-
-    /// Time left, once armed.
-    pub fn remaining(&self) -> Option<Duration> {
-        match self.0.load(Ordering::SeqCst) {
-            0 => None,
-            at => Some(Duration::from_millis(at.saturating_sub(crate::daemon::now_ms()).max(0) as u64)),
-        }
-    }
-
-    /// Armed, and the time has come.
-    pub fn passed(&self) -> bool {
-        let at = self.0.load(Ordering::SeqCst);
-        at != 0 && crate::daemon::now_ms() >= at
-    }
 }
