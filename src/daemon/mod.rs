@@ -84,6 +84,21 @@ struct Route {
     tx: mpsc::Sender<Inbound>,
 }
 
+/// `lineguard run`: logging as configured, the signal handlers before
+/// anything slow (a signal must never find its default action), then
+/// [`run`] until SIGTERM or SIGINT.
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::ops::logging::init(settings.log.format, &settings.log.level);
+    let rt = crate::tools::runtime()?;
+    let result = rt.block_on(async {
+        let signals = crate::ops::signals::install().context("cannot install signal handlers")?;
+        run(settings, signals.stop, Some(signals.hangup)).await
+    });
+    // A model still loading on a blocking thread need not be waited for.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
 /// Run until `shutdown` is cancelled, then drain and stop, all within
 /// `state.drain_timeout_secs` of the signal. `hangup` is SIGHUP, installed
 /// by the caller before anything slow starts (see `shutdown.rs`).
@@ -102,7 +117,7 @@ pub async fn run(
     };
     // Installed before anything counts (the store's recovery, below).
     crate::ops::http::recorder();
-    let dir = settings.raw.state.dir.clone();
+    let dir = settings.state.dir.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&dir))
             .await?
@@ -112,11 +127,10 @@ pub async fn run(
     let (spark_backlog, backlog): (Vec<_>, Vec<_>) =
         store.outbox().context("cannot read the outbox")?.into_iter().partition(|e| e.sparkplug);
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
-    health.set_stale_intake(settings.raw.limits.stale_intake_secs);
+    health.set_stale_intake(settings.limits.stale_intake);
     let services_stop = CancellationToken::new();
     // Scoring matters more than its dashboard: without the port, run without it.
-    if let Err(e) =
-        crate::ops::http::serve(settings.raw.http.listen, health.clone(), services_stop.clone()).await
+    if let Err(e) = crate::ops::http::serve(settings.http_listen, health.clone(), services_stop.clone()).await
     {
         tracing::error!("{e:#}; running without /metrics and /healthz");
     }
@@ -124,7 +138,7 @@ pub async fn run(
         events::model_info(&p.name, &m.card.name, &m.card.version, &m.sha256, true);
     }
 
-    let client_id = settings.raw.mqtt.client_id.clone();
+    let client_id = settings.mqtt.client_id.clone();
     let board = Board {
         client_id: client_id.clone(),
         models: Arc::new(Mutex::new(
@@ -146,12 +160,12 @@ pub async fn run(
 
     // Over MQTT 3.1.1, through the relay that keeps oversize messages from
     // killing the connection (relay.rs); MQTT 5 tells the broker our limit.
-    let relay = match settings.raw.mqtt.protocol {
+    let relay = match settings.mqtt.protocol {
         Protocol::V311 => Some(
             Relay::start(
-                &settings.raw.mqtt.host,
-                settings.raw.mqtt.port,
-                settings.tls.as_ref(),
+                &settings.mqtt.host,
+                settings.mqtt.port,
+                settings.mqtt.tls.as_ref(),
                 mqtt::relay_limit(&settings),
             )
             .context("cannot start the telemetry connection's relay")?,
@@ -173,7 +187,7 @@ pub async fn run(
         entries: entries_tx,
         sparkplug: settings.sparkplug.as_ref().map(|_| spark_tx),
         control: control_tx.clone(),
-        dead_letter_topic: settings.raw.limits.dead_letter_topic.clone(),
+        dead_letter_topic: settings.limits.dead_letter_topic.clone(),
         health: health.clone(),
         deadline: stop.commits.clone(),
     };
@@ -187,9 +201,9 @@ pub async fn run(
         let (swap_tx, swap_rx) = mpsc::channel(1);
         routes.push(Route { pipeline: p.clone(), tx });
         watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
-        let limits = settings.raw.limits.clone();
+        let limits = settings.limits.clone();
         let worker =
-            Worker::new(i, p.clone(), model.clone(), limits, outputs.clone(), settings.commit_interval())
+            Worker::new(i, p.clone(), model.clone(), limits, outputs.clone(), settings.state.commit_interval)
                 .context("cannot start a pipeline's committer thread")?;
         let rt = tokio::runtime::Handle::current();
         workers.push(
@@ -230,14 +244,14 @@ pub async fn run(
     });
 
     // Sink: the one publisher.
-    let st = &settings.raw.state;
+    let st = &settings.state;
     let sink_config = SinkConfig {
         status_topic: settings.status_topic(),
         offline: status::offline(&client_id),
         max_bytes: st.outbox_max_bytes,
-        max_age: Duration::from_secs(st.outbox_max_age_secs),
+        max_age: st.outbox_max_age,
         drain_until: stop.publishing.clone(),
-        farewell: stop.farewell(settings.drain_timeout()),
+        farewell: stop.farewell(settings.state.drain_timeout),
     };
     let sink = Sink::new(pub_client.clone(), store.clone(), sink_config.clone(), backlog)
         .with_health(health.clone());
@@ -299,7 +313,7 @@ pub async fn run(
     info!(pipelines = settings.pipelines.len(), "lineguard running");
 
     shutdown.cancelled().await;
-    let stop_by = stop.arm(settings.drain_timeout());
+    let stop_by = stop.arm(settings.state.drain_timeout);
     crate::ops::systemd::stopping();
     info!("stopping: intake closed, finishing the work in hand");
     watcher_stop.cancel();
@@ -469,15 +483,12 @@ impl Connection {
         link: mpsc::UnboundedSender<Link>,
         events: ConnectionEvents,
     ) -> Self {
-        let m = &settings.raw.mqtt;
+        let m = &settings.mqtt;
         Connection {
             filters,
             host: m.host.clone(),
             port: m.port,
-            backoff: Backoff::new(
-                Duration::from_millis(m.reconnect_min_ms),
-                Duration::from_millis(m.reconnect_max_ms),
-            ),
+            backoff: Backoff::new(m.reconnect_min, m.reconnect_max),
             link,
             acks: None,
             health: None,

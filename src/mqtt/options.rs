@@ -31,7 +31,7 @@ const OUTGOING_INFLIGHT: u16 = 1000;
 /// Over MQTT 3.1.1 it runs through `relay` (see `relay.rs`), which keeps
 /// any PUBLISH above [`relay_limit`] from reaching rumqttc.
 pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop) {
-    let m = &settings.raw.mqtt;
+    let m = &settings.mqtt;
     let will = offline_will(settings);
     match m.protocol {
         Protocol::V5 => {
@@ -82,7 +82,7 @@ pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop
 pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
     let id = settings.publisher_client_id();
     let will = offline_will(settings);
-    match settings.raw.mqtt.scores_protocol {
+    match settings.mqtt.scores_protocol {
         Protocol::V5 => {
             use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
             let mut o = base5(settings, &id);
@@ -101,7 +101,7 @@ pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
 
 /// The will both connections leave: `offline` on the status topic (retained, QoS 1).
 fn offline_will(settings: &Settings) -> (String, Vec<u8>) {
-    (settings.status_topic(), status::offline(&settings.raw.mqtt.client_id))
+    (settings.status_topic(), status::offline(&settings.mqtt.client_id))
 }
 
 /// The Sparkplug Edge Node's connection: MQTT 3.1.1, which every Sparkplug
@@ -119,18 +119,18 @@ pub fn sparkplug(settings: &Settings, sp: &SparkplugSettings) -> (Client, EventL
 /// own check (and is rejected and acknowledged) instead of killing the
 /// connection and being redelivered forever by the persistent session.
 fn incoming_limit(settings: &Settings) -> usize {
-    settings.raw.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
+    settings.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
 }
 
 /// What a PUBLISH may be before the relay puts a stand-in in its place: the
 /// largest payload lineguard reads, and room for the topic. rumqttc reads
 /// up to this much.
 pub fn relay_limit(settings: &Settings) -> usize {
-    settings.raw.limits.max_payload_bytes.saturating_add(TOPIC_ROOM)
+    settings.limits.max_payload_bytes.saturating_add(TOPIC_ROOM)
 }
 
 fn base(settings: &Settings, client_id: &str) -> MqttOptions {
-    let m = &settings.raw.mqtt;
+    let m = &settings.mqtt;
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
     common(settings, &mut o, incoming_limit(settings));
     if let Some(t) = transport(settings) {
@@ -148,26 +148,26 @@ fn via_relay(settings: &Settings, client_id: &str, relay: &Relay) -> MqttOptions
 }
 
 fn common(settings: &Settings, o: &mut MqttOptions, incoming: usize) {
-    let m = &settings.raw.mqtt;
-    o.set_keep_alive(settings.keep_alive());
+    let m = &settings.mqtt;
+    o.set_keep_alive(settings.mqtt.keep_alive);
     o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
     o.set_inflight(OUTGOING_INFLIGHT);
     if let Some(user) = &m.username {
-        o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+        o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
     }
 }
 
 fn base5(settings: &Settings, client_id: &str) -> rumqttc::v5::MqttOptions {
-    let m = &settings.raw.mqtt;
+    let m = &settings.mqtt;
     let mut o = rumqttc::v5::MqttOptions::new(client_id, m.host.clone(), m.port);
-    o.set_keep_alive(settings.keep_alive());
+    o.set_keep_alive(settings.mqtt.keep_alive);
     // Told to the broker in CONNECT: it does not send us anything larger.
     o.set_max_packet_size(Some(u32::try_from(incoming_limit(settings)).unwrap_or(u32::MAX)));
     o.set_request_channel_capacity(1024);
     o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     if let Some(user) = &m.username {
-        o.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+        o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
     }
     if let Some(t) = transport(settings) {
         o.set_transport(t);
@@ -176,7 +176,7 @@ fn base5(settings: &Settings, client_id: &str) -> rumqttc::v5::MqttOptions {
 }
 
 fn transport(settings: &Settings) -> Option<Transport> {
-    let tls = settings.tls.as_ref()?;
+    let tls = settings.mqtt.tls.as_ref()?;
     install_crypto_provider();
     Some(Transport::tls_with_config(TlsConfiguration::Simple {
         ca: tls.ca.clone(),

@@ -67,9 +67,10 @@ impl Health {
         self.connected.store(up, Ordering::Relaxed);
     }
 
-    /// Report unhealthy when connected telemetry brings nothing for this long (0: never).
-    pub fn set_stale_intake(&self, secs: u64) {
-        self.stale_after.store((secs as i64).saturating_mul(1000), Ordering::Relaxed);
+    /// Report unhealthy when connected telemetry brings nothing for this long.
+    pub fn set_stale_intake(&self, after: Option<std::time::Duration>) {
+        let ms = after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.stale_after.store(ms, Ordering::Relaxed);
     }
 
     /// A telemetry message arrived.
@@ -259,7 +260,7 @@ mod tests {
         h.subscription_refused("plant/+/+/telemetry");
         assert!(h.check().unwrap_err().contains("refused the subscription to plant/+/+/telemetry"));
         h.subscriptions_granted();
-        h.set_stale_intake(1);
+        h.set_stale_intake(Some(std::time::Duration::from_secs(1)));
         h.connected_since.store(crate::clock::now_ms() - 5000, Ordering::Relaxed);
         assert!(h.check().unwrap_err().starts_with("no telemetry for 5 s"), "{:?}", h.check());
         h.intake(crate::clock::now_ms());

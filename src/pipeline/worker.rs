@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::clock::Deadline;
-use crate::config::{LimitsConfig, Output, Pipeline};
+use crate::config::{Limits, Output, Pipeline};
 use crate::durable::committer::{Committer, Turn, Watch};
 use crate::durable::sink::Control;
 use crate::durable::store::{Entry, NewEntry, Part, Store};
@@ -40,6 +40,28 @@ use crate::pipeline::render::{write_payload, Origin};
 use crate::pipeline::window::{Pushed, Windows};
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
+
+/// The windows of a pipeline serving `card`.
+fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits) -> Windows {
+    Windows::with_limits(
+        card.window,
+        card.features.len(),
+        hop,
+        limits.max_devices_per_pipeline,
+        i64::try_from(limits.device_idle.as_millis()).unwrap_or(i64::MAX),
+    )
+    .normalizing(card.normalize.clone())
+    .identified_by(card.input_fingerprint())
+}
+
+fn decoder_for(card: &crate::model::card::ModelCard, limits: &Limits) -> Decoder {
+    Decoder::with_limits(
+        &card.features,
+        limits.max_samples_per_message,
+        limits.max_keys_per_sample,
+        limits.max_json_depth,
+    )
+}
 
 /// A telemetry message routed to this pipeline.
 #[derive(Debug)]
@@ -92,7 +114,9 @@ pub struct Worker {
     /// tract's run states for `model`, kept between batches (see `States`).
     states: States,
     origin: Origin,
-    limits: LimitsConfig,
+    limits: Limits,
+    /// `limits.max_future`, in the unit timestamps come in.
+    max_future_ms: i64,
     out: Outputs,
     committer: Committer,
     decoder: Decoder,
@@ -120,32 +144,19 @@ impl Worker {
         index: usize,
         pipeline: Pipeline,
         model: Arc<Model>,
-        limits: LimitsConfig,
+        limits: Limits,
         out: Outputs,
         commit_gap: Duration,
     ) -> std::io::Result<Self> {
         let card = &model.card;
-        let windows = Windows::with_limits(
-            card.window,
-            card.features.len(),
-            pipeline.hop,
-            limits.max_devices_per_pipeline,
-            (limits.device_idle_secs as i64).saturating_mul(1000),
-        )
-        .normalizing(card.normalize.clone())
-        .identified_by(card.input_fingerprint());
         let mut w = Self {
-            decoder: Decoder::with_limits(
-                &card.features,
-                limits.max_samples_per_message,
-                limits.max_keys_per_sample,
-                limits.max_json_depth,
-            ),
+            decoder: decoder_for(card, &limits),
             sparkplug_in: pipeline
                 .input_births
                 .as_ref()
                 .map(|_| SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)),
-            windows,
+            windows: windows_for(card, pipeline.hop, &limits),
+            max_future_ms: i64::try_from(limits.max_future.as_millis()).unwrap_or(i64::MAX),
             events: PipelineEvents::new(&pipeline.name),
             input: Vec::with_capacity(limits.max_batch * card.input_len()),
             pending: Vec::with_capacity(limits.max_batch),
@@ -196,7 +207,7 @@ impl Worker {
                 return;
             }
         };
-        let newest_allowed = crate::clock::now_ms().saturating_add(self.limits.max_future_ms as i64);
+        let newest_allowed = crate::clock::now_ms().saturating_add(self.max_future_ms);
         let trusted = self.out.store.windows_trusted();
         let mut dropped: std::collections::BTreeMap<&'static str, usize> = Default::default();
         let mut restored = 0;
@@ -273,7 +284,7 @@ impl Worker {
     /// to whole milliseconds); if intake closes meanwhile, the run loop's next
     /// `recv` sees it.
     fn gather(&mut self, first: Inbound, rx: &mut mpsc::Receiver<Inbound>) {
-        let deadline = Instant::now() + Duration::from_micros(self.limits.batch_wait_us);
+        let deadline = Instant::now() + self.limits.batch_wait;
         self.handle(first);
         loop {
             while self.pending.len() < self.limits.max_batch {
@@ -356,7 +367,7 @@ impl Worker {
         }
         let nf = self.decoder.features();
         let len = self.model.card.input_len();
-        let latest = msg.received_ms.saturating_add(self.limits.max_future_ms as i64);
+        let latest = msg.received_ms.saturating_add(self.max_future_ms);
         for i in 0..self.decoded.len() {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
             let ts = self.decoded.ts[i];
@@ -366,7 +377,7 @@ impl Worker {
                     Reason::FutureTimestamp,
                     format!(
                         "ts {t} is {ahead:.0} s ahead of the gateway's clock (limits.max_future_ms = {})",
-                        self.limits.max_future_ms
+                        self.max_future_ms
                     ),
                 );
                 self.reject(&msg.topic, &msg.payload, &r);
@@ -585,21 +596,8 @@ impl Worker {
             let forgotten = self.windows.clear();
             self.staged_forget.extend(forgotten);
             let c = &model.card;
-            self.windows = Windows::with_limits(
-                c.window,
-                c.features.len(),
-                self.pipeline.hop,
-                self.limits.max_devices_per_pipeline,
-                (self.limits.device_idle_secs as i64).saturating_mul(1000),
-            )
-            .normalizing(c.normalize.clone())
-            .identified_by(c.input_fingerprint());
-            self.decoder = Decoder::with_limits(
-                &c.features,
-                self.limits.max_samples_per_message,
-                self.limits.max_keys_per_sample,
-                self.limits.max_json_depth,
-            );
+            self.windows = windows_for(c, self.pipeline.hop, &self.limits);
+            self.decoder = decoder_for(c, &self.limits);
             if self.sparkplug_in.is_some() {
                 self.sparkplug_in =
                     Some(SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline));

@@ -67,6 +67,12 @@ fn rank(state: &str) -> u8 {
     }
 }
 
+/// `lineguard demo`: logs at `warn` (the view is the output), on its own runtime.
+pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    crate::ops::logging::init(crate::config::LogFormat::Text, "warn");
+    super::runtime()?.block_on(run(args))
+}
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=64).contains(&args.machines), "--machines must be 1..=64");
     anyhow::ensure!(args.rate > 0.0 && args.rate <= 1000.0, "--rate must be in (0, 1000]");
@@ -112,7 +118,7 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
         ),
     )?;
     let settings = config::load(&config_path, std::iter::empty())?;
-    let settings_http = settings.raw.http.listen;
+    let settings_http = settings.http_listen;
 
     let stop = CancellationToken::new();
     crate::ops::signals::on_signals(stop.clone())?;

@@ -198,6 +198,12 @@ pub struct SimulateArgs {
 }
 
 /// `lineguard simulate`: the simulated line against a real broker.
+/// `lineguard simulate`, on its own runtime.
+pub fn main(args: SimulateArgs) -> anyhow::Result<()> {
+    crate::ops::logging::init(crate::config::LogFormat::Text, "info");
+    super::runtime()?.block_on(simulate(args))
+}
+
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0 && args.rate <= 10_000.0, "--rate must be in (0, 10000]");
     anyhow::ensure!(args.machines >= 1, "--machines must be at least 1");

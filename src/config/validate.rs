@@ -1,0 +1,382 @@
+//! From the schema to [`Settings`]: one function per section, each naming
+//! the key and saying what would fix it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::schema::{
+    Config, LimitsConfig, MqttConfig, OutputFormat, PipelineConfig, SparkplugConfig, StateConfig,
+};
+use super::settings::{
+    publisher_client_id, Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings,
+    SparkplugSettings, StateSettings, TlsMaterial,
+};
+use super::ConfigError;
+use crate::ingest::topic::TopicTemplate;
+use crate::sparkplug::node::NodeConfig;
+use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
+
+/// An error about `key` in the file at `path`.
+struct Blame<'a> {
+    path: &'a Path,
+}
+
+impl Blame<'_> {
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { path: self.path.to_path_buf(), key: key.into(), message: message.into() }
+    }
+}
+
+pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError> {
+    let blame = Blame { path };
+    let mqtt = mqtt(&blame, &raw.mqtt)?;
+    let limits = limits(&blame, &raw.limits)?;
+    let state = state(&blame, &raw.state)?;
+    let pipelines = pipelines(&blame, &raw, path)?;
+    let sparkplug = raw.sparkplug.as_ref().map(|sp| sparkplug(&blame, sp, &raw.mqtt)).transpose()?;
+    no_feedback(&blame, &pipelines, sparkplug.as_ref())?;
+    Ok(Settings {
+        path: path.to_path_buf(),
+        mqtt,
+        state,
+        http_listen: raw.http.listen,
+        log: LogSettings { format: raw.log.format, level: raw.log.level.clone() },
+        limits,
+        pipelines,
+        sparkplug,
+        raw,
+    })
+}
+
+fn mqtt(blame: &Blame, m: &MqttConfig) -> Result<MqttSettings, ConfigError> {
+    if m.host.trim().is_empty() {
+        return Err(blame.invalid("mqtt.host", "is empty: name the broker host"));
+    }
+    if m.port == 0 {
+        return Err(blame.invalid("mqtt.port", "0 is not a broker port"));
+    }
+    if m.client_id.trim().is_empty() || m.client_id.contains(['/', '+', '#']) {
+        return Err(blame.invalid(
+            "mqtt.client_id",
+            format!(
+                "`{}` must be a non-empty id without `/`, `+` or `#` (it names the status topic)",
+                m.client_id
+            ),
+        ));
+    }
+    if m.keep_alive_secs < 5 {
+        return Err(blame.invalid("mqtt.keep_alive_secs", "must be at least 5 seconds"));
+    }
+    if m.receive_maximum == 0 {
+        return Err(blame.invalid("mqtt.receive_maximum", "must be between 1 and 65535"));
+    }
+    if m.reconnect_min_ms == 0 || m.reconnect_max_ms < m.reconnect_min_ms {
+        return Err(blame.invalid("mqtt.reconnect_min_ms", "must be > 0 and not above mqtt.reconnect_max_ms"));
+    }
+    let (password, password_source) = password(blame, m)?;
+    if password.is_some() && m.username.is_none() {
+        return Err(blame.invalid("mqtt.username", "a password is set but no username"));
+    }
+    Ok(MqttSettings {
+        host: m.host.clone(),
+        port: m.port,
+        client_id: m.client_id.clone(),
+        username: m.username.clone(),
+        password,
+        password_source,
+        tls: tls(blame, m)?,
+        keep_alive: Duration::from_secs(m.keep_alive_secs),
+        reconnect_min: Duration::from_millis(m.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(m.reconnect_max_ms),
+        protocol: m.protocol,
+        receive_maximum: m.receive_maximum,
+        scores_protocol: m.scores_protocol,
+    })
+}
+
+/// A non-empty `password_file` wins; an empty one (the package ships the
+/// unit's credential empty so that LoadCredential= finds one) means "not
+/// set here" and leaves `password` in force. An empty password is none.
+fn password(blame: &Blame, m: &MqttConfig) -> Result<(Option<String>, PasswordSource), ConfigError> {
+    let (password, source) = match &m.password_file {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                blame.invalid("mqtt.password_file", format!("cannot read {}: {e}", file.display()))
+            })?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.is_empty() {
+                let fallback = m.password.as_ref().is_some_and(|p| !p.is_empty());
+                (m.password.clone(), PasswordSource::EmptyFile { file: file.clone(), fallback })
+            } else {
+                (Some(text.to_string()), PasswordSource::File(file.clone()))
+            }
+        }
+        None if m.password.as_ref().is_some_and(|p| !p.is_empty()) => {
+            (m.password.clone(), PasswordSource::Config)
+        }
+        None => (None, PasswordSource::None),
+    };
+    Ok((password.filter(|p| !p.is_empty()), source))
+}
+
+fn tls(blame: &Blame, m: &MqttConfig) -> Result<Option<TlsMaterial>, ConfigError> {
+    let Some(t) = &m.tls else { return Ok(None) };
+    let pem = |key: &str, path: &Path, what: &str| -> Result<Vec<u8>, ConfigError> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| blame.invalid(key, format!("cannot read {}: {e}", path.display())))?;
+        // Keys come as `PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`.
+        let text = String::from_utf8_lossy(&bytes);
+        let found = text.contains(&format!("-----BEGIN {what}"))
+            || (what == "PRIVATE KEY" && text.contains("PRIVATE KEY-----"));
+        if !found {
+            return Err(blame.invalid(key, format!("{} holds no PEM {what}", path.display())));
+        }
+        Ok(bytes)
+    };
+    let ca = pem("mqtt.tls.ca_file", &t.ca_file, "CERTIFICATE")?;
+    let client = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => {
+            Some((pem("mqtt.tls.cert_file", c, "CERTIFICATE")?, pem("mqtt.tls.key_file", k, "PRIVATE KEY")?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(
+                blame.invalid("mqtt.tls.cert_file", "a client certificate needs both cert_file and key_file")
+            )
+        }
+    };
+    Ok(Some(TlsMaterial { ca, client }))
+}
+
+fn limits(blame: &Blame, l: &LimitsConfig) -> Result<Limits, ConfigError> {
+    if l.max_payload_bytes < 64 || l.max_payload_bytes > 64 * 1024 * 1024 {
+        return Err(blame.invalid("limits.max_payload_bytes", "must be between 64 bytes and 64 MiB"));
+    }
+    for (key, v) in [
+        ("limits.max_batch", l.max_batch),
+        ("limits.max_samples_per_message", l.max_samples_per_message),
+        ("limits.max_keys_per_sample", l.max_keys_per_sample),
+        ("limits.max_devices_per_pipeline", l.max_devices_per_pipeline),
+        ("limits.max_json_depth", l.max_json_depth),
+    ] {
+        if v == 0 {
+            return Err(blame.invalid(key, "must be at least 1"));
+        }
+    }
+    if l.batch_wait_us > 100_000 {
+        return Err(blame.invalid(
+            "limits.batch_wait_us",
+            "must be at most 100000 (100 ms: every message of a turn waits for it)",
+        ));
+    }
+    if l.max_future_ms < 1000 {
+        return Err(blame.invalid(
+            "limits.max_future_ms",
+            "must be at least 1000 (1 s): no device's clock is exactly the gateway's",
+        ));
+    }
+    if l.device_idle_secs == 0 {
+        return Err(blame.invalid("limits.device_idle_secs", "must be at least 1"));
+    }
+    if let Some(t) = &l.dead_letter_topic {
+        if t.is_empty() || t.contains(['+', '#']) {
+            return Err(
+                blame.invalid("limits.dead_letter_topic", format!("`{t}` must be a topic without wildcards"))
+            );
+        }
+    }
+    Ok(Limits {
+        max_payload_bytes: l.max_payload_bytes,
+        max_batch: l.max_batch,
+        batch_wait: Duration::from_micros(l.batch_wait_us),
+        max_samples_per_message: l.max_samples_per_message,
+        max_keys_per_sample: l.max_keys_per_sample,
+        max_json_depth: l.max_json_depth,
+        max_devices_per_pipeline: l.max_devices_per_pipeline,
+        device_idle: Duration::from_secs(l.device_idle_secs),
+        max_future: Duration::from_millis(l.max_future_ms),
+        stale_intake: (l.stale_intake_secs > 0).then(|| Duration::from_secs(l.stale_intake_secs)),
+        dead_letter_topic: l.dead_letter_topic.clone(),
+    })
+}
+
+fn state(blame: &Blame, st: &StateConfig) -> Result<StateSettings, ConfigError> {
+    if st.commit_interval_ms == 0 || st.commit_interval_ms > 1000 {
+        return Err(blame.invalid("state.commit_interval_ms", "must be between 1 and 1000"));
+    }
+    if st.outbox_max_bytes < 1024 || st.outbox_max_age_secs == 0 {
+        return Err(blame.invalid(
+            "state.outbox_max_bytes",
+            "the outbox needs at least 1024 bytes and an age limit of at least 1 s",
+        ));
+    }
+    Ok(StateSettings {
+        dir: st.dir.clone(),
+        commit_interval: Duration::from_millis(st.commit_interval_ms),
+        outbox_max_bytes: st.outbox_max_bytes,
+        outbox_max_age: Duration::from_secs(st.outbox_max_age_secs),
+        drain_timeout: Duration::from_secs(st.drain_timeout_secs),
+    })
+}
+
+fn pipelines(blame: &Blame, raw: &Config, path: &Path) -> Result<Vec<Pipeline>, ConfigError> {
+    if raw.pipelines.is_empty() {
+        return Err(blame.invalid("pipelines", "no [[pipelines]]: nothing to score"));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut pipelines = Vec::with_capacity(raw.pipelines.len());
+    for (i, p) in raw.pipelines.iter().enumerate() {
+        if raw.pipelines[..i].iter().any(|q| q.name == p.name) {
+            return Err(blame
+                .invalid(format!("pipelines[{i}].name"), format!("`{}` is used by two pipelines", p.name)));
+        }
+        pipelines.push(pipeline(blame, i, p, raw.sparkplug.is_some(), base)?);
+    }
+    Ok(pipelines)
+}
+
+fn pipeline(
+    blame: &Blame,
+    i: usize,
+    p: &PipelineConfig,
+    have_node: bool,
+    base: &Path,
+) -> Result<Pipeline, ConfigError> {
+    let key = |k: &str| format!("pipelines[{i}].{k}");
+    if p.name.trim().is_empty() {
+        return Err(blame.invalid(key("name"), "is empty"));
+    }
+    let input = TopicTemplate::parse_input(&p.input_topic)
+        .map_err(|e| blame.invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
+    let input_births = if is_sparkplug_topic(&p.input_topic) {
+        let levels: Vec<&str> = p.input_topic.split('/').collect();
+        if levels.len() != 5 || levels[2] != "DDATA" {
+            return Err(blame.invalid(
+                key("input_topic"),
+                format!(
+                    "`{}`: a Sparkplug input is `spBv1.0/{{group}}/DDATA/{{node}}/{{device}}` \
+                     (group and node may be literal)",
+                    p.input_topic
+                ),
+            ));
+        }
+        let births = p.input_topic.replacen("/DDATA/", "/DBIRTH/", 1);
+        Some(TopicTemplate::parse_input(&births).expect("same levels as the input"))
+    } else {
+        None
+    };
+    let output = match (p.format, &p.output_topic) {
+        (OutputFormat::Json, Some(t)) => {
+            if p.device_id.is_some() {
+                return Err(blame.invalid(key("device_id"), "is for `format = \"sparkplug\"` only"));
+            }
+            Output::Json(
+                TopicTemplate::parse_output(t, &input)
+                    .map_err(|e| blame.invalid(key("output_topic"), format!("`{t}`: {e}")))?,
+            )
+        }
+        (OutputFormat::Json, None) => {
+            return Err(blame.invalid(
+                key("output_topic"),
+                "missing: where should the scores go? (or set `format = \"sparkplug\"`)",
+            ))
+        }
+        (OutputFormat::Sparkplug, Some(_)) => {
+            return Err(blame.invalid(
+                key("output_topic"),
+                "not used with `format = \"sparkplug\"` (scores go to \
+                 spBv1.0/{group_id}/DDATA/{edge_node_id}/{device_id}); remove it",
+            ))
+        }
+        (OutputFormat::Sparkplug, None) => {
+            if !have_node {
+                return Err(blame.invalid(
+                    key("format"),
+                    "`sparkplug` needs a [sparkplug] section with at least `group_id`",
+                ));
+            }
+            Output::Sparkplug(match &p.device_id {
+                Some(d) => DeviceIdTemplate::parse(d, input.placeholders())
+                    .map_err(|e| blame.invalid(key("device_id"), e))?,
+                None => DeviceIdTemplate::joined(input.placeholders()),
+            })
+        }
+    };
+    if p.hop == 0 {
+        return Err(blame.invalid(key("hop"), "must be at least 1 (1 = score on every new sample)"));
+    }
+    // Relative model paths are relative to the config file, not the cwd of systemd.
+    let model = base.join(&p.model);
+    let card = p
+        .card
+        .as_ref()
+        .map(|c| base.join(c))
+        .unwrap_or_else(|| crate::model::card::ModelCard::path_for(&model));
+    let alarm = p
+        .alarm_topic
+        .as_ref()
+        .map(|t| {
+            TopicTemplate::parse_output(t, &input)
+                .map_err(|e| blame.invalid(key("alarm_topic"), format!("`{t}`: {e}")))
+        })
+        .transpose()?;
+    Ok(Pipeline { name: p.name.clone(), model, card, input, input_births, output, hop: p.hop, alarm })
+}
+
+fn sparkplug(blame: &Blame, sp: &SparkplugConfig, m: &MqttConfig) -> Result<SparkplugSettings, ConfigError> {
+    let id = |k: &str, v: &str| -> Result<String, ConfigError> {
+        if v.trim().is_empty() || v.contains(['/', '+', '#']) {
+            return Err(blame.invalid(
+                format!("sparkplug.{k}"),
+                format!("`{v}` must be a non-empty Sparkplug id without `/`, `+` or `#`"),
+            ));
+        }
+        Ok(v.to_string())
+    };
+    let node = NodeConfig {
+        group_id: id("group_id", &sp.group_id)?,
+        edge_node_id: id("edge_node_id", sp.edge_node_id.as_deref().unwrap_or(&m.client_id))?,
+        primary_host_id: sp.primary_host_id.as_deref().map(|h| id("primary_host_id", h)).transpose()?,
+    };
+    let client_id =
+        id("client_id", &sp.client_id.clone().unwrap_or_else(|| format!("{}-sparkplug", m.client_id)))?;
+    let scores_id = publisher_client_id(&m.client_id);
+    if client_id == m.client_id || client_id == scores_id {
+        return Err(blame.invalid(
+            "sparkplug.client_id",
+            format!(
+                "must differ from mqtt.client_id and from the score publisher's `{scores_id}` (the \
+                 broker would drop one of the two connections)"
+            ),
+        ));
+    }
+    Ok(SparkplugSettings { node, client_id })
+}
+
+/// No pipeline's output may feed a pipeline's input: scores would be scored.
+fn no_feedback(
+    blame: &Blame,
+    pipelines: &[Pipeline],
+    sparkplug: Option<&SparkplugSettings>,
+) -> Result<(), ConfigError> {
+    for (i, p) in pipelines.iter().enumerate() {
+        let published = match (&p.output, sparkplug) {
+            (Output::Json(t), _) => t.filter().replace('+', "x"),
+            (Output::Sparkplug(_), Some(sp)) => sp.node.topic("DDATA", Some("x")),
+            (Output::Sparkplug(_), None) => continue,
+        };
+        for q in pipelines {
+            if q.takes(&published) || matches!(&p.output, Output::Json(t) if t.as_str() == q.input.as_str()) {
+                return Err(blame.invalid(
+                    format!("pipelines[{i}].output_topic"),
+                    format!(
+                        "`{}` feeds the input of pipeline `{}`: scores would be scored",
+                        p.output_display(sparkplug.map(|s| &s.node)),
+                        q.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
