@@ -63,12 +63,13 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     // Every metric the shipped Grafana dashboard queries exists (those that
     // only appear on failures are checked below or are counters of rare events).
     let dashboard = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    use lineguard::ops::events::names;
     let rare = [
-        "lineguard_broker_reconnects_total",
-        "lineguard_outbox_dropped_total",
-        "lineguard_devices_evicted_total",
-        "lineguard_model_reloads_total",
-        "lineguard_inference_errors_total",
+        names::BROKER_RECONNECTS,
+        names::OUTBOX_DROPPED,
+        names::DEVICES_EVICTED,
+        names::MODEL_RELOADS,
+        names::INFERENCE_ERRORS,
     ];
     let mut queried: Vec<&str> = dashboard
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))

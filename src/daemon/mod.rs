@@ -51,7 +51,9 @@ use crate::mqtt::ack::{Ack, AckId};
 use crate::mqtt::protocol::{Client, Event, EventLoop};
 use crate::mqtt::relay::{self, Relay};
 use crate::mqtt::{self, Backoff};
-use crate::ops::events::{self, ConnectionEvents};
+use crate::ops::events::{
+    ConnectionEvents, ConnectionName, ModelInService, StoreRecovered, SubscriptionRefused, TopicNotUtf8,
+};
 use crate::ops::health::Health;
 use crate::ops::reload::{self, Board, Watched};
 use crate::ops::status::{self, ModelStatus};
@@ -123,7 +125,7 @@ pub async fn run(
             .await?
             .context("cannot open the state store")?,
     );
-    events::store_recovered(store.path(), store.recovery());
+    StoreRecovered { path: store.path(), recovery: store.recovery() }.emit();
     let (spark_backlog, backlog): (Vec<_>, Vec<_>) =
         store.outbox().context("cannot read the outbox")?.into_iter().partition(|e| e.sparkplug);
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
@@ -135,7 +137,14 @@ pub async fn run(
         tracing::error!("{e:#}; running without /metrics and /healthz");
     }
     for (p, m) in settings.pipelines.iter().zip(&models) {
-        events::model_info(&p.name, &m.card.name, &m.card.version, &m.sha256, true);
+        let m = ModelInService {
+            pipeline: &p.name,
+            model: &m.card.name,
+            version: &m.card.version,
+            sha256: &m.sha256,
+            in_service: true,
+        };
+        m.emit();
     }
 
     let client_id = settings.mqtt.client_id.clone();
@@ -284,7 +293,12 @@ pub async fn run(
         Vec::new(),
         Connection {
             health: Some((health.clone(), Role::Publisher)),
-            ..Connection::new(&settings, Vec::new(), link_tx.clone(), ConnectionEvents::publisher())
+            ..Connection::new(
+                &settings,
+                Vec::new(),
+                link_tx.clone(),
+                ConnectionEvents::new(ConnectionName::Publisher),
+            )
         },
         CancellationToken::new(),
     ));
@@ -297,7 +311,12 @@ pub async fn run(
             health: Some((health.clone(), Role::Telemetry)),
             attempted: Some(attempted_tx),
             relay,
-            ..Connection::new(&settings, filters, intake_link(link_tx), ConnectionEvents::telemetry())
+            ..Connection::new(
+                &settings,
+                filters,
+                intake_link(link_tx),
+                ConnectionEvents::new(ConnectionName::Telemetry),
+            )
         },
         intake.clone(),
     ));
@@ -438,7 +457,12 @@ fn start_node(
             forward: true,
             before_connect: Some(before_connect),
             reconnect: Some(reconnect_rx),
-            ..Connection::new(settings, sp.node.filters(), link_tx, ConnectionEvents::sparkplug())
+            ..Connection::new(
+                settings,
+                sp.node.filters(),
+                link_tx,
+                ConnectionEvents::new(ConnectionName::Sparkplug),
+            )
         },
         CancellationToken::new(),
     ));
@@ -581,7 +605,7 @@ async fn connection_loop(
                 let Some(topic) = topic else {
                     // MQTT forbids it and brokers refuse it; acknowledged, or
                     // the persistent session would deliver it forever.
-                    events::topic_not_utf8();
+                    TopicNotUtf8.emit();
                     Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
                     continue;
                 };
@@ -645,7 +669,7 @@ async fn connection_loop(
                     // SUBSCRIBEs go out one per filter, in order.
                     let filter = subscribing.iter().position(|p| *p == pkid).and_then(|i| c.filters.get(i));
                     let filter = filter.map_or("?", String::as_str);
-                    events::subscription_refused(filter);
+                    SubscriptionRefused { filter }.emit();
                     refusals += 1;
                     if let Some((h, _)) = &c.health {
                         h.subscription_refused(filter);

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Deadline;
 use crate::durable::store::{Part, Store};
 use crate::mqtt::ack::Ack;
-use crate::ops::events::{self, CommitEvents};
+use crate::ops::events::{CommitEvents, StoreCorrupt};
 use crate::ops::health::Health;
 
 /// Turns waiting for a commit before the worker waits: far more than one
@@ -169,7 +169,7 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: 
                 retrying = false;
                 turns.drain(..).flat_map(|t| t.acks).for_each(Ack::done);
             }
-            Err(e) if e.is_corrupt() => events::store_corrupt(pipeline, &e.to_string()),
+            Err(e) if e.is_corrupt() => StoreCorrupt { pipeline, why: &e.to_string() }.emit(),
             Err(e) => {
                 events.failed(&e.to_string(), turns.len());
                 watch.health.set_commit_error(watch.pipeline, Some(e.to_string()));

@@ -35,7 +35,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use metrics::{counter, gauge};
 use rumqttc::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +44,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock::Deadline;
 use crate::durable::store::{Entry, Store};
-use crate::mqtt::protocol::{Client, ClientError};
+use crate::mqtt::protocol::{Client, ClientError, Refusal};
+use crate::ops::events::{DropReason, SinkEvents};
 use crate::sparkplug::node::{Command, EdgeNode, Record};
 
 /// What the connection task tells the sink.
@@ -69,7 +69,7 @@ pub enum Link {
     /// refused the message (`refused`: why).
     Acked {
         pkid: u16,
-        refused: Option<&'static str>,
+        refused: Option<Refusal>,
     },
     /// A message on a subscription of the Sparkplug node (NCMD, STATE).
     Incoming {
@@ -191,8 +191,7 @@ pub struct Sink {
     deleting: Option<tokio::task::JoinHandle<()>>,
     /// What the last delete could not delete, and why: tried again.
     undeleted: Arc<Mutex<Option<Undeleted>>>,
-    delete_errors: crate::ops::events::RateLimit<()>,
-    refusal_lines: crate::ops::events::RateLimit<&'static str>,
+    events: SinkEvents,
     /// Where refused publishes are reported (`/healthz`).
     health: Option<Arc<crate::ops::health::Health>>,
     /// The NDEATH of a session being ended on purpose, to publish first.
@@ -226,8 +225,7 @@ impl Sink {
             to_delete: Vec::new(),
             deleting: None,
             undeleted: Default::default(),
-            delete_errors: Default::default(),
-            refusal_lines: Default::default(),
+            events: SinkEvents::default(),
             health: None,
             ending: None,
             awaiting_commit: false,
@@ -260,34 +258,32 @@ impl Sink {
         self.enforce_bounds();
     }
 
-    fn drop_front(&mut self, reason: &'static str) {
+    fn drop_front(&mut self, reason: DropReason) {
         if let Some(s) = self.slots.pop_front() {
             self.bytes -= (s.topic.len() + s.payload.len()) as u64;
             self.cursor = self.cursor.saturating_sub(1);
             self.to_delete.push(s.seq);
             if !s.acked {
-                counter!("lineguard_outbox_dropped_total", "reason" => reason).increment(1);
-                warn!(seq = s.seq, topic = %s.topic, "outbox full ({reason}): oldest unpublished score dropped");
+                self.events.dropped(&s.topic, reason);
             }
         }
     }
 
     fn enforce_bounds(&mut self) {
         while self.bytes > self.config.max_bytes {
-            self.drop_front("bytes");
+            self.drop_front(DropReason::Bytes);
         }
         let oldest_allowed = crate::clock::now_ms() - self.config.max_age.as_millis() as i64;
         while self.slots.front().is_some_and(|s| s.created_ms < oldest_allowed) {
-            self.drop_front("age");
+            self.drop_front(DropReason::Age);
         }
-        gauge!("lineguard_outbox_scores").set(self.slots.len() as f64);
-        gauge!("lineguard_outbox_bytes").set(self.bytes as f64);
+        self.events.level(self.slots.len(), self.bytes);
     }
 
     /// Mark `seq` acknowledged and release the acknowledged prefix.
     fn acked(&mut self, seq: u64) {
         let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
-        counter!("lineguard_scores_published_total").increment(1);
+        self.events.published();
         if let Some(h) = &self.health {
             h.publish_accepted(&self.slots[i].topic);
         }
@@ -296,21 +292,21 @@ impl Sink {
 
     /// The broker refused `seq` (MQTT 5 reason code): it is not published
     /// and never will be as it is, so it leaves the outbox, counted as lost.
-    fn refused(&mut self, seq: u64, why: &'static str) {
+    fn refused(&mut self, seq: u64, why: Refusal) {
         let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
-        crate::ops::events::publish_refused(&self.slots[i].topic, why, &mut self.refusal_lines);
+        self.events.refused(&self.slots[i].topic, why);
         if let Some(h) = &self.health {
-            h.publish_refused(&self.slots[i].topic, why);
+            h.publish_refused(&self.slots[i].topic, why.as_str());
         }
         self.release(i);
     }
 
     /// The broker refused the status or a dead letter.
-    fn refused_control(&mut self, why: &'static str) {
+    fn refused_control(&mut self, why: Refusal) {
         let topic = "(status or dead letter)";
-        crate::ops::events::publish_refused(topic, why, &mut self.refusal_lines);
+        self.events.refused(topic, why);
         if let Some(h) = &self.health {
-            h.publish_refused(topic, why);
+            h.publish_refused(topic, why.as_str());
         }
     }
 
@@ -533,9 +529,7 @@ impl Sink {
         self.deleting = None;
         if let Some((left, why)) = self.undeleted.lock().unwrap_or_else(|p| p.into_inner()).take() {
             self.to_delete.extend(left);
-            if let Some(suppressed) = self.delete_errors.allow(()) {
-                warn!(suppressed, "outbox: cannot delete acknowledged scores yet (retrying): {why}");
-            }
+            self.events.delete_failed(&why);
         }
         if self.to_delete.is_empty() {
             return;
@@ -686,7 +680,7 @@ impl Sink {
                         if self.control.len() < 1000 {
                             self.control.push_back(Pending { topic, payload: Bytes::from(payload), qos: QoS::AtMostOnce, retain: false, session: false });
                         } else {
-                            counter!("lineguard_dead_letters_dropped_total").increment(1);
+                            self.events.dead_letter_dropped();
                         }
                     }
                     None => control_open = false,

@@ -47,7 +47,7 @@ pub enum Event {
     /// over 3.1.1 a refusal looks like an acknowledgement.
     PubAck {
         pkid: u16,
-        refused: Option<&'static str>,
+        refused: Option<Refusal>,
     },
     /// A publish went out under this packet id.
     Sent(u16),
@@ -246,18 +246,44 @@ impl EventLoop {
     }
 }
 
+/// Why the broker refused a publish (an MQTT 5 PUBACK reason code of 0x80 and up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    NotAuthorized,
+    TopicNameInvalid,
+    QuotaExceeded,
+    PayloadFormatInvalid,
+    PacketIdentifierInUse,
+    ImplementationSpecificError,
+    UnspecifiedError,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAuthorized => "not authorized",
+            Refusal::TopicNameInvalid => "topic name invalid",
+            Refusal::QuotaExceeded => "quota exceeded",
+            Refusal::PayloadFormatInvalid => "payload format invalid",
+            Refusal::PacketIdentifierInUse => "packet identifier in use",
+            Refusal::ImplementationSpecificError => "implementation specific error",
+            Refusal::UnspecifiedError => "unspecified error",
+        }
+    }
+}
+
 /// An MQTT 5 PUBACK reason that means the message was not taken.
-fn refusal(reason: p5::PubAckReason) -> Option<&'static str> {
+fn refusal(reason: p5::PubAckReason) -> Option<Refusal> {
     use p5::PubAckReason as R;
     match reason {
         R::Success | R::NoMatchingSubscribers => None,
-        R::NotAuthorized => Some("not authorized"),
-        R::TopicNameInvalid => Some("topic name invalid"),
-        R::QuotaExceeded => Some("quota exceeded"),
-        R::PayloadFormatInvalid => Some("payload format invalid"),
-        R::PacketIdentifierInUse => Some("packet identifier in use"),
-        R::ImplementationSpecificError => Some("implementation specific error"),
-        R::UnspecifiedError => Some("unspecified error"),
+        R::NotAuthorized => Some(Refusal::NotAuthorized),
+        R::TopicNameInvalid => Some(Refusal::TopicNameInvalid),
+        R::QuotaExceeded => Some(Refusal::QuotaExceeded),
+        R::PayloadFormatInvalid => Some(Refusal::PayloadFormatInvalid),
+        R::PacketIdentifierInUse => Some(Refusal::PacketIdentifierInUse),
+        R::ImplementationSpecificError => Some(Refusal::ImplementationSpecificError),
+        R::UnspecifiedError => Some(Refusal::UnspecifiedError),
     }
 }
 

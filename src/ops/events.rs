@@ -1,20 +1,72 @@
-//! Everything observable, in one place: each event emits its metric and its
-//! log line together, so counters and logs never drift apart.
+//! Everything observable, in one place: each event writes its metric and its
+//! log line together, so counters and logs never drift apart (vector's
+//! `internal_events`). Every metric name is a constant in [`names`]; no
+//! other module calls the `metrics` macros.
 //!
-//! Warnings that input can trigger at line rate (rejected samples, broker
-//! errors while it is down) are rate-limited per kind: the first is logged at
-//! once, the rest are counted and summarised at most every `LOG_EVERY`.
+//! Two shapes of event:
+//! - on a hot path, a struct holding the metric handles registered once
+//!   (incrementing one is an atomic add) with a method per event:
+//!   [`PipelineEvents`], [`ConnectionEvents`], [`CommitEvents`], [`SinkEvents`];
+//! - a rare event, a small struct whose `emit` writes both: [`ModelInService`],
+//!   [`ModelReloaded`], [`ModelRefused`], [`StoreRecovered`], [`StoreCorrupt`],
+//!   [`WindowsDropped`], [`WindowsUnreadable`], [`DevicesEvicted`],
+//!   [`SubscriptionRefused`], [`TopicNotUtf8`].
+//!
+//! Warnings that input or a fault can trigger at line rate (rejected
+//! samples, broker errors while it is down, refused publishes, failing
+//! commits) are rate-limited per kind: the first is logged at once, the rest
+//! are counted and summed up at most every `LOG_EVERY`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::durable::store::Recovery;
 use crate::ingest::reject::{Reason, Rejection};
 use crate::model::card::State;
+use crate::mqtt::protocol::Refusal;
+use crate::pipeline::window::Unrestored;
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Every metric lineguard exports, by name.
+pub mod names {
+    pub const MESSAGES: &str = "lineguard_messages_total";
+    pub const MESSAGE_BYTES: &str = "lineguard_message_bytes_total";
+    pub const REJECTED: &str = "lineguard_rejected_total";
+    pub const DUPLICATES: &str = "lineguard_duplicates_total";
+    pub const WINDOWS_SCORED: &str = "lineguard_windows_scored_total";
+    pub const WINDOWS_FAILED: &str = "lineguard_windows_failed_total";
+    pub const SCORES: &str = "lineguard_scores_total";
+    pub const BATCH_SIZE: &str = "lineguard_batch_size";
+    pub const INFERENCE_SECONDS: &str = "lineguard_inference_seconds";
+    pub const INFERENCE_ERRORS: &str = "lineguard_inference_errors_total";
+    pub const DEVICES: &str = "lineguard_devices";
+    pub const DEVICES_EVICTED: &str = "lineguard_devices_evicted_total";
+    pub const DEAD_LETTERS_DROPPED: &str = "lineguard_dead_letters_dropped_total";
+    pub const COMMIT_SECONDS: &str = "lineguard_commit_seconds";
+    pub const COMMIT_ERRORS: &str = "lineguard_commit_errors_total";
+    pub const SCORES_PUBLISHED: &str = "lineguard_scores_published_total";
+    pub const PUBLISHES_REFUSED: &str = "lineguard_publishes_refused_total";
+    pub const SUBSCRIPTIONS_REFUSED: &str = "lineguard_subscriptions_refused_total";
+    pub const OUTBOX_SCORES: &str = "lineguard_outbox_scores";
+    pub const OUTBOX_BYTES: &str = "lineguard_outbox_bytes";
+    pub const OUTBOX_DROPPED: &str = "lineguard_outbox_dropped_total";
+    pub const BROKER_CONNECTED: &str = "lineguard_broker_connected";
+    pub const BROKER_RECONNECTS: &str = "lineguard_broker_reconnects_total";
+    pub const PUBLISHER_CONNECTED: &str = "lineguard_publisher_connected";
+    pub const PUBLISHER_RECONNECTS: &str = "lineguard_publisher_reconnects_total";
+    pub const SPARKPLUG_CONNECTED: &str = "lineguard_sparkplug_connected";
+    pub const SPARKPLUG_RECONNECTS: &str = "lineguard_sparkplug_reconnects_total";
+    pub const MODEL_INFO: &str = "lineguard_model_info";
+    pub const MODEL_RELOADS: &str = "lineguard_model_reloads_total";
+    pub const STATE_DROPPED: &str = "lineguard_state_dropped_total";
+    pub const STATE_STORE_DISCARDED: &str = "lineguard_state_store_discarded_total";
+    pub const UNROUTABLE: &str = "lineguard_unroutable_total";
+}
 
 /// Per-key log rate limiter.
 #[derive(Debug)]
@@ -49,8 +101,16 @@ impl<K: std::hash::Hash + Eq> RateLimit<K> {
     }
 }
 
-/// Events of one pipeline, owned by its worker thread. The per-message
-/// metrics are registered once: incrementing them is an atomic add.
+/// " (N more since last report)", or nothing.
+fn more(suppressed: u64) -> String {
+    if suppressed > 0 {
+        format!(" ({suppressed} more since last report)")
+    } else {
+        String::new()
+    }
+}
+
+/// Events of one pipeline, owned by its worker thread.
 pub struct PipelineEvents {
     pipeline: String,
     rejects: RateLimit<Reason>,
@@ -74,20 +134,19 @@ impl std::fmt::Debug for PipelineEvents {
 impl PipelineEvents {
     pub fn new(pipeline: &str) -> Self {
         let p = pipeline.to_string();
-        let state =
-            |s: &'static str| counter!("lineguard_scores_total", "pipeline" => p.clone(), "state" => s);
+        let state = |s: State| counter!(names::SCORES, "pipeline" => p.clone(), "state" => s.as_str());
         Self {
             pipeline: p.clone(),
             rejects: RateLimit::default(),
             duplicate_lines: RateLimit::default(),
-            duplicates: counter!("lineguard_duplicates_total", "pipeline" => p.clone()),
-            messages: counter!("lineguard_messages_total", "pipeline" => p.clone()),
-            bytes: counter!("lineguard_message_bytes_total", "pipeline" => p.clone()),
-            windows: counter!("lineguard_windows_scored_total", "pipeline" => p.clone()),
-            batch_size: histogram!("lineguard_batch_size", "pipeline" => p.clone()),
-            inference: histogram!("lineguard_inference_seconds", "pipeline" => p.clone()),
-            states: [state("ok"), state("warn"), state("alarm")],
-            devices: gauge!("lineguard_devices", "pipeline" => p.clone()),
+            duplicates: counter!(names::DUPLICATES, "pipeline" => p.clone()),
+            messages: counter!(names::MESSAGES, "pipeline" => p.clone()),
+            bytes: counter!(names::MESSAGE_BYTES, "pipeline" => p.clone()),
+            windows: counter!(names::WINDOWS_SCORED, "pipeline" => p.clone()),
+            batch_size: histogram!(names::BATCH_SIZE, "pipeline" => p.clone()),
+            inference: histogram!(names::INFERENCE_SECONDS, "pipeline" => p.clone()),
+            states: [state(State::Ok), state(State::Warn), state(State::Alarm)],
+            devices: gauge!(names::DEVICES, "pipeline" => p.clone()),
         }
     }
 
@@ -96,16 +155,19 @@ impl PipelineEvents {
         self.bytes.increment(bytes as u64);
     }
 
+    /// A sample or payload refused, with its reason.
     pub fn rejected(&mut self, topic: &str, r: &Rejection) {
-        counter!("lineguard_rejected_total", "pipeline" => self.pipeline.clone(), "reason" => r.reason.as_str())
+        counter!(names::REJECTED, "pipeline" => self.pipeline.clone(), "reason" => r.reason.as_str())
             .increment(1);
         if let Some(suppressed) = self.rejects.allow(r.reason) {
-            let more = if suppressed > 0 {
-                format!(" ({suppressed} more since last report)")
-            } else {
-                String::new()
-            };
-            warn!(pipeline = %self.pipeline, %topic, reason = r.reason.as_str(), "sample rejected: {}{more}", r.detail);
+            warn!(
+                pipeline = %self.pipeline,
+                %topic,
+                reason = r.reason.as_str(),
+                "sample rejected: {}{}",
+                r.detail,
+                more(suppressed)
+            );
         }
     }
 
@@ -114,7 +176,7 @@ impl PipelineEvents {
     pub fn duplicate(&mut self, device: &str, ts: i64) {
         self.duplicates.increment(1);
         if let Some(suppressed) = self.duplicate_lines.allow(()) {
-            tracing::debug!(pipeline = %self.pipeline, %device, ts, suppressed, "duplicate sample skipped (already applied)");
+            debug!(pipeline = %self.pipeline, %device, ts, suppressed, "duplicate sample skipped (already applied)");
         }
     }
 
@@ -134,39 +196,55 @@ impl PipelineEvents {
 
     /// A model run failed or produced NaN/inf: those windows are not published.
     pub fn inference_failed(&self, windows: usize, detail: &str) {
-        counter!("lineguard_inference_errors_total", "pipeline" => self.pipeline.clone()).increment(1);
-        counter!("lineguard_windows_failed_total", "pipeline" => self.pipeline.clone())
-            .increment(windows as u64);
+        counter!(names::INFERENCE_ERRORS, "pipeline" => self.pipeline.clone()).increment(1);
+        counter!(names::WINDOWS_FAILED, "pipeline" => self.pipeline.clone()).increment(windows as u64);
         error!(pipeline = %self.pipeline, windows, "inference failed, windows not scored: {detail}");
+    }
+
+    /// A dead letter did not fit the sink's queue: it is not published.
+    pub fn dead_letter_dropped(&self) {
+        DeadLetterDropped.emit();
     }
 }
 
-/// Events of the broker connection.
+/// Which of the daemon's broker connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionName {
+    /// Intake and our PUBACKs for it.
+    Telemetry,
+    /// Scores, status and dead letters.
+    Publisher,
+    /// The Sparkplug Edge Node's.
+    Sparkplug,
+}
+
+impl ConnectionName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionName::Telemetry => "telemetry",
+            ConnectionName::Publisher => "publisher",
+            ConnectionName::Sparkplug => "sparkplug",
+        }
+    }
+}
+
+/// Events of one broker connection.
 #[derive(Debug)]
 pub struct ConnectionEvents {
-    /// `telemetry` (intake), `publisher` (scores and status) or `sparkplug`
-    /// (the Edge Node's).
-    name: &'static str,
+    name: ConnectionName,
     connected: Gauge,
     reconnects: Counter,
-    errors: RateLimit<&'static str>,
+    errors: RateLimit<()>,
     down_since: Option<Instant>,
 }
 
 impl ConnectionEvents {
-    pub fn telemetry() -> Self {
-        Self::new("telemetry", "lineguard_broker_connected", "lineguard_broker_reconnects_total")
-    }
-
-    pub fn publisher() -> Self {
-        Self::new("publisher", "lineguard_publisher_connected", "lineguard_publisher_reconnects_total")
-    }
-
-    pub fn sparkplug() -> Self {
-        Self::new("sparkplug", "lineguard_sparkplug_connected", "lineguard_sparkplug_reconnects_total")
-    }
-
-    fn new(name: &'static str, connected: &'static str, reconnects: &'static str) -> Self {
+    pub fn new(name: ConnectionName) -> Self {
+        let (connected, reconnects) = match name {
+            ConnectionName::Telemetry => (names::BROKER_CONNECTED, names::BROKER_RECONNECTS),
+            ConnectionName::Publisher => (names::PUBLISHER_CONNECTED, names::PUBLISHER_RECONNECTS),
+            ConnectionName::Sparkplug => (names::SPARKPLUG_CONNECTED, names::SPARKPLUG_RECONNECTS),
+        };
         Self {
             name,
             connected: gauge!(connected),
@@ -179,40 +257,33 @@ impl ConnectionEvents {
     pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
         self.connected.set(1.0);
         let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
-        info!(connection = self.name, %host, port, session_present, "connected to broker{}", after.unwrap_or_default());
+        info!(
+            connection = self.name.as_str(),
+            %host,
+            port,
+            session_present,
+            "connected to broker{}",
+            after.unwrap_or_default()
+        );
     }
 
     pub fn connection_failed(&mut self, error: &str, retry_in: Duration) {
         self.connected.set(0.0);
         self.reconnects.increment(1);
         self.down_since.get_or_insert_with(Instant::now);
-        if let Some(suppressed) = self.errors.allow("connection") {
+        if let Some(suppressed) = self.errors.allow(()) {
             let more = if suppressed > 0 {
                 format!(" ({suppressed} more failures since last report)")
             } else {
                 String::new()
             };
             warn!(
-                connection = self.name,
+                connection = self.name.as_str(),
                 "broker connection lost or refused: {error}; retrying in {:.1} s{more}",
                 retry_in.as_secs_f64()
             );
         }
     }
-}
-
-/// A new model passed its checks and goes into service.
-pub fn model_loaded(pipeline: &str, model: &str, version: &str, sha256: &str) {
-    counter!("lineguard_model_reloads_total", "pipeline" => pipeline.to_string(), "result" => "ok")
-        .increment(1);
-    info!(%pipeline, %model, %version, %sha256, "new model passed its checks; swapping it in");
-}
-
-/// A changed model or card failed its checks; the old model keeps serving.
-pub fn model_refused(pipeline: &str, path: &std::path::Path, why: &str) {
-    counter!("lineguard_model_reloads_total", "pipeline" => pipeline.to_string(), "result" => "refused")
-        .increment(1);
-    error!(%pipeline, model = %path.display(), "new model refused, the current one keeps serving: {why}");
 }
 
 /// A pipeline's committer: its commit times, and its failures, logged
@@ -230,8 +301,8 @@ impl CommitEvents {
     pub fn new(pipeline: &str) -> Self {
         Self {
             pipeline: pipeline.to_string(),
-            seconds: histogram!("lineguard_commit_seconds", "pipeline" => pipeline.to_string()),
-            errors: counter!("lineguard_commit_errors_total", "pipeline" => pipeline.to_string()),
+            seconds: histogram!(names::COMMIT_SECONDS, "pipeline" => pipeline.to_string()),
+            errors: counter!(names::COMMIT_ERRORS, "pipeline" => pipeline.to_string()),
             lines: RateLimit::default(),
             failing_since: None,
             attempts: 0,
@@ -282,130 +353,346 @@ impl CommitEvents {
     }
 }
 
+/// Why the sink dropped an unpublished score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Beyond `state.outbox_max_bytes`.
+    Bytes,
+    /// Older than `state.outbox_max_age_secs`.
+    Age,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Bytes => "bytes",
+            DropReason::Age => "age",
+        }
+    }
+}
+
+/// Events of the publishing sink (the outbox).
+pub struct SinkEvents {
+    published: Counter,
+    scores: Gauge,
+    bytes: Gauge,
+    drop_lines: RateLimit<DropReason>,
+    refusal_lines: RateLimit<Refusal>,
+    delete_lines: RateLimit<()>,
+}
+
+impl Default for SinkEvents {
+    fn default() -> Self {
+        Self {
+            published: counter!(names::SCORES_PUBLISHED),
+            scores: gauge!(names::OUTBOX_SCORES),
+            bytes: gauge!(names::OUTBOX_BYTES),
+            drop_lines: RateLimit::default(),
+            refusal_lines: RateLimit::default(),
+            delete_lines: RateLimit::default(),
+        }
+    }
+}
+
+impl SinkEvents {
+    /// The broker acknowledged a score.
+    pub fn published(&self) {
+        self.published.increment(1);
+    }
+
+    /// What the outbox holds.
+    pub fn level(&self, scores: usize, bytes: u64) {
+        self.scores.set(scores as f64);
+        self.bytes.set(bytes as f64);
+    }
+
+    /// The outbox was full: its oldest unpublished score is gone.
+    pub fn dropped(&mut self, topic: &str, reason: DropReason) {
+        counter!(names::OUTBOX_DROPPED, "reason" => reason.as_str()).increment(1);
+        if let Some(suppressed) = self.drop_lines.allow(reason) {
+            warn!(%topic, "outbox full ({}): oldest unpublished score dropped{}", reason.as_str(), more(suppressed));
+        }
+    }
+
+    /// The broker refused a publish (MQTT 5 reason code): the score is lost,
+    /// counted apart from published ones.
+    pub fn refused(&mut self, topic: &str, why: Refusal) {
+        counter!(names::PUBLISHES_REFUSED, "reason" => why.as_str()).increment(1);
+        if let Some(suppressed) = self.refusal_lines.allow(why) {
+            error!(
+                %topic,
+                reason = why.as_str(),
+                suppressed,
+                "the broker refused a publish to {topic} ({}): that score is lost; check the broker's \
+                 ACL for the score connection",
+                why.as_str()
+            );
+        }
+    }
+
+    /// Acknowledged scores could not be deleted yet (retried).
+    pub fn delete_failed(&mut self, why: &str) {
+        if let Some(suppressed) = self.delete_lines.allow(()) {
+            warn!(suppressed, "outbox: cannot delete acknowledged scores yet (retrying): {why}");
+        }
+    }
+
+    /// A dead letter did not fit the sink's queue.
+    pub fn dead_letter_dropped(&self) {
+        DeadLetterDropped.emit();
+    }
+}
+
+/// A dead letter that was not published (its queue was full).
+struct DeadLetterDropped;
+
+impl DeadLetterDropped {
+    fn emit(self) {
+        counter!(names::DEAD_LETTERS_DROPPED).increment(1);
+    }
+}
+
+/// `lineguard_model_info{pipeline,model,version,sha256}`: 1 for the model in service, 0 for one retired.
+pub struct ModelInService<'a> {
+    pub pipeline: &'a str,
+    pub model: &'a str,
+    pub version: &'a str,
+    pub sha256: &'a str,
+    pub in_service: bool,
+}
+
+impl ModelInService<'_> {
+    pub fn emit(self) {
+        gauge!(
+            names::MODEL_INFO,
+            "pipeline" => self.pipeline.to_string(),
+            "model" => self.model.to_string(),
+            "version" => self.version.to_string(),
+            "sha256" => self.sha256.to_string()
+        )
+        .set(if self.in_service { 1.0 } else { 0.0 });
+    }
+}
+
+/// A new model passed its checks and goes into service.
+pub struct ModelReloaded<'a> {
+    pub pipeline: &'a str,
+    pub model: &'a str,
+    pub version: &'a str,
+    pub sha256: &'a str,
+}
+
+impl ModelReloaded<'_> {
+    pub fn emit(self) {
+        counter!(names::MODEL_RELOADS, "pipeline" => self.pipeline.to_string(), "result" => "ok")
+            .increment(1);
+        let ModelReloaded { pipeline, model, version, sha256 } = self;
+        info!(%pipeline, %model, %version, %sha256, "new model passed its checks; swapping it in");
+    }
+}
+
+/// A changed model or card failed its checks; the old model keeps serving.
+pub struct ModelRefused<'a> {
+    pub pipeline: &'a str,
+    pub path: &'a std::path::Path,
+    pub why: &'a str,
+}
+
+impl ModelRefused<'_> {
+    pub fn emit(self) {
+        counter!(names::MODEL_RELOADS, "pipeline" => self.pipeline.to_string(), "result" => "refused")
+            .increment(1);
+        error!(
+            pipeline = %self.pipeline,
+            model = %self.path.display(),
+            "new model refused, the current one keeps serving: {}",
+            self.why
+        );
+    }
+}
+
+/// Why the state store, or all it held, was set aside.
+#[derive(Debug, Clone, Copy)]
+enum Discarded {
+    /// The file could not be opened as a database (moved aside).
+    Unreadable,
+    /// Its last commit was damaged and rolled back (windows dropped).
+    RolledBack,
+    /// Found corrupt while running (the process exits).
+    CorruptAtRunTime,
+}
+
+impl Discarded {
+    fn count(self) {
+        let reason = match self {
+            Discarded::Unreadable => "unreadable",
+            Discarded::RolledBack => "rolled_back",
+            Discarded::CorruptAtRunTime => "corrupt_at_run_time",
+        };
+        counter!(names::STATE_STORE_DISCARDED, "reason" => reason).increment(1);
+    }
+}
+
+/// What opening the state store found and did (see `store::Recovery`).
+pub struct StoreRecovered<'a> {
+    pub path: &'a std::path::Path,
+    pub recovery: &'a Recovery,
+}
+
+impl StoreRecovered<'_> {
+    pub fn emit(self) {
+        let (path, r) = (self.path, self.recovery);
+        if let Some((aside, why)) = &r.moved_aside {
+            Discarded::Unreadable.count();
+            error!(
+                store = %path.display(),
+                moved_to = %aside.display(),
+                "state store could not be opened ({why}); moved aside and started fresh: lost are the \
+                 window tails of every device (each scores again once its window refills), the scores \
+                 not yet published, and the Sparkplug bdSeq"
+            );
+        }
+        if r.rolled_back {
+            Discarded::RolledBack.count();
+            error!(
+                store = %path.display(),
+                "state store: its last commit was damaged and rolled back; the stored windows may lack \
+                 acknowledged samples, so every one is dropped"
+            );
+        }
+        if r.outbox_dropped > 0 {
+            counter!(names::STATE_DROPPED, "kind" => "outbox", "reason" => "checksum")
+                .increment(r.outbox_dropped as u64);
+            error!(
+                store = %path.display(),
+                entries = r.outbox_dropped,
+                "outbox entries failed their check and were dropped: those scores are not published"
+            );
+        }
+    }
+}
+
 /// The store turned out corrupt at run time: nothing can be made durable in
 /// it any more. Exit, so that systemd restarts the daemon and the start
 /// moves the file aside (unacknowledged telemetry is redelivered then).
-pub fn store_corrupt(pipeline: &str, why: &str) -> ! {
-    counter!("lineguard_state_store_discarded_total", "reason" => "corrupt_at_run_time").increment(1);
-    error!(
-        %pipeline,
-        "state store is corrupt ({why}); exiting so that the next start sets it aside and starts fresh"
-    );
-    std::process::exit(1)
+pub struct StoreCorrupt<'a> {
+    pub pipeline: &'a str,
+    pub why: &'a str,
+}
+
+impl StoreCorrupt<'_> {
+    pub fn emit(self) -> ! {
+        Discarded::CorruptAtRunTime.count();
+        error!(
+            pipeline = %self.pipeline,
+            "state store is corrupt ({}); exiting so that the next start sets it aside and starts fresh",
+            self.why
+        );
+        std::process::exit(1)
+    }
 }
 
 /// Stored windows that could not be trusted at start-up and were dropped,
 /// by reason: one line per pipeline, however many devices.
-pub fn windows_dropped(
-    pipeline: &str,
-    by_reason: &std::collections::BTreeMap<&'static str, usize>,
-    kept: usize,
-) {
-    let mut total = 0;
-    for (reason, n) in by_reason {
-        counter!("lineguard_state_dropped_total", "kind" => "window", "reason" => *reason)
-            .increment(*n as u64);
-        total += n;
+pub struct WindowsDropped<'a> {
+    pub pipeline: &'a str,
+    pub by_reason: &'a BTreeMap<Unrestored, usize>,
+    pub kept: usize,
+}
+
+impl WindowsDropped<'_> {
+    pub fn emit(self) {
+        let mut total = 0;
+        for (reason, n) in self.by_reason {
+            counter!(names::STATE_DROPPED, "kind" => "window", "reason" => reason.as_str())
+                .increment(*n as u64);
+            total += n;
+        }
+        let reasons: Vec<String> =
+            self.by_reason.iter().map(|(r, n)| format!("{} {n}", r.as_str())).collect();
+        warn!(
+            pipeline = %self.pipeline,
+            dropped = total,
+            kept = self.kept,
+            "stored windows dropped, not trusted ({}); those devices score again once their windows refill",
+            reasons.join(", ")
+        );
     }
-    let reasons: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    warn!(
-        %pipeline,
-        dropped = total,
-        kept,
-        "stored windows dropped, not trusted ({}); those devices score again once their windows refill",
-        reasons.join(", ")
-    );
 }
 
 /// The store's windows could not be read at all: every device starts empty.
-pub fn windows_unreadable(pipeline: &str, why: &str) {
-    counter!("lineguard_state_dropped_total", "kind" => "window", "reason" => "unreadable").increment(1);
-    error!(%pipeline, "cannot read the stored windows, every device starts empty: {why}");
+pub struct WindowsUnreadable<'a> {
+    pub pipeline: &'a str,
+    pub why: &'a str,
 }
 
-/// What opening the state store found and did (see `store::Recovery`).
-pub fn store_recovered(path: &std::path::Path, r: &crate::durable::store::Recovery) {
-    if let Some((aside, why)) = &r.moved_aside {
-        counter!("lineguard_state_store_discarded_total", "reason" => "unreadable").increment(1);
-        error!(
-            store = %path.display(),
-            moved_to = %aside.display(),
-            "state store could not be opened ({why}); moved aside and started fresh: lost are the \
-             window tails of every device (each scores again once its window refills), the scores \
-             not yet published, and the Sparkplug bdSeq"
-        );
-    }
-    if r.rolled_back {
-        counter!("lineguard_state_store_discarded_total", "reason" => "rolled_back").increment(1);
-        error!(
-            store = %path.display(),
-            "state store: its last commit was damaged and rolled back; the stored windows may lack \
-             acknowledged samples, so every one is dropped"
-        );
-    }
-    if r.outbox_dropped > 0 {
-        counter!("lineguard_state_dropped_total", "kind" => "outbox", "reason" => "checksum")
-            .increment(r.outbox_dropped as u64);
-        error!(
-            store = %path.display(),
-            entries = r.outbox_dropped,
-            "outbox entries failed their check and were dropped: those scores are not published"
-        );
+impl WindowsUnreadable<'_> {
+    pub fn emit(self) {
+        counter!(names::STATE_DROPPED, "kind" => "window", "reason" => "unreadable").increment(1);
+        error!(pipeline = %self.pipeline, "cannot read the stored windows, every device starts empty: {}", self.why);
     }
 }
 
-/// Devices evicted, `why` = `idle` or `capacity` (the device cap was reached).
-pub fn evicted(pipeline: &str, why: &'static str, n: usize) {
-    counter!("lineguard_devices_evicted_total", "pipeline" => pipeline.to_string(), "reason" => why)
-        .increment(n as u64);
-    if why == "capacity" {
-        warn!(%pipeline, devices = n, "device cap reached (limits.max_devices_per_pipeline): least recently seen devices evicted");
-    } else {
-        info!(%pipeline, devices = n, "idle devices evicted");
-    }
+/// Why devices were evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// Silent for `limits.device_idle_secs`.
+    Idle,
+    /// The device cap (`limits.max_devices_per_pipeline`) was reached.
+    Capacity,
 }
 
-/// `lineguard_model_info{pipeline,model,version,sha256}`: 1 for the model in service.
-pub fn model_info(pipeline: &str, model: &str, version: &str, sha256: &str, in_service: bool) {
-    gauge!(
-        "lineguard_model_info",
-        "pipeline" => pipeline.to_string(),
-        "model" => model.to_string(),
-        "version" => version.to_string(),
-        "sha256" => sha256.to_string()
-    )
-    .set(if in_service { 1.0 } else { 0.0 });
+/// Devices evicted (their windows dropped).
+pub struct DevicesEvicted<'a> {
+    pub pipeline: &'a str,
+    pub reason: EvictReason,
+    pub devices: usize,
 }
 
-/// The broker refused a publish (MQTT 5 reason code): the score is lost,
-/// counted apart from published ones. Logged once per reason per 10 s.
-pub fn publish_refused(topic: &str, why: &'static str, lines: &mut RateLimit<&'static str>) {
-    counter!("lineguard_publishes_refused_total", "reason" => why).increment(1);
-    if let Some(suppressed) = lines.allow(why) {
-        error!(
-            %topic,
-            reason = why,
-            suppressed,
-            "the broker refused a publish to {topic} ({why}): that score is lost; check the broker's \
-             ACL for the score connection"
-        );
+impl DevicesEvicted<'_> {
+    pub fn emit(self) {
+        let reason = match self.reason {
+            EvictReason::Idle => "idle",
+            EvictReason::Capacity => "capacity",
+        };
+        counter!(names::DEVICES_EVICTED, "pipeline" => self.pipeline.to_string(), "reason" => reason)
+            .increment(self.devices as u64);
+        let (pipeline, devices) = (self.pipeline, self.devices);
+        match self.reason {
+            EvictReason::Capacity => warn!(
+                %pipeline,
+                devices,
+                "device cap reached (limits.max_devices_per_pipeline): least recently seen devices evicted"
+            ),
+            EvictReason::Idle => info!(%pipeline, devices, "idle devices evicted"),
+        }
     }
 }
 
 /// The broker refused a subscription: nothing comes in on it.
-pub fn subscription_refused(filter: &str) {
-    counter!("lineguard_subscriptions_refused_total").increment(1);
-    error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
+pub struct SubscriptionRefused<'a> {
+    pub filter: &'a str,
+}
+
+impl SubscriptionRefused<'_> {
+    pub fn emit(self) {
+        counter!(names::SUBSCRIPTIONS_REFUSED).increment(1);
+        let filter = self.filter;
+        error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
+    }
 }
 
 /// A message whose topic is not UTF-8 (MQTT 5 hands topics over as bytes):
 /// no pipeline can take it; it is acknowledged, counted and logged.
-pub fn topic_not_utf8() {
-    static LIMIT: std::sync::LazyLock<std::sync::Mutex<RateLimit<()>>> =
-        std::sync::LazyLock::new(Default::default);
-    counter!("lineguard_unroutable_total", "reason" => "topic_not_utf8").increment(1);
-    let allowed = LIMIT.lock().map(|mut l| l.allow(())).unwrap_or(Some(0));
-    if let Some(suppressed) = allowed {
-        warn!(suppressed, "message dropped: its topic is not UTF-8");
+pub struct TopicNotUtf8;
+
+impl TopicNotUtf8 {
+    pub fn emit(self) {
+        static LIMIT: LazyLock<Mutex<RateLimit<()>>> = LazyLock::new(Default::default);
+        counter!(names::UNROUTABLE, "reason" => "topic_not_utf8").increment(1);
+        let allowed = LIMIT.lock().map(|mut l| l.allow(())).unwrap_or(Some(0));
+        if let Some(suppressed) = allowed {
+            warn!(suppressed, "message dropped: its topic is not UTF-8");
+        }
     }
 }

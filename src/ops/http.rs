@@ -15,6 +15,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::events::names;
 use crate::ops::health::Health;
 
 /// The process-wide recorder (installed once, also when the demo runs the
@@ -29,13 +30,10 @@ pub fn recorder() -> PrometheusHandle {
             ];
             let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
             let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("lineguard_inference_seconds".into()), &micro_to_second)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("lineguard_batch_size".into()), &sizes))
+                .set_buckets_for_metric(Matcher::Full(names::INFERENCE_SECONDS.into()), &micro_to_second)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), &sizes))
                 .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Full("lineguard_commit_seconds".into()),
-                        &micro_to_second,
-                    )
+                    b.set_buckets_for_metric(Matcher::Full(names::COMMIT_SECONDS.into()), &micro_to_second)
                 })
                 .expect("bucket lists are not empty");
             match builder.install_recorder() {

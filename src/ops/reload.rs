@@ -20,7 +20,7 @@ use crate::config::Pipeline;
 use crate::durable::sink::Control;
 use crate::model::card::ModelCard;
 use crate::model::Model;
-use crate::ops::events;
+use crate::ops::events::{ModelInService, ModelRefused, ModelReloaded};
 use crate::ops::status::{self, ModelStatus};
 
 const POLL: Duration = Duration::from_secs(2);
@@ -104,31 +104,48 @@ pub async fn watch(
                     {
                         let mut models = board.models.lock().unwrap_or_else(|p| p.into_inner());
                         let s = &mut models[w.index];
-                        events::model_info(&w.pipeline.name, &s.model, &s.model_version, &s.sha256, false);
-                        events::model_info(
-                            &w.pipeline.name,
-                            &model.card.name,
-                            &model.card.version,
-                            &model.sha256,
-                            true,
-                        );
+                        let retired = ModelInService {
+                            pipeline: &w.pipeline.name,
+                            model: &s.model,
+                            version: &s.model_version,
+                            sha256: &s.sha256,
+                            in_service: false,
+                        };
+                        retired.emit();
+                        let new = ModelInService {
+                            pipeline: &w.pipeline.name,
+                            model: &model.card.name,
+                            version: &model.card.version,
+                            sha256: &model.sha256,
+                            in_service: true,
+                        };
+                        new.emit();
                         s.model = model.card.name.clone();
                         s.model_version = model.card.version.clone();
                         s.sha256 = model.sha256.clone();
                     }
-                    events::model_loaded(
-                        &w.pipeline.name,
-                        &model.card.name,
-                        &model.card.version,
-                        &model.sha256,
-                    );
+                    let reloaded = ModelReloaded {
+                        pipeline: &w.pipeline.name,
+                        model: &model.card.name,
+                        version: &model.card.version,
+                        sha256: &model.sha256,
+                    };
+                    reloaded.emit();
                     if w.swap.send(model).await.is_err() {
                         return; // the pipeline has stopped
                     }
                     let _ = control.send(Control::Online(board.online_payload())).await;
                 }
-                Ok(Err(e)) => events::model_refused(&w.pipeline.name, &w.pipeline.model, &format!("{e:#}")),
-                Err(e) => events::model_refused(&w.pipeline.name, &w.pipeline.model, &e.to_string()),
+                Ok(Err(e)) => ModelRefused {
+                    pipeline: &w.pipeline.name,
+                    path: &w.pipeline.model,
+                    why: &format!("{e:#}"),
+                }
+                .emit(),
+                Err(e) => {
+                    ModelRefused { pipeline: &w.pipeline.name, path: &w.pipeline.model, why: &e.to_string() }
+                        .emit()
+                }
             }
         }
     }

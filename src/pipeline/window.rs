@@ -93,6 +93,8 @@ pub enum Unrestored {
     Card,
     /// Its newest sample lies further ahead of the clock than any sample may.
     Future,
+    /// The store rolled back its last commit: no stored window can be trusted.
+    RolledBack,
 }
 
 impl Unrestored {
@@ -102,6 +104,7 @@ impl Unrestored {
             Unrestored::Format => "format",
             Unrestored::Card => "card",
             Unrestored::Future => "future",
+            Unrestored::RolledBack => "rolled_back",
         }
     }
 }

@@ -33,11 +33,11 @@ use crate::ingest::reject::{Reason, Rejection};
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
-use crate::ops::events::{self, PipelineEvents};
+use crate::ops::events::{DevicesEvicted, EvictReason, PipelineEvents, WindowsDropped, WindowsUnreadable};
 use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::render::{write_payload, Origin};
-use crate::pipeline::window::{Pushed, Windows};
+use crate::pipeline::window::{Pushed, Unrestored, Windows};
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
 
@@ -203,18 +203,18 @@ impl Worker {
         let stored = match self.out.store.windows(&self.pipeline.name) {
             Ok(s) => s,
             Err(e) => {
-                events::windows_unreadable(&self.pipeline.name, &e.to_string());
+                WindowsUnreadable { pipeline: &self.pipeline.name, why: &e.to_string() }.emit();
                 return;
             }
         };
         let newest_allowed = crate::clock::now_ms().saturating_add(self.max_future_ms);
         let trusted = self.out.store.windows_trusted();
-        let mut dropped: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        let mut dropped: std::collections::BTreeMap<Unrestored, usize> = Default::default();
         let mut restored = 0;
         for (device, snap) in stored {
             let result = match trusted {
-                true => self.windows.restore(&device, &snap, newest_allowed).map_err(|r| r.as_str()),
-                false => Err("rolled_back"),
+                true => self.windows.restore(&device, &snap, newest_allowed),
+                false => Err(Unrestored::RolledBack),
             };
             match result {
                 Ok(()) => restored += 1,
@@ -225,7 +225,7 @@ impl Worker {
             }
         }
         if !dropped.is_empty() {
-            events::windows_dropped(&self.pipeline.name, &dropped, restored);
+            WindowsDropped { pipeline: &self.pipeline.name, by_reason: &dropped, kept: restored }.emit();
         }
         if restored > 0 {
             tracing::info!(pipeline = %self.pipeline.name, devices = restored, "windows restored from the state store");
@@ -326,7 +326,7 @@ impl Worker {
             });
             let msg = Control::DeadLetter { topic: dl.clone(), payload: body.to_string().into_bytes() };
             if self.out.control.try_send(msg).is_err() {
-                metrics::counter!("lineguard_dead_letters_dropped_total").increment(1);
+                self.events.dead_letter_dropped();
             }
         }
     }
@@ -552,7 +552,8 @@ impl Worker {
         self.last_sweep = Instant::now();
         let idle = self.windows.evict_idle(crate::clock::now_ms());
         if !idle.is_empty() {
-            events::evicted(&self.pipeline.name, "idle", idle.len());
+            DevicesEvicted { pipeline: &self.pipeline.name, reason: EvictReason::Idle, devices: idle.len() }
+                .emit();
             self.forget(idle);
         }
         self.events.devices(self.windows.devices());
@@ -561,7 +562,9 @@ impl Worker {
     /// Devices evicted at the cap: counted and logged once per turn.
     fn report_evicted(&mut self) {
         if !self.evicted.is_empty() {
-            events::evicted(&self.pipeline.name, "capacity", self.evicted.len());
+            let n = self.evicted.len();
+            DevicesEvicted { pipeline: &self.pipeline.name, reason: EvictReason::Capacity, devices: n }
+                .emit();
             let evicted = std::mem::take(&mut self.evicted);
             self.forget(evicted);
         }
