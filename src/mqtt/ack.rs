@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rumqttc::QoS;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio_util::sync::CancellationToken;
+
+use crate::mqtt::protocol::Client;
 
 /// What the acker needs to send a PUBACK: a received message's packet id and QoS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,30 @@ impl Ack {
             let _ = self.0.tx.send(self.0.id);
         }
     }
+}
+
+/// The acker: PUBACKs for telemetry whose effect is committed, on the
+/// telemetry connection. When `done` is cancelled (the stop, once the
+/// committers are through) it sends what they left and then DISCONNECT, in
+/// that order on the one connection.
+pub async fn acker(client: Client, mut acks: UnboundedReceiver<AckId>, done: CancellationToken) {
+    loop {
+        let id = tokio::select! {
+            biased;
+            id = acks.recv() => id,
+            _ = done.cancelled() => break,
+        };
+        match id {
+            Some(id) if client.ack(id).await.is_ok() => {}
+            _ => return,
+        }
+    }
+    while let Ok(id) = acks.try_recv() {
+        if client.ack(id).await.is_err() {
+            return;
+        }
+    }
+    let _ = client.disconnect().await;
 }
 
 #[cfg(test)]

@@ -1,6 +1,21 @@
+//! The broker connections.
+//!
+//! - [`options`]: how each connection is made (session, will, limits, TLS);
+//! - [`protocol`]: MQTT 5 and 3.1.1 behind one set of calls;
+//! - [`connection`]: one connection's loop, its role and its backoff;
+//! - [`router`]: telemetry to the pipelines that take it;
+//! - [`ack`]: acknowledgements, only once a message's effect is durable;
+//! - [`relay`]: the telemetry connection's relay over 3.1.1, where a message
+//!   too large to read becomes a stand-in.
+//!
+//! In: the broker's packets. Out: [`crate::pipeline::Inbound`] messages to
+//! the pipelines, [`crate::durable::sink::Link`] news to the sinks.
+
 pub mod ack;
+pub mod connection;
 pub mod options;
 pub mod protocol;
 pub mod relay;
+pub mod router;
 
 pub use options::*;

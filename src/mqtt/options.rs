@@ -1,14 +1,10 @@
-//! Broker connection settings and reconnect pacing.
+//! The options of each broker connection.
 //!
-//! rumqttc reconnects the moment `poll()` is called after an error, so the
-//! caller sleeps [`Backoff::next_delay`] between failures. The telemetry session is
+//! The telemetry session is
 //! persistent (no clean start, under the configured, stable client id; with
 //! MQTT 5 a session that never expires): the broker keeps our subscriptions
 //! and queues QoS 1 telemetry while we are away.
 
-use std::time::Duration;
-
-use rand::Rng;
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
 use crate::config::{Protocol, Settings, SparkplugSettings};
@@ -189,66 +185,4 @@ fn transport(settings: &Settings) -> Option<Transport> {
 /// (no cmake), for x86_64 and aarch64 gateways alike.
 fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Capped exponential backoff with jitter, so a fleet of gateways does not
-/// reconnect in lockstep after a broker restart. A connection counts as
-/// healthy only once it has stayed up for [`STABLE_AFTER`]: one that the
-/// broker accepts and then drops at once (a message it keeps sending that
-/// kills it, a session taken over) goes on backing off instead of
-/// reconnecting at full speed forever.
-#[derive(Debug)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-    up_since: Option<std::time::Instant>,
-}
-
-/// How long a connection must last before the backoff starts from `min` again.
-pub const STABLE_AFTER: Duration = Duration::from_secs(10);
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, next: min, up_since: None }
-    }
-
-    /// The delay before the next attempt: uniform in [d/2, d], d doubling per
-    /// call up to `max`, from `min` again if the last connection was stable.
-    pub fn next_delay(&mut self) -> Duration {
-        if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
-            self.next = self.min;
-        }
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let ms = d.as_millis() as u64;
-        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
-    }
-
-    /// A connection is up (the broker accepted it).
-    pub fn connected(&mut self) {
-        self.up_since = Some(std::time::Instant::now());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let cap = (100u128 << i).min(1000);
-            assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d} ms outside [{}, {cap}]", cap / 2);
-        }
-        // A connection that dies at once does not reset it...
-        b.connected();
-        assert!(b.next_delay() >= Duration::from_millis(500), "still backing off");
-        // ...one that lasted does.
-        b.connected();
-        b.up_since = Some(std::time::Instant::now() - STABLE_AFTER);
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 }

@@ -1,4 +1,42 @@
+//! A pipeline: one model serving the devices of one input template, on a
+//! thread of its own (inference never stalls the async side).
+//!
+//! In: [`Inbound`] telemetry messages, from the router. Out: scores (and
+//! alarm states, Sparkplug records) numbered by the store and handed to the
+//! sinks at once, and each turn's changes to its committer, which makes
+//! them durable and only then releases the messages' acknowledgements.
+//!
+//! - [`worker`]: the turn: decode, window, batch, score, stage;
+//! - [`window`]: per-device ring buffers, normalized on arrival;
+//! - [`render`]: score payloads;
+//! - [`alarm`]: alarm states with hysteresis and debounce.
+//!
+//! Invariants: a sample is applied to a window at most once (by `ts`); a
+//! window's score depends only on the window (never on its batch); nothing
+//! is acknowledged before its effect is committed.
+
 pub mod alarm;
 pub mod render;
 pub mod window;
 pub mod worker;
+
+use bytes::Bytes;
+
+use crate::mqtt::ack::Ack;
+
+/// A telemetry message routed to a pipeline.
+#[derive(Debug)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Bytes,
+    /// Receive time, epoch ms: the `ts` of samples that carry none.
+    pub received_ms: i64,
+    /// The broker sent it before (MQTT DUP flag): a sample in it that is
+    /// not newer than the window's newest was applied the first time.
+    pub redelivered: bool,
+    /// The payload is the head of a message this long, too large to read
+    /// whole (see `relay.rs`).
+    pub oversize: Option<u64>,
+    /// This pipeline's share of the message's acknowledgement.
+    pub ack: Option<Ack>,
+}

@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -38,6 +37,7 @@ use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::render::{write_payload, Origin};
 use crate::pipeline::window::{Pushed, Unrestored, Windows};
+use crate::pipeline::Inbound;
 use crate::sparkplug::input::{Kind, SparkplugInput};
 use crate::sparkplug::node::{Record, RecordValue};
 
@@ -61,23 +61,6 @@ fn decoder_for(card: &crate::model::card::ModelCard, limits: &Limits) -> Decoder
         limits.max_keys_per_sample,
         limits.max_json_depth,
     )
-}
-
-/// A telemetry message routed to this pipeline.
-#[derive(Debug)]
-pub struct Inbound {
-    pub topic: String,
-    pub payload: Bytes,
-    /// Receive time, epoch ms: the `ts` of samples that carry none.
-    pub received_ms: i64,
-    /// The broker sent it before (MQTT DUP flag): a sample in it that is
-    /// not newer than the window's newest was applied the first time.
-    pub redelivered: bool,
-    /// The payload is the head of a message this long, too large to read
-    /// whole (see `relay.rs`).
-    pub oversize: Option<u64>,
-    /// This pipeline's share of the message's acknowledgement.
-    pub ack: Option<Ack>,
 }
 
 /// A window copied into the batch, waiting for its scores.

@@ -12,6 +12,7 @@
 pub mod input;
 pub mod node;
 pub mod proto;
+pub mod session;
 
 /// How a Sparkplug device id is made from a device's placeholder values:
 /// `{line}.{machine}` → `line1.press3`. Placeholders may sit anywhere in the

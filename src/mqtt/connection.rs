@@ -1,0 +1,343 @@
+//! One broker connection: rumqttc's poll loop, with the reconnect pacing
+//! rumqttc lacks.
+//!
+//! The daemon has up to three, one loop each, differing by [`Role`]:
+//! - **telemetry**: subscribes, routes each message to the pipelines (see
+//!   `router.rs`) and leaves the acknowledgements to the acker; at the stop
+//!   (its intake token) it stops routing, so what is left stays with the
+//!   broker;
+//! - **publisher**: carries scores, status and dead letters for its sink and
+//!   hears only acknowledgements;
+//! - **sparkplug**: the Edge Node's; it registers a new NDEATH will before
+//!   every connect, forwards NCMD and STATE to its sink, and ends a session
+//!   when the sink asks (DISCONNECT, then connect again).
+//!
+//! Every connection tells its sink what happens ([`Link`]): `Up` (the loop
+//! waits for the sink's answer, so that nothing half-sent survives a
+//! reconnect: rumqttc's retransmission state is cleared at each ConnAck),
+//! `Subscribed`, `Sent` and `Acked` for each publish, `Down`.
+//!
+//! rumqttc reconnects the moment `poll()` is called after an error, so the
+//! loop sleeps [`Backoff::next_delay`] between failures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rumqttc::QoS;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::durable::sink::Link;
+use crate::mqtt::ack::AckId;
+use crate::mqtt::protocol::{Client, Event, EventLoop};
+use crate::mqtt::relay::Relay;
+use crate::mqtt::router::Router;
+use crate::ops::events::{ConnectionEvents, ConnectionName, SubscriptionRefused};
+use crate::ops::health::Health;
+
+/// Run before every connect (the Sparkplug node registers its next NDEATH will).
+pub type BeforeConnect = Box<dyn FnMut(&mut EventLoop) + Send>;
+
+/// What a connection is for.
+pub enum Role {
+    Telemetry(Telemetry),
+    Publisher,
+    Sparkplug(Sparkplug),
+}
+
+pub struct Telemetry {
+    pub router: Router,
+    /// Where the router sends acknowledgements a message needs no work for.
+    pub acks: mpsc::UnboundedSender<AckId>,
+    /// Told once, after the first connection attempt (systemd's READY waits for it).
+    pub attempted: Option<oneshot::Sender<()>>,
+    /// The relay the connection runs through (over MQTT 3.1.1).
+    pub relay: Option<Relay>,
+    /// Cancelled at the stop: routing ends.
+    pub intake: CancellationToken,
+}
+
+pub struct Sparkplug {
+    pub before_connect: BeforeConnect,
+    /// The sink asks to end the session (its NDEATH is out).
+    pub end_session: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+pub struct Connection {
+    filters: Vec<String>,
+    host: String,
+    port: u16,
+    backoff: Backoff,
+    link: mpsc::UnboundedSender<Link>,
+    health: Option<Arc<Health>>,
+    events: ConnectionEvents,
+    role: Role,
+}
+
+impl Connection {
+    /// A connection to the configured broker, subscribing `filters` at every connect.
+    pub fn new(
+        settings: &Settings,
+        filters: Vec<String>,
+        link: mpsc::UnboundedSender<Link>,
+        health: Option<Arc<Health>>,
+        role: Role,
+    ) -> Connection {
+        let m = &settings.mqtt;
+        let name = match role {
+            Role::Telemetry(_) => ConnectionName::Telemetry,
+            Role::Publisher => ConnectionName::Publisher,
+            Role::Sparkplug(_) => ConnectionName::Sparkplug,
+        };
+        Connection {
+            filters,
+            host: m.host.clone(),
+            port: m.port,
+            backoff: Backoff::new(m.reconnect_min, m.reconnect_max),
+            link,
+            health,
+            events: ConnectionEvents::new(name),
+            role,
+        }
+    }
+
+    fn before_connect(&mut self, eventloop: &mut EventLoop) {
+        if let Role::Sparkplug(s) = &mut self.role {
+            (s.before_connect)(eventloop);
+        }
+    }
+
+    fn set_health(&self, up: bool) {
+        match (&self.health, &self.role) {
+            (Some(h), Role::Telemetry(_)) => h.set_connected(up),
+            (Some(h), Role::Publisher) => h.set_publishing(up),
+            _ => {}
+        }
+    }
+
+    fn attempted(&mut self) {
+        if let Role::Telemetry(t) = &mut self.role {
+            if let Some(tx) = t.attempted.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn down(&mut self) {
+        self.set_health(false);
+        self.attempted();
+        let _ = self.link.send(Link::Down);
+    }
+
+    /// Poll until the connection's DISCONNECT went out (the stop).
+    pub async fn run(mut self, mut eventloop: EventLoop, client: Client) {
+        let (mut subacks, mut refusals) = (0usize, 0usize);
+        // Packet ids of this connection's SUBSCRIBEs, in the order of `filters`.
+        let mut subscribing: Vec<u16> = Vec::new();
+        let mut stopping = false;
+        // A Sparkplug session is being ended on purpose: its DISCONNECT is not the stop.
+        let mut ending_session = false;
+        let intake = match &self.role {
+            Role::Telemetry(t) => Some(t.intake.clone()),
+            _ => None,
+        };
+        let mut end_requests = match &mut self.role {
+            Role::Sparkplug(s) => s.end_session.take(),
+            _ => None,
+        };
+        self.before_connect(&mut eventloop);
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = cancelled(&intake), if !stopping => {
+                    stopping = true;
+                    if let Role::Telemetry(t) = &mut self.role {
+                        t.router.close();
+                    }
+                    continue;
+                }
+                Some(()) = next_request(&mut end_requests) => {
+                    // DISCONNECT, so the broker drops the will, then connect
+                    // again. Off this task: it must keep polling for the
+                    // request to go out.
+                    ending_session = true;
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let _ = client.disconnect().await;
+                    });
+                    continue;
+                }
+                event = eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Publish { topic, payload, id, dup }) => match &mut self.role {
+                    Role::Sparkplug(_) => {
+                        if let Some(topic) = topic {
+                            let _ = self.link.send(Link::Incoming { topic, payload });
+                        }
+                    }
+                    // Stopping: not acknowledged, the broker keeps it for us.
+                    Role::Telemetry(_) if stopping => {}
+                    Role::Telemetry(t) => {
+                        let received_ms = t.router.route(topic, payload, id, dup, &t.acks).await;
+                        if let Some(h) = &self.health {
+                            h.intake(received_ms);
+                        }
+                    }
+                    Role::Publisher => {}
+                },
+                Ok(Event::ConnAck { session_present }) => {
+                    eventloop.forget_replay();
+                    self.backoff.connected();
+                    self.set_health(true);
+                    self.attempted();
+                    (subacks, refusals) = (0, 0);
+                    subscribing.clear();
+                    self.events.connected(&self.host, self.port, session_present);
+                    let (ready_tx, ready_rx) = oneshot::channel();
+                    if self.link.send(Link::Up { ready: ready_tx }).is_ok() {
+                        let _ = ready_rx.await;
+                    }
+                    // Subscribing again is harmless and covers a config that gained a
+                    // pipeline since the stored session was made. Off this task: it
+                    // must keep polling for the requests to go out.
+                    let (client, filters) = (client.clone(), self.filters.clone());
+                    tokio::spawn(async move {
+                        for f in filters {
+                            let _ = client.subscribe(f, QoS::AtLeastOnce).await;
+                        }
+                    });
+                }
+                Ok(Event::Subscribing(pkid)) => subscribing.push(pkid),
+                Ok(Event::SubAck { pkid, refused }) => {
+                    subacks += 1;
+                    if refused {
+                        // SUBSCRIBEs go out one per filter, in order.
+                        let filter =
+                            subscribing.iter().position(|p| *p == pkid).and_then(|i| self.filters.get(i));
+                        let filter = filter.map_or("?", String::as_str);
+                        SubscriptionRefused { filter }.emit();
+                        refusals += 1;
+                        if let Some(h) = &self.health {
+                            h.subscription_refused(filter);
+                        }
+                    }
+                    if subacks == self.filters.len() {
+                        if let (Some(h), 0) = (&self.health, refusals) {
+                            h.subscriptions_granted();
+                        }
+                        let _ = self.link.send(Link::Subscribed);
+                    }
+                }
+                Ok(Event::PubAck { pkid, refused }) => {
+                    let _ = self.link.send(Link::Acked { pkid, refused });
+                }
+                Ok(Event::Sent(pkid)) => {
+                    let _ = self.link.send(Link::Sent(pkid));
+                }
+                Ok(Event::Disconnected) if ending_session => {
+                    ending_session = false;
+                    eventloop.drop_connection();
+                    self.down();
+                    self.before_connect(&mut eventloop);
+                    tokio::time::sleep(self.backoff.next_delay()).await;
+                }
+                Ok(Event::Disconnected) => return,
+                Ok(Event::Other) => {}
+                Err(e) => {
+                    // Through the relay, rumqttc sees only its socket close; the relay knows why.
+                    let relay = match &self.role {
+                        Role::Telemetry(t) => t.relay.as_ref(),
+                        _ => None,
+                    };
+                    let e = relay.and_then(Relay::take_error).unwrap_or(e);
+                    self.down();
+                    self.before_connect(&mut eventloop);
+                    let delay = self.backoff.next_delay();
+                    self.events.connection_failed(&e, delay);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when `token` (if any) is cancelled; never without one.
+async fn cancelled(token: &Option<CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next request on `rx` (if any); never without one.
+async fn next_request(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Capped exponential backoff with jitter, so a fleet of gateways does not
+/// reconnect in lockstep after a broker restart. A connection counts as
+/// healthy only once it has stayed up for [`STABLE_AFTER`]: one that the
+/// broker accepts and then drops at once (a message it keeps sending that
+/// kills it, a session taken over) goes on backing off instead of
+/// reconnecting at full speed forever.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    up_since: Option<Instant>,
+}
+
+/// How long a connection must last before the backoff starts from `min` again.
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max, next: min, up_since: None }
+    }
+
+    /// The delay before the next attempt: uniform in [d/2, d], d doubling per
+    /// call up to `max`, from `min` again if the last connection was stable.
+    pub fn next_delay(&mut self) -> Duration {
+        if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
+            self.next = self.min;
+        }
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let ms = d.as_millis() as u64;
+        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
+    }
+
+    /// A connection is up (the broker accepted it).
+    pub fn connected(&mut self) {
+        self.up_since = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let cap = (100u128 << i).min(1000);
+            assert!(*d >= cap / 2 && *d <= cap, "attempt {i}: {d} ms outside [{}, {cap}]", cap / 2);
+        }
+        // A connection that dies at once does not reset it...
+        b.connected();
+        assert!(b.next_delay() >= Duration::from_millis(500), "still backing off");
+        // ...one that lasted does.
+        b.connected();
+        b.up_since = Some(Instant::now() - STABLE_AFTER);
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,86 @@
+//! Routing: each telemetry message to every pipeline whose input matches.
+//!
+//! A message goes to each matching pipeline's bounded channel with its share
+//! of the acknowledgement ([`Ack`]); waiting on a full channel is the
+//! backpressure (the connection stops reading from the broker). A message
+//! no pipeline takes (an overlapping subscription, a topic that is not
+//! UTF-8) is acknowledged at once, or the persistent session would deliver
+//! it forever. A relay's stand-in (see `relay.rs`) arrives as its head and
+//! the length of the message it stands for.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::clock::now_ms;
+use crate::config::Pipeline;
+use crate::mqtt::ack::{Ack, AckId};
+use crate::mqtt::relay;
+use crate::ops::events::TopicNotUtf8;
+use crate::pipeline::Inbound;
+
+/// Messages waiting for a pipeline before the connection stops reading:
+/// a few turns' worth, so a pipeline busy with one model run does not hold
+/// up intake; bounded, so a stalled one holds it up instead of growing memory.
+pub const INBOUND_QUEUE: usize = 1024;
+
+/// One pipeline's input.
+pub struct Route {
+    pub pipeline: Pipeline,
+    pub tx: mpsc::Sender<Inbound>,
+}
+
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Router {
+        Router { routes }
+    }
+
+    /// Stop routing: the pipelines see their channels close.
+    pub fn close(&mut self) {
+        self.routes.clear();
+    }
+
+    /// Hand one message to every pipeline that takes it; returns the
+    /// receive time it was stamped with.
+    pub async fn route(
+        &mut self,
+        topic: Option<String>,
+        payload: Bytes,
+        id: AckId,
+        redelivered: bool,
+        acks: &mpsc::UnboundedSender<AckId>,
+    ) -> i64 {
+        let received_ms = now_ms();
+        let Some(topic) = topic else {
+            TopicNotUtf8.emit();
+            Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
+            return received_ms;
+        };
+        let (payload, oversize) = match relay::stand_in(&payload) {
+            Some(o) => (o.head, Some(o.len)),
+            None => (payload, None),
+        };
+        let holders = self.routes.iter().filter(|r| r.pipeline.takes(&topic)).count();
+        if holders == 0 {
+            Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
+            return received_ms;
+        }
+        let mut shares = Ack::split(id, holders, acks);
+        for r in self.routes.iter().filter(|r| r.pipeline.takes(&topic)) {
+            let msg = Inbound {
+                topic: topic.clone(),
+                payload: payload.clone(),
+                received_ms,
+                redelivered,
+                oversize,
+                ack: shares.pop(),
+            };
+            // Waiting here is the backpressure: we stop reading from the broker.
+            let _ = r.tx.send(msg).await;
+        }
+        received_ms
+    }
+}
