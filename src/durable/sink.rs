@@ -40,13 +40,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::clock::Deadline;
 use crate::durable::store::{Entry, Store};
 use crate::mqtt::protocol::{Client, ClientError, Refusal};
 use crate::ops::events::{DropReason, SinkEvents};
-use crate::sparkplug::node::{Command, EdgeNode, Record};
+use crate::sparkplug::node::OutMessage;
+use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
 
 /// What the connection task tells the sink.
 #[derive(Debug)]
@@ -76,16 +75,6 @@ pub enum Link {
         topic: String,
         payload: Bytes,
     },
-}
-
-/// The Sparkplug Edge Node a sink publishes for.
-pub struct NodeLink {
-    pub node: EdgeNode,
-    /// This connection's `bdSeq` (set before each connect, with the will).
-    pub bd_seq: Arc<AtomicU64>,
-    /// Ask the connection task to drop the connection (the broker then
-    /// publishes the NDEATH will) and connect again.
-    pub reconnect: mpsc::UnboundedSender<()>,
 }
 
 /// Messages that are not scores.
@@ -171,6 +160,16 @@ fn remove(store: &Store, seqs: &[u64], durable: bool) -> Option<Undeleted> {
 
 type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
 
+/// What the run loop does after a [`Link`].
+enum Flow {
+    Go,
+    /// A new connection: the half-done send is dropped.
+    DropSend,
+}
+
+/// Dead letters and status queued at most (QoS 0 extras: beyond, dropped and counted).
+const DEAD_LETTERS_QUEUED: usize = 1000;
+
 pub struct Sink {
     client: Client,
     store: Arc<Store>,
@@ -198,14 +197,12 @@ pub struct Sink {
     ending: Option<Pending>,
     /// The next Sparkplug record waits for its commit (see `next_publish`).
     awaiting_commit: bool,
-    /// Per Sparkplug device, its newest pending data record (by `seq`),
-    /// indexed once per session (see [`Sink::newest_for_birth`]).
-    newest_pending: Option<HashMap<String, u64>>,
     up: bool,
     /// The telemetry connection's subscriptions are in place: `online` is
     /// said only while both that and the sink's own connection are up.
     intake: bool,
-    node: Option<NodeLink>,
+    /// The Sparkplug Edge Node this sink publishes for.
+    node: Option<Session>,
 }
 
 impl Sink {
@@ -229,7 +226,6 @@ impl Sink {
             health: None,
             ending: None,
             awaiting_commit: false,
-            newest_pending: None,
             up: false,
             intake: false,
             node: None,
@@ -328,7 +324,7 @@ impl Sink {
     }
 
     /// This sink publishes for a Sparkplug Edge Node (its records only).
-    pub fn with_node(mut self, node: NodeLink) -> Sink {
+    pub fn with_node(mut self, node: Session) -> Sink {
         self.node = Some(node);
         self
     }
@@ -358,14 +354,20 @@ impl Sink {
                 return Some((Ref::Data(seq), p));
             }
             // Sparkplug: nothing before the node's births (it may be waiting for its primary host).
-            if !self.node.as_ref().is_some_and(|n| n.node.is_born()) {
-                return None;
-            }
+            let node = self.node.as_mut().filter(|n| n.is_born())?;
 
             // A device about to be born is born with its newest pending
             // values; older records still pending (published before a
             // restart, say) follow as history.
-            let (at, early) = match self.newest_for_birth(self.cursor) {
+            let pending = self.slots.iter().filter(|s| s.sparkplug && !s.acked);
+            let newer = node.birth_first(
+                &s.topic,
+                seq,
+                &s.payload,
+                pending.map(|s| (s.seq, s.topic.as_str(), &s.payload[..])),
+            );
+            let newer = newer.and_then(|n| self.slots.binary_search_by_key(&n, |s| s.seq).ok());
+            let (at, early) = match newer.filter(|j| !self.slots[*j].acked && !self.slots[*j].early) {
                 Some(j) => (j, true),
                 None => (self.cursor, false),
             };
@@ -384,14 +386,13 @@ impl Sink {
             }
             let s = &self.slots[at];
             let seq = s.seq;
-            let Some(record) = Record::decode(&s.payload) else {
-                warn!(seq, "outbox: unreadable Sparkplug record dropped");
-                self.acked(seq);
-                continue;
-            };
-            let node = self.node.as_mut().expect("checked above");
-            match node.node.render(&s.topic, &record, crate::clock::now_ms()).pop() {
-                Some(m) => {
+            let node = self.node.as_mut().expect("born above");
+            match node.render(&s.topic, &s.payload) {
+                Err(UnreadableRecord) => {
+                    warn!(seq, "outbox: unreadable Sparkplug record dropped");
+                    self.acked(seq);
+                }
+                Ok(Some(m)) => {
                     let p = Pending {
                         topic: m.topic,
                         payload: Bytes::from(m.payload),
@@ -401,45 +402,20 @@ impl Sink {
                     };
                     return Some((Ref::Data(seq), p));
                 }
-                None => self.acked(seq), // e.g. the death of a device never born
+                Ok(None) => self.acked(seq), // e.g. the death of a device never born
             }
         }
         None
     }
 
-    /// For the Sparkplug record at `i`, of a device not born in this
-    /// session: the slot of a newer pending data record of the same device,
-    /// if there is one (from an index of the queue made once per session).
-    fn newest_for_birth(&mut self, i: usize) -> Option<usize> {
-        let slot = &self.slots[i];
-        let node = self.node.as_ref()?;
-        if node.node.device_born(&slot.topic) {
-            return None;
-        }
-        let newest = self.newest_pending.get_or_insert_with(|| {
-            let mut newest = HashMap::new();
-            for s in self.slots.iter().filter(|s| s.sparkplug && !s.acked) {
-                // A record is JSON: `{"Data":..}` or `"Death"`.
-                if s.payload.first() == Some(&b'{') {
-                    newest.insert(s.topic.clone(), s.seq);
-                } else {
-                    newest.remove(&s.topic);
-                }
-            }
-            newest
-        });
-        let seq = *newest.get(&slot.topic)?;
-        if seq <= slot.seq || slot.payload.first() != Some(&b'{') {
-            return None;
-        }
-        let j = self.slots.binary_search_by_key(&seq, |s| s.seq).ok()?;
-        (!self.slots[j].acked && !self.slots[j].early).then_some(j)
-    }
-
     /// Queue the node's births (NBIRTH, then a DBIRTH per known device) ahead of any data.
     fn births(&mut self) {
         let Some(n) = self.node.as_mut() else { return };
-        let births = n.node.births(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
+        let births = n.births();
+        self.queue_births(births);
+    }
+
+    fn queue_births(&mut self, births: Vec<OutMessage>) {
         if births.is_empty() {
             return;
         }
@@ -454,35 +430,23 @@ impl Sink {
                 session: true,
             });
         }
-        info!(devices = self.control.len() - 1, "sparkplug: births published");
     }
 
     fn command(&mut self, topic: &str, payload: &[u8]) {
         let Some(n) = self.node.as_mut() else { return };
-        match n.node.command(topic, payload) {
-            Command::Births => {
-                info!(%topic, "sparkplug: rebirth");
-                self.births();
-            }
-            Command::EndSession => {
-                // Sparkplug 3.0: an Edge Node that disconnects on purpose
-                // publishes its NDEATH first (QoS 1); once the broker has it,
-                // the connection task disconnects cleanly (so the will does
-                // not say it a second time) and connects again.
-                warn!(
-                    "sparkplug: the primary host went offline; ending the session (NDEATH) and reconnecting"
-                );
-                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
+        match n.command(topic, payload) {
+            Reaction::None => {}
+            Reaction::Births(births) => self.queue_births(births),
+            Reaction::End(ndeath) => {
                 self.control.retain(|p| !p.session);
                 self.ending = Some(Pending {
-                    topic: m.topic,
-                    payload: Bytes::from(m.payload),
+                    topic: ndeath.topic,
+                    payload: Bytes::from(ndeath.payload),
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     session: false,
                 });
             }
-            Command::Ignored(why) => tracing::debug!(%topic, "sparkplug: {why}"),
         }
     }
 
@@ -612,53 +576,10 @@ impl Sink {
             }
             tokio::select! {
                 biased;
-                l = link.recv() => match l {
-                    Some(Link::Up { ready }) => {
-                        // Nothing half-sent survives: rumqttc cannot take it before we answer.
-                        sending = None;
-                        self.fifo.clear();
-                        self.pkids.clear();
-                        self.ending = None;
-                        self.newest_pending = None;
-                        self.slots.iter_mut().for_each(|s| s.early = false);
-                        self.cursor = 0;
-                        self.control.retain(|p| p.qos == QoS::AtMostOnce && !p.session);
-                        if let Some(n) = self.node.as_mut() {
-                            n.node.session_started();
-                        }
-                        self.up = true;
-                        // Our will may have said `offline` since.
-                        self.say_online();
-                        let _ = ready.send(());
-                    }
-                    Some(Link::Subscribed) => self.births(),
-                    Some(Link::Intake(subscribed)) => {
-                        self.intake = subscribed;
-                        self.say_online();
-                    }
-                    Some(Link::Incoming { topic, payload }) => self.command(&topic, &payload),
-                    Some(Link::Down) => self.up = false,
-                    Some(Link::Sent(pkid)) => match self.fifo.pop_front() {
-                        Some(r) if pkid != 0 => { self.pkids.insert(pkid, r); }
-                        // QoS 0 (Sparkplug): written is as far as it goes.
-                        Some(Ref::Data(seq)) => self.acked(seq),
-                        Some(Ref::Control | Ref::EndSession) => {}
-                        None => warn!(pkid, "outbox: publish event without a matching send"),
-                    },
-                    Some(Link::Acked { pkid, refused: None }) => match self.pkids.remove(&pkid) {
-                        Some(Ref::Data(seq)) => self.acked(seq),
-                        Some(Ref::EndSession) => {
-                            if let Some(n) = &self.node {
-                                let _ = n.reconnect.send(());
-                            }
-                        }
-                        _ => {}
-                    },
-                    Some(Link::Acked { pkid, refused: Some(why) }) => match self.pkids.remove(&pkid) {
-                        Some(Ref::Data(seq)) => self.refused(seq, why),
-                        Some(Ref::Control | Ref::EndSession) => self.refused_control(why),
-                        None => {}
-                    },
+                l = link.recv() => match l.map(|l| self.on_link(l)) {
+                    Some(Flow::Go) => {}
+                    // Nothing half-sent survives: rumqttc cannot take it before we answer.
+                    Some(Flow::DropSend) => sending = None,
                     None => break, // connection task gone
                 },
                 r = async { sending.as_mut().expect("guarded").await }, if sending.is_some() => {
@@ -672,17 +593,7 @@ impl Sink {
                     None => entries_open = false,
                 },
                 c = control.recv(), if control_open => match c {
-                    Some(Control::Online(payload)) => {
-                        self.online = Some(payload);
-                        self.say_online();
-                    }
-                    Some(Control::DeadLetter { topic, payload }) => {
-                        if self.control.len() < 1000 {
-                            self.control.push_back(Pending { topic, payload: Bytes::from(payload), qos: QoS::AtMostOnce, retain: false, session: false });
-                        } else {
-                            self.events.dead_letter_dropped();
-                        }
-                    }
+                    Some(c) => self.on_control(c),
                     None => control_open = false,
                 },
                 _ = store.commits().notified(), if self.awaiting_commit => self.awaiting_commit = false,
@@ -700,7 +611,83 @@ impl Sink {
         if tokio::time::timeout(self.config.farewell, self.final_deletes()).await.is_err() {
             warn!("stop: the store did not take the last deletes in time; those scores are published again at the next start");
         }
-        // `offline` (or the node's NDEATH), then a clean DISCONNECT (so the broker drops the last will).
+        self.farewell().await;
+    }
+
+    /// What the connection says; `DropSend` when the half-done send must go.
+    fn on_link(&mut self, l: Link) -> Flow {
+        match l {
+            Link::Up { ready } => {
+                self.fifo.clear();
+                self.pkids.clear();
+                self.ending = None;
+                self.slots.iter_mut().for_each(|s| s.early = false);
+                self.cursor = 0;
+                self.control.retain(|p| p.qos == QoS::AtMostOnce && !p.session);
+                if let Some(n) = self.node.as_mut() {
+                    n.started();
+                }
+                self.up = true;
+                // Our will may have said `offline` since.
+                self.say_online();
+                let _ = ready.send(());
+                return Flow::DropSend;
+            }
+            Link::Subscribed => self.births(),
+            Link::Intake(subscribed) => {
+                self.intake = subscribed;
+                self.say_online();
+            }
+            Link::Incoming { topic, payload } => self.command(&topic, &payload),
+            Link::Down => self.up = false,
+            Link::Sent(pkid) => match self.fifo.pop_front() {
+                Some(r) if pkid != 0 => {
+                    self.pkids.insert(pkid, r);
+                }
+                // QoS 0 (Sparkplug): written is as far as it goes.
+                Some(Ref::Data(seq)) => self.acked(seq),
+                Some(Ref::Control | Ref::EndSession) => {}
+                None => warn!(pkid, "outbox: publish event without a matching send"),
+            },
+            Link::Acked { pkid, refused: None } => match self.pkids.remove(&pkid) {
+                Some(Ref::Data(seq)) => self.acked(seq),
+                Some(Ref::EndSession) => {
+                    if let Some(n) = &self.node {
+                        n.end();
+                    }
+                }
+                _ => {}
+            },
+            Link::Acked { pkid, refused: Some(why) } => match self.pkids.remove(&pkid) {
+                Some(Ref::Data(seq)) => self.refused(seq, why),
+                Some(Ref::Control | Ref::EndSession) => self.refused_control(why),
+                None => {}
+            },
+        }
+        Flow::Go
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Online(payload) => {
+                self.online = Some(payload);
+                self.say_online();
+            }
+            Control::DeadLetter { topic, payload } => {
+                if self.control.len() < DEAD_LETTERS_QUEUED {
+                    let payload = Bytes::from(payload);
+                    let p = Pending { topic, payload, qos: QoS::AtMostOnce, retain: false, session: false };
+                    self.control.push_back(p);
+                } else {
+                    self.events.dead_letter_dropped();
+                }
+            }
+        }
+    }
+
+    /// `offline` (or the node's NDEATH), then a clean DISCONNECT (so the
+    /// broker drops the last will), within the farewell's time.
+    async fn farewell(self) {
         let offline = match &self.node {
             None => Pending {
                 topic: self.config.status_topic.clone(),
@@ -710,7 +697,7 @@ impl Sink {
                 session: false,
             },
             Some(n) => {
-                let m = n.node.config().ndeath(n.bd_seq.load(Ordering::SeqCst), crate::clock::now_ms());
+                let m = n.ndeath();
                 Pending {
                     topic: m.topic,
                     payload: Bytes::from(m.payload),
