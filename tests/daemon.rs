@@ -239,7 +239,9 @@ fn a_lost_score_connection_comes_back_online_and_scores() {
     let (daemon, sub) =
         start(&broker, "lg-split", &[PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT)], "");
     let status = "lineguard/lg-split/status";
-    let intruder = Subscriber::persistent(broker.port, &["nothing/here"], "lg-split-scores");
+    // One takeover: a bare client that connects once and never again (a
+    // reconnecting one would take the id back, mid-stream, whenever it can).
+    let intruder = support::mqtt::connect_once(broker.port, "lg-split-scores");
     sub.wait_for(status, "\"offline\"", Duration::from_secs(10));
     drop(intruder);
     sub.wait_for(status, "\"online\"", Duration::from_secs(30));

@@ -204,3 +204,21 @@ fn next_id() -> usize {
     static N: AtomicUsize = AtomicUsize::new(0);
     N.fetch_add(1, Ordering::SeqCst) * 1000 + std::process::id() as usize % 1000
 }
+
+/// A bare MQTT 3.1.1 client that connects once as `client_id` (taking the
+/// id over from whoever holds it) and never reconnects; dropping it closes
+/// the socket.
+pub fn connect_once(port: u16, client_id: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    variable.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    variable.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, variable.len() as u8];
+    packet.extend_from_slice(&variable);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the broker");
+    s.write_all(&packet).unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    s
+}
