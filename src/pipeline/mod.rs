@@ -8,7 +8,9 @@
 //!
 //! - [`worker`]: the turn: decode, window, batch, score, stage;
 //! - [`window`]: per-device ring buffers, normalized on arrival;
-//! - [`render`]: score payloads;
+//! - [`batch`]: the windows of one model run;
+//! - [`render`]: what a scored window publishes (JSON score, alarm state,
+//!   Sparkplug record);
 //! - [`alarm`]: alarm states with hysteresis and debounce.
 //!
 //! Invariants: a sample is applied to a window at most once (by `ts`); a
@@ -16,6 +18,7 @@
 //! is acknowledged before its effect is committed.
 
 pub mod alarm;
+pub mod batch;
 pub mod render;
 pub mod window;
 pub mod worker;

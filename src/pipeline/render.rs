@@ -1,9 +1,29 @@
-//! The score payload of SPEC, written into a reused buffer.
+//! What a scored window publishes: the JSON score payload of SPEC (written
+//! into a reused buffer), the retained alarm state, or the Sparkplug record
+//! the Edge Node renders at publish time; and a Sparkplug device's death.
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::config::{Output, Pipeline};
+use crate::durable::store::NewEntry;
+use crate::ingest::topic::TopicTemplate;
 use crate::model::card::{ScoreSpec, State};
+use crate::pipeline::alarm::Transition;
+use crate::sparkplug::node::{Record, RecordValue};
+use crate::sparkplug::DeviceIdTemplate;
+
+/// One window's scores, as the model gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    pub device: &'a str,
+    /// Its newest sample's.
+    pub ts: i64,
+    /// In card order.
+    pub values: &'a [f32],
+    /// The worst over the scores with thresholds.
+    pub state: State,
+}
 
 /// Identity of the model that scored a window.
 #[derive(Debug, Clone)]
@@ -65,6 +85,107 @@ pub fn write_payload(
     serde_json::to_writer(&mut *out, &payload).expect("writing JSON to a Vec cannot fail");
 }
 
+/// A window's scores as its pipeline publishes them: the JSON payload on
+/// the output topic, or a Sparkplug record for the device.
+pub fn score_entry(
+    pipeline: &Pipeline,
+    origin: &Origin,
+    specs: &[ScoreSpec],
+    w: &Scored,
+    created_ms: i64,
+) -> NewEntry {
+    match &pipeline.output {
+        Output::Json(template) => {
+            let mut payload = Vec::with_capacity(256);
+            write_payload(&mut payload, origin, specs, w.device, w.ts, w.values, w.state);
+            let topic = template.render(&pipeline.input, w.device);
+            NewEntry { created_ms, topic, payload, retain: false, sparkplug: false }
+        }
+        Output::Sparkplug(id) => {
+            // Metric names carry the pipeline as a folder, so two pipelines
+            // scoring one machine make one device.
+            let name = &pipeline.name;
+            let mut metrics: Vec<(String, RecordValue)> = specs
+                .iter()
+                .zip(w.values)
+                .map(|(s, v)| (format!("{name}/{}", s.name), RecordValue::Float(*v)))
+                .collect();
+            metrics.push((format!("{name}/state"), RecordValue::Text(w.state.as_str().into())));
+            let payload = Record::Data { ts: w.ts, metrics }.encode();
+            NewEntry { created_ms, topic: id.render(w.device), payload, retain: false, sparkplug: true }
+        }
+    }
+}
+
+/// The alarm payload (retained on `alarm_topic`). Fields in name order and
+/// scores widened to f64, as it has always been written.
+#[derive(Serialize)]
+struct AlarmPayload<'a> {
+    active: &'a [String],
+    device: &'a str,
+    model: &'a str,
+    model_version: &'a str,
+    pipeline: &'a str,
+    previous: Option<State>,
+    scores: WideScores<'a>,
+    state: State,
+    ts: i64,
+}
+
+struct WideScores<'a>(Scores<'a>);
+
+impl Serialize for WideScores<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.specs.len()))?;
+        for (spec, v) in self.0.specs.iter().zip(self.0.values) {
+            map.serialize_entry(&spec.name, &f64::from(*v))?;
+        }
+        map.end()
+    }
+}
+
+/// A device's alarm state changed (or is first published after a start).
+pub fn alarm_entry(
+    input: &TopicTemplate,
+    alarm_topic: &TopicTemplate,
+    origin: &Origin,
+    specs: &[ScoreSpec],
+    w: &Scored,
+    t: &Transition,
+    created_ms: i64,
+) -> NewEntry {
+    let body = AlarmPayload {
+        active: &t.active,
+        device: w.device,
+        model: &origin.model,
+        model_version: &origin.model_version,
+        pipeline: &origin.pipeline,
+        previous: t.previous,
+        scores: WideScores(Scores { specs, values: w.values }),
+        state: t.state,
+        ts: w.ts,
+    };
+    let payload = serde_json::to_vec(&body).expect("writing JSON to a Vec cannot fail");
+    NewEntry {
+        created_ms,
+        topic: alarm_topic.render(input, w.device),
+        payload,
+        retain: true,
+        sparkplug: false,
+    }
+}
+
+/// A Sparkplug device's death (it was evicted): DDEATH.
+pub fn death_entry(id: &DeviceIdTemplate, device: &str, created_ms: i64) -> NewEntry {
+    NewEntry {
+        created_ms,
+        topic: id.render(device),
+        payload: Record::Death.encode(),
+        retain: false,
+        sparkplug: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,22 +193,10 @@ mod tests {
 
     #[test]
     fn spec_payload_shape() {
-        let spec = |name: &str| ScoreSpec {
-            name: name.into(),
-            output: name.into(),
-            index: 0,
-            warn: None,
-            alarm: None,
-            direction: Direction::Above,
-            clear: None,
-            debounce: 1,
-        };
-        let origin =
-            Origin { pipeline: "press-line".into(), model: "line-mlp".into(), model_version: "3".into() };
         let mut out = Vec::new();
         write_payload(
             &mut out,
-            &origin,
+            &origin(),
             &[spec("anomaly"), spec("quality")],
             "line1/press3",
             1732400000123,
@@ -98,5 +207,82 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{"ts":1732400000123,"device":"line1/press3","pipeline":"press-line","model":"line-mlp","model_version":"3","scores":{"anomaly":0.031,"quality":0.982},"state":"ok"}"#
         );
+    }
+
+    fn spec(name: &str) -> ScoreSpec {
+        ScoreSpec {
+            name: name.into(),
+            output: name.into(),
+            index: 0,
+            warn: None,
+            alarm: None,
+            direction: Direction::Above,
+            clear: None,
+            debounce: 1,
+        }
+    }
+
+    fn origin() -> Origin {
+        Origin { pipeline: "press-line".into(), model: "line-mlp".into(), model_version: "3".into() }
+    }
+
+    /// The alarm payload is the bytes it has always been: what serde_json's
+    /// map writes (keys in name order, scores as f64).
+    #[test]
+    fn alarm_payload_shape() {
+        let input = TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap();
+        let topic = TopicTemplate::parse_output("plant/{line}/{machine}/lineguard/alarm", &input).unwrap();
+        let specs = [spec("anomaly"), spec("quality")];
+        let values = [0.97f32, 0.88];
+        let w = Scored { device: "line1/press3", ts: 1732400000123, values: &values, state: State::Alarm };
+        let t =
+            Transition { previous: Some(State::Warn), state: State::Alarm, active: vec!["anomaly".into()] };
+        let e = alarm_entry(&input, &topic, &origin(), &specs, &w, &t, 5);
+        assert_eq!(e.topic, "plant/line1/press3/lineguard/alarm");
+        assert!(e.retain && !e.sparkplug);
+        let reference = serde_json::json!({
+            "ts": 1732400000123i64,
+            "device": "line1/press3",
+            "pipeline": "press-line",
+            "model": "line-mlp",
+            "model_version": "3",
+            "state": "alarm",
+            "previous": "warn",
+            "active": ["anomaly"],
+            "scores": {"anomaly": serde_json::json!(0.97f32), "quality": serde_json::json!(0.88f32)},
+        });
+        assert_eq!(String::from_utf8(e.payload).unwrap(), reference.to_string());
+    }
+
+    /// A Sparkplug pipeline's window becomes a record of its device: a metric
+    /// per score and the state, in the pipeline's folder.
+    #[test]
+    fn sparkplug_records_and_deaths() {
+        let input = TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap();
+        let id = DeviceIdTemplate::parse("{line}.{machine}", input.placeholders()).unwrap();
+        let pipeline = Pipeline {
+            name: "p".into(),
+            model: "m.onnx".into(),
+            card: "m.toml".into(),
+            input,
+            input_births: None,
+            output: Output::Sparkplug(id.clone()),
+            hop: 1,
+            alarm: None,
+        };
+        let values = [0.5f32];
+        let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok };
+        let e = score_entry(&pipeline, &origin(), &[spec("anomaly")], &w, 1);
+        assert_eq!((e.topic.as_str(), e.sparkplug, e.retain), ("l1.m2", true, false));
+        let expected = Record::Data {
+            ts: 9,
+            metrics: vec![
+                ("p/anomaly".into(), RecordValue::Float(0.5)),
+                ("p/state".into(), RecordValue::Text("ok".into())),
+            ],
+        };
+        assert_eq!(Record::decode(&e.payload), Some(expected));
+        let d = death_entry(&id, "l1/m2", 1);
+        assert_eq!((d.topic.as_str(), Record::decode(&d.payload)), ("l1.m2", Some(Record::Death)));
     }
 }

@@ -35,11 +35,11 @@ use crate::mqtt::ack::Ack;
 use crate::ops::events::{DevicesEvicted, EvictReason, PipelineEvents, WindowsDropped, WindowsUnreadable};
 use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
-use crate::pipeline::render::{write_payload, Origin};
+use crate::pipeline::batch::Batch;
+use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::window::{Pushed, Unrestored, Windows};
 use crate::pipeline::Inbound;
 use crate::sparkplug::input::{Kind, SparkplugInput};
-use crate::sparkplug::node::{Record, RecordValue};
 
 /// The windows of a pipeline serving `card`.
 fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits) -> Windows {
@@ -61,14 +61,6 @@ fn decoder_for(card: &crate::model::card::ModelCard, limits: &Limits) -> Decoder
         limits.max_keys_per_sample,
         limits.max_json_depth,
     )
-}
-
-/// A window copied into the batch, waiting for its scores.
-#[derive(Debug)]
-struct Pending {
-    /// Shared with the windows: no copy of the name per window.
-    device: Arc<str>,
-    ts: i64,
 }
 
 /// Where the worker's results go.
@@ -108,8 +100,8 @@ pub struct Worker {
     windows: Windows,
     events: PipelineEvents,
     decoded: Decoded,
-    input: Vec<f32>,
-    pending: Vec<Pending>,
+    /// The windows due for the next model run.
+    batch: Batch,
     scores: Vec<f32>,
     staged_scores: Vec<NewEntry>,
     staged_acks: Vec<Ack>,
@@ -141,8 +133,7 @@ impl Worker {
             windows: windows_for(card, pipeline.hop, &limits),
             max_future_ms: i64::try_from(limits.max_future.as_millis()).unwrap_or(i64::MAX),
             events: PipelineEvents::new(&pipeline.name),
-            input: Vec::with_capacity(limits.max_batch * card.input_len()),
-            pending: Vec::with_capacity(limits.max_batch),
+            batch: Batch::new(limits.max_batch, card.input_len()),
             scores: Vec::new(),
             decoded: Decoded::default(),
             staged_scores: Vec::new(),
@@ -270,7 +261,7 @@ impl Worker {
         let deadline = Instant::now() + self.limits.batch_wait;
         self.handle(first);
         loop {
-            while self.pending.len() < self.limits.max_batch {
+            while !self.batch.is_full() {
                 match rx.try_recv() {
                     Ok(msg) => self.handle(msg),
                     Err(TryRecvError::Empty) => break,
@@ -278,7 +269,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            if self.pending.len() >= self.limits.max_batch || now >= deadline {
+            if self.batch.is_full() || now >= deadline {
                 return;
             }
             std::thread::sleep(deadline - now);
@@ -370,14 +361,10 @@ impl Worker {
                 Ok(Pushed::Buffered { .. }) => {}
                 Ok(Pushed::Duplicate { ts }) => self.events.duplicate(&device, ts),
                 Ok(Pushed::Ready { ts }) => {
-                    if self.pending.len() == self.limits.max_batch {
+                    if self.batch.is_full() {
                         self.score();
                     }
-                    let start = self.input.len();
-                    self.input.resize(start + len, 0.0);
-                    self.windows.write_window(&device, &mut self.input[start..]);
-                    let device = self.windows.key(&device).expect("pushed above");
-                    self.pending.push(Pending { device, ts });
+                    self.batch.push(&self.windows, &device, ts, len);
                 }
                 Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
                     self.events.duplicate(&device, ts.unwrap_or_default())
@@ -387,108 +374,66 @@ impl Worker {
         }
     }
 
-    /// Score every pending window in one model run and stage the payloads.
+    /// Score every window in the batch in one model run and stage what they publish.
     fn score(&mut self) {
-        let n = self.pending.len();
-        if n == 0 {
+        if self.batch.is_empty() {
             return;
         }
+        let n = self.batch.len();
         self.scores.clear();
         let started = Instant::now();
-        let result = self.model.run_with(&mut self.states, &self.input, n, &mut self.scores);
+        let result = self.batch.run(&self.model, &mut self.states, &mut self.scores);
         self.events.scored(n, started.elapsed().as_secs_f64());
         self.out.health.counted(0, n as u64);
-        if let Err(e) = result {
-            self.events.inference_failed(n, &e.to_string());
-        } else {
-            let k = self.model.score_count();
-            let card = &self.model.card;
-            let created_ms = crate::clock::now_ms();
-            for (i, p) in self.pending.iter().enumerate() {
-                let values = &self.scores[i * k..(i + 1) * k];
-                if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                    let detail = format!(
-                        "score `{}` is {} for {} at ts {}",
-                        card.scores[bad].name, values[bad], p.device, p.ts
+        match result {
+            Err(e) => self.events.inference_failed(n, &e.to_string()),
+            Ok(()) => self.stage_scores(),
+        }
+        self.batch.clear();
+    }
+
+    /// Each scored window's payload, and its alarm state if that changed;
+    /// a window with a non-finite score publishes nothing.
+    fn stage_scores(&mut self) {
+        let k = self.model.score_count();
+        let card = &self.model.card;
+        let created_ms = crate::clock::now_ms();
+        for (i, due) in self.batch.due().iter().enumerate() {
+            let values = &self.scores[i * k..(i + 1) * k];
+            if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+                let detail = format!(
+                    "score `{}` is {} for {} at ts {}",
+                    card.scores[bad].name, values[bad], due.device, due.ts
+                );
+                self.events.inference_failed(1, &detail);
+                continue;
+            }
+            let state: State = card.state(values);
+            self.events.state(state);
+            let w = Scored { device: &due.device, ts: due.ts, values, state };
+            self.staged_scores.push(render::score_entry(
+                &self.pipeline,
+                &self.origin,
+                &card.scores,
+                &w,
+                created_ms,
+            ));
+            if let Some(alarm_topic) = &self.pipeline.alarm {
+                if let Some(t) = self.alarms.update(&due.device, &card.scores, values) {
+                    let input = &self.pipeline.input;
+                    let e = render::alarm_entry(
+                        input,
+                        alarm_topic,
+                        &self.origin,
+                        &card.scores,
+                        &w,
+                        &t,
+                        created_ms,
                     );
-                    self.events.inference_failed(1, &detail);
-                    continue;
-                }
-                let state: State = card.state(values);
-                self.events.state(state);
-                match &self.pipeline.output {
-                    Output::Json(template) => {
-                        let mut payload = Vec::with_capacity(256);
-                        write_payload(
-                            &mut payload,
-                            &self.origin,
-                            &card.scores,
-                            &p.device,
-                            p.ts,
-                            values,
-                            state,
-                        );
-                        let topic = template.render(&self.pipeline.input, &p.device);
-                        self.staged_scores.push(NewEntry {
-                            created_ms,
-                            topic,
-                            payload,
-                            retain: false,
-                            sparkplug: false,
-                        });
-                    }
-                    Output::Sparkplug(id) => {
-                        // Metric names carry the pipeline as a folder, so two
-                        // pipelines scoring one machine make one device.
-                        let name = &self.pipeline.name;
-                        let mut metrics: Vec<(String, RecordValue)> = card
-                            .scores
-                            .iter()
-                            .zip(values)
-                            .map(|(s, v)| (format!("{name}/{}", s.name), RecordValue::Float(*v)))
-                            .collect();
-                        metrics.push((format!("{name}/state"), RecordValue::Text(state.as_str().into())));
-                        self.staged_scores.push(NewEntry {
-                            created_ms,
-                            topic: id.render(&p.device),
-                            payload: Record::Data { ts: p.ts, metrics }.encode(),
-                            retain: false,
-                            sparkplug: true,
-                        });
-                    }
-                }
-                if let Some(alarm_topic) = &self.pipeline.alarm {
-                    if let Some(t) = self.alarms.update(&p.device, &card.scores, values) {
-                        let scores: serde_json::Map<String, serde_json::Value> = card
-                            .scores
-                            .iter()
-                            .zip(values)
-                            .map(|(s, v)| (s.name.clone(), serde_json::json!(v)))
-                            .collect();
-                        let body = serde_json::json!({
-                            "ts": p.ts,
-                            "device": &*p.device,
-                            "pipeline": self.origin.pipeline,
-                            "model": self.origin.model,
-                            "model_version": self.origin.model_version,
-                            "state": t.state,
-                            "previous": t.previous,
-                            "active": t.active,
-                            "scores": scores,
-                        });
-                        self.staged_scores.push(NewEntry {
-                            created_ms,
-                            topic: alarm_topic.render(&self.pipeline.input, &p.device),
-                            payload: body.to_string().into_bytes(),
-                            retain: true,
-                            sparkplug: false,
-                        });
-                    }
+                    self.staged_scores.push(e);
                 }
             }
         }
-        self.pending.clear();
-        self.input.clear();
     }
 
     /// End a turn: its new scores to the sink at once, its changes (and the
@@ -562,15 +507,7 @@ impl Worker {
         }
         if let Output::Sparkplug(id) = &self.pipeline.output {
             let created_ms = crate::clock::now_ms();
-            for d in &devices {
-                self.staged_scores.push(NewEntry {
-                    created_ms,
-                    topic: id.render(d),
-                    payload: Record::Death.encode(),
-                    retain: false,
-                    sparkplug: true,
-                });
-            }
+            self.staged_scores.extend(devices.iter().map(|d| render::death_entry(id, d, created_ms)));
         }
         self.staged_forget.extend(devices);
     }
@@ -606,5 +543,192 @@ impl Worker {
         // Not only for safety (a state for another plan is never reused):
         // the old states hold the old model's plans and scratch in memory.
         self.states = States::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Output;
+    use crate::ingest::topic::TopicTemplate;
+    use crate::mqtt::ack::AckId;
+    use bytes::Bytes;
+    use rumqttc::QoS;
+
+    struct Harness {
+        worker: Worker,
+        entries: mpsc::UnboundedReceiver<Vec<Entry>>,
+        acks: mpsc::UnboundedReceiver<AckId>,
+        ack_tx: mpsc::UnboundedSender<AckId>,
+        inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
+        _state: tempfile::TempDir,
+    }
+
+    fn limits(max_batch: usize) -> Limits {
+        Limits {
+            max_payload_bytes: 4096,
+            max_batch,
+            batch_wait: Duration::ZERO,
+            max_samples_per_message: 100,
+            max_keys_per_sample: 64,
+            max_json_depth: 8,
+            max_devices_per_pipeline: 100,
+            device_idle: Duration::from_secs(3600),
+            max_future: Duration::from_secs(300),
+            stale_intake: None,
+            dead_letter_topic: None,
+        }
+    }
+
+    /// A worker on the shipped model, with its committer on a fresh store.
+    fn harness(max_batch: usize) -> Harness {
+        let model =
+            Model::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/line-mlp.onnx"))
+                .expect("the shipped model");
+        let input = TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap();
+        let output = TopicTemplate::parse_output("plant/{line}/{machine}/scores", &input).unwrap();
+        let pipeline = Pipeline {
+            name: "p".into(),
+            model: model.path.clone(),
+            card: model.card.path.clone(),
+            input,
+            input_births: None,
+            output: Output::Json(output),
+            hop: 1,
+            alarm: None,
+        };
+        let state = tempfile::tempdir().unwrap();
+        let (entries_tx, entries) = mpsc::unbounded_channel();
+        let (control, _) = mpsc::channel(16);
+        let out = Outputs {
+            store: Arc::new(Store::open(state.path()).unwrap()),
+            entries: entries_tx,
+            sparkplug: None,
+            control,
+            dead_letter_topic: None,
+            health: Health::new(&["p".into()]),
+            deadline: Deadline::default(),
+        };
+        let worker =
+            Worker::new(0, pipeline, Arc::new(model), limits(max_batch), out, Duration::from_millis(1))
+                .unwrap();
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        Harness { worker, entries, acks, ack_tx, inbound: mpsc::channel(1024), _state: state }
+    }
+
+    impl Harness {
+        /// A QoS 1 message for `device` with one sample at `ts` (`None`: a payload that is not JSON).
+        fn message(&self, device: &str, ts: Option<i64>, pkid: u16) -> Inbound {
+            let features = &self.worker.model.card.features;
+            let payload = match ts {
+                Some(ts) => {
+                    let values: serde_json::Map<String, serde_json::Value> = features
+                        .iter()
+                        .enumerate()
+                        .map(|(i, f)| (f.clone(), serde_json::json!(i as f64)))
+                        .collect();
+                    serde_json::json!({"ts": ts, "values": values}).to_string()
+                }
+                None => "not json".to_string(),
+            };
+            Inbound {
+                topic: format!("plant/{device}/telemetry"),
+                payload: Bytes::from(payload),
+                received_ms: crate::clock::now_ms(),
+                redelivered: false,
+                oversize: None,
+                ack: Ack::split(AckId { pkid, qos: QoS::AtLeastOnce }, 1, &self.ack_tx).pop(),
+            }
+        }
+
+        /// Queue `messages` for the pipeline, as the router does.
+        fn feed(&mut self, messages: Vec<Inbound>) {
+            messages.into_iter().for_each(|m| self.inbound.0.try_send(m).unwrap());
+        }
+
+        /// One turn, as the run loop makes it; false when nothing was queued.
+        fn turn(&mut self) -> bool {
+            let Ok(first) = self.inbound.1.try_recv() else { return false };
+            self.worker.gather(first, &mut self.inbound.1);
+            self.worker.score();
+            self.worker.end_turn();
+            true
+        }
+
+        fn scores(&mut self) -> Vec<(String, i64)> {
+            let mut out = Vec::new();
+            while let Ok(batch) = self.entries.try_recv() {
+                for e in batch {
+                    let j: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+                    out.push((j["device"].as_str().unwrap().to_string(), j["ts"].as_i64().unwrap()));
+                }
+            }
+            out
+        }
+
+        fn acked(&mut self) -> Vec<u16> {
+            std::iter::from_fn(|| self.acks.try_recv().ok()).map(|a| a.pkid).collect()
+        }
+    }
+
+    const T0: i64 = 1_732_400_000_000;
+
+    /// A turn scores every window that became due, hands the scores to the
+    /// sink at once (in one hand-over) and leaves the acknowledgements to the
+    /// committer, which sends them only once the turn is committed.
+    #[test]
+    fn a_turn_scores_what_became_due_and_acknowledges_after_its_commit() {
+        let mut h = harness(256);
+        let msgs: Vec<Inbound> =
+            (0..20).map(|i| h.message("l1/m1", Some(T0 + i * 100), i as u16 + 1)).collect();
+        h.feed(msgs);
+        assert!(h.turn());
+        assert!(!h.turn(), "one turn took all of it");
+        let scores = h.scores();
+        assert_eq!(scores, (15..20).map(|i| ("l1/m1".to_string(), T0 + i * 100)).collect::<Vec<_>>());
+        h.worker.committer.finish();
+        assert_eq!(h.acked(), (1..=20).collect::<Vec<u16>>(), "every message, after the commit");
+        assert_eq!(h.worker.out.store.windows("p").unwrap().len(), 1, "the window is stored");
+    }
+
+    /// Rejected and duplicate samples release their messages' acknowledgements
+    /// and change no window: the next valid sample continues the window.
+    #[test]
+    fn rejections_and_duplicates_are_acknowledged_and_leave_the_window_alone() {
+        let mut h = harness(256);
+        let mut msgs: Vec<Inbound> =
+            (0..15).map(|i| h.message("l1/m1", Some(T0 + i * 100), i as u16 + 1)).collect();
+        msgs.push(h.message("l1/m1", None, 100)); // not JSON
+        msgs.push(h.message("l1/m1", Some(T0 + 14 * 100), 101)); // the newest again
+        msgs.push(h.message("l1/m1", Some(crate::clock::now_ms() + 3_600_000), 102)); // an hour ahead
+        msgs.push(h.message("l1/m1", Some(T0 + 15 * 100), 103)); // the 16th sample
+        h.feed(msgs);
+        while h.turn() {}
+        assert_eq!(h.scores(), [("l1/m1".to_string(), T0 + 1500)], "one window, of the 16 valid samples");
+        h.worker.committer.finish();
+        let mut acked = h.acked();
+        acked.sort();
+        assert_eq!(acked.len(), 19, "all acknowledged: {acked:?}");
+    }
+
+    /// A batch never holds more than `max_batch` windows: a turn ends when
+    /// its batch is full, and what is still queued makes the next turn.
+    #[test]
+    fn a_full_batch_ends_the_turn() {
+        let mut h = harness(2);
+        let mut msgs = Vec::new();
+        for i in 0..16 {
+            for (d, device) in ["l1/m1", "l1/m2", "l1/m3"].iter().enumerate() {
+                msgs.push(h.message(device, Some(T0 + i * 100), (i * 3) as u16 + d as u16 + 1));
+            }
+        }
+        h.feed(msgs);
+        assert!(h.turn());
+        let first: Vec<String> = h.scores().into_iter().map(|(d, _)| d).collect();
+        assert_eq!(first, ["l1/m1", "l1/m2"], "two windows, a full batch");
+        assert!(h.turn());
+        let second: Vec<String> = h.scores().into_iter().map(|(d, _)| d).collect();
+        assert_eq!(second, ["l1/m3"], "the third in the next turn");
+        assert!(!h.turn());
     }
 }

@@ -1,0 +1,73 @@
+//! The windows of one model run: their inputs side by side, in the reused
+//! buffer the model reads, and whose each one is.
+//!
+//! A window is copied in as it becomes due (normalized already, see
+//! `window.rs`), so the per-message path allocates nothing: the buffer and
+//! the list keep their capacity from run to run, and a device is held by
+//! its shared key, not a copy of its name.
+
+use std::sync::Arc;
+
+use crate::model::{Model, ModelError, States};
+use crate::pipeline::window::Windows;
+
+/// A window in the batch, waiting for its scores.
+#[derive(Debug)]
+pub struct Due {
+    /// Shared with the windows: no copy of the name per window.
+    pub device: Arc<str>,
+    /// Its newest sample's.
+    pub ts: i64,
+}
+
+#[derive(Debug)]
+pub struct Batch {
+    input: Vec<f32>,
+    due: Vec<Due>,
+    max: usize,
+}
+
+impl Batch {
+    /// A batch of at most `max` windows of `window_len` values (the capacity kept).
+    pub fn new(max: usize, window_len: usize) -> Batch {
+        Batch { input: Vec::with_capacity(max * window_len), due: Vec::with_capacity(max), max }
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// `limits.max_batch` windows are in: run it before adding more.
+    pub fn is_full(&self) -> bool {
+        self.due.len() >= self.max
+    }
+
+    /// Copy `device`'s window (`window_len` values) in, stamped `ts`.
+    pub fn push(&mut self, windows: &Windows, device: &str, ts: i64, window_len: usize) {
+        let start = self.input.len();
+        self.input.resize(start + window_len, 0.0);
+        windows.write_window(device, &mut self.input[start..]);
+        let device = windows.key(device).expect("a due window's device is held");
+        self.due.push(Due { device, ts });
+    }
+
+    /// One model run over the batch: `scores` gets `score_count` values per window, in order.
+    pub fn run(&self, model: &Model, states: &mut States, scores: &mut Vec<f32>) -> Result<(), ModelError> {
+        model.run_with(states, &self.input, self.due.len(), scores)
+    }
+
+    /// The windows, in the order of their scores.
+    pub fn due(&self) -> &[Due] {
+        &self.due
+    }
+
+    /// Empty it for the next run (capacity kept).
+    pub fn clear(&mut self) {
+        self.due.clear();
+        self.input.clear();
+    }
+}
