@@ -14,14 +14,14 @@
 //!   systemd, logging, model reloads;
 //! - [`tools`]: `check-config`, `demo`, `simulate` and the embedded broker.
 
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod daemon;
 pub mod durable;
 pub mod ingest;
 pub mod model;
-pub mod mqtt;
+pub(crate) mod mqtt;
 pub mod ops;
 pub mod pipeline;
-pub mod sparkplug;
+pub(crate) mod sparkplug;
 pub mod tools;

@@ -41,7 +41,7 @@
 //! A stop runs in the named phases of [`stop::Stop`], within
 //! `state.drain_timeout_secs` of the signal.
 
-pub mod stop;
+pub(crate) mod stop;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,3 +1,3 @@
-pub mod committer;
-pub mod sink;
+pub(crate) mod committer;
+pub(crate) mod sink;
 pub mod store;

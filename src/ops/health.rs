@@ -117,11 +117,6 @@ impl Health {
         self.publishing.store(up, Ordering::Relaxed);
     }
 
-    /// Both connections are up: telemetry comes in and scores go out.
-    pub fn connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed) && self.publishing.load(Ordering::Relaxed)
-    }
-
     /// A pipeline's commits fail (`Some(why)`), or work again (`None`).
     pub fn set_commit_error(&self, pipeline: usize, why: Option<String>) {
         *self.commit_errors[pipeline].lock().unwrap_or_else(|p| p.into_inner()) = why;
@@ -271,10 +266,8 @@ mod tests {
     fn scores_that_cannot_go_out_are_unhealthy() {
         let h = Health::new(&["a".into()]);
         h.set_connected(true);
-        assert!(!h.connected());
         assert_eq!(h.check().unwrap_err(), "score publisher not connected");
         h.set_publishing(true);
-        assert!(h.connected());
         assert!(h.check().is_ok());
     }
 }

@@ -1,8 +1,8 @@
 pub mod events;
-pub mod health;
-pub mod http;
-pub mod logging;
-pub mod reload;
-pub mod signals;
-pub mod status;
-pub mod systemd;
+pub(crate) mod health;
+pub(crate) mod http;
+pub(crate) mod logging;
+pub(crate) mod reload;
+pub(crate) mod signals;
+pub(crate) mod status;
+pub(crate) mod systemd;

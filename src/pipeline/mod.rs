@@ -17,11 +17,11 @@
 //! window's score depends only on the window (never on its batch); nothing
 //! is acknowledged before its effect is committed.
 
-pub mod alarm;
-pub mod batch;
-pub mod render;
+pub(crate) mod alarm;
+pub(crate) mod batch;
+pub(crate) mod render;
 pub mod window;
-pub mod worker;
+pub(crate) mod worker;
 
 use bytes::Bytes;
 
@@ -29,7 +29,7 @@ use crate::mqtt::ack::Ack;
 
 /// A telemetry message routed to a pipeline.
 #[derive(Debug)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub topic: String,
     pub payload: Bytes,
     /// Receive time, epoch ms: the `ts` of samples that carry none.

@@ -201,11 +201,6 @@ impl EdgeNode {
         self.devices.get(device).is_some_and(|d| d.born)
     }
 
-    /// Births may go out (no primary host, or it is online).
-    pub fn may_birth(&self) -> bool {
-        self.host_online
-    }
-
     fn next_seq(&mut self) -> u64 {
         let s = self.seq;
         self.seq = self.seq.wrapping_add(1);
