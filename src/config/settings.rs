@@ -1,6 +1,6 @@
 //! The validated configuration, typed: what every other module reads.
 //!
-//! Built only by [`super::validate`] from the schema, with topic templates
+//! Built only by `validate.rs` from the schema, with topic templates
 //! parsed, paths resolved, secrets read and every duration in its unit, so
 //! nothing downstream re-checks, re-parses or converts. The raw schema stays
 //! inside `config` (for `check-config`'s masked listing).

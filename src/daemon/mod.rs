@@ -52,11 +52,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Protocol, Settings};
-use crate::durable::sink::{Control, Link, Sink, SinkConfig};
+use crate::durable::sink::{Control, Sink, SinkConfig};
 use crate::durable::store::Store;
 use crate::model::Model;
 use crate::mqtt::ack;
 use crate::mqtt::connection::{Connection, Role, Telemetry};
+use crate::mqtt::link::Link;
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::{Route, Router, INBOUND_QUEUE};
 use crate::ops::events::{ModelInService, StoreRecovered};
@@ -68,25 +69,6 @@ use stop::{Phase, Stop};
 
 /// Status and dead letters waiting for the sink.
 const CONTROL_QUEUE: usize = 1024;
-
-/// Load every pipeline's model and card; any failure stops start-up.
-pub fn load_models(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
-    settings
-        .pipelines
-        .iter()
-        .map(|p| {
-            let card = crate::model::card::ModelCard::load(&p.card)?;
-            let model = Model::load_with_card(&p.model, card).with_context(|| format!("pipeline `{}`", p.name))?;
-            model.self_test().with_context(|| format!("pipeline `{}`", p.name))?;
-            if !model.card.unknown_keys.is_empty() {
-                warn!(pipeline = %p.name, keys = ?model.card.unknown_keys, "model card has keys lineguard does not use");
-            }
-            info!(pipeline = %p.name, model = %model.card.name, version = %model.card.version,
-                  sha256 = %model.sha256, "model loaded");
-            Ok(Arc::new(model))
-        })
-        .collect()
-}
 
 /// `lineguard run`: logging as configured, the signal handlers before
 /// anything slow (a signal must never find its default action), then
@@ -113,7 +95,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let s = settings.clone();
     let models = tokio::select! {
-        m = tokio::task::spawn_blocking(move || load_models(&s)) => m??,
+        m = tokio::task::spawn_blocking(move || crate::model::load_pipelines(&s)) => m??,
         _ = shutdown.cancelled() => {
             info!("stopped while loading the models");
             return Ok(());
@@ -195,15 +177,20 @@ pub async fn run(
     let _ = control_tx.send(Control::Online(board.online_payload())).await;
     stop.spawn(Phase::Sinks, sink.run(entries_rx, control_rx, link_rx, stop.token(Phase::Sinks)));
     match &settings.sparkplug {
-        Some(sp) => crate::sparkplug::session::start(
-            &settings,
-            sp,
-            &store,
-            sink_config,
-            spark_backlog,
-            spark_rx,
-            &stop,
-        )?,
+        Some(sp) => {
+            let drain = stop.token(Phase::Sinks);
+            let (sink, conn) = crate::sparkplug::edge::start(
+                &settings,
+                sp,
+                &store,
+                sink_config,
+                spark_backlog,
+                spark_rx,
+                drain,
+            )?;
+            stop.spawn(Phase::Sinks, sink);
+            stop.spawn(Phase::Connections, conn);
+        }
         None if !spark_backlog.is_empty() => {
             warn!(
                 records = spark_backlog.len(),

@@ -1,7 +1,7 @@
 //! The sink: the one task that publishes, from the durable outbox.
 //!
 //! Scores reach it as their commit is written, before its fsync (see
-//! [`crate::durable::store`]: its deletes wait for that commit). It publishes
+//! `store.rs`: its deletes wait for that commit). It publishes
 //! them in sequence order, learns from the connection task which packet id
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages
@@ -36,46 +36,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::QoS;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::Deadline;
 use crate::durable::store::{Entry, Store};
+use crate::mqtt::link::Link;
 use crate::mqtt::protocol::{Client, ClientError, Refusal};
 use crate::ops::events::{DropReason, SinkEvents};
 use crate::sparkplug::node::OutMessage;
 use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
-
-/// What the connection task tells the sink.
-#[derive(Debug)]
-pub enum Link {
-    /// Connected; rumqttc state is clean. Reply once the half-done send is dropped.
-    Up {
-        ready: oneshot::Sender<()>,
-    },
-    /// This connection's subscriptions are acknowledged (the Sparkplug
-    /// node: time for births).
-    Subscribed,
-    /// From the telemetry connection, which is not the sink's own: its
-    /// subscriptions are in place (`true`: time to say `online`) or it is
-    /// down (`false`).
-    Intake(bool),
-    Down,
-    /// The event loop wrote a publish with this packet id.
-    Sent(u16),
-    /// The broker acknowledged this packet id; over MQTT 5 it may say it
-    /// refused the message (`refused`: why).
-    Acked {
-        pkid: u16,
-        refused: Option<Refusal>,
-    },
-    /// A message on a subscription of the Sparkplug node (NCMD, STATE).
-    Incoming {
-        topic: String,
-        payload: Bytes,
-    },
-}
 
 /// Messages that are not scores.
 #[derive(Debug)]

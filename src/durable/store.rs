@@ -95,7 +95,7 @@ pub struct Entry {
     pub payload: Vec<u8>,
     /// Published retained (alarm states).
     pub retain: bool,
-    /// A Sparkplug record ([`crate::sparkplug::node::Record`]) for the device
+    /// A Sparkplug record (`sparkplug::node::Record`) for the device
     /// `topic`, rendered by the Edge Node at publish time.
     pub sparkplug: bool,
 }

@@ -13,14 +13,8 @@ use rumqttc::QoS;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::mqtt::protocol::AckId;
 use crate::mqtt::protocol::Client;
-
-/// What the acker needs to send a PUBACK: a received message's packet id and QoS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckId {
-    pub pkid: u16,
-    pub qos: QoS,
-}
 
 #[derive(Debug)]
 struct Inner {

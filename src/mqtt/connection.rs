@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::durable::sink::Link;
-use crate::mqtt::ack::AckId;
+use crate::mqtt::link::Link;
+use crate::mqtt::protocol::AckId;
 use crate::mqtt::protocol::{Client, Event, EventLoop};
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::Router;

@@ -8,11 +8,12 @@
 //! - [`relay`]: the telemetry connection's relay over 3.1.1, where a message
 //!   too large to read becomes a stand-in.
 //!
-//! In: the broker's packets. Out: [`crate::pipeline::Inbound`] messages to
-//! the pipelines, [`crate::durable::sink::Link`] news to the sinks.
+//! In: the broker's packets. Out: `Inbound` messages to the pipelines, and
+//! [`link::Link`] news to the sinks.
 
 pub mod ack;
 pub mod connection;
+pub mod link;
 pub mod options;
 pub mod protocol;
 pub mod relay;

@@ -20,7 +20,12 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Outgoing, QoS};
 
-use crate::mqtt::ack::AckId;
+/// What a PUBACK for a received message needs: its packet id and QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    pub pkid: u16,
+    pub qos: QoS,
+}
 
 /// What the connection task acts on, whatever the protocol.
 #[derive(Debug)]

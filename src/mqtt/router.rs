@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::config::Pipeline;
-use crate::mqtt::ack::{Ack, AckId};
+use crate::mqtt::ack::Ack;
+use crate::mqtt::protocol::AckId;
 use crate::mqtt::relay;
 use crate::ops::events::TopicNotUtf8;
 use crate::pipeline::Inbound;

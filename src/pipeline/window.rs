@@ -138,7 +138,7 @@ impl Windows {
     }
 
     /// Stamp snapshots with the fingerprint of the input they are built for
-    /// ([`crate::model::card::ModelCard::input_fingerprint`]); restore only those.
+    /// (`ModelCard::input_fingerprint`); restore only those.
     pub fn identified_by(mut self, fingerprint: u64) -> Self {
         self.fingerprint = fingerprint;
         self

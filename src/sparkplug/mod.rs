@@ -9,6 +9,7 @@
 //! must be its NDEATH, while the main connection's will is lineguard's
 //! `offline` status, and MQTT gives each connection one will.
 
+pub mod edge;
 pub mod input;
 pub mod node;
 pub mod proto;

@@ -14,7 +14,7 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
     let settings = config::load(path, env)?;
     crate::durable::store::check_writable(&settings.state.dir)
         .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;
-    let models = crate::daemon::load_models(&settings)?;
+    let models = crate::model::load_pipelines(&settings)?;
     let mut out = format!("# {}: valid\n\n{}\n", settings.path.display(), settings.display_masked());
     let _ = writeln!(out, "# mqtt password: {}", settings.mqtt.password_source);
     let _ = writeln!(out, "# state.dir {}: writable", settings.state.dir.display());
