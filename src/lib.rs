@@ -3,7 +3,7 @@
 //! One folder per stage, in the order data flows through them; `daemon` is
 //! the one place that wires them together:
 //!
-//! - [`mqtt`]: the broker connections (options, protocol, the connection
+//! - `mqtt`: the broker connections (options, protocol, the connection
 //!   loop, routing, acknowledgements, the oversize relay);
 //! - `ingest`: topic templates, payload decoding, rejections;
 //! - `pipeline`: the worker, windows, batches, rendering, alarm states;

@@ -1,9 +1,9 @@
 //! The daemon's configuration: one TOML file plus `LINEGUARD__SECTION__KEY`
 //! environment overrides, read with the `config` crate.
 //!
-//! - [`schema`]: what the file may say, with defaults (unknown keys are errors);
+//! - `schema`: what the file may say, with defaults (unknown keys are errors);
 //! - `validate`: each section checked, an error naming the key and the fix;
-//! - [`settings`]: the result, typed, with templates parsed, paths resolved,
+//! - `settings`: the result, typed, with templates parsed, paths resolved,
 //!   secrets read and durations in their units. Nothing outside this module
 //!   reads the schema.
 

@@ -26,19 +26,19 @@
 //!
 //! | channel | from → to | bound | why |
 //! | --- | --- | --- | --- |
-//! | inbound (one per pipeline) | router → worker | [`INBOUND_QUEUE`] | backpressure: a full one stops reading from the broker, which keeps the rest |
+//! | inbound (one per pipeline) | router → worker | `INBOUND_QUEUE` (1024) | backpressure: a full one stops reading from the broker, which keeps the rest |
 //! | swap (one per pipeline) | model watcher → worker | 1 | a model at a time; the watcher waits for the worker to take it |
 //! | committer queue (one per pipeline) | worker → committer thread | 256 turns | a stalled disk stops the worker (and so intake) instead of growing memory |
 //! | entries | workers → sink | unbounded | the sink takes them at once and bounds what it keeps (`outbox_max_bytes`); a bound would stall scoring behind a broker outage |
 //! | Sparkplug entries | workers → node's sink | unbounded | the same, for Sparkplug records |
-//! | control | workers, model watcher → sink | [`CONTROL_QUEUE`] | dead letters are `try_send` and dropped (counted) when full; `online` waits |
+//! | control | workers, model watcher → sink | `CONTROL_QUEUE` (1024) | dead letters are `try_send` and dropped (counted) when full; `online` waits |
 //! | link (one per sink) | connections → sink | unbounded | a connection must never wait for its sink, which waits on the connection's rendezvous channel |
 //! | intake link | telemetry connection → forwarder → sink | unbounded | as link; the sink hears only whether intake is subscribed |
 //! | acks | committers (and router) → acker | unbounded | at most what the broker lets through unacknowledged; a committer thread must not block on the async side |
 //! | end session | node's sink → node's connection | unbounded | one request per primary-host offline |
 //! | ready / attempted | connection → sink / start-up | oneshot | one answer each |
 //!
-//! A stop runs in the named phases of [`stop::Stop`], within
+//! A stop runs in the named phases of `stop::Stop`, within
 //! `state.drain_timeout_secs` of the signal.
 
 pub(crate) mod stop;

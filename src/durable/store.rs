@@ -31,8 +31,8 @@
 //!
 //! Faults at run time: after an I/O error (a full disk, say) redb refuses
 //! every further operation on the same handle, so the handle is closed and
-//! the file opened again on a later use, at most every [`REOPEN_AFTER`]
-//! (doubling up to [`REOPEN_MAX`]). The committers keep their turns and
+//! the file opened again on a later use, at most every `REOPEN_AFTER` (1 s)
+//! (doubling up to `REOPEN_MAX` (10 s)). The committers keep their turns and
 //! retry, so nothing is lost and scoring resumes by itself once the disk
 //! takes writes again.
 

@@ -303,7 +303,7 @@ impl Model {
     ///
     /// Windows go in chunks of at most the largest plan's batch; a chunk that
     /// fits no plan exactly is padded with copies of its last window up to the
-    /// next plan size (less than twice its size), and the padding's scores
+    /// next plan size (at most twice its size), and the padding's scores
     /// are dropped.
     pub fn run(&self, input: &[f32], n: usize, scores: &mut Vec<f32>) -> Result<(), ModelError> {
         self.run_with(&mut States::default(), input, n, scores)
@@ -311,7 +311,7 @@ impl Model {
 
     /// [`Model::run`], keeping tract's run states in `states` for the next
     /// run: a state owns its matrix-multiply scratch, so a fresh one per run
-    /// allocates and frees it every batch (a fifth of a one-window run). A
+    /// allocates and frees it every batch (BENCHMARKS.md: what it cost). A
     /// state made for another model's plan is replaced, never reused.
     pub fn run_with(
         &self,
@@ -379,13 +379,12 @@ impl Model {
 /// in, so that a window's score never depends on which others shared its
 /// run (a redelivered window must publish the same bytes, and a replay the
 /// daemon's). tract picks its kernels by batch size, and kernels sum in
-/// different orders: for the shipped model batch 1 differs from batches
-/// 2-256 in the last bits; for a scikit-learn export batches 64 and up
-/// differ from 2-32. So every plan runs a varied probe at load, and those
-/// that agree with batch 2 on it are kept (batch 2's own kernel, and every
-/// larger size up to the first that disagrees); one window alone then runs
-/// padded to batch 2. Within one plan a window's place in the batch changes
-/// nothing (each row is computed alike).
+/// different orders, so batch sizes can differ in a score's last bits.
+/// Every plan runs a varied probe at load, and those that agree with batch
+/// 2 on it are kept (batch 2's kernel, and every larger size up to the
+/// first that disagrees); one window alone then runs padded to batch 2.
+/// Within one plan a window's place in the batch changes nothing (each row
+/// is computed alike). `check-model` prints the sizes kept.
 fn alike(
     plans: Vec<(usize, Arc<Plan>)>,
     len: usize,

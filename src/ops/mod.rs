@@ -1,3 +1,14 @@
+//! Running it like plant equipment.
+//!
+//! - [`events`]: every metric and its log line, in one place;
+//! - `health`: what `/healthz`, the watchdog and `STATUS=` read;
+//! - `http`: `/metrics` and `/healthz`;
+//! - `status`: the retained `online`/`offline` payloads;
+//! - `systemd`: `READY`, `WATCHDOG`, `STATUS`, `STOPPING`;
+//! - `logging`: text for journald or a terminal, JSON on request;
+//! - `reload`: hot model swap on SIGHUP or a changed file;
+//! - `signals`: SIGTERM, SIGINT, SIGHUP.
+
 pub mod events;
 pub(crate) mod health;
 pub(crate) mod http;

@@ -1,17 +1,17 @@
 //! A pipeline: one model serving the devices of one input template, on a
 //! thread of its own (inference never stalls the async side).
 //!
-//! In: [`Inbound`] telemetry messages, from the router. Out: scores (and
+//! In: `Inbound` telemetry messages, from the router. Out: scores (and
 //! alarm states, Sparkplug records) numbered by the store and handed to the
 //! sinks at once, and each turn's changes to its committer, which makes
 //! them durable and only then releases the messages' acknowledgements.
 //!
-//! - [`worker`]: the turn: decode, window, batch, score, stage;
+//! - `worker`: the turn: decode, window, batch, score, stage;
 //! - [`window`]: per-device ring buffers, normalized on arrival;
-//! - [`batch`]: the windows of one model run;
-//! - [`render`]: what a scored window publishes (JSON score, alarm state,
+//! - `batch`: the windows of one model run;
+//! - `render`: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
-//! - [`alarm`]: alarm states with hysteresis and debounce.
+//! - `alarm`: alarm states with hysteresis and debounce.
 //!
 //! Invariants: a sample is applied to a window at most once (by `ts`); a
 //! window's score depends only on the window (never on its batch); nothing
