@@ -73,7 +73,6 @@ fn publish_range(p: &mut Publisher, devices: usize, ks: std::ops::Range<usize>) 
 }
 
 fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
-    let state = tempfile::tempdir().unwrap().keep();
     let spec = PipelineSpec::new(
         "bench",
         "models/line-mlp.onnx",
@@ -81,8 +80,8 @@ fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
         "plant/{line}/{machine}/lineguard/scores",
     );
     let extra = format!("[limits]\nmax_devices_per_pipeline = {}\n", devices + 10);
-    let text =
-        config(broker.port, id, &state, &[spec], &extra).replace("level = \"debug\"", "level = \"warn\"");
+    let text = config(broker.port, id, support::daemon::own_state(), &[spec], &extra)
+        .replace("level = \"debug\"", "level = \"warn\"");
     let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("LINEGUARD__")).collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let d = Daemon::start_with_env(&text, &env);
@@ -164,7 +163,7 @@ fn paced_latency(
 /// The null relay's rate: telemetry republished unchanged on the score
 /// topic by a plain client, measured like lineguard (windows need no filling).
 fn relay_rate(devices: usize) -> f64 {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let relay_in = loadgen::subscriber(broker.port, &["plant/+/+/telemetry"]);
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -225,7 +224,7 @@ fn broker_cpu(b: &Broker) -> f64 {
 
 /// Peak RSS of a daemon scoring `devices` devices (each window filled, then scored once more).
 fn peak_rss(devices: usize) -> u64 {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let daemon = start_daemon(&broker, "bench-rss", devices);
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
@@ -261,12 +260,12 @@ fn stock_rates(devices: usize) -> (f64, usize, f64, usize) {
             (got.len() as f64 / (last - t0).as_secs_f64().max(1e-9), N.saturating_sub(got.len()))
         };
     let (peer, peer_lost) = {
-        let broker = Broker::mosquitto_stock();
+        let broker = Broker::mosquitto().stock_limits().start();
         let sub = loadgen::subscriber(broker.port, &["plant/+/+/telemetry"]);
         let mut p = Publisher::new(broker.port);
         burst(&sub, &mut p, 0, |_| true)
     };
-    let broker = Broker::mosquitto_stock();
+    let broker = Broker::mosquitto().stock_limits().start();
     let daemon = start_daemon(&broker, "bench-stock", devices);
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
@@ -300,7 +299,7 @@ struct Scoring {
 
 /// lineguard's scoring rate on the pass-through's stream (windows filled first).
 fn scoring_rate(devices: usize) -> Scoring {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let daemon = start_daemon(&broker, "bench-rate", devices);
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
@@ -340,7 +339,7 @@ fn main() {
     // RATE msg/s, with lineguard's commit, inference and batch histograms.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("latency") {
         let rate: f64 = std::env::var("RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(5000.0);
-        let broker = Broker::mosquitto(false);
+        let broker = Broker::mosquitto().start();
         let daemon = start_daemon(&broker, "bench-lat", 1000);
         let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
         let mut p = Publisher::new(broker.port);
@@ -382,7 +381,7 @@ fn main() {
     println!("end to end through mosquitto on loopback, QoS 1, {devices} devices, SPEC payloads");
 
     // 1. The broker's own pass-through.
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let sub = loadgen::subscriber(broker.port, &["plant/+/+/telemetry"]);
     let mut p = Publisher::new(broker.port);
     let (busy0, gen0, t_start) = (broker_cpu(&broker), loadgen_cpu(), Instant::now());
@@ -417,7 +416,7 @@ fn main() {
     drop((sub, p, daemon, broker));
     let relay = relay_rate(devices);
     let mut broker_lat_half = {
-        let broker = Broker::mosquitto(false);
+        let broker = Broker::mosquitto().start();
         let sub = loadgen::subscriber(broker.port, &["plant/+/+/telemetry"]);
         let mut p = Publisher::new(broker.port);
         paced_latency(&mut p, &sub, lg_rate / 2.0, 3.0, devices, 0, false)

@@ -1,6 +1,6 @@
 """Simulated production-line telemetry with injected faults.
 
-This is the fault model the shipped MLP is trained on. `src/sim.rs` is its Rust
+This is the fault model the shipped MLP is trained on. `src/tools/sim.rs` is its Rust
 twin (used by `lineguard demo`); the constants below and there must stay equal.
 
 Each sample has 8 process features. A machine runs at a load level L in

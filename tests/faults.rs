@@ -23,7 +23,7 @@ use support::wait_until;
 /// disk full again, SIGTERM still exits within `drain_timeout_secs`.
 #[test]
 fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let disk = Tmpfs::mount(16);
     let state = disk.path().join("state");
     let mut daemon = Daemon::start_with_env(
@@ -89,7 +89,7 @@ fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
 #[test]
 fn oversize_messages_are_refused_and_the_stream_behind_them_flows() {
     for protocol in ["3.1.1", "5"] {
-        let broker = Broker::mosquitto_stock();
+        let broker = Broker::mosquitto().stock_limits().start();
         let id = format!("lg-oversize-{}", protocol.replace('.', ""));
         let extra = "[limits]\nmax_payload_bytes = 4096\ndead_letter_topic = \"lineguard/dead\"\n";
         let state = tempfile::tempdir().unwrap();
@@ -187,7 +187,9 @@ fn a_connection_that_dies_at_once_keeps_backing_off() {
 
 /// mosquitto with an ACL (`{dir}/acl`) on its plain listener.
 fn broker_with_acl(acl: &'static str) -> Broker {
-    Broker::mosquitto_with(false, "acl_file {dir}/acl\n", |dir| std::fs::write(dir.join("acl"), acl).unwrap())
+    Broker::mosquitto()
+        .config("acl_file {dir}/acl\n", move |dir| std::fs::write(dir.join("acl"), acl).unwrap())
+        .start()
 }
 
 /// An ACL that refuses the score topic: every refused score is logged as an
@@ -306,7 +308,7 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
     let fractions = [0.0, 0.03, 0.25, 0.6, 1.0];
     let mut outcomes = Vec::new();
     for (case, fraction) in fractions.iter().enumerate() {
-        let broker = Broker::mosquitto(false);
+        let broker = Broker::mosquitto().start();
         let state = tempfile::tempdir().unwrap();
         let id = format!("lg-damage{case}");
         let mut daemon = Daemon::start(&config(broker.port, &id, state.path(), &[line_pipeline()], ""));
@@ -358,7 +360,7 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
 /// all devices), so no window straddling the restart is scored.
 #[test]
 fn a_changed_card_never_reuses_the_old_windows() {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let models = tempfile::tempdir().unwrap();
     let model = support::line::copy_model(models.path());
     let card_text = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
@@ -434,7 +436,7 @@ fn a_changed_card_never_reuses_the_old_windows() {
 /// before it reaches the window; the device's later samples all score.
 #[test]
 fn a_sample_from_the_future_never_locks_a_device_out() {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let daemon = support::line::start_online(&broker, "lg-clock", &[line_pipeline()], "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let golden = Golden::load(LINE_GOLDEN);
@@ -472,7 +474,7 @@ fn a_sample_from_the_future_never_locks_a_device_out() {
 /// happens once the models are in.
 #[test]
 fn a_sighup_while_the_models_load_does_not_kill_the_daemon() {
-    let broker = Broker::mosquitto(false);
+    let broker = Broker::mosquitto().start();
     let models = tempfile::tempdir().unwrap();
     // The shipped model with 48 MiB of a field ONNX readers skip: slow to
     // read and hash, the same graph.

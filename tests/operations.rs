@@ -16,7 +16,7 @@ use support::wait_until;
 
 #[test]
 fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
-    let mut broker = Broker::mosquitto(false);
+    let mut broker = Broker::mosquitto().start();
     let state = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(broker.port, "lg-metrics", state.path(), &[line_pipeline()], ""));
     let status = Subscriber::new(broker.port, &["lineguard/lg-metrics/status"]);

@@ -4,20 +4,20 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
 use support::line::{
-    expect_exactly, is_score, line_pipeline, line_topic, score_topic, start_online, LINE_CARD, LINE_GOLDEN,
-    LINE_IN, LINE_MODEL, LINE_OUT,
+    collect_every_window, expect_exactly, is_score, line_pipeline, line_topic, score_topic, start_online,
+    LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT,
 };
 use support::mqtt::{Publisher, Subscriber};
 
 #[test]
 fn broker_restart_mid_stream_loses_no_window() {
-    let mut broker = Broker::mosquitto(true);
+    let mut broker = Broker::mosquitto().persistent().start();
     let daemon = start_online(&broker, "lg-brokerrestart", &[line_pipeline()], "");
     let sub = Subscriber::persistent(broker.port, &["plant/+/+/lineguard/scores"], "test-brokerrestart-sub");
     let golden = Golden::load(LINE_GOLDEN);
@@ -68,21 +68,7 @@ fn kill_9_mid_stream_then_restart_scores_every_window() {
     }
     p.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    loop {
-        got.extend(sub.collect(1, Duration::from_millis(500), Duration::ZERO, is_score));
-        let mut keys: Vec<(String, i64)> = got
-            .iter()
-            .map(|m| (m.json()["device"].as_str().unwrap().to_string(), m.json()["ts"].as_i64().unwrap()))
-            .collect();
-        keys.sort();
-        keys.dedup();
-        if keys.len() >= expected.len() || Instant::now() > deadline {
-            break;
-        }
-    }
-    got.extend(sub.collect(usize::MAX, Duration::from_millis(800), Duration::ZERO, is_score));
+    let got = collect_every_window(&sub, &expected, Duration::from_secs(30));
     let dups = check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
     eprintln!("kill -9: {} windows, {dups} identical duplicates", expected.len());
     assert!(daemon.is_running(), "{}", daemon.log());
@@ -212,11 +198,9 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
         p.flush(Duration::from_secs(10));
     };
     let wait_log = |daemon: &Daemon, needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !daemon.log().contains(needle) {
-            assert!(Instant::now() < deadline, "no `{needle}` in the log:\n{}", daemon.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        support::wait_until(&format!("`{needle}` in the log"), Duration::from_secs(20), || {
+            daemon.log().contains(needle)
+        })
     };
 
     publish(0..thirds);
@@ -247,7 +231,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
 
 #[test]
 fn broker_outage_is_quiet_and_sigterm_during_it_keeps_every_score() {
-    let mut broker = Broker::mosquitto(true);
+    let mut broker = Broker::mosquitto().persistent().start();
     let state = tempfile::tempdir().unwrap();
     let mut daemon = Daemon::start_with_env(
         &config(broker.port, "lg-outage", state.path(), &[line_pipeline()], ""),
@@ -283,18 +267,6 @@ fn broker_outage_is_quiet_and_sigterm_during_it_keeps_every_score() {
     broker.restart();
     daemon.spawn();
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = Vec::new();
-    while Instant::now() < deadline {
-        got.extend(sub.collect(usize::MAX, Duration::from_millis(500), Duration::ZERO, is_score));
-        let mut keys: Vec<String> =
-            got.iter().map(|m| format!("{}", m.json()["device"]) + &m.json()["ts"].to_string()).collect();
-        keys.sort();
-        keys.dedup();
-        if keys.len() >= expected.len() {
-            break;
-        }
-    }
-    got.extend(sub.collect(usize::MAX, Duration::from_millis(800), Duration::ZERO, is_score));
+    let got = collect_every_window(&sub, &expected, Duration::from_secs(30));
     check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
 }

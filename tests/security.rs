@@ -86,7 +86,7 @@ fn tls_broker(tls_port: u16) -> Broker {
         "listener {tls_port} 127.0.0.1\ncafile {{dir}}/ca.pem\ncertfile {{dir}}/server.pem\nkeyfile {{dir}}/server.key\n\
          require_certificate true\nallow_anonymous false\npassword_file {{dir}}/passwd\n"
     );
-    Broker::mosquitto_with(false, &extra, make_pki)
+    Broker::mosquitto().config(&extra, make_pki).start()
 }
 
 /// A daemon connecting over TLS on `tls_port` with these CA and password.
@@ -98,8 +98,7 @@ fn daemon(broker: &Broker, tls_port: u16, id: &str, ca: &str, password: &str) ->
          cert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n",
         d = dir.display()
     );
-    let state = tempfile::tempdir().unwrap().keep();
-    let text = config(tls_port, id, &state, &[line_pipeline()], "").replacen(
+    let text = config(tls_port, id, support::daemon::own_state(), &[line_pipeline()], "").replacen(
         "\n[state]",
         &format!("\n{mqtt_extra}\n[state]"),
         1,
@@ -196,13 +195,15 @@ fn check_config_never_prints_secrets() {
 /// mosquitto whose second listener (`port`) needs user `lg` with `password`.
 fn password_broker(port: u16, password: &'static str) -> Broker {
     let extra = format!("listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {{dir}}/passwd\n");
-    Broker::mosquitto_with(false, &extra, move |dir| {
-        let out = Command::new("mosquitto_passwd")
-            .args(["-b", "-c", dir.join("passwd").to_str().unwrap(), "lg", password])
-            .output()
-            .expect("mosquitto_passwd (package mosquitto)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    })
+    Broker::mosquitto()
+        .config(&extra, move |dir| {
+            let out = Command::new("mosquitto_passwd")
+                .args(["-b", "-c", dir.join("passwd").to_str().unwrap(), "lg", password])
+                .output()
+                .expect("mosquitto_passwd (package mosquitto)");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        })
+        .start()
 }
 
 /// Environment values are taken as written: a client id `007` and a

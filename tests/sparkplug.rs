@@ -23,9 +23,8 @@ fn node_topic(kind: &str) -> String {
 /// A daemon whose `press-line` pipeline publishes Sparkplug B; `sparkplug`
 /// is extra text for the `[sparkplug]` section.
 fn start(broker: &Broker, client_id: &str, sparkplug: &str) -> Daemon {
-    let state = tempfile::tempdir().unwrap().keep();
     let extra = format!("[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n{sparkplug}");
-    let mut text = config(broker.port, client_id, &state, &[], &extra);
+    let mut text = config(broker.port, client_id, support::daemon::own_state(), &[], &extra);
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
          format = \"sparkplug\"\ndevice_id = \"{{line}}-{{machine}}\"\n",
@@ -240,8 +239,7 @@ fn sparkplug_ddata_is_telemetry_input_by_alias() {
     let broker = Broker::start();
     let golden = Golden::load(LINE_GOLDEN);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let state = tempfile::tempdir().unwrap().keep();
-    let mut text = config(broker.port, "lg-spb-in", &state, &[], "");
+    let mut text = config(broker.port, "lg-spb-in", support::daemon::own_state(), &[], "");
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"spBv1.0/{{line}}/DDATA/cell7/{{machine}}\"\n\
          output_topic = \"plant/{{line}}/{{machine}}/lineguard/scores\"\n",
@@ -332,11 +330,10 @@ fn sparkplug_ddata_is_telemetry_input_by_alias() {
 fn an_evicted_device_dies_with_a_ddeath() {
     let broker = Broker::start();
     let sub = Subscriber::new(broker.port, &["spBv1.0/#"]);
-    let state = tempfile::tempdir().unwrap().keep();
     let extra = format!(
         "[limits]\nmax_devices_per_pipeline = 3\n\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n"
     );
-    let mut text = config(broker.port, "lg-spb-evict", &state, &[], &extra);
+    let mut text = config(broker.port, "lg-spb-evict", support::daemon::own_state(), &[], &extra);
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
          format = \"sparkplug\"\n",

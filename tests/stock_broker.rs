@@ -23,7 +23,7 @@ const MQTT_5: &[(&str, &str)] = &[("LINEGUARD__MQTT__PROTOCOL", "5")];
 /// window is scored exactly once.
 fn line_loses_nothing(id: &str, env: &[(&str, &str)], devices: usize, per_device: usize, pause_every: usize) {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let broker = Broker::mosquitto_stock();
+    let broker = Broker::mosquitto().stock_limits().start();
     let daemon = start_online_with_env(
         &broker,
         id,

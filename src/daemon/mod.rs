@@ -132,6 +132,7 @@ pub async fn run(
                 settings.mqtt.port,
                 settings.mqtt.tls.as_ref(),
                 crate::mqtt::relay_limit(&settings),
+                &settings.state.dir,
             )
             .context("cannot start the telemetry connection's relay")?,
         ),

@@ -8,7 +8,8 @@
 //! such messages itself); 3.1.1 has none, so over 3.1.1 the telemetry
 //! connection runs through this relay:
 //!
-//! - rumqttc connects to a Unix socket in a private directory (0700); for
+//! - rumqttc connects to a Unix socket in the state directory (the
+//!   daemon's own, created 0600 under the unit's `UMask=0077`); for
 //!   each connection the relay connects to the broker (TCP, or TLS with the
 //!   configured CA and client certificate) and copies what rumqttc sends
 //!   unchanged;
@@ -88,29 +89,55 @@ pub struct Relay {
     /// socket closing).
     error: Arc<Mutex<Option<String>>>,
     accept: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    /// Where the socket is when `state.dir`'s path is too long for one.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
         self.accept.abort();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
+/// A Unix socket's path must fit `sockaddr_un` (108 bytes, with its NUL).
+const SOCKET_PATH_MAX: usize = 100;
+
 impl Relay {
-    /// Listen on a fresh private socket; each connection rumqttc makes
-    /// there is relayed to `host:port` (over TLS with `tls`). PUBLISH
-    /// packets whose remaining length exceeds `limit` get a stand-in.
-    pub fn start(host: &str, port: u16, tls: Option<&TlsMaterial>, limit: usize) -> anyhow::Result<Relay> {
+    /// Listen on a socket in `dir` (the state directory: one socket per
+    /// daemon, and one a crash left behind is replaced); each connection
+    /// rumqttc makes there is relayed to `host:port` (over TLS with `tls`).
+    /// PUBLISH packets whose remaining length exceeds `limit` get a stand-in.
+    pub fn start(
+        host: &str,
+        port: u16,
+        tls: Option<&TlsMaterial>,
+        limit: usize,
+        dir: &Path,
+    ) -> anyhow::Result<Relay> {
         let tls = match tls {
             Some(t) => Some((TlsConnector::from(Arc::new(client_config(t)?)), server_name(host)?)),
             None => None,
         };
         let upstream = Upstream { host: host.to_string(), port, tls };
-        // Private to this user (0700): the socket opens a broker session
-        // with our TLS client certificate.
-        let dir = tempfile::Builder::new().prefix("lineguard-").tempdir()?;
-        let socket = dir.path().join("telemetry.sock");
+        // Private to the daemon: the socket opens a broker session with our
+        // TLS client certificate. In the state directory, so that a kill -9
+        // leaves nothing behind that the next start does not reuse.
+        let mut socket = dir.join("mqtt-relay.sock");
+        let mut fallback = None;
+        if socket.as_os_str().len() > SOCKET_PATH_MAX {
+            let private = tempfile::Builder::new().prefix("lineguard-").tempdir()?;
+            socket = private.path().join("mqtt-relay.sock");
+            fallback = Some(private);
+        }
+        std::fs::create_dir_all(dir)?;
+        match std::fs::symlink_metadata(&socket) {
+            Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+                std::fs::remove_file(&socket)?
+            }
+            Ok(_) => anyhow::bail!("{} exists and is not a socket", socket.display()),
+            Err(_) => {}
+        }
         let listener = UnixListener::bind(&socket)?;
         let error = Arc::new(Mutex::new(None));
         let errors = error.clone();
@@ -123,7 +150,7 @@ impl Relay {
                 tokio::spawn(serve(client, upstream.clone(), limit, errors.clone()));
             }
         });
-        Ok(Relay { socket, error, accept, _dir: dir })
+        Ok(Relay { socket, error, accept, _dir: fallback })
     }
 
     /// The socket rumqttc connects to.

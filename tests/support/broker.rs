@@ -28,78 +28,94 @@ pub struct Broker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
-    persistent: bool,
+    settings: Settings,
+    /// rumqttd in-process (cannot be stopped or restarted).
     embedded: bool,
-    /// More mosquitto.conf lines (extra listeners), after the plain one.
+}
+
+/// How a test's mosquitto is configured.
+#[derive(Default)]
+struct Settings {
+    persistent: bool,
+    /// More mosquitto.conf lines (extra listeners, an ACL), after the plain one.
     extra: String,
     /// mosquitto's own limits (20 in flight, 1000 queued per client) instead of none.
     stock: bool,
 }
 
+/// Writes files into the broker's directory before it starts.
+type Prepare = Box<dyn FnOnce(&Path)>;
+
+/// A mosquitto to start: `Broker::mosquitto().persistent().start()`.
+#[must_use]
+pub struct Builder {
+    settings: Settings,
+    prepare: Option<Prepare>,
+}
+
+impl Builder {
+    /// Persistence on: sessions and queued messages survive a restart.
+    pub fn persistent(mut self) -> Self {
+        self.settings.persistent = true;
+        self
+    }
+
+    /// mosquitto as installed: its default per-client limits apply (at most
+    /// 20 unacknowledged QoS 1 messages in flight to an MQTT 3.1.1 client, an
+    /// MQTT 5 client setting its own; 1000 queued, the rest dropped).
+    pub fn stock_limits(mut self) -> Self {
+        self.settings.stock = true;
+        self
+    }
+
+    /// More mosquitto.conf lines (`{dir}` stands for the broker's
+    /// directory), with per-listener settings on (the plain listener on
+    /// `port` stays anonymous); `prepare` runs first, with that directory,
+    /// to write the certificates, password files or ACLs they refer to.
+    pub fn config(mut self, extra: &str, prepare: impl FnOnce(&Path) + 'static) -> Self {
+        self.settings.extra = extra.to_string();
+        self.prepare = Some(Box::new(prepare));
+        self
+    }
+
+    pub fn start(self) -> Broker {
+        let mut b = Broker {
+            port: free_port().expect("free port"),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            settings: self.settings,
+            embedded: false,
+        };
+        if let Some(prepare) = self.prepare {
+            prepare(b.dir.path());
+        }
+        b.settings.extra = b.settings.extra.replace("{dir}", &b.dir.path().display().to_string());
+        b.launch();
+        b
+    }
+}
+
 impl Broker {
     /// mosquitto if installed, else the embedded broker (announced).
     pub fn start() -> Broker {
-        match mosquitto_binary() {
-            Some(_) => Self::mosquitto(false),
-            None => {
-                eprintln!(
-                    "NOTE: mosquitto is not installed; this test runs against the embedded rumqttd broker"
-                );
-                let port = free_port().expect("free port");
-                start_embedded(port).expect("embedded broker");
-                Broker {
-                    port,
-                    dir: tempfile::tempdir().unwrap(),
-                    child: None,
-                    persistent: false,
-                    embedded: true,
-                    extra: String::new(),
-                    stock: false,
-                }
-            }
+        if mosquitto_binary().is_some() {
+            return Self::mosquitto().start();
+        }
+        eprintln!("NOTE: mosquitto is not installed; this test runs against the embedded rumqttd broker");
+        let port = free_port().expect("free port");
+        start_embedded(port).expect("embedded broker");
+        Broker {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            settings: Settings::default(),
+            embedded: true,
         }
     }
 
-    /// mosquitto, required (restart and persistence tests need a real one).
-    pub fn mosquitto(persistent: bool) -> Broker {
-        Self::mosquitto_with(persistent, "", |_| {})
-    }
-
-    /// mosquitto with more listeners: `extra` is appended to its config, with
-    /// per-listener settings on (the plain listener on `port` stays
-    /// anonymous). `prepare` runs first, with the broker's directory, to
-    /// write certificates or password files the extra lines refer to.
-    pub fn mosquitto_with(persistent: bool, extra: &str, prepare: impl FnOnce(&Path)) -> Broker {
-        let mut b = Broker {
-            port: free_port().expect("free port"),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            persistent,
-            embedded: false,
-            extra: extra.to_string(),
-            stock: false,
-        };
-        prepare(b.dir.path());
-        b.extra = b.extra.replace("{dir}", &b.dir.path().display().to_string());
-        b.launch();
-        b
-    }
-
-    /// mosquitto as installed: its default per-client limits apply (at most 20
-    /// unacknowledged QoS 1 messages in flight to an MQTT 3.1.1 client, an
-    /// MQTT 5 client setting its own; 1000 queued, the rest dropped).
-    pub fn mosquitto_stock() -> Broker {
-        let mut b = Broker {
-            port: free_port().expect("free port"),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            persistent: false,
-            embedded: false,
-            extra: String::new(),
-            stock: true,
-        };
-        b.launch();
-        b
+    /// mosquitto, required (restart, persistence, TLS and ACL tests need a real one).
+    pub fn mosquitto() -> Builder {
+        Builder { settings: Settings::default(), prepare: None }
     }
 
     fn launch(&mut self) {
@@ -108,17 +124,18 @@ impl Broker {
             .expect("this test needs mosquitto (apt-get install mosquitto); .ci/run installs it");
         let conf = self.dir.path().join("mosquitto.conf");
         let dir = self.dir.path().display();
-        let per_listener = if self.extra.is_empty() { "" } else { "per_listener_settings true\n" };
-        let limits = if self.stock { "" } else { "max_queued_messages 0\nmax_inflight_messages 0\n" };
+        let per_listener = if self.settings.extra.is_empty() { "" } else { "per_listener_settings true\n" };
+        let limits =
+            if self.settings.stock { "" } else { "max_queued_messages 0\nmax_inflight_messages 0\n" };
         std::fs::write(
             &conf,
             format!(
                 "{per_listener}user root\npersistence {persist}\npersistence_location {dir}/\nautosave_interval 1\n\
                  {limits}log_dest file {dir}/mosquitto.log\n\
                  listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n",
-                persist = self.persistent,
+                persist = self.settings.persistent,
                 port = self.port,
-                extra = self.extra,
+                extra = self.settings.extra,
             ),
         )
         .unwrap();

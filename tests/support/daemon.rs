@@ -4,6 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// Put this for `state.dir` in a config to have it inside the daemon's own
+/// temporary directory (removed with it).
+pub const STATE: &str = "{state}";
+
+/// The state directory the config's [`STATE`] stands for.
+pub fn own_state() -> &'static Path {
+    Path::new(STATE)
+}
+
 /// One pipeline of a test config.
 pub struct PipelineSpec<'a> {
     pub name: &'a str,
@@ -68,7 +77,8 @@ impl Daemon {
     pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("lineguard.toml");
-        std::fs::write(&config, config_text).unwrap();
+        let state = dir.path().join("state").display().to_string();
+        std::fs::write(&config, config_text.replace(STATE, &state)).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut d = Daemon { child: None, env, log: dir.path().join("lineguard.log"), dir, config };
         d.spawn();

@@ -43,8 +43,10 @@ pub fn start_online_with_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> Daemon {
-    let state = tempfile::tempdir().unwrap().keep();
-    let daemon = Daemon::start_with_env(&config(broker.port, client_id, &state, pipelines, extra), env);
+    let daemon = Daemon::start_with_env(
+        &config(broker.port, client_id, super::daemon::own_state(), pipelines, extra),
+        env,
+    );
     wait_online(broker, client_id);
     daemon
 }
