@@ -11,7 +11,8 @@ use support::broker::Broker;
 use support::daemon::{config, Daemon};
 use support::golden::{card_scores, check_scores_at_least_once, Golden};
 use support::line::{
-    collect_every_window, line_pipeline, line_topic, score_topic, wait_online, LINE_CARD, LINE_GOLDEN,
+    collect_every_window, line_pipeline, line_topic, publish_samples, score_topic, wait_online, LINE_CARD,
+    LINE_GOLDEN,
 };
 use support::mqtt::{Publisher, Subscriber};
 use support::tmpfs::Tmpfs;
@@ -38,10 +39,7 @@ fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
 
     let filler = disk.fill();
     let mut p = Publisher::new(broker.port);
-    for (device, s) in first {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, first);
     wait_until("healthz 503 while commits fail", Duration::from_secs(20), || {
         let (code, body) = daemon.http_get("/healthz");
         code == 503 && body.contains("state store cannot commit")
@@ -55,10 +53,7 @@ fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    for (device, s) in second {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, second);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     let got = collect_every_window(&sub, &expected, Duration::from_secs(60));
     check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
@@ -315,10 +310,7 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
         wait_online(&broker, &id);
         let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
         let mut p = Publisher::new(broker.port);
-        for (device, s) in first {
-            p.publish(&line_topic(device), Golden::payload(s));
-        }
-        p.flush(Duration::from_secs(10));
+        publish_samples(&mut p, first);
         std::thread::sleep(Duration::from_millis(800));
         daemon.kill9();
         let file = state.path().join("state.redb");
@@ -331,10 +323,7 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
 
         daemon.spawn();
         wait_online(&broker, &id);
-        for (device, s) in second {
-            p.publish(&line_topic(device), Golden::payload(s));
-        }
-        p.flush(Duration::from_secs(10));
+        publish_samples(&mut p, second);
         let got = sub.collect(usize::MAX, Duration::from_secs(4), Duration::ZERO, support::line::is_score);
         let n = check_no_wrong_score(&got, &golden);
         assert!(daemon.is_running(), "page {page} of {pages}: the daemon stopped:\n{}", daemon.log());
@@ -377,10 +366,7 @@ fn a_changed_card_never_reuses_the_old_windows() {
     let samples = golden.interleaved();
     let (first, second) = samples.split_at(samples.len() / 2);
     let mut p = Publisher::new(broker.port);
-    for (device, s) in first {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, first);
     std::thread::sleep(Duration::from_millis(500));
     assert!(daemon.sigterm(Duration::from_secs(15)).success());
 
@@ -405,10 +391,7 @@ fn a_changed_card_never_reuses_the_old_windows() {
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     daemon.spawn();
     wait_online(&broker, "lg-card");
-    for (device, s) in second {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, second);
     let got = sub.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, support::line::is_score);
     // Per device: the 16th sample after the restart is the first that can end a window.
     for (device, device_samples) in &golden.devices {
@@ -459,10 +442,7 @@ fn a_sample_from_the_future_never_locks_a_device_out() {
     );
     assert!(!metrics.contains("reason=\"out_of_order\""), "{metrics}");
     // The same samples again (a device that resends): duplicates, not rejections.
-    for (device, s) in golden.interleaved().into_iter().rev().take(4) {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, &golden.interleaved().into_iter().rev().take(4).collect::<Vec<_>>());
     wait_until("duplicates counted", Duration::from_secs(10), || {
         daemon.http_get("/metrics").1.contains("lineguard_duplicates_total{pipeline=\"press-line\"} 4")
     });

@@ -10,8 +10,8 @@ use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
 use support::line::{
-    collect_every_window, expect_exactly, is_score, line_pipeline, line_topic, score_topic, start_online,
-    LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT,
+    collect_every_window, expect_exactly, is_score, line_pipeline, line_topic, publish_samples, score_topic,
+    start_online, LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT,
 };
 use support::mqtt::{Publisher, Subscriber};
 
@@ -25,19 +25,13 @@ fn broker_restart_mid_stream_loses_no_window() {
     let (first, second) = samples.split_at(samples.len() / 2);
 
     let mut p = Publisher::new(broker.port);
-    for (device, s) in first {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, first);
     // Restart while the daemon is still scoring and publishing the first half.
     broker.restart();
     let status = Subscriber::new(broker.port, &["lineguard/lg-brokerrestart/status"]);
     status.wait_for("lineguard/lg-brokerrestart/status", "\"online\"", Duration::from_secs(30));
     let mut p = Publisher::new(broker.port);
-    for (device, s) in second {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, second);
 
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     let got = sub.collect(expected.len() * 3, Duration::from_secs(30), Duration::ZERO, is_score);
@@ -192,10 +186,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     let thirds = samples.len() / 3;
     let mut p = Publisher::new(broker.port);
     let mut publish = |range: std::ops::Range<usize>| {
-        for (device, s) in &samples[range] {
-            p.publish(&line_topic(device), Golden::payload(s));
-        }
-        p.flush(Duration::from_secs(10));
+        publish_samples(&mut p, &samples[range]);
     };
     let wait_log = |daemon: &Daemon, needle: &str| {
         support::wait_until(&format!("`{needle}` in the log"), Duration::from_secs(20), || {
@@ -245,10 +236,7 @@ fn broker_outage_is_quiet_and_sigterm_during_it_keeps_every_score() {
     let sub = Subscriber::persistent(broker.port, &["plant/+/+/lineguard/scores"], "test-outage-sub");
     let golden = Golden::load(LINE_GOLDEN);
     let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_samples(&mut p, &golden.interleaved());
     broker.stop();
 
     // Down for 4 s: backoff, not a busy loop; one warning, not a flood.

@@ -68,7 +68,13 @@ pub fn copy_model(dir: &std::path::Path) -> std::path::PathBuf {
 /// Publish a golden stream, devices interleaved sample by sample, and wait
 /// until the broker has acknowledged all of it.
 pub fn publish_interleaved(p: &mut Publisher, golden: &Golden) {
-    for (device, sample) in golden.interleaved() {
+    publish_samples(p, &golden.interleaved());
+}
+
+/// Publish these samples of the line in order, each on its device's topic,
+/// and wait until the broker has acknowledged all of them.
+pub fn publish_samples(p: &mut Publisher, samples: &[(&str, &super::golden::Sample)]) {
+    for (device, sample) in samples {
         p.publish(&line_topic(device), Golden::payload(sample));
     }
     p.flush(Duration::from_secs(10));
