@@ -18,7 +18,7 @@
 //!    CPU seconds per 10k messages.
 //!
 //! Publisher and subscribers are the lean clients of `support/loadgen.rs`
-//! (since s8), so that the broker, not the load generator, sets the peer.
+//! so that the broker, not the load generator, sets the peer.
 
 #[path = "../tests/support/mod.rs"]
 mod support;

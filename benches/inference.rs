@@ -3,9 +3,10 @@
 //!     cargo bench --bench inference
 //!
 //! Prints microseconds per window at batch 1, 16, 32, 64, 128 and 256 for
-//! both (the target names 1 and 256; the sizes between show that no smaller
-//! chunk beats one run of 256 for tract), and the
-//! ratio tract / ONNX Runtime (below 1: tract is faster). ONNX Runtime runs in
+//! both, and the ratio tract / ONNX Runtime (below 1: tract is faster). It
+//! also prints the batch sizes the model kept plans for: a batch larger than
+//! the largest runs as chunks of that size, which is why the ratio grows with
+//! the batch above it. ONNX Runtime runs in
 //! Python (`pip install -r models/requirements.txt`); without it the
 //! benchmark fails and says so.
 
@@ -68,6 +69,7 @@ fn main() {
     let ort: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ort_bench.py prints JSON");
 
     println!("inference, shipped model line-mlp (128 -> 64 -> 32 -> 2), one thread each");
+    println!("tract plans kept for batch sizes {:?}", model.batch_sizes());
     println!(
         "{:<8} {:>16} {:>20} {:>14}",
         "batch", "tract us/window", "onnxruntime us/window", "tract / ORT"

@@ -84,9 +84,9 @@ fn a_fast_line_through_stock_mosquitto_over_mqtt_5_loses_nothing() {
 /// A raw burst of 1900 messages, published as fast as the broker takes
 /// them. Over MQTT 5 lineguard asks for up to 1000 unacknowledged messages
 /// (`mqtt.receive_maximum`), so the broker's queue of 1000 holds the rest
-/// whatever the disk's speed. (Over 3.1.1 only 20 + 1000 fit; it lost 678
-/// windows of 1825 on the development machine in session 6, and 570-590 in
-/// session 7 with scores on their own connection: README, "Broker settings".)
+/// whatever the disk's speed. (Over 3.1.1 only 20 + 1000 fit, so the same
+/// burst loses about a third of its windows: README, "Broker settings";
+/// BENCHMARKS.md has the counts.)
 #[test]
 fn a_raw_burst_through_stock_mosquitto_over_mqtt_5_loses_nothing() {
     line_loses_nothing("lg-stock-burst", MQTT_5, 5, 380, 0);

@@ -3,8 +3,8 @@
 //! PUBLISH packets off a buffered socket and answers PUBACKs in batches. The
 //! rumqttc clients of the tests hand every message through channels and an
 //! event loop thread; at 40k msg/s they took 0.9 of a core of the two the
-//! broker and lineguard share (s8), so the generator itself held the peer
-//! back.
+//! broker and lineguard share, so the generator itself held the peer back
+//! (BENCHMARKS.md).
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
