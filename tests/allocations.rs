@@ -1,5 +1,6 @@
 //! The per-message path allocates nothing once a device is known: topic
-//! matching, decoding the SPEC JSON payload, pushing the sample into the
+//! matching, decoding the payload (lineguard's SPEC JSON and Telegraf's),
+//! pushing the sample into the
 //! device's window and copying a full window into the batch. Allocations are
 //! counted on this thread by a counting global allocator.
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 
 use counting_alloc::{counted, Counting};
 use lineguard::ingest::decode::{Decoded, Decoder};
+use lineguard::ingest::format::InputFormat;
 use lineguard::ingest::topic::TopicTemplate;
 use lineguard::model::card::Normalize;
 use lineguard::pipeline::window::{Pushed, Windows};
@@ -33,14 +35,15 @@ struct Path {
 }
 
 impl Path {
-    fn new() -> Self {
+    fn new(format: InputFormat) -> Self {
         let features: Vec<String> = lineguard::tools::sim::FEATURES.iter().map(|s| s.to_string()).collect();
         let norm = Normalize { mean: vec![100.0; FEATURES], std: vec![10.0; FEATURES] };
         Self {
             template: TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap(),
-            decoder: Decoder::new(&features),
+            decoder: Decoder::new(&features).reading(format, format.default_ts_unit()),
             decoded: Decoded::default(),
-            windows: Windows::new(WINDOW, FEATURES, 1).normalizing(Some(norm)),
+            // A gap limit the stream never crosses: the check runs, no reset.
+            windows: Windows::new(WINDOW, FEATURES, 1).normalizing(Some(norm)).resetting_after(Some(60_000)),
             evicted: Vec::new(),
             input: Vec::with_capacity(DEVICES * WINDOW * FEATURES),
             pending: Vec::with_capacity(DEVICES),
@@ -81,8 +84,38 @@ fn topic(d: usize) -> String {
     format!("plant/line{}/m{d}/telemetry", d % 4)
 }
 
+/// One sample in `format`.
+fn sample(format: InputFormat, ts: i64, values: &[f64; FEATURES]) -> Vec<u8> {
+    match format {
+        InputFormat::Telegraf => {
+            let fields: serde_json::Map<String, serde_json::Value> = lineguard::tools::sim::FEATURES
+                .iter()
+                .zip(values)
+                .map(|(f, v)| (f.to_string(), (*v).into()))
+                .collect();
+            serde_json::json!({"fields": fields, "name": "press", "tags": {"host": "gw01"}, "timestamp": ts as f64 / 1000.0})
+                .to_string()
+                .into_bytes()
+        }
+        _ => lineguard::tools::sim::payload(ts, values),
+    }
+}
+
+/// Several samples in one message of `format`.
+fn batch_of(format: InputFormat, samples: Vec<Vec<u8>>) -> Vec<u8> {
+    let (open, close) = match format {
+        InputFormat::Telegraf => (&b"{\"metrics\":["[..], &b"]}"[..]),
+        // SPEC: a JSON array of samples is a batch, in order.
+        _ => (&b"["[..], &b"]"[..]),
+    };
+    let mut out = open.to_vec();
+    out.extend(samples.join(&b","[..]));
+    out.extend(close);
+    out
+}
+
 /// Payloads of `rounds` rounds, one message per device each, made before counting.
-fn payloads(rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
+fn payloads(format: InputFormat, rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
     (0..rounds)
         .map(|r| {
             (0..DEVICES)
@@ -91,7 +124,8 @@ fn payloads(rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
                         .map(|s| {
                             let ts = first_ts + ((r * batch + s) as i64) * 100;
                             let v = (d + r + s) as f64;
-                            lineguard::tools::sim::payload(
+                            sample(
+                                format,
                                 ts,
                                 &[v, v + 1.0, v + 2.0, v + 3.0, v + 4.0, v + 5.0, v + 6.0, 0.5],
                             )
@@ -100,11 +134,7 @@ fn payloads(rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
                     if batch == 1 {
                         samples.into_iter().next().unwrap()
                     } else {
-                        // SPEC: a JSON array of samples is a batch, in order.
-                        let mut out = b"[".to_vec();
-                        out.extend(samples.join(&b","[..]));
-                        out.push(b']');
-                        out
+                        batch_of(format, samples)
                     }
                 })
                 .collect()
@@ -112,12 +142,12 @@ fn payloads(rounds: usize, first_ts: i64, batch: usize) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn steady_state_allocations(batch: usize) {
-    let mut path = Path::new();
+fn steady_state_allocations(format: InputFormat, batch: usize) {
+    let mut path = Path::new(format);
     let topics: Vec<String> = (0..DEVICES).map(topic).collect();
     let warm_rounds = WINDOW.div_ceil(batch) + 1;
     let measured_rounds = 8;
-    let all = payloads(warm_rounds + measured_rounds, 1_732_400_000_000, batch);
+    let all = payloads(format, warm_rounds + measured_rounds, 1_732_400_000_000, batch);
     let (warm, measured) = all.split_at(warm_rounds);
 
     // Warm-up: devices are new, windows fill, buffers grow to their size.
@@ -141,18 +171,24 @@ fn steady_state_allocations(batch: usize) {
     assert_eq!(ready, messages * batch, "every sample completes a window (hop 1, windows full)");
     assert_eq!(
         allocations, 0,
-        "{allocations} allocations in {messages} messages ({batch} samples each): topic match, decode and window must not allocate"
+        "{allocations} allocations in {messages} {format:?} messages ({batch} samples each): topic match, decode and window must not allocate"
     );
 }
 
 #[test]
 fn topic_decode_and_window_allocate_nothing_per_message() {
-    steady_state_allocations(1);
+    steady_state_allocations(InputFormat::Lineguard, 1);
 }
 
 #[test]
 fn a_batch_payload_allocates_nothing_per_sample() {
-    steady_state_allocations(4);
+    steady_state_allocations(InputFormat::Lineguard, 4);
+}
+
+#[test]
+fn telegraf_metrics_allocate_nothing_per_message() {
+    steady_state_allocations(InputFormat::Telegraf, 1);
+    steady_state_allocations(InputFormat::Telegraf, 4);
 }
 
 #[test]
@@ -174,4 +210,78 @@ fn matching_a_topic_allocates_nothing_whatever_the_template() {
     let (key, allocations) = counted(|| split.device_key("site/a/raw/m1").map(|k| k.into_owned()));
     assert_eq!(key.as_deref(), Some("a/m1"));
     assert!(allocations > 0, "the counting allocator saw no allocation");
+}
+
+#[test]
+fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
+    use lineguard::ingest::format::TsUnit;
+    use lineguard::ingest::tag::{self, TagKeys};
+    use lineguard::model::card::SampleClock;
+
+    let features: Vec<String> = lineguard::tools::sim::FEATURES.iter().map(|s| s.to_string()).collect();
+    let template = TopicTemplate::parse_input("uns/{line}/{machine}/{feature}")
+        .unwrap()
+        .naming_features_by("feature")
+        .unwrap();
+    let decoder = Decoder::new(&features);
+    let keys = TagKeys::default();
+    let clock = SampleClock { period_ms: 100, stale_after_ms: 300 };
+    let mut windows = Windows::new(WINDOW, FEATURES, 1).on_clock(Some(clock));
+    let mut decoded = Decoded::default();
+    let mut evicted = Vec::new();
+    let mut input = vec![0f32; WINDOW * FEATURES];
+    // Per grid point, per device, each tag a little before the point.
+    let rounds = WINDOW + 2 + 8;
+    let messages: Vec<Vec<(String, Vec<u8>)>> = (0..rounds)
+        .map(|k| {
+            (0..DEVICES)
+                .flat_map(|d| {
+                    features.iter().enumerate().map(move |(f, name)| {
+                        let ts = 1_732_400_000_000 + (k as i64) * 100 - 40 + f as i64;
+                        let topic = format!("uns/line{}/m{d}/{name}", d % 4);
+                        (topic, format!(r#"{{"value": {}, "timestamp": {ts}}}"#, d + f + k).into_bytes())
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut round = |windows: &mut Windows, msgs: &[(String, Vec<u8>)]| {
+        let mut ready = 0;
+        for (topic, payload) in msgs {
+            let device = template.device_key(topic).expect("matches");
+            let f = decoder.feature_index(template.feature(topic).unwrap()).unwrap();
+            tag::decode(&keys, TsUnit::Ms, f, FEATURES, payload, &mut decoded);
+            assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
+            let ts = decoded.ts[0].unwrap();
+            windows.admit(&device, ts, 0, &mut evicted).unwrap();
+            while let Some(p) = windows.advance(&device, ts) {
+                if let Pushed::Ready { .. } = p {
+                    assert!(windows.write_window(&device, &mut input));
+                    ready += 1;
+                }
+            }
+            windows.hold(&device, ts, &decoded.values[..FEATURES]);
+        }
+        ready
+    };
+    let (warm, measured) = messages.split_at(WINDOW + 2);
+    for msgs in warm {
+        round(&mut windows, msgs);
+        windows.take_dirty();
+    }
+    let mut ready = 0;
+    let mut allocations = 0;
+    for msgs in measured {
+        let (n, a) = counted(|| round(&mut windows, msgs));
+        ready += n;
+        allocations += a;
+        windows.take_dirty();
+    }
+    assert_eq!(ready, measured.len() * DEVICES, "each grid point completes a window per device");
+    assert_eq!(
+        allocations,
+        0,
+        "{allocations} allocations in {} tag messages",
+        measured.len() * DEVICES * FEATURES
+    );
 }

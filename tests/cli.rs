@@ -148,7 +148,7 @@ fn check_config_prints_effective_settings_with_secrets_masked() {
     assert!(!out.contains("hunter2"), "password leaked:\n{out}");
     assert!(out.contains("********"), "{out}");
     assert!(out.contains("port = 2883"), "environment override not applied:\n{out}");
-    assert!(out.contains("subscribes `plant/+/+/telemetry`"), "{out}");
+    assert!(out.contains("subscribes `plant/+/+/telemetry` (lineguard payloads, timestamps in ms)"), "{out}");
     assert!(out.contains("hop = 1"), "defaults shown:\n{out}");
 }
 
@@ -169,6 +169,12 @@ fn check_config_fails_clearly() {
         ),
         (CONFIG.replace("model = \"MODEL\"", "model = \"/nonexistent/m.onnx\""), "/nonexistent/m.toml"),
         (CONFIG.replace("[mqtt]", "[mqt]"), "mqt"),
+        (
+            CONFIG.replace("input_topic = ", "input_format = \"sparkplug\"\ninput_topic = "),
+            "pipelines[0].input_format",
+        ),
+        (CONFIG.replace("input_topic = ", "input_format = \"kepwar\"\ninput_topic = "), "kepwar"),
+        (CONFIG.replace("input_topic = ", "ts_unit = \"minutes\"\ninput_topic = "), "minutes"),
         // The unit's ExecStartPre: a state.dir the daemon cannot create or write.
         (CONFIG.replace("/tmp/lineguard-state", "/dev/null/state"), "`state.dir`"),
     ];
@@ -183,6 +189,21 @@ fn check_config_fails_clearly() {
         );
         assert!(out.contains(needle), "should name `{needle}`:\n{out}");
     }
+    // One value per message needs a `{feature}` level and the card's sampling clock.
+    let tags = CONFIG.replace("input_topic = ", "input_format = \"tag\"\ninput_topic = ");
+    let (_d, path) = write_config(&tags);
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    assert!(!o.status.success() && text(&o).contains("needs a `{feature}` level"), "{}", text(&o));
+    let (_d, path) =
+        write_config(&tags.replace("plant/{line}/{machine}/telemetry", "uns/{line}/{machine}/{feature}"));
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    assert!(
+        !o.status.success()
+            && text(&o).contains("must set `sample_period_ms`")
+            && text(&o).contains("line-mlp.toml"),
+        "{}",
+        text(&o)
+    );
     let (_d, path) = write_config(CONFIG);
     let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__MQTT__PORT", "many")]);
     assert!(!o.status.success(), "{}", text(&o));
@@ -203,7 +224,7 @@ fn the_shipped_example_config_is_valid_and_matches_the_spec_defaults() {
         "port = 1883",
         "dir = \"/var/lib/lineguard\"",
         "listen = \"127.0.0.1:9898\"",
-        "subscribes `plant/+/+/telemetry`, publishes `plant/{line}/{machine}/lineguard/scores`",
+        "subscribes `plant/+/+/telemetry` (lineguard payloads, timestamps in ms), publishes `plant/{line}/{machine}/lineguard/scores`",
     ] {
         assert!(out.contains(needle), "missing `{needle}`:\n{out}");
     }

@@ -288,6 +288,22 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub card: Option<PathBuf>,
     pub input_topic: String,
+    /// The payload shape of the input (default: `sparkplug` on a
+    /// `spBv1.0/...` topic, `lineguard` otherwise).
+    #[serde(default)]
+    pub input_format: Option<crate::ingest::format::InputFormat>,
+    /// The unit of numeric timestamps (default: the format's own).
+    #[serde(default)]
+    pub ts_unit: Option<crate::ingest::format::TsUnit>,
+    /// `input_format = "tag"`: the object key of the value (default `value`).
+    #[serde(default)]
+    pub tag_value: Option<String>,
+    /// `input_format = "tag"`: the object key of the timestamp (default `timestamp`).
+    #[serde(default)]
+    pub tag_ts: Option<String>,
+    /// `input_format = "tag"`: the object key of a quality flag (none by default).
+    #[serde(default)]
+    pub tag_quality: Option<String>,
     /// Required with `format = "json"`; not used with `format = "sparkplug"`.
     #[serde(default)]
     pub output_topic: Option<String>,

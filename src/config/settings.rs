@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::schema::{Config, LogFormat, Protocol};
+use crate::ingest::format::{InputFormat, TsUnit};
+use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
 use crate::sparkplug::node::NodeConfig;
 use crate::sparkplug::DeviceIdTemplate;
@@ -149,6 +151,12 @@ pub struct Pipeline {
     pub model: PathBuf,
     pub card: PathBuf,
     pub input: TopicTemplate,
+    /// The payload shape of the input.
+    pub input_format: InputFormat,
+    /// The unit of its numeric timestamps.
+    pub ts_unit: TsUnit,
+    /// For `input_format = "tag"`: the payload's keys.
+    pub tag_keys: TagKeys,
     /// For a Sparkplug input (`spBv1.0/.../DDATA/...`): the same template for
     /// DBIRTH, which declares aliases and starting values.
     pub input_births: Option<TopicTemplate>,

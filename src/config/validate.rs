@@ -12,6 +12,8 @@ use super::settings::{
     SparkplugSettings, StateSettings, TlsMaterial,
 };
 use super::ConfigError;
+use crate::ingest::format::{InputFormat, TsUnit};
+use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
 use crate::sparkplug::node::NodeConfig;
 use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
@@ -246,9 +248,49 @@ fn pipeline(
     if p.name.trim().is_empty() {
         return Err(blame.invalid(key("name"), "is empty"));
     }
-    let input = TopicTemplate::parse_input(&p.input_topic)
+    let mut input = TopicTemplate::parse_input(&p.input_topic)
         .map_err(|e| blame.invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
-    let input_births = if is_sparkplug_topic(&p.input_topic) {
+    let on_sparkplug_topic = is_sparkplug_topic(&p.input_topic);
+    let input_format = match (p.input_format, on_sparkplug_topic) {
+        (None, true) => InputFormat::Sparkplug,
+        (None, false) => InputFormat::Lineguard,
+        (Some(InputFormat::Sparkplug), false) => {
+            return Err(blame.invalid(
+                key("input_format"),
+                format!(
+                    "`sparkplug` reads `spBv1.0/{{group}}/DDATA/{{node}}/{{device}}` topics, not `{}`",
+                    p.input_topic
+                ),
+            ))
+        }
+        (Some(f), true) if f != InputFormat::Sparkplug => {
+            return Err(blame.invalid(
+                key("input_format"),
+                format!("`{}`: a `spBv1.0/...` topic carries Sparkplug B; remove input_format", f.as_str()),
+            ))
+        }
+        (Some(f), _) => f,
+    };
+    let ts_unit = match (p.ts_unit, input_format) {
+        (Some(u), InputFormat::Sparkplug) if u != TsUnit::Ms => {
+            return Err(blame.invalid(
+                key("ts_unit"),
+                format!(
+                    "`{}`: Sparkplug B timestamps are always epoch milliseconds; remove ts_unit",
+                    u.as_str()
+                ),
+            ))
+        }
+        (Some(u), _) => u,
+        (None, f) => f.default_ts_unit(),
+    };
+    let tag_keys = tag_keys(blame, i, p, input_format)?;
+    if input_format == InputFormat::Tag {
+        input = input
+            .naming_features_by("feature")
+            .map_err(|e| blame.invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
+    }
+    let input_births = if on_sparkplug_topic {
         let levels: Vec<&str> = p.input_topic.split('/').collect();
         if levels.len() != 5 || levels[2] != "DDATA" {
             return Err(blame.invalid(
@@ -320,7 +362,44 @@ fn pipeline(
                 .map_err(|e| blame.invalid(key("alarm_topic"), format!("`{t}`: {e}")))
         })
         .transpose()?;
-    Ok(Pipeline { name: p.name.clone(), model, card, input, input_births, output, hop: p.hop, alarm })
+    Ok(Pipeline {
+        name: p.name.clone(),
+        model,
+        card,
+        input,
+        input_format,
+        ts_unit,
+        tag_keys,
+        input_births,
+        output,
+        hop: p.hop,
+        alarm,
+    })
+}
+
+/// The payload keys of `input_format = "tag"`; refused for other formats.
+fn tag_keys(
+    blame: &Blame,
+    i: usize,
+    p: &PipelineConfig,
+    format: InputFormat,
+) -> Result<TagKeys, ConfigError> {
+    let given = [("tag_value", &p.tag_value), ("tag_ts", &p.tag_ts), ("tag_quality", &p.tag_quality)];
+    if format != InputFormat::Tag {
+        if let Some((k, _)) = given.iter().find(|(_, v)| v.is_some()) {
+            return Err(blame.invalid(format!("pipelines[{i}].{k}"), "is for `input_format = \"tag\"` only"));
+        }
+        return Ok(TagKeys::default());
+    }
+    if let Some((k, _)) = given.iter().find(|(_, v)| v.as_deref().is_some_and(str::is_empty)) {
+        return Err(blame.invalid(format!("pipelines[{i}].{k}"), "is empty: name the payload's key"));
+    }
+    let d = TagKeys::default();
+    Ok(TagKeys {
+        value: p.tag_value.clone().unwrap_or(d.value),
+        ts: p.tag_ts.clone().unwrap_or(d.ts),
+        quality: p.tag_quality.clone(),
+    })
 }
 
 fn sparkplug(blame: &Blame, sp: &SparkplugConfig, m: &MqttConfig) -> Result<SparkplugSettings, ConfigError> {

@@ -1,7 +1,9 @@
 //! Telemetry JSON -> samples in the model's feature order.
 //!
-//! A payload is one object `{"ts": ..., "values": {...}}` or an array of them.
-//! Values are written straight into a reused buffer, one row of `features`
+//! A payload is one sample or several, in the pipeline's [`Shape`]: for
+//! lineguard's own format one object `{"ts": ..., "values": {...}}` or an
+//! array of them; for Telegraf `{"fields": {...}, "timestamp": ...}` or
+//! `{"metrics": [...]}`. Values are written straight into a reused buffer, one row of `features`
 //! f64 per sample, in card order; names the model does not use are skipped
 //! without being stored. A bad sample inside an array is rejected on its own
 //! and the others are kept; a syntax error anywhere rejects the whole payload,
@@ -13,6 +15,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::ingest::format::{Batch, InputFormat, Shape, TsUnit};
 use crate::ingest::reject::{Reason, Rejection};
 
 /// Decoded samples of one payload; reused across payloads.
@@ -27,7 +30,7 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.ts.clear();
         self.values.clear();
         self.rejects.clear();
@@ -50,6 +53,8 @@ pub struct Decoder {
     max_samples: usize,
     max_keys: usize,
     max_depth: usize,
+    shape: Shape,
+    unit: TsUnit,
 }
 
 /// Deepest `[`/`{` nesting in `payload`, stopping early past `limit`.
@@ -89,11 +94,32 @@ impl Decoder {
 
     pub fn with_limits(features: &[String], max_samples: usize, max_keys: usize, max_depth: usize) -> Self {
         let index = features.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect();
-        Self { features: features.to_vec(), index, max_samples, max_keys, max_depth }
+        let format = InputFormat::Lineguard;
+        Self {
+            features: features.to_vec(),
+            index,
+            max_samples,
+            max_keys,
+            max_depth,
+            shape: format.shape(),
+            unit: format.default_ts_unit(),
+        }
+    }
+
+    /// Read payloads of `format`, numeric timestamps in `unit`.
+    pub fn reading(mut self, format: InputFormat, unit: TsUnit) -> Self {
+        self.shape = format.shape();
+        self.unit = unit;
+        self
     }
 
     pub fn features(&self) -> usize {
         self.features.len()
+    }
+
+    /// The card position of feature `name`, if the model uses it.
+    pub fn feature_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
     }
 
     /// Decode `payload` into `out` (cleared first).
@@ -137,32 +163,15 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        sample_from_map(self.dec, self.out, map)
+        sample_from_map(self.dec, self.out, map, true)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut n = 0usize;
-        while n < self.dec.max_samples
-            && seq.next_element_seed(SampleSeed { dec: self.dec, out: &mut *self.out, n })?.is_some()
-        {
-            n += 1;
+        if self.dec.shape.batch != Batch::TopLevelArray {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return self.not_a_sample();
         }
-        if n == self.dec.max_samples {
-            let mut extra = 0usize;
-            while seq.next_element::<IgnoredAny>()?.is_some() {
-                extra += 1;
-            }
-            if extra > 0 {
-                self.out.rejects.push(Rejection::new(
-                    Reason::TooManySamples,
-                    format!("{extra} samples beyond the first {n} (limits.max_samples_per_message)"),
-                ));
-            }
-        }
-        if n == 0 {
-            self.out.rejects.push(Rejection::new(Reason::EmptyBatch, "empty array: no samples"));
-        }
-        Ok(())
+        samples_from_seq(self.dec, self.out, seq)
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
@@ -187,11 +196,95 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
 
 impl PayloadSeed<'_> {
     fn not_a_sample<E>(self) -> Result<(), E> {
-        self.out.rejects.push(Rejection::new(
-            Reason::BadShape,
-            "payload is not a JSON object {\"ts\":..,\"values\":{..}} or an array of them",
-        ));
+        self.out
+            .rejects
+            .push(Rejection::new(Reason::BadShape, format!("payload is not {}", self.dec.shape.expected)));
         Ok(())
+    }
+}
+
+/// The samples of a batch array, each on its own: a bad one is rejected and
+/// the others kept.
+fn samples_from_seq<'de, A: SeqAccess<'de>>(
+    dec: &Decoder,
+    out: &mut Decoded,
+    mut seq: A,
+) -> Result<(), A::Error> {
+    let mut n = 0usize;
+    while n < dec.max_samples && seq.next_element_seed(SampleSeed { dec, out: &mut *out, n })?.is_some() {
+        n += 1;
+    }
+    if n == dec.max_samples {
+        let mut extra = 0usize;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            extra += 1;
+        }
+        if extra > 0 {
+            out.rejects.push(Rejection::new(
+                Reason::TooManySamples,
+                format!("{extra} samples beyond the first {n} (limits.max_samples_per_message)"),
+            ));
+        }
+    }
+    if n == 0 {
+        out.rejects.push(Rejection::new(Reason::EmptyBatch, "empty array: no samples"));
+    }
+    Ok(())
+}
+
+/// The array under a batch key (Telegraf's `metrics`).
+struct BatchSeed<'a> {
+    dec: &'a Decoder,
+    out: &'a mut Decoded,
+}
+
+impl<'de> DeserializeSeed<'de> for BatchSeed<'_> {
+    type Value = Checked<()>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BatchSeed<'_> {
+    type Value = Checked<()>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of samples")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        samples_from_seq(self.dec, self.out, seq).map(Ok)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Err(self.not_an_array()))
+    }
+}
+
+impl BatchSeed<'_> {
+    fn not_an_array(&self) -> Rejection {
+        let key = match self.dec.shape.batch {
+            Batch::Key(k) => k,
+            Batch::TopLevelArray => "batch",
+        };
+        Rejection::new(Reason::BadShape, format!("`{key}` is not an array of samples"))
     }
 }
 
@@ -217,7 +310,7 @@ impl<'de> Visitor<'de> for SampleSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        sample_from_map(self.dec, self.out, map)
+        sample_from_map(self.dec, self.out, map, false)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -254,7 +347,7 @@ impl SampleSeed<'_> {
 }
 
 /// A map key, borrowed from the payload when it has no escapes.
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> de::Deserialize<'de> for Key<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -275,55 +368,85 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Decode one `{"ts":..,"values":{..}}` into a new row of `out`, or record why not.
+/// Decode one sample object into a new row of `out`, or record why not. At
+/// the top level (`outer`) the object may instead hold a batch under the
+/// shape's batch key; its samples are decoded on their own.
 fn sample_from_map<'de, A: MapAccess<'de>>(
     dec: &Decoder,
     out: &mut Decoded,
     mut map: A,
+    outer: bool,
 ) -> Result<(), A::Error> {
+    let shape = &dec.shape;
+    let batch_key = match shape.batch {
+        Batch::Key(k) if outer => Some(k),
+        _ => None,
+    };
     let nf = dec.features();
-    let row_start = out.values.len();
-    out.values.resize(row_start + nf, f64::NAN);
+    // The row is taken when the values come, so that a batch's samples,
+    // written before, never land inside it.
+    let mut row_start: Option<usize> = None;
     let mut ts: Option<i64> = None;
-    let mut seen_ts = false;
-    let mut seen_values = false;
+    let (mut seen_ts, mut seen_batch) = (false, false);
     let mut problem: Option<Rejection> = None;
+    let twice = |key: &str| Rejection::new(Reason::DuplicateKey, format!("`{key}` appears twice"));
+    let mixed =
+        || Rejection::new(Reason::BadShape, format!("both `{}` and a batch of samples", shape.values_key));
     while let Some(Key(key)) = map.next_key::<Key>()? {
-        match key.as_ref() {
-            "ts" if seen_ts => {
+        let key = key.as_ref();
+        if key == shape.ts_key {
+            if seen_ts {
                 map.next_value::<IgnoredAny>()?;
-                problem.get_or_insert(Rejection::new(Reason::DuplicateKey, "`ts` appears twice"));
+                problem.get_or_insert(twice(key));
+                continue;
             }
-            "ts" => {
-                seen_ts = true;
-                match map.next_value_seed(TsSeed)? {
-                    Ok(t) => ts = t,
-                    Err(r) => {
-                        problem.get_or_insert(r);
-                    }
-                }
-            }
-            "values" if seen_values => {
-                map.next_value::<IgnoredAny>()?;
-                problem.get_or_insert(Rejection::new(Reason::DuplicateKey, "`values` appears twice"));
-            }
-            "values" => {
-                seen_values = true;
-                let row = &mut out.values[row_start..];
-                if let Err(r) = map.next_value_seed(ValuesSeed { dec, row })? {
+            seen_ts = true;
+            match map.next_value_seed(TsSeed { unit: dec.unit, key: shape.ts_key })? {
+                Ok(t) => ts = t,
+                Err(r) => {
                     problem.get_or_insert(r);
                 }
             }
-            _ => {
+        } else if key == shape.values_key {
+            if row_start.is_some() || seen_batch {
                 map.next_value::<IgnoredAny>()?;
+                problem.get_or_insert(if seen_batch { mixed() } else { twice(key) });
+                continue;
             }
+            let start = out.values.len();
+            out.values.resize(start + nf, f64::NAN);
+            row_start = Some(start);
+            let row = &mut out.values[start..];
+            if let Err(r) = map.next_value_seed(ValuesSeed { dec, row, key: shape.values_key })? {
+                problem.get_or_insert(r);
+            }
+        } else if Some(key) == batch_key && !seen_batch && row_start.is_none() {
+            seen_batch = true;
+            if let Err(r) = map.next_value_seed(BatchSeed { dec, out: &mut *out })? {
+                problem.get_or_insert(r);
+            }
+        } else if Some(key) == batch_key {
+            map.next_value::<IgnoredAny>()?;
+            problem.get_or_insert(if seen_batch { twice(key) } else { mixed() });
+        } else {
+            map.next_value::<IgnoredAny>()?;
         }
     }
-    if problem.is_none() && !seen_values {
-        problem = Some(Rejection::new(Reason::BadShape, "no `values` object"));
+    if seen_batch && row_start.is_none() {
+        // A batch: its samples are in `out` already.
+        out.rejects.extend(problem);
+        return Ok(());
     }
+    let start = match (row_start, &problem) {
+        (Some(start), _) => start,
+        (None, Some(_)) => out.values.len(),
+        (None, None) => {
+            out.rejects.push(Rejection::new(Reason::BadShape, format!("no `{}` object", shape.values_key)));
+            return Ok(());
+        }
+    };
     if problem.is_none() {
-        let row = &out.values[row_start..];
+        let row = &out.values[start..];
         if row.iter().any(|v| v.is_nan()) {
             let missing: Vec<&str> =
                 dec.features.iter().zip(row).filter(|(_, v)| v.is_nan()).map(|(f, _)| f.as_str()).collect();
@@ -333,21 +456,44 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
     match problem {
         None => out.ts.push(ts),
         Some(r) => {
-            out.values.truncate(row_start);
+            out.values.truncate(start);
             out.rejects.push(r);
         }
     }
     Ok(())
 }
 
-/// `ts`: epoch milliseconds (integer, or a float with no fraction), an RFC 3339
-/// string, or null (= absent).
-struct TsSeed;
+/// A timestamp: a number in the pipeline's `ts_unit` (integer or
+/// fractional), an RFC 3339 string (any number of fractional digits), or
+/// null (= absent). Kept in whole epoch milliseconds.
+pub(crate) struct TsSeed {
+    unit: TsUnit,
+    /// The payload's name for it, for messages.
+    key: &'static str,
+}
 
 type Checked<T> = Result<T, Rejection>;
 
-fn bad_ts(detail: impl fmt::Display) -> Rejection {
-    Rejection::new(Reason::BadTimestamp, format!("ts {detail}: use epoch milliseconds or RFC 3339"))
+impl TsSeed {
+    pub(crate) fn new(unit: TsUnit, key: &'static str) -> Self {
+        Self { unit, key }
+    }
+
+    fn bad(&self, detail: impl fmt::Display) -> Rejection {
+        Rejection::new(
+            Reason::BadTimestamp,
+            format!(
+                "{} {detail}: use {} (ts_unit = \"{}\") or RFC 3339",
+                self.key,
+                self.unit.describe(),
+                self.unit.as_str()
+            ),
+        )
+    }
+
+    fn in_range(&self, ms: Option<i64>, v: impl fmt::Display) -> Checked<Option<i64>> {
+        ms.map(Some).ok_or_else(|| self.bad(format_args!("{v} is out of range")))
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for TsSeed {
@@ -364,47 +510,52 @@ impl<'de> Visitor<'de> for TsSeed {
         f.write_str("a timestamp")
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v).map(Some).map_err(|_| bad_ts(format_args!("{v} is out of range"))))
+        Ok(self.in_range(i64::try_from(v).ok().and_then(|v| self.unit.int_to_ms(v)), v))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(if v >= 0 { Ok(Some(v)) } else { Err(bad_ts(format_args!("{v} is before 1970"))) })
+        Ok(if v >= 0 {
+            self.in_range(self.unit.int_to_ms(v), v)
+        } else {
+            Err(self.bad(format_args!("{v} is before 1970")))
+        })
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        // 2^53: every integer below it is exact in f64.
-        Ok(if v.is_finite() && v.fract() == 0.0 && (0.0..9.0e15).contains(&v) {
-            Ok(Some(v as i64))
+        Ok(if v < 0.0 {
+            Err(self.bad(format_args!("{v} is before 1970")))
         } else {
-            Err(bad_ts(format_args!("{v} is not whole milliseconds")))
+            self.in_range(self.unit.float_to_ms(v), v)
         })
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         let parsed = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339);
         Ok(match parsed {
             Ok(t) if t.unix_timestamp() >= 0 => Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64)),
-            Ok(_) => Err(bad_ts(format_args!("`{v}` is before 1970"))),
-            Err(e) => Err(bad_ts(format_args!("`{v}` ({e})"))),
+            Ok(_) => Err(self.bad(format_args!("`{v}` is before 1970"))),
+            Err(e) => Err(self.bad(format_args!("`{v}` ({e})"))),
         })
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Ok(None))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Err(bad_ts(v)))
+        Ok(Err(self.bad(v)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err(bad_ts("is an object")))
+        Ok(Err(self.bad("is an object")))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(bad_ts("is an array")))
+        Ok(Err(self.bad("is an array")))
     }
 }
 
-/// The `values` object: needed features into `row`, others skipped.
+/// The object of values: needed features into `row`, others skipped.
 struct ValuesSeed<'a> {
     dec: &'a Decoder,
     row: &'a mut [f64],
+    /// The payload's name for it, for messages.
+    key: &'static str,
 }
 
 impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
@@ -414,8 +565,10 @@ impl<'de> DeserializeSeed<'de> for ValuesSeed<'_> {
     }
 }
 
-fn values_not_object() -> Rejection {
-    Rejection::new(Reason::BadShape, "`values` is not an object of feature name -> number")
+impl ValuesSeed<'_> {
+    fn not_object(&self) -> Rejection {
+        Rejection::new(Reason::BadShape, format!("`{}` is not an object of feature name -> number", self.key))
+    }
 }
 
 impl<'de> Visitor<'de> for ValuesSeed<'_> {
@@ -433,7 +586,10 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
             if keys > self.dec.max_keys && problem.is_none() {
                 problem = Some(Rejection::new(
                     Reason::TooManyKeys,
-                    format!("more than {} keys in `values` (limits.max_keys_per_sample)", self.dec.max_keys),
+                    format!(
+                        "more than {} keys in `{}` (limits.max_keys_per_sample)",
+                        self.dec.max_keys, self.key
+                    ),
                 ));
             }
             let Some(&ix) = self.dec.index.get(key.as_ref()) else {
@@ -464,25 +620,25 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(values_not_object()))
+        Ok(Err(self.not_object()))
     }
 }
 
@@ -571,10 +727,15 @@ mod tests {
             r#"[{"values":{"a":1,"b":2}}, {"ts":null,"values":{"a":1,"b":2}},
                 {"ts":"2024-11-23T22:13:20.123Z","values":{"a":1,"b":2}},
                 {"ts":"2024-11-23T23:13:20.123+01:00","values":{"a":1,"b":2}},
-                {"ts":1732400000123.0,"values":{"a":1,"b":2}}]"#,
+                {"ts":1732400000123.0,"values":{"a":1,"b":2}},
+                {"ts":1732400000123.7,"values":{"a":1,"b":2}},
+                {"ts":"2024-11-23T22:13:20.1239999Z","values":{"a":1,"b":2}},
+                {"ts":"2024-11-23T22:13:20Z","values":{"a":1,"b":2}}]"#,
         );
-        assert_eq!(d.ts, [None, None, Some(1732400000123), Some(1732400000123), Some(1732400000123)]);
-        for bad in [r#""yesterday""#, "-5", "1.5", "true", "{}", "[1]", r#""2024-13-01T00:00:00Z""#] {
+        let t = Some(1732400000123);
+        assert_eq!(d.ts, [None, None, t, t, t, t, t, Some(1732400000000)], "{:?}", d.rejects);
+        for bad in [r#""yesterday""#, "-5", "-0.5", "1e300", "true", "{}", "[1]", r#""2024-13-01T00:00:00Z""#]
+        {
             let d = decode(&format!(r#"{{"ts":{bad},"values":{{"a":1,"b":2}}}}"#));
             assert_eq!(reasons(&d), [Reason::BadTimestamp], "ts = {bad}");
             assert!(d.values.is_empty());
@@ -654,6 +815,82 @@ mod tests {
         let deep = "[".repeat(100_000);
         dec.decode(deep.as_bytes(), &mut out);
         assert_eq!(reasons(&out), [Reason::TooDeep], "no stack overflow");
+    }
+
+    #[test]
+    fn timestamps_in_the_pipelines_unit() {
+        let features = ["a".to_string(), "b".to_string()];
+        for (unit, ts) in [
+            (TsUnit::S, "1732400000.123"),
+            (TsUnit::Ms, "1732400000123"),
+            (TsUnit::Us, "1732400000123456"),
+            (TsUnit::Ns, "1732400000123456789"),
+        ] {
+            let dec = Decoder::new(&features).reading(InputFormat::Lineguard, unit);
+            let mut out = Decoded::default();
+            dec.decode(format!(r#"{{"ts":{ts},"values":{{"a":1,"b":2}}}}"#).as_bytes(), &mut out);
+            assert_eq!(out.ts, [Some(1732400000123)], "ts_unit {unit:?}: {:?}", out.rejects);
+        }
+        let dec = Decoder::new(&features).reading(InputFormat::Lineguard, TsUnit::S);
+        let mut out = Decoded::default();
+        dec.decode(br#"{"ts":-1,"values":{"a":1,"b":2}}"#, &mut out);
+        assert!(
+            out.rejects[0].detail.contains("epoch seconds (ts_unit = \"s\")"),
+            "{}",
+            out.rejects[0].detail
+        );
+    }
+
+    fn telegraf() -> Decoder {
+        let features: Vec<String> = ["field_1", "field_2", "field_N", "n_images"].map(String::from).to_vec();
+        Decoder::new(&features).reading(InputFormat::Telegraf, InputFormat::Telegraf.default_ts_unit())
+    }
+
+    #[test]
+    fn telegraf_examples_from_its_documentation() {
+        let mut out = Decoded::default();
+        telegraf().decode(include_bytes!("../../tests/fixtures/formats/telegraf-standard.json"), &mut out);
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!(out.ts, [Some(1_458_229_140_000)], "seconds by default");
+        assert_eq!(out.values, [30.0, 4.0, 59.0, 660.0]);
+        telegraf().decode(include_bytes!("../../tests/fixtures/formats/telegraf-batch.json"), &mut out);
+        assert!(out.rejects.is_empty(), "{:?}", out.rejects);
+        assert_eq!(out.ts, [Some(1_458_229_140_000); 2]);
+        assert_eq!(out.values, [30.0, 4.0, 59.0, 660.0, 30.0, 4.0, 59.0, 660.0]);
+    }
+
+    #[test]
+    fn telegraf_bad_metrics_are_rejected_alone() {
+        let mut out = Decoded::default();
+        telegraf().decode(
+            br#"{"metrics":[
+                {"fields":{"field_1":1,"field_2":2,"field_N":3,"n_images":4,"status":"ok"},"timestamp":10},
+                {"fields":{"field_1":1},"timestamp":11},
+                {"fields":{"field_1":1,"field_2":2,"field_N":3,"n_images":4},"timestamp":"x"},
+                {"fields":{"field_1":5,"field_2":6,"field_N":7,"n_images":8},"tags":{"host":"a"}}]}"#,
+            &mut out,
+        );
+        assert_eq!(out.ts, [Some(10_000), None]);
+        assert_eq!(out.values, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(reasons(&out), [Reason::MissingFeature, Reason::BadTimestamp]);
+        for (bad, reason) in [
+            (r#"{"name":"docker","timestamp":1}"#, Reason::BadShape),
+            (r#"{"metrics":{"fields":{}}}"#, Reason::BadShape),
+            (r#"{"metrics":[]}"#, Reason::EmptyBatch),
+            (r#"[{"fields":{"field_1":1,"field_2":2,"field_N":3,"n_images":4}}]"#, Reason::BadShape),
+            (r#"{"ts":1,"values":{"field_1":1,"field_2":2,"field_N":3,"n_images":4}}"#, Reason::BadShape),
+            (
+                r#"{"fields":{"field_1":1,"field_2":2,"field_N":3,"n_images":4},"metrics":[{"fields":{}}]}"#,
+                Reason::BadShape,
+            ),
+        ] {
+            telegraf().decode(bad.as_bytes(), &mut out);
+            assert_eq!(reasons(&out), [reason], "{bad}");
+            assert!(out.is_empty(), "{bad}");
+        }
+        let d = telegraf();
+        d.decode(br#"{"fields":{"field_1":1}}"#, &mut out);
+        assert!(out.rejects[0].detail.contains("missing field_2, field_N, n_images"), "{:?}", out.rejects);
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub enum Reason {
     /// Sparkplug DDATA with an alias not declared by the device's DBIRTH
     /// (a DBIRTH missed, e.g. published before lineguard started).
     UnknownAlias,
+    /// A value whose quality flag says it is not good: treated as absent.
+    BadQuality,
+    /// A value stamped at or before a grid point already made final (the
+    /// sampling clock has moved past it).
+    Late,
 }
 
 impl Reason {
@@ -62,6 +67,8 @@ impl Reason {
             Reason::TooManySamples => "too_many_samples",
             Reason::InvalidSparkplug => "invalid_sparkplug",
             Reason::UnknownAlias => "unknown_alias",
+            Reason::BadQuality => "bad_quality",
+            Reason::Late => "late",
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum TopicError {
     UnknownPlaceholder(String),
     #[error("`{output}` could receive its own scores: it overlaps the input subscription `{input}`")]
     Feedback { output: String, input: String },
+    #[error("one value per message needs a `{{{0}}}` level naming the feature, e.g. `uns/{{site}}/{{machine}}/{{{0}}}`")]
+    NoFeature(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,9 @@ enum Level {
     Literal(String),
     /// Index into `names`.
     Placeholder(usize),
+    /// The level that names the feature of a one-value message: matched like
+    /// a placeholder, but not part of the device key.
+    Feature,
 }
 
 /// A parsed topic template.
@@ -46,6 +51,8 @@ pub struct TopicTemplate {
     slots: Vec<usize>,
     /// Placeholders are adjacent levels, so the device key is one slice of the topic.
     contiguous: bool,
+    /// The level naming the feature, if any (see [`TopicTemplate::naming_features_by`]).
+    feature_slot: Option<usize>,
 }
 
 impl TopicTemplate {
@@ -105,7 +112,37 @@ impl TopicTemplate {
             names.push(inner.to_string());
         }
         let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 1);
-        Ok(Self { raw: raw.to_string(), levels, names, slots, contiguous })
+        Ok(Self { raw: raw.to_string(), levels, names, slots, contiguous, feature_slot: None })
+    }
+
+    /// Take the placeholder `name` as the level naming each message's
+    /// feature (`uns/{site}/{machine}/{feature}`): it leaves the device key,
+    /// which the other placeholders make.
+    pub fn naming_features_by(mut self, name: &str) -> Result<Self, TopicError> {
+        let Some(ix) = self.names.iter().position(|n| n == name) else {
+            return Err(TopicError::NoFeature(name.to_string()));
+        };
+        let slot = self.slots.remove(ix);
+        self.names.remove(ix);
+        if self.names.is_empty() {
+            return Err(TopicError::NoPlaceholder);
+        }
+        self.levels[slot] = Level::Feature;
+        for level in &mut self.levels {
+            if let Level::Placeholder(i) = level {
+                if *i > ix {
+                    *i -= 1;
+                }
+            }
+        }
+        self.feature_slot = Some(slot);
+        self.contiguous = self.slots.windows(2).all(|w| w[1] == w[0] + 1);
+        Ok(self)
+    }
+
+    /// The feature a topic names, for a template [naming features](Self::naming_features_by).
+    pub fn feature<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        topic.split('/').nth(self.feature_slot?)
     }
 
     /// The template as written.
@@ -124,7 +161,7 @@ impl TopicTemplate {
             .iter()
             .map(|l| match l {
                 Level::Literal(s) => s.as_str(),
-                Level::Placeholder(_) => "+",
+                Level::Placeholder(_) | Level::Feature => "+",
             })
             .collect::<Vec<_>>()
             .join("/")
@@ -170,7 +207,8 @@ impl TopicTemplate {
             match levels.next()? {
                 Level::Literal(s) if s == part => {}
                 Level::Literal(_) => return None,
-                Level::Placeholder(_) if part.is_empty() => return None,
+                Level::Placeholder(_) | Level::Feature if part.is_empty() => return None,
+                Level::Feature => {}
                 Level::Placeholder(_) => {
                     first.get_or_insert(start);
                     last_end = start + part.len();
@@ -199,6 +237,7 @@ impl TopicTemplate {
                     let pos = input.names.iter().position(|n| n == name);
                     out.push_str(pos.and_then(|p| values.get(p)).copied().unwrap_or(""));
                 }
+                Level::Feature => {}
             }
         }
         out
@@ -217,6 +256,30 @@ mod tests {
 
     fn input() -> TopicTemplate {
         TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap()
+    }
+
+    #[test]
+    fn a_feature_level_leaves_the_device_key() {
+        let t = TopicTemplate::parse_input("uns/{site}/{feature}/{machine}")
+            .unwrap()
+            .naming_features_by("feature")
+            .unwrap();
+        assert_eq!(t.filter(), "uns/+/+/+");
+        assert_eq!(t.placeholders(), ["site", "machine"]);
+        assert_eq!(t.device_key("uns/s1/motor_temp/press3").unwrap(), "s1/press3");
+        assert_eq!(t.feature("uns/s1/motor_temp/press3"), Some("motor_temp"));
+        assert!(t.device_key("uns/s1//press3").is_none(), "an empty feature level does not match");
+        let out = TopicTemplate::parse_output("scores/{site}/{machine}", &t).unwrap();
+        assert_eq!(out.render(&t, "s1/press3"), "scores/s1/press3");
+        assert_eq!(
+            TopicTemplate::parse_output("scores/{feature}/{machine}", &t),
+            Err(TopicError::UnknownPlaceholder("feature".into())),
+            "scores are per device, not per feature"
+        );
+        let plain = TopicTemplate::parse_input("uns/{site}/{machine}").unwrap();
+        assert_eq!(plain.naming_features_by("feature"), Err(TopicError::NoFeature("feature".into())));
+        let alone = TopicTemplate::parse_input("uns/press1/{feature}").unwrap();
+        assert_eq!(alone.naming_features_by("feature"), Err(TopicError::NoPlaceholder));
     }
 
     #[test]

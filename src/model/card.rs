@@ -82,6 +82,12 @@ struct CardFile {
     layout: Layout,
     #[serde(default)]
     normalize: Option<NormalizeFile>,
+    #[serde(default)]
+    max_gap_ms: Option<i64>,
+    #[serde(default)]
+    sample_period_ms: Option<i64>,
+    #[serde(default)]
+    stale_after_ms: Option<i64>,
     scores: BTreeMap<String, ScoreFile>,
     /// Anything else at the top level: reported, not fatal, so a card can carry
     /// its own metadata (`author`, `trained_on`, ...).
@@ -171,10 +177,25 @@ pub struct ModelCard {
     pub window: usize,
     pub layout: Layout,
     pub normalize: Option<Normalize>,
+    /// A sample more than this after its device's previous one starts the
+    /// window again, so that no window spans a machine stop.
+    pub max_gap_ms: Option<i64>,
+    /// The rate the model was trained at: lineguard forms each device's
+    /// samples itself on this grid (see `pipeline::grid`).
+    pub clock: Option<SampleClock>,
     /// In card order (sorted by name).
     pub scores: Vec<ScoreSpec>,
     /// Top-level keys the card carries that lineguard does not use.
     pub unknown_keys: Vec<String>,
+}
+
+/// A card's sampling clock: samples at `t_k = k * period_ms` (epoch
+/// aligned), each feature's newest value at or before `t_k`, if it is newer
+/// than `t_k - stale_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleClock {
+    pub period_ms: i64,
+    pub stale_after_ms: i64,
 }
 
 /// Largest input a card may ask for (window x features): far beyond any MLP
@@ -250,6 +271,41 @@ impl ModelCard {
                 Ok(Normalize { mean: n.mean, std: n.std })
             })
             .transpose()?;
+        let max_gap_ms = file
+            .max_gap_ms
+            .map(|g| {
+                (g >= 1).then_some(g).ok_or_else(|| {
+                    invalid(format!(
+                        "`max_gap_ms` = {g} must be at least 1 (or leave it out: windows never reset)"
+                    ))
+                })
+            })
+            .transpose()?;
+        let clock = match (file.sample_period_ms, file.stale_after_ms) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "`stale_after_ms` needs `sample_period_ms`, the rate the model was trained at".into(),
+                ))
+            }
+            (Some(p), _) if p < 1 => {
+                return Err(invalid(format!("`sample_period_ms` = {p} must be at least 1")));
+            }
+            (Some(p), s) => {
+                let stale = s.unwrap_or(p.saturating_mul(3));
+                if stale < 1 {
+                    return Err(invalid(format!("`stale_after_ms` = {stale} must be at least 1")));
+                }
+                Some(SampleClock { period_ms: p, stale_after_ms: stale })
+            }
+        };
+        if clock.is_some() && max_gap_ms.is_some() {
+            return Err(invalid(
+                "`max_gap_ms` is for cards without a sampling clock; with `sample_period_ms`, \
+                 `stale_after_ms` says how old a value may be"
+                    .into(),
+            ));
+        }
         if file.scores.is_empty() {
             return Err(invalid(
                 "no [scores.NAME] table: say which model output each published score comes from".into(),
@@ -315,6 +371,8 @@ impl ModelCard {
             window,
             layout: file.layout,
             normalize,
+            max_gap_ms,
+            clock,
             scores,
             unknown_keys: file.extra.into_keys().collect(),
         })
@@ -351,6 +409,12 @@ impl ModelCard {
             h.update(f.as_bytes());
         }
         h.update((self.window as u32).to_le_bytes());
+        if let Some(c) = self.clock {
+            // Samples on another grid are other samples.
+            h.update(b"clock");
+            h.update(c.period_ms.to_le_bytes());
+            h.update(c.stale_after_ms.to_le_bytes());
+        }
         u64::from_le_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
     }
 
@@ -388,6 +452,41 @@ alarm = 0.6
 
     fn parse(text: &str) -> Result<ModelCard, CardError> {
         ModelCard::parse(Path::new("m.toml"), text)
+    }
+
+    #[test]
+    fn a_sampling_clock() {
+        assert_eq!(parse(GOOD).unwrap().clock, None);
+        let c = parse(&format!("sample_period_ms = 100\n{GOOD}")).unwrap();
+        assert_eq!(
+            c.clock,
+            Some(SampleClock { period_ms: 100, stale_after_ms: 300 }),
+            "stale defaults to 3 periods"
+        );
+        let c = parse(&format!("sample_period_ms = 100\nstale_after_ms = 150\n{GOOD}")).unwrap();
+        assert_eq!(c.clock.unwrap().stale_after_ms, 150);
+        assert_ne!(
+            c.input_fingerprint(),
+            parse(GOOD).unwrap().input_fingerprint(),
+            "windows on a grid are other windows"
+        );
+        for (bad, needle) in [
+            ("sample_period_ms = 0", "`sample_period_ms` = 0"),
+            ("stale_after_ms = 100", "needs `sample_period_ms`"),
+            ("sample_period_ms = 100\nstale_after_ms = 0", "`stale_after_ms` = 0"),
+            ("sample_period_ms = 100\nmax_gap_ms = 500", "`max_gap_ms` is for cards without"),
+        ] {
+            let e = parse(&format!("{bad}\n{GOOD}")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn max_gap_ms_is_optional_and_positive() {
+        assert_eq!(parse(GOOD).unwrap().max_gap_ms, None);
+        assert_eq!(parse(&format!("max_gap_ms = 5000\n{GOOD}")).unwrap().max_gap_ms, Some(5000));
+        let e = parse(&format!("max_gap_ms = 0\n{GOOD}")).unwrap_err().to_string();
+        assert!(e.contains("`max_gap_ms` = 0 must be at least 1"), "{e}");
     }
 
     #[test]

@@ -18,6 +18,21 @@ use anyhow::Context;
 use tracing::{info, warn};
 
 use crate::config::Settings;
+use crate::ingest::format::InputFormat;
+
+/// Whether a model with `card` can serve a pipeline reading `format`: one
+/// value per message makes no sample without the card's sampling clock.
+pub fn serves(format: InputFormat, card: &card::ModelCard) -> anyhow::Result<()> {
+    if format.per_value() && card.clock.is_none() {
+        anyhow::bail!(
+            "input_format = \"{}\" brings one value per message; the model card {} must set \
+             `sample_period_ms` (the rate the model was trained at) so that lineguard can form its samples",
+            format.as_str(),
+            card.path.display()
+        );
+    }
+    Ok(())
+}
 
 /// Load every pipeline's model and card; any failure stops start-up.
 pub fn load_pipelines(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
@@ -26,6 +41,7 @@ pub fn load_pipelines(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
         .iter()
         .map(|p| {
             let card = card::ModelCard::load(&p.card)?;
+            serves(p.input_format, &card).with_context(|| format!("pipeline `{}`", p.name))?;
             let model = Model::load_with_card(&p.model, card).with_context(|| format!("pipeline `{}`", p.name))?;
             model.self_test().with_context(|| format!("pipeline `{}`", p.name))?;
             if !model.card.unknown_keys.is_empty() {

@@ -28,7 +28,7 @@ use crate::durable::store::Recovery;
 use crate::ingest::reject::{Reason, Rejection};
 use crate::model::card::State;
 use crate::mqtt::protocol::Refusal;
-use crate::pipeline::window::Unrestored;
+use crate::pipeline::window::{Reset, Unrestored};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -66,6 +66,7 @@ pub mod names {
     pub const STATE_DROPPED: &str = "lineguard_state_dropped_total";
     pub const STATE_STORE_DISCARDED: &str = "lineguard_state_store_discarded_total";
     pub const UNROUTABLE: &str = "lineguard_unroutable_total";
+    pub const WINDOW_RESETS: &str = "lineguard_window_resets_total";
 }
 
 /// Per-key log rate limiter.
@@ -123,6 +124,8 @@ pub struct PipelineEvents {
     inference: Histogram,
     states: [Counter; 3],
     devices: Gauge,
+    /// By [`Reset`], registered at start so that each shows 0 until it happens.
+    resets: Vec<Counter>,
 }
 
 impl std::fmt::Debug for PipelineEvents {
@@ -147,7 +150,18 @@ impl PipelineEvents {
             inference: histogram!(names::INFERENCE_SECONDS, "pipeline" => p.clone()),
             states: [state(State::Ok), state(State::Warn), state(State::Alarm)],
             devices: gauge!(names::DEVICES, "pipeline" => p.clone()),
+            resets: Reset::ALL
+                .iter()
+                .map(|r| counter!(names::WINDOW_RESETS, "pipeline" => p.clone(), "reason" => r.as_str()))
+                .collect(),
         }
+    }
+
+    /// Device windows started again (a gap in their data): counted; not a
+    /// fault, so logged at debug level.
+    pub fn windows_reset(&self, reason: Reset, windows: u64) {
+        self.resets[reason as usize].increment(windows);
+        debug!(pipeline = %self.pipeline, reason = reason.as_str(), windows, "windows started again");
     }
 
     pub fn received(&self, bytes: usize) {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Pipeline;
 use crate::durable::sink::Control;
+use crate::ingest::format::InputFormat;
 use crate::model::card::ModelCard;
 use crate::model::Model;
 use crate::ops::events::{ModelInService, ModelRefused, ModelReloaded};
@@ -53,8 +54,9 @@ pub struct Watched {
 }
 
 /// Load and self-test a model; the error says why it is refused.
-pub fn load_checked(model: &Path, card: &Path) -> anyhow::Result<Model> {
+pub fn load_checked(model: &Path, card: &Path, format: InputFormat) -> anyhow::Result<Model> {
     let card = ModelCard::load(card)?;
+    crate::model::serves(format, &card)?;
     let model = Model::load_with_card(model, card)?;
     model.self_test()?;
     Ok(model)
@@ -97,7 +99,9 @@ pub async fn watch(
             }
             stamps[i] = now;
             let (model_path, card_path) = paths[i].clone();
-            let loaded = tokio::task::spawn_blocking(move || load_checked(&model_path, &card_path)).await;
+            let format = w.pipeline.input_format;
+            let loaded =
+                tokio::task::spawn_blocking(move || load_checked(&model_path, &card_path, format)).await;
             match loaded {
                 Ok(Ok(model)) => {
                     let model = Arc::new(model);

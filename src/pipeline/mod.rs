@@ -8,6 +8,7 @@
 //!
 //! - `worker`: the turn: decode, window, batch, score, stage;
 //! - [`window`]: per-device ring buffers, normalized on arrival;
+//! - [`grid`]: the sampling clock, forming samples on the card's grid;
 //! - `batch`: the windows of one model run;
 //! - `render`: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
@@ -19,6 +20,7 @@
 
 pub(crate) mod alarm;
 pub(crate) mod batch;
+pub mod grid;
 pub(crate) mod render;
 pub mod window;
 pub(crate) mod worker;

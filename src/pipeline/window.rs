@@ -16,6 +16,10 @@
 //! also how redelivered telemetry is recognised and not applied twice. A sample without `ts` takes the receive time, nudged to
 //! 1 ms after the device's newest so that bursts in one millisecond all count.
 //!
+//! With the card's `max_gap_ms`, a sample more than that after the device's
+//! previous one starts its window again: the count restarts at 1, so the
+//! next window is scored once `window` samples after the gap have come.
+//!
 //! Memory is bounded: at most `max_devices` rings. A new device at the cap
 //! evicts the least recently seen tenth (one selection per tenth, so a flood
 //! of new topics costs little per device), which keeps devices that report
@@ -27,7 +31,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::ingest::reject::{Reason, Rejection};
-use crate::model::card::Normalize;
+use crate::model::card::{Normalize, SampleClock};
+use crate::pipeline::grid::{self, Assembly, Step};
 
 #[derive(Debug, Clone)]
 struct Ring {
@@ -41,6 +46,8 @@ struct Ring {
     newest_ts: i64,
     last_seen_ms: i64,
     dirty: bool,
+    /// On a sampling clock: the samples being formed.
+    grid: Option<Assembly>,
 }
 
 /// Result of adding a sample.
@@ -72,12 +79,41 @@ pub struct Windows {
     /// per-message path does not allocate.
     devices: HashMap<Arc<str>, Ring>,
     dirty: Vec<Arc<str>>,
+    /// The card's `max_gap_ms`.
+    max_gap_ms: Option<i64>,
+    /// The card's sampling clock: samples are formed on its grid.
+    clock: Option<SampleClock>,
+    /// Windows started again since the last [`Windows::take_resets`], by [`Reset`].
+    resets: [u64; Reset::ALL.len()],
+}
+
+/// Why a device's window started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// A sample came more than the card's `max_gap_ms` after the previous one.
+    Gap,
+    /// A grid point where some feature had no value within `stale_after_ms`.
+    Stale,
+}
+
+impl Reset {
+    pub const ALL: [Reset; 2] = [Reset::Gap, Reset::Stale];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reset::Gap => "gap",
+            Reset::Stale => "stale",
+        }
+    }
 }
 
 /// Snapshot format 3: format and card fingerprint first, a CRC-32 of
 /// everything before it last. Formats 1 and 2 (no fingerprint, no
 /// checksum) are refused: nothing proves they match the card in force.
 const SNAPSHOT_V3: u8 = 3;
+/// Format 4: format 3 with the sampling clock's assembly after the values,
+/// for a card with a sampling clock (and only for one).
+const SNAPSHOT_V4: u8 = 4;
 /// Version, fingerprint, window, features, count, newest ts, last seen.
 const SNAPSHOT_HEADER: usize = 1 + 8 + 4 + 4 + 8 + 8 + 8;
 const CHECKSUM: usize = 4;
@@ -126,7 +162,31 @@ impl Windows {
             fingerprint: 0,
             devices: HashMap::new(),
             dirty: Vec::new(),
+            max_gap_ms: None,
+            clock: None,
+            resets: [0; Reset::ALL.len()],
         }
+    }
+
+    /// Form samples on the card's sampling clock (see `grid`): values go in
+    /// through [`Windows::admit`], [`Windows::advance`] and [`Windows::hold`], not [`Windows::push`].
+    pub fn on_clock(mut self, clock: Option<SampleClock>) -> Self {
+        debug_assert!(self.devices.is_empty());
+        self.clock = clock;
+        self
+    }
+
+    /// Start a device's window again when a sample comes more than `gap_ms`
+    /// after its previous one (the card's `max_gap_ms`).
+    pub fn resetting_after(mut self, gap_ms: Option<i64>) -> Self {
+        self.max_gap_ms = gap_ms;
+        self
+    }
+
+    /// Windows started again since the last call, by [`Reset`] (in
+    /// [`Reset::ALL`] order).
+    pub fn take_resets(&mut self) -> [u64; Reset::ALL.len()] {
+        std::mem::take(&mut self.resets)
     }
 
     /// Normalize samples with `normalize` (z-score per feature) from now on.
@@ -174,6 +234,7 @@ impl Windows {
             newest_ts: i64::MIN,
             last_seen_ms: 0,
             dirty: false,
+            grid: self.clock.map(|_| Assembly::new(self.features)),
         }
     }
 
@@ -188,15 +249,8 @@ impl Windows {
         evicted: &mut Vec<String>,
     ) -> Result<Pushed, Rejection> {
         debug_assert_eq!(values.len(), self.features);
-        if !self.devices.contains_key(device) {
-            if self.devices.len() >= self.max_devices {
-                evicted.extend(self.evict_least_recent());
-            }
-            let key: Arc<str> = Arc::from(device);
-            let ring = self.new_ring(Arc::clone(&key));
-            self.devices.insert(key, ring);
-        }
-        let (window, features) = (self.window, self.features);
+        debug_assert!(self.clock.is_none(), "on a sampling clock, values go through offer()");
+        self.ensure(device, evicted);
         let ring = self.devices.get_mut(device).expect("inserted above");
         let ts = match ts {
             Some(t) if t == ring.newest_ts => return Ok(Pushed::Duplicate { ts: t }),
@@ -209,29 +263,87 @@ impl Windows {
             Some(t) => t,
             None => now_ms.max(ring.newest_ts.saturating_add(1)),
         };
-        let slot = ring.head * features;
-        let row = &mut ring.buf[slot..slot + features];
-        match &self.normalize {
-            None => row.iter_mut().zip(values).for_each(|(o, &v)| *o = v as f32),
-            Some(n) => {
-                row.iter_mut().zip(values).enumerate().for_each(|(k, (o, &v))| *o = normalized(v, n, k))
+        if self.max_gap_ms.is_some_and(|gap| ring.count > 0 && ts - ring.newest_ts > gap) {
+            // The samples before the gap are not the model's kind of window
+            // with the ones after it: they are dropped, not scored across.
+            ring.count = 0;
+            self.resets[Reset::Gap as usize] += 1;
+        }
+        ring.last_seen_ms = now_ms;
+        mark_ring_dirty(ring, &mut self.dirty);
+        Ok(store(ring, self.normalize.as_ref(), self.hop, ts, values))
+    }
+
+    /// A ring for `device`, made (evicting at the cap) if it is new.
+    fn ensure(&mut self, device: &str, evicted: &mut Vec<String>) {
+        if !self.devices.contains_key(device) {
+            if self.devices.len() >= self.max_devices {
+                evicted.extend(self.evict_least_recent());
+            }
+            let key: Arc<str> = Arc::from(device);
+            let ring = self.new_ring(Arc::clone(&key));
+            self.devices.insert(key, ring);
+        }
+    }
+
+    /// On a sampling clock, step 1 of taking values stamped `ts` for
+    /// `device`: refused as late when `ts` is at or before a grid point
+    /// already final. Then call [`Windows::advance`] until it returns
+    /// `None`, and [`Windows::hold`] the values.
+    pub fn admit(
+        &mut self,
+        device: &str,
+        ts: i64,
+        now_ms: i64,
+        evicted: &mut Vec<String>,
+    ) -> Result<(), Rejection> {
+        self.ensure(device, evicted);
+        let ring = self.devices.get_mut(device).expect("inserted above");
+        let a = ring.grid.as_ref().expect("windows on a sampling clock");
+        if !a.admits(ts) {
+            let last = a.final_ts().unwrap_or_default();
+            return Err(Rejection::new(
+                Reason::Late,
+                format!("ts {ts} is at or before {last}, a grid point of {device} already made final"),
+            ));
+        }
+        ring.last_seen_ms = now_ms;
+        mark_ring_dirty(ring, &mut self.dirty);
+        Ok(())
+    }
+
+    /// Step 2: make the next grid point before `ts` final. A sample goes
+    /// into the window (stamped with its grid time); a stale point starts
+    /// the window again. `None` once no point before `ts` is left.
+    pub fn advance(&mut self, device: &str, ts: i64) -> Option<Pushed> {
+        let clock = self.clock?;
+        let ring = self.devices.get_mut(device)?;
+        let mut row = [0f64; 64];
+        let mut heap;
+        let row: &mut [f64] = if self.features <= row.len() {
+            &mut row[..self.features]
+        } else {
+            heap = vec![0f64; self.features];
+            &mut heap
+        };
+        loop {
+            match ring.grid.as_mut()?.advance(clock, ts, row)? {
+                Step::Sample(t) => return Some(store(ring, self.normalize.as_ref(), self.hop, t, row)),
+                Step::Stale(_) => {
+                    if ring.count > 0 {
+                        ring.count = 0;
+                        self.resets[Reset::Stale as usize] += 1;
+                    }
+                }
             }
         }
-        ring.head = (ring.head + 1) % window;
-        ring.count += 1;
-        ring.newest_ts = ts;
-        ring.last_seen_ms = now_ms;
-        if !ring.dirty {
-            ring.dirty = true;
-            self.dirty.push(Arc::clone(&ring.key));
-        }
-        let n = ring.count;
-        let w = window as u64;
-        Ok(if n >= w && (n - w).is_multiple_of(self.hop) {
-            Pushed::Ready { ts }
-        } else {
-            Pushed::Buffered { ts }
-        })
+    }
+
+    /// Step 3: keep `values` (card order, NaN: absent) stamped `ts` for the
+    /// grid points after it. Returns whether they were all held already (a
+    /// repeat, such as a redelivery).
+    pub fn hold(&mut self, device: &str, ts: i64, values: &[f64]) -> bool {
+        self.devices.get_mut(device).and_then(|r| r.grid.as_mut()).is_some_and(|a| a.hold(ts, values))
     }
 
     /// Copy `device`'s window, oldest sample first, normalized, into `out`
@@ -325,9 +437,16 @@ impl Windows {
         if crc32fast::hash(body).to_le_bytes() != sum {
             return Err(Unrestored::Checksum);
         }
-        if body.len() < SNAPSHOT_HEADER + 1 || body[0] != SNAPSHOT_V3 {
+        let format = if self.clock.is_some() { SNAPSHOT_V4 } else { SNAPSHOT_V3 };
+        let assembly_len = if self.clock.is_some() { grid::encoded_len(f) } else { 0 };
+        if body.len() < SNAPSHOT_HEADER + 1 + assembly_len || body[0] != format {
             return Err(Unrestored::Format);
         }
+        let (body, assembly) = body.split_at(body.len() - assembly_len);
+        let grid = match self.clock {
+            None => None,
+            Some(_) => Some(Assembly::decode(assembly, f).ok_or(Unrestored::Format)?),
+        };
         let u32_at = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes")) as usize;
         let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
         if u64_at(1) != self.fingerprint || u32_at(9) != w || u32_at(13) != f {
@@ -365,7 +484,8 @@ impl Windows {
             _ => return Err(Unrestored::Format),
         };
         let key: Arc<str> = Arc::from(device);
-        let ring = Ring { key: Arc::clone(&key), buf, head: 0, count, newest_ts, last_seen_ms, dirty: false };
+        let ring =
+            Ring { key: Arc::clone(&key), buf, head: 0, count, newest_ts, last_seen_ms, dirty: false, grid };
         self.devices.insert(key, ring);
         Ok(())
     }
@@ -388,6 +508,36 @@ impl Windows {
     }
 }
 
+/// Mark `ring` for the next `take_dirty`.
+fn mark_ring_dirty(ring: &mut Ring, dirty: &mut Vec<Arc<str>>) {
+    if !ring.dirty {
+        ring.dirty = true;
+        dirty.push(Arc::clone(&ring.key));
+    }
+}
+
+/// Write one sample (raw values, card order) stamped `ts` into `ring`.
+fn store(ring: &mut Ring, normalize: Option<&Normalize>, hop: u64, ts: i64, values: &[f64]) -> Pushed {
+    let features = values.len();
+    let window = ring.buf.len() / features;
+    let slot = ring.head * features;
+    let row = &mut ring.buf[slot..slot + features];
+    match normalize {
+        None => row.iter_mut().zip(values).for_each(|(o, &v)| *o = v as f32),
+        Some(n) => row.iter_mut().zip(values).enumerate().for_each(|(k, (o, &v))| *o = normalized(v, n, k)),
+    }
+    ring.head = (ring.head + 1) % window;
+    ring.count += 1;
+    ring.newest_ts = ts;
+    let n = ring.count;
+    let w = window as u64;
+    if n >= w && (n - w).is_multiple_of(hop) {
+        Pushed::Ready { ts }
+    } else {
+        Pushed::Buffered { ts }
+    }
+}
+
 /// One value normalized: f64 arithmetic, one rounding to f32, as the
 /// reference (numpy) computes it.
 fn normalized(v: f64, n: &Normalize, k: usize) -> f32 {
@@ -406,13 +556,15 @@ fn f32s(b: &[u8]) -> Vec<f32> {
 
 /// Header (format, fingerprint, window, features, count, newest ts, last
 /// seen), then whether values are normalized (0 or 1) and if so the means
-/// and stds (f64), then the values oldest sample first (f32), then a CRC-32
-/// of all of it, all little-endian.
+/// and stds (f64), then the values oldest sample first (f32), then (format
+/// 4, on a sampling clock) the assembly, then a CRC-32 of all of it, all
+/// little-endian.
 fn snapshot(ring: &Ring, w: &Windows) -> Vec<u8> {
     let (window, features) = (w.window, w.features);
     let consts = w.normalize.as_ref().map_or(0, |_| 16 * features);
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len() + CHECKSUM);
-    out.push(SNAPSHOT_V3);
+    let assembly = ring.grid.as_ref().map_or(0, |_| grid::encoded_len(features));
+    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len() + assembly + CHECKSUM);
+    out.push(if ring.grid.is_some() { SNAPSHOT_V4 } else { SNAPSHOT_V3 });
     out.extend_from_slice(&w.fingerprint.to_le_bytes());
     out.extend_from_slice(&(window as u32).to_le_bytes());
     out.extend_from_slice(&(features as u32).to_le_bytes());
@@ -429,6 +581,9 @@ fn snapshot(ring: &Ring, w: &Windows) -> Vec<u8> {
     let split = ring.head * features;
     for v in ring.buf[split..].iter().chain(&ring.buf[..split]) {
         out.extend_from_slice(&v.to_le_bytes());
+    }
+    if let Some(a) = &ring.grid {
+        a.encode(&mut out);
     }
     let sum = crc32fast::hash(&out);
     out.extend_from_slice(&sum.to_le_bytes());
@@ -473,6 +628,84 @@ mod tests {
         let mut out = [0f32; 2];
         w.write_window("d", &mut out);
         assert_eq!(out, [1.0, 2.0]);
+    }
+
+    #[test]
+    fn a_gap_starts_the_window_again_and_is_counted() {
+        let mut w = Windows::new(3, 1, 1).resetting_after(Some(1000));
+        let push =
+            |w: &mut Windows, ts: i64, v: f64| w.push("d", Some(ts), 0, &[v], &mut Vec::new()).unwrap();
+        push(&mut w, 0, 1.0);
+        push(&mut w, 500, 2.0);
+        assert_eq!(push(&mut w, 1500, 3.0), Pushed::Ready { ts: 1500 }, "1000 ms apart is no gap");
+        assert_eq!(w.take_resets(), [0, 0]);
+        // 1001 ms after the newest: the window starts again with this sample.
+        assert_eq!(push(&mut w, 2501, 4.0), Pushed::Buffered { ts: 2501 });
+        assert_eq!(w.take_resets(), [1, 0], "one gap reset");
+        assert_eq!(w.take_resets(), [0, 0], "taken once");
+        assert_eq!(push(&mut w, 2600, 5.0), Pushed::Buffered { ts: 2600 });
+        assert_eq!(push(&mut w, 2700, 6.0), Pushed::Ready { ts: 2700 });
+        let mut out = [0f32; 3];
+        assert!(w.write_window("d", &mut out));
+        assert_eq!(out, [4.0, 5.0, 6.0], "only samples after the gap");
+        let mut plain = Windows::new(2, 1, 1);
+        plain.push("d", Some(0), 0, &[1.0], &mut Vec::new()).unwrap();
+        assert_eq!(
+            plain.push("d", Some(1 << 40), 0, &[1.0], &mut Vec::new()).unwrap(),
+            Pushed::Ready { ts: 1 << 40 }
+        );
+        assert_eq!(plain.take_resets(), [0, 0], "no max_gap_ms, no reset");
+    }
+
+    /// Values of one feature (of 2) through admit / advance / hold; the windows it completes.
+    fn offer(w: &mut Windows, ts: i64, f: usize, v: f64) -> Result<Vec<i64>, Reason> {
+        w.admit("d", ts, 0, &mut Vec::new()).map_err(|r| r.reason)?;
+        let mut ready = Vec::new();
+        while let Some(p) = w.advance("d", ts) {
+            if let Pushed::Ready { ts } = p {
+                ready.push(ts);
+            }
+        }
+        let mut row = [f64::NAN; 2];
+        row[f] = v;
+        w.hold("d", ts, &row);
+        Ok(ready)
+    }
+
+    #[test]
+    fn on_a_clock_windows_are_consecutive_grid_samples() {
+        let clock = SampleClock { period_ms: 100, stale_after_ms: 150 };
+        let mut w = Windows::new(2, 2, 1).on_clock(Some(clock));
+        assert_eq!(offer(&mut w, 1010, 0, 1.0), Ok(vec![]));
+        assert_eq!(offer(&mut w, 1020, 1, 10.0), Ok(vec![]));
+        assert_eq!(offer(&mut w, 1110, 0, 2.0), Ok(vec![]), "1100: the first sample");
+        assert_eq!(offer(&mut w, 1120, 1, 20.0), Ok(vec![]));
+        assert_eq!(offer(&mut w, 1201, 0, 3.0), Ok(vec![1200]), "1200 completes a window of 2");
+        let mut out = [0f32; 4];
+        assert!(w.write_window("d", &mut out));
+        assert_eq!(out, [1.0, 10.0, 2.0, 20.0]);
+        assert_eq!(offer(&mut w, 1150, 1, 9.0), Err(Reason::Late));
+        // Feature 1 falls silent: 1300 still holds 20.0 (180 ms > 150: stale).
+        assert_eq!(offer(&mut w, 1301, 0, 4.0), Ok(vec![]), "1300 is stale");
+        assert_eq!(w.take_resets(), [0, 1]);
+        let snap = w.take_dirty().pop().unwrap().1;
+        assert_eq!(snap[0], SNAPSHOT_V4);
+        let mut back = Windows::new(2, 2, 1).on_clock(Some(clock));
+        back.restore("d", &snap, i64::MAX).unwrap();
+        let mut plain = Windows::new(2, 2, 1);
+        assert_eq!(plain.restore("d", &snap, i64::MAX), Err(Unrestored::Format), "no clock, no assembly");
+        for w in [&mut w, &mut back] {
+            assert_eq!(offer(w, 1310, 1, 30.0), Ok(vec![]));
+            assert_eq!(offer(w, 1401, 0, 5.0), Ok(vec![]), "1400: the first sample after the reset");
+            assert_eq!(offer(w, 1501, 0, 6.0), Ok(vec![]), "1500: feature 1's 30.0 is 190 ms old: stale");
+            assert_eq!(offer(w, 1510, 1, 40.0), Ok(vec![]));
+            assert_eq!(offer(w, 1601, 1, 41.0), Ok(vec![]), "1600: a sample");
+            assert_eq!(offer(w, 1650, 0, 6.5), Ok(vec![]));
+            assert_eq!(offer(w, 1701, 0, 7.0), Ok(vec![1700]));
+            let mut out = [0f32; 4];
+            assert!(w.write_window("d", &mut out));
+            assert_eq!(out, [6.0, 40.0, 6.5, 41.0], "1600 and 1700: the restored assembly goes on alike");
+        }
     }
 
     #[test]

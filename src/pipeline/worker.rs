@@ -28,7 +28,9 @@ use crate::durable::committer::{Committer, Turn, Watch};
 use crate::durable::sink::Control;
 use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
+use crate::ingest::format::InputFormat;
 use crate::ingest::reject::{Reason, Rejection};
+use crate::ingest::tag;
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
@@ -37,7 +39,7 @@ use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::render::{self, Origin, Scored};
-use crate::pipeline::window::{Pushed, Unrestored, Windows};
+use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
 use crate::pipeline::Inbound;
 use crate::sparkplug::input::{Kind, SparkplugInput};
 
@@ -52,15 +54,18 @@ fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits
     )
     .normalizing(card.normalize.clone())
     .identified_by(card.input_fingerprint())
+    .resetting_after(card.max_gap_ms)
+    .on_clock(card.clock)
 }
 
-fn decoder_for(card: &crate::model::card::ModelCard, limits: &Limits) -> Decoder {
+fn decoder_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits: &Limits) -> Decoder {
     Decoder::with_limits(
         &card.features,
         limits.max_samples_per_message,
         limits.max_keys_per_sample,
         limits.max_json_depth,
     )
+    .reading(pipeline.input_format, pipeline.ts_unit)
 }
 
 /// Where the worker's results go.
@@ -125,7 +130,7 @@ impl Worker {
     ) -> std::io::Result<Self> {
         let card = &model.card;
         let mut w = Self {
-            decoder: decoder_for(card, &limits),
+            decoder: decoder_for(card, &pipeline, &limits),
             sparkplug_in: pipeline
                 .input_births
                 .as_ref()
@@ -305,10 +310,10 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, msg: Inbound) {
+    fn handle(&mut self, mut msg: Inbound) {
         self.events.received(msg.payload.len());
         self.out.health.counted(1, 0);
-        if let Some(a) = msg.ack {
+        if let Some(a) = msg.ack.take() {
             self.staged_acks.push(a);
         }
         let len = msg.oversize.unwrap_or(msg.payload.len() as u64);
@@ -331,9 +336,20 @@ impl Worker {
                 }
             },
         };
-        match &mut self.sparkplug_in {
-            Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
-            None => self.decoder.decode(&msg.payload, &mut self.decoded),
+        match (&mut self.sparkplug_in, self.pipeline.input_format) {
+            (Some(sp), _) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
+            (None, InputFormat::Tag) => {
+                // A tag the model does not use is skipped, as a name in `values` is.
+                let feature =
+                    self.pipeline.input.feature(&msg.topic).and_then(|f| self.decoder.feature_index(f));
+                let (keys, unit, nf) =
+                    (&self.pipeline.tag_keys, self.pipeline.ts_unit, self.decoder.features());
+                match feature {
+                    Some(f) => tag::decode(keys, unit, f, nf, &msg.payload, &mut self.decoded),
+                    None => self.decoded.clear(),
+                }
+            }
+            (None, _) => self.decoder.decode(&msg.payload, &mut self.decoded),
         }
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
@@ -357,19 +373,54 @@ impl Worker {
                 self.reject(&msg.topic, &msg.payload, &r);
                 continue;
             }
+            if self.model.card.clock.is_some() {
+                self.offer(&msg, &device, i, ts.unwrap_or(msg.received_ms));
+                continue;
+            }
             match self.windows.push(&device, ts, msg.received_ms, values, &mut self.evicted) {
-                Ok(Pushed::Buffered { .. }) => {}
-                Ok(Pushed::Duplicate { ts }) => self.events.duplicate(&device, ts),
-                Ok(Pushed::Ready { ts }) => {
-                    if self.batch.is_full() {
-                        self.score();
-                    }
-                    self.batch.push(&self.windows, &device, ts, len);
-                }
+                Ok(pushed) => self.pushed(&device, pushed, len),
                 Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
                     self.events.duplicate(&device, ts.unwrap_or_default())
                 }
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
+            }
+        }
+        for (reason, n) in Reset::ALL.into_iter().zip(self.windows.take_resets()) {
+            if n > 0 {
+                self.events.windows_reset(reason, n);
+            }
+        }
+    }
+
+    /// On a sampling clock: decoded row `i` (NaN: absent) stamped `ts`
+    /// goes to the device's assembly; each grid point it makes final may
+    /// complete a window.
+    fn offer(&mut self, msg: &Inbound, device: &str, i: usize, ts: i64) {
+        let len = self.model.card.input_len();
+        match self.windows.admit(device, ts, msg.received_ms, &mut self.evicted) {
+            Ok(()) => {}
+            Err(_) if msg.redelivered => return self.events.duplicate(device, ts),
+            Err(r) => return self.reject(&msg.topic, &msg.payload, &r),
+        }
+        while let Some(pushed) = self.windows.advance(device, ts) {
+            self.pushed(device, pushed, len);
+        }
+        let nf = self.decoder.features();
+        if self.windows.hold(device, ts, &self.decoded.values[i * nf..(i + 1) * nf]) {
+            self.events.duplicate(device, ts);
+        }
+    }
+
+    /// A sample went into `device`'s window: a window it completes joins the batch.
+    fn pushed(&mut self, device: &str, pushed: Pushed, len: usize) {
+        match pushed {
+            Pushed::Buffered { .. } => {}
+            Pushed::Duplicate { ts } => self.events.duplicate(device, ts),
+            Pushed::Ready { ts } => {
+                if self.batch.is_full() {
+                    self.score();
+                }
+                self.batch.push(&self.windows, device, ts, len);
             }
         }
     }
@@ -520,7 +571,7 @@ impl Worker {
             self.staged_forget.extend(forgotten);
             let c = &model.card;
             self.windows = windows_for(c, self.pipeline.hop, &self.limits);
-            self.decoder = decoder_for(c, &self.limits);
+            self.decoder = decoder_for(c, &self.pipeline, &self.limits);
             if self.sparkplug_in.is_some() {
                 self.sparkplug_in =
                     Some(SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline));
@@ -592,6 +643,9 @@ mod tests {
             model: model.path.clone(),
             card: model.card.path.clone(),
             input,
+            input_format: crate::ingest::format::InputFormat::Lineguard,
+            ts_unit: crate::ingest::format::TsUnit::Ms,
+            tag_keys: Default::default(),
             input_births: None,
             output: Output::Json(output),
             hop: 1,

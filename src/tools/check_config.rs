@@ -21,9 +21,11 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
     for (p, m) in settings.pipelines.iter().zip(&models) {
         let _ = writeln!(
             out,
-            "# pipeline `{}`: subscribes `{}`, publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
+            "# pipeline `{}`: subscribes `{}` ({} payloads, timestamps in {}), publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
             p.name,
             p.filters().join("` and `"),
+            p.input_format.as_str(),
+            p.ts_unit.as_str(),
             p.output_display(settings.sparkplug.as_ref().map(|s| &s.node)),
             m.card.name,
             m.card.version,

@@ -97,38 +97,46 @@ pub fn card_scores(card_rel: &str) -> Vec<CardScore> {
         .collect()
 }
 
+/// What the score message of one window must say, from ORT's `outputs`.
+pub fn expected_window(
+    device: &str,
+    ts: i64,
+    outputs: &BTreeMap<String, Vec<f32>>,
+    scores: &[CardScore],
+) -> Expected {
+    let mut values = BTreeMap::new();
+    let mut state = Some(0u8);
+    for s in scores {
+        let v = outputs[&s.output][s.index];
+        values.insert(s.name.clone(), v);
+        let mut level = 0u8;
+        for (t, l) in [(s.warn, 1u8), (s.alarm, 2u8)] {
+            let Some(t) = t else { continue };
+            let t = t as f32;
+            if (v - t).abs() <= 1e-4 * t.abs().max(1e-2) {
+                state = None; // too close to call
+            }
+            if (s.below && v <= t) || (!s.below && v >= t) {
+                level = level.max(l);
+            }
+        }
+        state = state.map(|st| st.max(level));
+    }
+    Expected {
+        device: device.to_string(),
+        ts,
+        scores: values,
+        state: state.map(|l| ["ok", "warn", "alarm"][l as usize]),
+    }
+}
+
 impl Golden {
     /// Every window lineguard must publish with this `hop`, with ORT's scores.
     pub fn expected(&self, scores: &[CardScore], hop: usize) -> Vec<Expected> {
         self.windows
             .iter()
             .filter(|w| (w.index + 1 - self.window).is_multiple_of(hop))
-            .map(|w| {
-                let mut values = BTreeMap::new();
-                let mut state = Some(0u8);
-                for s in scores {
-                    let v = w.outputs[&s.output][s.index];
-                    values.insert(s.name.clone(), v);
-                    let mut level = 0u8;
-                    for (t, l) in [(s.warn, 1u8), (s.alarm, 2u8)] {
-                        let Some(t) = t else { continue };
-                        let t = t as f32;
-                        if (v - t).abs() <= 1e-4 * t.abs().max(1e-2) {
-                            state = None; // too close to call
-                        }
-                        if (s.below && v <= t) || (!s.below && v >= t) {
-                            level = level.max(l);
-                        }
-                    }
-                    state = state.map(|st| st.max(level));
-                }
-                Expected {
-                    device: w.device.clone(),
-                    ts: w.ts,
-                    scores: values,
-                    state: state.map(|l| ["ok", "warn", "alarm"][l as usize]),
-                }
-            })
+            .map(|w| expected_window(&w.device, w.ts, &w.outputs, scores))
             .collect()
     }
 

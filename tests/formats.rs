@@ -1,0 +1,279 @@
+//! Input formats other than lineguard's own, gaps in a device's data and the
+//! sampling clock, through a real mosquitto: every window scored must equal
+//! ONNX Runtime's fixture for the same samples, nothing missing, nothing
+//! extra.
+
+mod support;
+
+use std::time::Duration;
+
+use support::broker::Broker;
+use support::daemon::{config, own_state, Daemon};
+use support::golden::{card_scores, check_scores_at_least_once, expected_window, Expected, Golden, Sample};
+use support::line::{
+    collect_every_window, copy_model, expect_exactly, line_pipeline, line_topic, score_topic, wait_online,
+    LINE_CARD, LINE_GOLDEN,
+};
+use support::mqtt::{Publisher, Subscriber};
+
+/// A config for the line pipeline with `keys` added to it.
+fn line_config(broker: &Broker, client_id: &str, model: Option<&str>, keys: &str) -> String {
+    let mut spec = line_pipeline();
+    if let Some(m) = model {
+        spec.model = m;
+    }
+    config(broker.port, client_id, own_state(), &[spec], "").replace("hop = 1\n", &format!("hop = 1\n{keys}"))
+}
+
+/// One golden sample as a Telegraf JSON metric: fields are the features,
+/// `timestamp` in (fractional) seconds, as `json_timestamp_units = "1s"`
+/// writes whole ones.
+fn telegraf_metric(device: &str, s: &Sample) -> serde_json::Value {
+    serde_json::json!({
+        "fields": s.values,
+        "name": "press",
+        "tags": {"host": "gw01", "machine": device},
+        "timestamp": s.ts as f64 / 1000.0,
+    })
+}
+
+#[test]
+fn telegraf_metrics_score_as_onnx_runtime() {
+    let broker = Broker::start();
+    let golden = Golden::load(LINE_GOLDEN);
+    let _daemon = Daemon::start(&line_config(&broker, "lg-telegraf", None, "input_format = \"telegraf\"\n"));
+    wait_online(&broker, "lg-telegraf");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    // Two devices send one metric per message; two send the batch form,
+    // two metrics per message.
+    let mut batched: std::collections::BTreeMap<&str, Vec<serde_json::Value>> = Default::default();
+    for (device, sample) in golden.interleaved() {
+        let metric = telegraf_metric(device, sample);
+        if device == "line1/press1" || device == "line1/press2" {
+            let pending = batched.entry(device).or_default();
+            pending.push(metric);
+            if pending.len() == 2 {
+                let metrics = std::mem::take(pending);
+                p.publish(&line_topic(device), serde_json::json!({ "metrics": metrics }).to_string());
+            }
+        } else {
+            p.publish(&line_topic(device), metric.to_string());
+        }
+    }
+    for (device, rest) in batched.into_iter().filter(|(_, m)| !m.is_empty()) {
+        p.publish(&line_topic(device), serde_json::json!({ "metrics": rest }).to_string());
+    }
+    p.flush(Duration::from_secs(10));
+    expect_exactly(&sub, &golden.expected(&card_scores(LINE_CARD), 1));
+}
+
+#[test]
+fn a_gap_longer_than_max_gap_ms_starts_the_window_again() {
+    let broker = Broker::start();
+    let golden = Golden::load(LINE_GOLDEN);
+    let models = tempfile::tempdir().unwrap();
+    let model = copy_model(models.path());
+    let card = models.path().join("line-mlp.toml");
+    let text = std::fs::read_to_string(&card).unwrap();
+    std::fs::write(&card, format!("max_gap_ms = 5000\n{text}")).unwrap();
+
+    let (device, gap_at, shift) = ("line1/press1", 20usize, 60_000i64);
+    let daemon = Daemon::start(&line_config(&broker, "lg-gap", Some(&model.display().to_string()), ""));
+    wait_online(&broker, "lg-gap");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    // The machine stops for a minute after its 20th sample; the other
+    // devices send on without a gap.
+    let samples: Vec<(&str, Sample)> = golden
+        .interleaved()
+        .into_iter()
+        .map(|(d, s)| {
+            let index = golden.devices[d].iter().position(|x| x.ts == s.ts).unwrap();
+            let mut s = s.clone();
+            if d == device && index >= gap_at {
+                s.ts += shift;
+            }
+            (d, s)
+        })
+        .collect();
+    for (d, s) in &samples {
+        p.publish(&line_topic(d), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+
+    // Of the stopped machine, the windows before the gap and those made
+    // wholly of samples after it (their values are the fixture's; only the
+    // clock moved); none that straddles it.
+    let window = golden.window;
+    let expected: Vec<Expected> = golden
+        .windows
+        .iter()
+        .zip(golden.expected(&card_scores(LINE_CARD), 1))
+        .filter_map(|(w, mut e)| {
+            if w.device != device {
+                return Some(e);
+            }
+            if w.index < gap_at {
+                Some(e)
+            } else if w.index + 1 >= gap_at + window {
+                e.ts += shift;
+                Some(e)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let straddling = golden.windows.iter().filter(|w| w.device == device).count()
+        - expected.iter().filter(|e| e.device == device).count();
+    assert_eq!(straddling, window - 1, "the test removes exactly the windows across the gap");
+    expect_exactly(&sub, &expected);
+    let (_, metrics) = daemon.http_get("/metrics");
+    assert!(
+        metrics.contains("lineguard_window_resets_total{pipeline=\"press-line\",reason=\"gap\"} 1"),
+        "one reset counted:\n{metrics}"
+    );
+}
+
+#[test]
+fn timestamps_in_seconds_need_ts_unit() {
+    let broker = Broker::start();
+    let golden = Golden::load(LINE_GOLDEN);
+    let _daemon = Daemon::start(&line_config(&broker, "lg-ts-unit", None, "ts_unit = \"us\"\n"));
+    wait_online(&broker, "lg-ts-unit");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        let us = serde_json::json!({"ts": s.ts * 1000 + 999, "values": s.values});
+        p.publish(&line_topic(device), us.to_string());
+    }
+    p.flush(Duration::from_secs(10));
+    // Microseconds, truncated to the millisecond: the fixture's own ts.
+    expect_exactly(&sub, &golden.expected(&card_scores(LINE_CARD), 1));
+}
+
+/// The shipped model, its card given a sampling clock of `period` ms.
+fn model_on_a_clock(dir: &std::path::Path, period: i64) -> String {
+    let model = copy_model(dir);
+    let card = dir.join("line-mlp.toml");
+    let text = std::fs::read_to_string(&card).unwrap();
+    std::fs::write(&card, format!("sample_period_ms = {period}\n{text}")).unwrap();
+    model.display().to_string()
+}
+
+#[derive(serde::Deserialize)]
+struct TagFixture {
+    sample_period_ms: i64,
+    resets: std::collections::BTreeMap<String, u64>,
+    messages: Vec<TagMessage>,
+    windows: Vec<TagWindow>,
+}
+
+#[derive(serde::Deserialize)]
+struct TagMessage {
+    ts: i64,
+    device: String,
+    feature: String,
+    value: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct TagWindow {
+    device: String,
+    ts: i64,
+    outputs: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+fn tag_fixture() -> TagFixture {
+    let text =
+        std::fs::read_to_string(support::repo_path("models/fixtures/line-mlp.tags.golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A daemon reading tags (`uns/{line}/{machine}/{feature}`) for the line
+/// model on the fixture's clock; the models' directory must outlive it.
+fn tag_daemon(broker: &Broker, client_id: &str, fixture: &TagFixture) -> (Daemon, tempfile::TempDir) {
+    let models = tempfile::tempdir().unwrap();
+    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
+    let config = line_config(broker, client_id, Some(&model), "input_format = \"tag\"\n")
+        .replace("plant/{line}/{machine}/telemetry", "uns/{line}/{machine}/{feature}");
+    let daemon = Daemon::start(&config);
+    wait_online(broker, client_id);
+    (daemon, models)
+}
+
+/// The fixture's `i`th tag message: HiveMQ Edge's shape, every fifth value
+/// as a string, as some gateways send it.
+fn tag_message(i: usize, m: &TagMessage) -> (String, String) {
+    let payload = match i % 5 {
+        0 => serde_json::json!({"value": m.value.to_string(), "timestamp": m.ts}),
+        _ => serde_json::json!({"value": m.value, "timestamp": m.ts}),
+    };
+    (format!("uns/{}/{}", m.device, m.feature), payload.to_string())
+}
+
+fn tag_expected(fixture: &TagFixture) -> Vec<Expected> {
+    let scores = card_scores(LINE_CARD);
+    fixture.windows.iter().map(|w| expected_window(&w.device, w.ts, &w.outputs, &scores)).collect()
+}
+
+/// One value per topic (`uns/{line}/{machine}/{feature}`), each tag at its
+/// own jittered times, some by exception, one falling silent longer than
+/// `stale_after_ms`: the fixture (models/make_tag_fixture.py) forms the grid
+/// samples from the raw stream on its own and scores them with ONNX Runtime.
+#[test]
+fn tags_on_a_sampling_clock_score_as_onnx_runtime() {
+    let fixture = tag_fixture();
+    let broker = Broker::start();
+    let (daemon, _models) = tag_daemon(&broker, "lg-tags", &fixture);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (i, m) in fixture.messages.iter().enumerate() {
+        let (topic, payload) = tag_message(i, m);
+        p.publish(&topic, payload);
+    }
+    p.flush(Duration::from_secs(20));
+    let expected = tag_expected(&fixture);
+    assert_eq!(expected.len(), 78, "the fixture's windows");
+    expect_exactly(&sub, &expected);
+    let resets: u64 = fixture.resets.values().sum();
+    assert_eq!(fixture.resets["line1/press2"], 1, "only the machine whose tag fell silent resets");
+    let (_, metrics) = daemon.http_get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "lineguard_window_resets_total{{pipeline=\"press-line\",reason=\"stale\"}} {resets}"
+        )),
+        "the silent tag's reset is counted:\n{metrics}"
+    );
+    assert!(!metrics.contains("reason=\"late\""), "in ts order, nothing is late:\n{metrics}");
+}
+
+/// kill -9 mid-stream: the partly formed samples come back with the
+/// windows, and every window is scored, as ONNX Runtime scores it.
+#[test]
+fn tags_on_a_sampling_clock_survive_kill_9() {
+    let fixture = tag_fixture();
+    let broker = Broker::start();
+    let (mut daemon, _models) = tag_daemon(&broker, "lg-tags-kill9", &fixture);
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let half = fixture.messages.len() / 2;
+    for (i, m) in fixture.messages.iter().enumerate() {
+        let (topic, payload) = tag_message(i, m);
+        p.publish(&topic, payload);
+        std::thread::sleep(Duration::from_micros(500));
+        if i == half {
+            daemon.kill9();
+        }
+        if i == half + 40 {
+            // Tags published while it was down wait in its persistent session.
+            daemon.spawn();
+        }
+    }
+    p.flush(Duration::from_secs(20));
+    let expected = tag_expected(&fixture);
+    let got = collect_every_window(&sub, &expected, Duration::from_secs(30));
+    let dups = check_scores_at_least_once(&got, &expected, "press-line", "line-mlp", score_topic);
+    eprintln!("kill -9 on a sampling clock: {} windows, {dups} identical duplicates", expected.len());
+    assert!(daemon.log().contains("windows restored from the state store"), "{}", daemon.log());
+}
