@@ -214,7 +214,19 @@ fn matching_a_topic_allocates_nothing_whatever_the_template() {
 
 #[test]
 fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
+    clocked_allocations(false);
+}
+
+#[test]
+fn kepware_records_allocate_nothing_per_value() {
+    clocked_allocations(true);
+}
+
+/// Values one per message (`tag`) or a device's eight per message
+/// (`kepware`, each record naming its device), through the sampling clock.
+fn clocked_allocations(kepware: bool) {
     use lineguard::ingest::format::TsUnit;
+    use lineguard::ingest::kepware::{self, TagId};
     use lineguard::ingest::tag::{self, TagKeys};
     use lineguard::model::card::SampleClock;
 
@@ -232,7 +244,7 @@ fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
     let mut input = vec![0f32; WINDOW * FEATURES];
     // Per grid point, per device, each tag a little before the point.
     let rounds = WINDOW + 2 + 8;
-    let messages: Vec<Vec<(String, Vec<u8>)>> = (0..rounds)
+    let tag_messages: Vec<Vec<(String, Vec<u8>)>> = (0..rounds)
         .map(|k| {
             (0..DEVICES)
                 .flat_map(|d| {
@@ -245,22 +257,61 @@ fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
                 .collect()
         })
         .collect();
+    // The same values as IoT Gateway messages, one per device and grid point.
+    let kepware_messages: Vec<Vec<(String, Vec<u8>)>> = (0..rounds)
+        .map(|k| {
+            (0..DEVICES)
+                .map(|d| {
+                    let records: Vec<String> = features
+                        .iter()
+                        .enumerate()
+                        .map(|(f, name)| {
+                            let ts = 1_732_400_000_000 + (k as i64) * 100 - 40 + f as i64;
+                            format!(
+                                r#"{{"id":"line{}.m{d}.{name}","v":{},"q":true,"t":{ts}}}"#,
+                                d % 4,
+                                d + f + k
+                            )
+                        })
+                        .collect();
+                    (
+                        "iotgateway".to_string(),
+                        format!(r#"{{"values":[{}]}}"#, records.join(",")).into_bytes(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let messages = if kepware { kepware_messages } else { tag_messages };
+    let tag_id = TagId::parse("{line}.{machine}.{feature}").unwrap();
+    let mut key = String::new();
     let mut round = |windows: &mut Windows, msgs: &[(String, Vec<u8>)]| {
         let mut ready = 0;
         for (topic, payload) in msgs {
-            let device = template.device_key(topic).expect("matches");
-            let f = decoder.feature_index(template.feature(topic).unwrap()).unwrap();
-            tag::decode(&keys, TsUnit::Ms, f, FEATURES, payload, &mut decoded);
-            assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
-            let ts = decoded.ts[0].unwrap();
-            windows.admit(&device, ts, 0, &mut evicted).unwrap();
-            while let Some(p) = windows.advance(&device, ts) {
-                if let Pushed::Ready { .. } = p {
-                    assert!(windows.write_window(&device, &mut input));
-                    ready += 1;
-                }
+            if kepware {
+                kepware::decode(&decoder, &tag_id, TsUnit::Ms, "", payload, &mut decoded);
+            } else {
+                let f = decoder.feature_index(template.feature(topic).unwrap()).unwrap();
+                tag::decode(&keys, TsUnit::Ms, f, FEATURES, payload, &mut decoded);
             }
-            windows.hold(&device, ts, &decoded.values[..FEATURES]);
+            assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
+            for i in 0..decoded.len() {
+                // As the worker does: the row's key into a reused buffer.
+                key.clear();
+                match decoded.key(i) {
+                    Some(k) => key.push_str(k),
+                    None => key.push_str(&template.device_key(topic).expect("matches")),
+                }
+                let ts = decoded.ts[i].unwrap();
+                windows.admit(&key, ts, 0, &mut evicted).unwrap();
+                while let Some(p) = windows.advance(&key, ts) {
+                    if let Pushed::Ready { .. } = p {
+                        assert!(windows.write_window(&key, &mut input));
+                        ready += 1;
+                    }
+                }
+                windows.hold(&key, ts, &decoded.values[i * FEATURES..(i + 1) * FEATURES]);
+            }
         }
         ready
     };
@@ -281,7 +332,7 @@ fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
     assert_eq!(
         allocations,
         0,
-        "{allocations} allocations in {} tag messages",
+        "{allocations} allocations in {} tag messages (kepware: {kepware})",
         measured.len() * DEVICES * FEATURES
     );
 }

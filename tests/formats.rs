@@ -277,3 +277,49 @@ fn tags_on_a_sampling_clock_survive_kill_9() {
     eprintln!("kill -9 on a sampling clock: {} windows, {dups} identical duplicates", expected.len());
     assert!(daemon.log().contains("windows restored from the state store"), "{}", daemon.log());
 }
+
+/// The same tag stream as KEPServerEX's IoT Gateway sends it: one topic,
+/// several records per message, each naming its device and feature by its
+/// id (`line1.press1.motor_temp` through `tag_id = "{line}.{machine}.{feature}"`),
+/// with records of bad quality and of tags the model does not use in
+/// between: every window as ONNX Runtime scores the fixture's samples.
+#[test]
+fn kepware_records_on_a_sampling_clock_score_as_onnx_runtime() {
+    let fixture = tag_fixture();
+    let broker = Broker::start();
+    let models = tempfile::tempdir().unwrap();
+    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
+    let keys = "input_format = \"kepware\"\ntag_id = \"{line}.{machine}.{feature}\"\n";
+    let config = line_config(&broker, "lg-kepware", Some(&model), keys)
+        .replace("\"plant/{line}/{machine}/telemetry\"", "\"iotgateway\"");
+    let daemon = Daemon::start(&config);
+    wait_online(&broker, "lg-kepware");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let mut bad_quality = 0;
+    for (n, chunk) in fixture.messages.chunks(7).enumerate() {
+        let mut records = Vec::new();
+        for m in chunk {
+            let id = format!("{}.{}", m.device.replace('/', "."), m.feature);
+            if n % 3 == 0 {
+                // A value the server marks bad: rejected, and the held value stays.
+                records.push(serde_json::json!({"id": id, "v": -1e6, "q": false, "t": m.ts}));
+                bad_quality += 1;
+            }
+            records.push(serde_json::json!({"id": id, "v": m.value, "q": true, "t": m.ts}));
+        }
+        let last = chunk.last().unwrap();
+        records.push(serde_json::json!({"id": format!("{}._System._Error", last.device.replace('/', ".")), "v": false, "q": true, "t": last.ts}));
+        let message = serde_json::json!({"timestamp": last.ts, "values": records});
+        p.publish("iotgateway", message.to_string());
+    }
+    p.flush(Duration::from_secs(20));
+    expect_exactly(&sub, &tag_expected(&fixture));
+    let (_, metrics) = daemon.http_get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "lineguard_rejected_total{{pipeline=\"press-line\",reason=\"bad_quality\"}} {bad_quality}"
+        )),
+        "every record of bad quality is counted:\n{metrics}"
+    );
+}

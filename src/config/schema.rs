@@ -304,6 +304,10 @@ pub struct PipelineConfig {
     /// `input_format = "tag"`: the object key of a quality flag (none by default).
     #[serde(default)]
     pub tag_quality: Option<String>,
+    /// `input_format = "kepware"`: how a record's `id` names the device and
+    /// the feature (default `{channel}.{device}.{feature}`).
+    #[serde(default)]
+    pub tag_id: Option<String>,
     /// Required with `format = "json"`; not used with `format = "sparkplug"`.
     #[serde(default)]
     pub output_topic: Option<String>,

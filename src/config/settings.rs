@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::schema::{Config, LogFormat, Protocol};
 use crate::ingest::format::{InputFormat, TsUnit};
+use crate::ingest::kepware::TagId;
 use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
 use crate::sparkplug::node::NodeConfig;
@@ -157,6 +158,8 @@ pub struct Pipeline {
     pub ts_unit: TsUnit,
     /// For `input_format = "tag"`: the payload's keys.
     pub tag_keys: TagKeys,
+    /// For `input_format = "kepware"`: how a record's id names device and feature.
+    pub tag_id: TagId,
     /// For a Sparkplug input (`spBv1.0/.../DDATA/...`): the same template for
     /// DBIRTH, which declares aliases and starting values.
     pub input_births: Option<TopicTemplate>,

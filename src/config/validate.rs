@@ -13,6 +13,7 @@ use super::settings::{
 };
 use super::ConfigError;
 use crate::ingest::format::{InputFormat, TsUnit};
+use crate::ingest::kepware::TagId;
 use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
 use crate::sparkplug::node::NodeConfig;
@@ -248,8 +249,21 @@ fn pipeline(
     if p.name.trim().is_empty() {
         return Err(blame.invalid(key("name"), "is empty"));
     }
-    let mut input = TopicTemplate::parse_input(&p.input_topic)
-        .map_err(|e| blame.invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
+    let tag_id = match (&p.tag_id, p.input_format) {
+        (Some(t), Some(InputFormat::Kepware)) => {
+            TagId::parse(t).map_err(|e| blame.invalid(key("tag_id"), format!("`{t}`: {e}")))?
+        }
+        (Some(_), _) => return Err(blame.invalid(key("tag_id"), "is for `input_format = \"kepware\"` only")),
+        (None, _) => TagId::default(),
+    };
+    let parsed = match p.input_format {
+        Some(InputFormat::Kepware) => {
+            TopicTemplate::parse_input_naming_devices(&p.input_topic, &tag_id.device_names())
+        }
+        _ => TopicTemplate::parse_input(&p.input_topic),
+    };
+    let mut input =
+        parsed.map_err(|e| blame.invalid(key("input_topic"), format!("`{}`: {e}", p.input_topic)))?;
     let on_sparkplug_topic = is_sparkplug_topic(&p.input_topic);
     let input_format = match (p.input_format, on_sparkplug_topic) {
         (None, true) => InputFormat::Sparkplug,
@@ -370,6 +384,7 @@ fn pipeline(
         input_format,
         ts_unit,
         tag_keys,
+        tag_id,
         input_births,
         output,
         hop: p.hop,

@@ -27,6 +27,11 @@ pub struct Decoded {
     pub values: Vec<f64>,
     /// Samples (or the whole payload) refused.
     pub rejects: Vec<Rejection>,
+    /// For a format whose rows name their own device (Kepware): the rows'
+    /// device keys, one after another, and where each ends. Empty otherwise:
+    /// every row is the topic's device.
+    pub keys: String,
+    pub key_ends: Vec<usize>,
 }
 
 impl Decoded {
@@ -34,6 +39,15 @@ impl Decoded {
         self.ts.clear();
         self.values.clear();
         self.rejects.clear();
+        self.keys.clear();
+        self.key_ends.clear();
+    }
+
+    /// Row `i`'s own device key, for a format whose rows name one.
+    pub fn key(&self, i: usize) -> Option<&str> {
+        let end = *self.key_ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
+        Some(&self.keys[start..end])
     }
 
     pub fn len(&self) -> usize {
@@ -115,6 +129,11 @@ impl Decoder {
 
     pub fn features(&self) -> usize {
         self.features.len()
+    }
+
+    /// `limits.max_samples_per_message`.
+    pub fn max_samples(&self) -> usize {
+        self.max_samples
     }
 
     /// The card position of feature `name`, if the model uses it.

@@ -24,6 +24,8 @@ pub enum InputFormat {
     Telegraf,
     /// One value per message, the topic naming the feature (`ingest::tag`).
     Tag,
+    /// KEPServerEX IoT Gateway, standard template (`ingest::kepware`).
+    Kepware,
 }
 
 impl InputFormat {
@@ -33,13 +35,14 @@ impl InputFormat {
             InputFormat::Sparkplug => "sparkplug",
             InputFormat::Telegraf => "telegraf",
             InputFormat::Tag => "tag",
+            InputFormat::Kepware => "kepware",
         }
     }
 
     /// Whether a message carries single values rather than whole samples,
     /// so that only a sampling clock can form samples.
     pub fn per_value(self) -> bool {
-        matches!(self, InputFormat::Tag)
+        matches!(self, InputFormat::Tag | InputFormat::Kepware)
     }
 
     /// The unit of numeric timestamps when `ts_unit` is not set: what the
@@ -48,7 +51,9 @@ impl InputFormat {
     pub fn default_ts_unit(self) -> TsUnit {
         match self {
             InputFormat::Telegraf => TsUnit::S,
-            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag => TsUnit::Ms,
+            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag | InputFormat::Kepware => {
+                TsUnit::Ms
+            }
         }
     }
 
@@ -56,12 +61,14 @@ impl InputFormat {
     /// tags have decoders of their own).
     pub fn shape(self) -> Shape {
         match self {
-            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag => Shape {
-                ts_key: "ts",
-                values_key: "values",
-                batch: Batch::TopLevelArray,
-                expected: "a JSON object {\"ts\":..,\"values\":{..}} or an array of them",
-            },
+            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag | InputFormat::Kepware => {
+                Shape {
+                    ts_key: "ts",
+                    values_key: "values",
+                    batch: Batch::TopLevelArray,
+                    expected: "a JSON object {\"ts\":..,\"values\":{..}} or an array of them",
+                }
+            }
             InputFormat::Telegraf => Shape {
                 ts_key: "timestamp",
                 values_key: "fields",

@@ -8,6 +8,8 @@
 //!   samples in the model's feature order, written straight into reused
 //!   buffers;
 //! - [`tag`]: one value per message into a row holding only it;
+//! - [`kepware`]: KEPServerEX IoT Gateway messages, a row per record, each
+//!   naming its own device;
 //! - [`reject`]: why a sample or payload is refused.
 //!
 //! Sparkplug B payloads are decoded in `sparkplug::input`.
@@ -19,6 +21,7 @@
 
 pub mod decode;
 pub mod format;
+pub mod kepware;
 pub mod reject;
 pub mod tag;
 pub mod topic;

@@ -72,7 +72,7 @@ impl<'de> DeserializeSeed<'de> for TagSeed<'_> {
 }
 
 /// A value: a JSON number, or a string holding one (`"61.2"`).
-struct ValueSeed;
+pub(crate) struct ValueSeed;
 
 fn non_numeric(kind: &str) -> Rejection {
     Rejection::new(Reason::NonNumeric, format!("the value is {kind}, not a number"))
@@ -212,7 +212,7 @@ impl<'de> Visitor<'de> for TagSeed<'_> {
 
 /// A quality flag: `true`, `"good"` (any case), or a status code that means
 /// good (0, OPC UA's Good; 192, OPC DA's). Anything else is not good.
-struct QualitySeed;
+pub(crate) struct QualitySeed;
 
 impl<'de> DeserializeSeed<'de> for QualitySeed {
     type Value = bool;

@@ -56,6 +56,21 @@ pub struct TopicTemplate {
 }
 
 impl TopicTemplate {
+    /// Parse an input template whose messages name their devices too
+    /// (Kepware's tag ids): placeholders are optional, and `more` names the
+    /// parts a message adds to the device key after the topic's, so that an
+    /// output template may use them.
+    pub fn parse_input_naming_devices(raw: &str, more: &[String]) -> Result<Self, TopicError> {
+        let mut t = Self::parse(raw)?;
+        for name in more {
+            if t.names.contains(name) {
+                return Err(TopicError::Duplicate(name.clone()));
+            }
+            t.names.push(name.clone());
+        }
+        Ok(t)
+    }
+
     /// Parse an input template: it needs at least one placeholder.
     pub fn parse_input(raw: &str) -> Result<Self, TopicError> {
         let t = Self::parse(raw)?;
@@ -150,7 +165,8 @@ impl TopicTemplate {
         &self.raw
     }
 
-    /// Placeholder names in order.
+    /// Placeholder names in order (with those a message adds, see
+    /// [`TopicTemplate::parse_input_naming_devices`]).
     pub fn placeholders(&self) -> &[String] {
         &self.names
     }
@@ -218,7 +234,8 @@ impl TopicTemplate {
         if levels.next().is_some() {
             return None;
         }
-        Some((first?, last_end))
+        // No placeholder (a Kepware topic): every device key comes from the message.
+        Some(first.map_or((0, 0), |f| (f, last_end)))
     }
 
     /// Render this (output) template for a device of `input`: the device key's

@@ -268,6 +268,7 @@ mod tests {
             input_format: crate::ingest::format::InputFormat::Lineguard,
             ts_unit: crate::ingest::format::TsUnit::Ms,
             tag_keys: Default::default(),
+            tag_id: Default::default(),
             input_births: None,
             output: Output::Sparkplug(id.clone()),
             hop: 1,

@@ -30,7 +30,7 @@ use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::format::InputFormat;
 use crate::ingest::reject::{Reason, Rejection};
-use crate::ingest::tag;
+use crate::ingest::{kepware, tag};
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
@@ -107,6 +107,8 @@ pub struct Worker {
     decoded: Decoded,
     /// The windows due for the next model run.
     batch: Batch,
+    /// The device key of the row being offered, reused (see `handle`).
+    row_key: String,
     scores: Vec<f32>,
     staged_scores: Vec<NewEntry>,
     staged_acks: Vec<Ack>,
@@ -139,6 +141,7 @@ impl Worker {
             max_future_ms: i64::try_from(limits.max_future.as_millis()).unwrap_or(i64::MAX),
             events: PipelineEvents::new(&pipeline.name),
             batch: Batch::new(limits.max_batch, card.input_len()),
+            row_key: String::new(),
             scores: Vec::new(),
             decoded: Decoded::default(),
             staged_scores: Vec::new(),
@@ -349,6 +352,10 @@ impl Worker {
                     None => self.decoded.clear(),
                 }
             }
+            (None, InputFormat::Kepware) => {
+                let (id, unit) = (&self.pipeline.tag_id, self.pipeline.ts_unit);
+                kepware::decode(&self.decoder, id, unit, &device, &msg.payload, &mut self.decoded)
+            }
             (None, _) => self.decoder.decode(&msg.payload, &mut self.decoded),
         }
         for i in 0..self.decoded.rejects.len() {
@@ -374,7 +381,13 @@ impl Worker {
                 continue;
             }
             if self.model.card.clock.is_some() {
-                self.offer(&msg, &device, i, ts.unwrap_or(msg.received_ms));
+                // A row may name its own device (Kepware); its key goes
+                // into a reused buffer, so no allocation once it has grown.
+                let mut key = std::mem::take(&mut self.row_key);
+                key.clear();
+                key.push_str(self.decoded.key(i).unwrap_or(&device));
+                self.offer(&msg, &key, i, ts.unwrap_or(msg.received_ms));
+                self.row_key = key;
                 continue;
             }
             match self.windows.push(&device, ts, msg.received_ms, values, &mut self.evicted) {
@@ -646,6 +659,7 @@ mod tests {
             input_format: crate::ingest::format::InputFormat::Lineguard,
             ts_unit: crate::ingest::format::TsUnit::Ms,
             tag_keys: Default::default(),
+            tag_id: Default::default(),
             input_births: None,
             output: Output::Json(output),
             hop: 1,
