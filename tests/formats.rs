@@ -323,3 +323,51 @@ fn kepware_records_on_a_sampling_clock_score_as_onnx_runtime() {
         "every record of bad quality is counted:\n{metrics}"
     );
 }
+
+/// The tag stream as Azure IoT Operations' connector for OPC UA publishes it:
+/// per asset topic, objects of data points, each with its own
+/// `SourceTimestamp` (RFC 3339, seven fractional digits). Every window as
+/// ONNX Runtime scores the fixture's samples.
+#[test]
+fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
+    let fixture = tag_fixture();
+    let broker = Broker::start();
+    let models = tempfile::tempdir().unwrap();
+    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
+    let config = line_config(&broker, "lg-opcua", Some(&model), "input_format = \"opcua-json\"\n")
+        .replace("plant/{line}/{machine}/telemetry", "azure-iot-operations/data/{line}/{machine}");
+    let _daemon = Daemon::start(&config);
+    wait_online(&broker, "lg-opcua");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let rfc3339 = |ms: i64| {
+        // 100 ns past the millisecond: seven digits, as the connector writes them.
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000 + 100).unwrap();
+        t.format(&time::format_description::well_known::Rfc3339).unwrap()
+    };
+    // Per asset, data points gathered into one message until a name repeats
+    // (an object holds each once); written in time order.
+    let mut pending: std::collections::BTreeMap<&str, Vec<&TagMessage>> = Default::default();
+    let publish = |p: &mut Publisher, device: &str, points: &[&TagMessage]| {
+        let body: Vec<String> = points
+            .iter()
+            .map(|m| {
+                format!("{:?}:{{\"SourceTimestamp\":{:?},\"Value\":{}}}", m.feature, rfc3339(m.ts), m.value)
+            })
+            .collect();
+        p.publish(&format!("azure-iot-operations/data/{device}"), format!("{{{}}}", body.join(",")));
+    };
+    for m in &fixture.messages {
+        let points = pending.entry(m.device.as_str()).or_default();
+        if points.iter().any(|q| q.feature == m.feature) || points.len() == 4 {
+            publish(&mut p, &m.device, points);
+            points.clear();
+        }
+        points.push(m);
+    }
+    for (device, points) in &pending {
+        publish(&mut p, device, points);
+    }
+    p.flush(Duration::from_secs(20));
+    expect_exactly(&sub, &tag_expected(&fixture));
+}

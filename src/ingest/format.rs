@@ -26,6 +26,9 @@ pub enum InputFormat {
     Tag,
     /// KEPServerEX IoT Gateway, standard template (`ingest::kepware`).
     Kepware,
+    /// The OPC UA connector JSON of Azure IoT Operations (`ingest::opcua`).
+    #[serde(rename = "opcua-json")]
+    OpcuaJson,
 }
 
 impl InputFormat {
@@ -36,13 +39,14 @@ impl InputFormat {
             InputFormat::Telegraf => "telegraf",
             InputFormat::Tag => "tag",
             InputFormat::Kepware => "kepware",
+            InputFormat::OpcuaJson => "opcua-json",
         }
     }
 
     /// Whether a message carries single values rather than whole samples,
     /// so that only a sampling clock can form samples.
     pub fn per_value(self) -> bool {
-        matches!(self, InputFormat::Tag | InputFormat::Kepware)
+        matches!(self, InputFormat::Tag | InputFormat::Kepware | InputFormat::OpcuaJson)
     }
 
     /// The unit of numeric timestamps when `ts_unit` is not set: what the
@@ -51,9 +55,11 @@ impl InputFormat {
     pub fn default_ts_unit(self) -> TsUnit {
         match self {
             InputFormat::Telegraf => TsUnit::S,
-            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag | InputFormat::Kepware => {
-                TsUnit::Ms
-            }
+            InputFormat::Lineguard
+            | InputFormat::Sparkplug
+            | InputFormat::Tag
+            | InputFormat::Kepware
+            | InputFormat::OpcuaJson => TsUnit::Ms,
         }
     }
 
@@ -61,14 +67,16 @@ impl InputFormat {
     /// tags have decoders of their own).
     pub fn shape(self) -> Shape {
         match self {
-            InputFormat::Lineguard | InputFormat::Sparkplug | InputFormat::Tag | InputFormat::Kepware => {
-                Shape {
-                    ts_key: "ts",
-                    values_key: "values",
-                    batch: Batch::TopLevelArray,
-                    expected: "a JSON object {\"ts\":..,\"values\":{..}} or an array of them",
-                }
-            }
+            InputFormat::Lineguard
+            | InputFormat::Sparkplug
+            | InputFormat::Tag
+            | InputFormat::Kepware
+            | InputFormat::OpcuaJson => Shape {
+                ts_key: "ts",
+                values_key: "values",
+                batch: Batch::TopLevelArray,
+                expected: "a JSON object {\"ts\":..,\"values\":{..}} or an array of them",
+            },
             InputFormat::Telegraf => Shape {
                 ts_key: "timestamp",
                 values_key: "fields",

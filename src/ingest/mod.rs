@@ -10,6 +10,7 @@
 //! - [`tag`]: one value per message into a row holding only it;
 //! - [`kepware`]: KEPServerEX IoT Gateway messages, a row per record, each
 //!   naming its own device;
+//! - [`opcua`]: Azure IoT Operations' OPC UA connector JSON, a row per data point;
 //! - [`reject`]: why a sample or payload is refused.
 //!
 //! Sparkplug B payloads are decoded in `sparkplug::input`.
@@ -22,6 +23,7 @@
 pub mod decode;
 pub mod format;
 pub mod kepware;
+pub mod opcua;
 pub mod reject;
 pub mod tag;
 pub mod topic;

@@ -30,7 +30,7 @@ use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::format::InputFormat;
 use crate::ingest::reject::{Reason, Rejection};
-use crate::ingest::{kepware, tag};
+use crate::ingest::{kepware, opcua, tag};
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
@@ -351,6 +351,9 @@ impl Worker {
                     Some(f) => tag::decode(keys, unit, f, nf, &msg.payload, &mut self.decoded),
                     None => self.decoded.clear(),
                 }
+            }
+            (None, InputFormat::OpcuaJson) => {
+                opcua::decode(&self.decoder, self.pipeline.ts_unit, &msg.payload, &mut self.decoded)
             }
             (None, InputFormat::Kepware) => {
                 let (id, unit) = (&self.pipeline.tag_id, self.pipeline.ts_unit);
