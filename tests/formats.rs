@@ -371,3 +371,78 @@ fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
     p.flush(Duration::from_secs(20));
     expect_exactly(&sub, &tag_expected(&fixture));
 }
+
+/// A Sparkplug B edge node reporting by exception: one DBIRTH per device
+/// (names, aliases, no values yet), then DDATA by alias carrying the
+/// metrics that changed, each with its own timestamp. On the card's clock,
+/// every metric is a value at its timestamp: every window as ONNX Runtime
+/// scores the fixture's samples.
+#[test]
+fn sparkplug_by_exception_on_a_sampling_clock_scores_as_onnx_runtime() {
+    use support::sparkplug::{self as sp, Val};
+    let fixture = tag_fixture();
+    let broker = Broker::start();
+    let models = tempfile::tempdir().unwrap();
+    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
+    let config = line_config(&broker, "lg-spb-clock", Some(&model), "")
+        .replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/DDATA/cell7/{machine}");
+    let _daemon = Daemon::start(&config);
+    wait_online(&broker, "lg-spb-clock");
+    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let features = Golden::load(LINE_GOLDEN).features;
+    let alias = |f: &str| 10 + features.iter().position(|x| x == f).unwrap() as u64;
+    let topic = |kind: &str, device: &str| {
+        let (line, machine) = device.split_once('/').unwrap();
+        format!("spBv1.0/{line}/{kind}/cell7/{machine}")
+    };
+    let mut seq: std::collections::BTreeMap<String, u64> = Default::default();
+    for device in fixture.resets.keys() {
+        let metrics = features
+            .iter()
+            .map(|f| sp::Metric {
+                name: Some(f.clone()),
+                alias: Some(alias(f)),
+                timestamp: None,
+                datatype: Some(sp::DOUBLE),
+                value: Val::None,
+            })
+            .collect();
+        p.publish(
+            &topic("DBIRTH", device),
+            sp::encode(&sp::Payload { timestamp: Some(1), seq: Some(0), metrics }),
+        );
+        seq.insert(device.clone(), 0);
+    }
+    let mut pending: std::collections::BTreeMap<&str, Vec<&TagMessage>> = Default::default();
+    let mut publish = |p: &mut Publisher, device: &str, points: &[&TagMessage]| {
+        let metrics = points
+            .iter()
+            .map(|m| sp::Metric {
+                name: None,
+                alias: Some(alias(&m.feature)),
+                timestamp: Some(m.ts as u64),
+                datatype: None,
+                value: Val::Double(m.value),
+            })
+            .collect();
+        let n = seq.get_mut(device).unwrap();
+        *n += 1;
+        let payload =
+            sp::Payload { timestamp: points.last().map(|m| m.ts as u64), seq: Some(*n % 256), metrics };
+        p.publish(&topic("DDATA", device), sp::encode(&payload));
+    };
+    for m in &fixture.messages {
+        let points = pending.entry(m.device.as_str()).or_default();
+        if points.iter().any(|q| q.feature == m.feature) || points.len() == 3 {
+            publish(&mut p, &m.device, points);
+            points.clear();
+        }
+        points.push(m);
+    }
+    for (device, points) in &pending {
+        publish(&mut p, device, points);
+    }
+    p.flush(Duration::from_secs(20));
+    expect_exactly(&sub, &tag_expected(&fixture));
+}

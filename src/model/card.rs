@@ -419,9 +419,10 @@ impl ModelCard {
     }
 
     /// Whether windows built for `self` are valid input for `other`
-    /// (same features in the same order, same window length).
+    /// (same features in the same order, same window length, samples on
+    /// the same clock).
     pub fn same_input(&self, other: &ModelCard) -> bool {
-        self.features == other.features && self.window == other.window
+        self.features == other.features && self.window == other.window && self.clock == other.clock
     }
 }
 

@@ -133,10 +133,10 @@ impl Worker {
         let card = &model.card;
         let mut w = Self {
             decoder: decoder_for(card, &pipeline, &limits),
-            sparkplug_in: pipeline
-                .input_births
-                .as_ref()
-                .map(|_| SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)),
+            sparkplug_in: pipeline.input_births.as_ref().map(|_| {
+                SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)
+                    .per_value(card.clock.is_some())
+            }),
             windows: windows_for(card, pipeline.hop, &limits),
             max_future_ms: i64::try_from(limits.max_future.as_millis()).unwrap_or(i64::MAX),
             events: PipelineEvents::new(&pipeline.name),
@@ -589,8 +589,10 @@ impl Worker {
             self.windows = windows_for(c, self.pipeline.hop, &self.limits);
             self.decoder = decoder_for(c, &self.pipeline, &self.limits);
             if self.sparkplug_in.is_some() {
-                self.sparkplug_in =
-                    Some(SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline));
+                self.sparkplug_in = Some(
+                    SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline)
+                        .per_value(c.clock.is_some()),
+                );
             }
         } else {
             // Same features and window: the held windows stay, under the new constants.

@@ -7,6 +7,11 @@
 //! is known. A DBIRTH declares the aliases and the starting values; it is
 //! not itself a sample (a rebirth must not add a point to the window).
 //!
+//! On a sampling clock (`per_value`) each metric is a value of its own
+//! instead, stamped with the metric's timestamp (else the payload's), and
+//! the clock forms the samples: a DBIRTH's values and each DDATA's go in as
+//! they are, in time order.
+//!
 //! Aliases live only in memory: a DDATA from a device whose DBIRTH lineguard
 //! did not see is rejected (`unknown_alias`) until the device is born again.
 
@@ -46,6 +51,8 @@ pub struct SparkplugInput {
     index: HashMap<String, usize>,
     devices: HashMap<String, DeviceInput>,
     max_devices: usize,
+    /// Each metric a value of its own, for the sampling clock.
+    per_value: bool,
 }
 
 impl SparkplugInput {
@@ -55,6 +62,26 @@ impl SparkplugInput {
             index: features.iter().enumerate().map(|(i, f)| (f.clone(), i)).collect(),
             devices: HashMap::new(),
             max_devices,
+            per_value: false,
+        }
+    }
+
+    /// Give each metric as a value of its own (a row holding only it, at the
+    /// metric's timestamp), for a card with a sampling clock.
+    pub fn per_value(mut self, per_value: bool) -> Self {
+        self.per_value = per_value;
+        self
+    }
+
+    /// Rows of one value each, in time order.
+    fn values_out(&self, mut values: Vec<(Option<u64>, usize, f64)>, out: &mut Decoded) {
+        values.sort_by_key(|(t, _, _)| *t);
+        let n = self.features.len();
+        for (t, f, v) in values {
+            let start = out.values.len();
+            out.values.resize(start + n, f64::NAN);
+            out.values[start + f] = v;
+            out.ts.push(t.map(|t| t as i64));
         }
     }
 
@@ -93,6 +120,7 @@ impl SparkplugInput {
         }
         let n = self.features.len();
         let mut d = DeviceInput { aliases: HashMap::new(), types: vec![None; n], values: vec![None; n] };
+        let mut stamped = Vec::new();
         for m in &p.metrics {
             let Some(name) = m.name.as_deref() else { continue };
             let datatype = m.datatype.and_then(DataType::from_u32);
@@ -103,7 +131,10 @@ impl SparkplugInput {
             if let Some(f) = feature {
                 d.types[f] = datatype;
                 match m.number(datatype) {
-                    Some(v) if v.is_finite() => d.values[f] = Some(v),
+                    Some(v) if v.is_finite() => {
+                        d.values[f] = Some(v);
+                        stamped.push((m.timestamp.or(p.timestamp), f, v));
+                    }
                     Some(v) => out.rejects.push(Rejection::new(
                         Reason::NonFinite,
                         format!("DBIRTH metric `{name}` is {v}; the feature stays unknown"),
@@ -117,6 +148,9 @@ impl SparkplugInput {
             }
         }
         self.devices.insert(device.to_string(), d);
+        if self.per_value {
+            self.values_out(stamped, out);
+        }
     }
 
     fn data(&mut self, device: &str, p: &Payload, out: &mut Decoded) {
@@ -127,7 +161,7 @@ impl SparkplugInput {
             values: vec![None; n],
         });
         let mut newest: Option<u64> = None;
-        let mut staged: Vec<(usize, f64)> = Vec::with_capacity(p.metrics.len());
+        let mut staged: Vec<(usize, f64, Option<u64>)> = Vec::with_capacity(p.metrics.len());
         for m in &p.metrics {
             let slot = match (m.name.as_deref(), m.alias) {
                 (Some(name), _) => match self.index.get(name) {
@@ -152,7 +186,7 @@ impl SparkplugInput {
             let Some(f) = slot.feature else { continue };
             let name = &self.features[f];
             match m.number(slot.datatype) {
-                Some(v) if v.is_finite() => staged.push((f, v)),
+                Some(v) if v.is_finite() => staged.push((f, v, m.timestamp.or(p.timestamp))),
                 Some(v) => {
                     out.rejects.push(Rejection::new(Reason::NonFinite, format!("`{name}` is {v}")));
                     return;
@@ -170,8 +204,12 @@ impl SparkplugInput {
         if staged.is_empty() {
             return; // only metrics the model does not use: not a sample
         }
-        for (f, v) in staged {
+        for &(f, v, _) in &staged {
             d.values[f] = Some(v);
+        }
+        if self.per_value {
+            let values = staged.into_iter().map(|(f, v, t)| (t, f, v)).collect();
+            return self.values_out(values, out);
         }
         if let Some(missing) = d.values.iter().position(|v| v.is_none()) {
             out.rejects.push(Rejection::new(
