@@ -229,3 +229,50 @@ fn the_shipped_example_config_is_valid_and_matches_the_spec_defaults() {
         assert!(out.contains(needle), "missing `{needle}`:\n{out}");
     }
 }
+
+#[test]
+fn check_config_shows_what_an_example_message_turns_into() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_path("models/line-mlp.onnx"), dir.path().join("m.onnx")).unwrap();
+    let card = std::fs::read_to_string(repo_path("models/line-mlp.toml")).unwrap();
+    std::fs::write(dir.path().join("m.toml"), format!("sample_period_ms = 100\n{card}")).unwrap();
+    let model = dir.path().join("m.onnx").display().to_string();
+    for (keys, topic, needles) in [
+        (
+            "input_format = \"telegraf\"\n",
+            "plant/{line}/{machine}/telemetry",
+            vec![
+                "example: `plant/line1/machine1/telemetry` {\"fields\":",
+                "-> device `line1/machine1`, ts 1732400000123: spindle_speed=1 feed_rate=2",
+            ],
+        ),
+        (
+            "input_format = \"tag\"\n",
+            "uns/{line}/{machine}/{feature}",
+            vec![
+                "example: `uns/line1/machine1/spindle_speed` {\"value\":1,\"timestamp\":1732400000123}",
+                "-> device `line1/machine1`, ts 1732400000123: spindle_speed=1\n",
+            ],
+        ),
+        (
+            "input_format = \"kepware\"\ntag_id = \"{line}.{machine}.{feature}\"\n",
+            "iotgateway",
+            vec![
+                "{\"id\":\"line1.machine1.torque\",\"v\":7",
+                "-> device `line1/machine1`, ts 1732400000123: torque=7",
+            ],
+        ),
+    ] {
+        let config = CONFIG
+            .replace("plant/{line}/{machine}/telemetry", topic)
+            .replace("input_topic = ", &format!("{keys}input_topic = "));
+        let path = dir.path().join("lineguard.toml");
+        std::fs::write(&path, config.replace("MODEL", &model)).unwrap();
+        let o = lineguard(&["check-config", "--config", &path.display().to_string()], &[]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        for needle in needles {
+            assert!(out.contains(needle), "missing `{needle}`:\n{out}");
+        }
+    }
+}

@@ -142,6 +142,16 @@ impl TsUnit {
         }
     }
 
+    /// Epoch ms as a number in this unit (for examples).
+    pub fn render_ms(self, ms: i64) -> String {
+        match self {
+            TsUnit::S => format!("{}.{:03}", ms / 1000, ms % 1000),
+            TsUnit::Ms => ms.to_string(),
+            TsUnit::Us => (ms * 1000).to_string(),
+            TsUnit::Ns => (ms * 1_000_000).to_string(),
+        }
+    }
+
     /// An integer timestamp (>= 0) in epoch ms, finer units truncated to the
     /// millisecond; `None` when out of range.
     pub fn int_to_ms(self, v: i64) -> Option<i64> {

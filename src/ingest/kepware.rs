@@ -82,6 +82,20 @@ impl TagId {
         &self.raw
     }
 
+    /// An id naming `feature`, each other placeholder filled with its name
+    /// and a 1 (`channel1.device1.motor_temp`), for examples.
+    pub fn example(&self, feature: &str) -> String {
+        self.raw
+            .split('.')
+            .map(|t| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                Some("feature") => feature.to_string(),
+                Some(name) => format!("{name}1"),
+                None => t.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
     /// The placeholders that name the device, in order.
     pub fn device_names(&self) -> Vec<String> {
         self.raw

@@ -27,3 +27,6 @@ pub mod opcua;
 pub mod reject;
 pub mod tag;
 pub mod topic;
+
+mod reader;
+pub use reader::Reader;

@@ -160,6 +160,23 @@ impl TopicTemplate {
         topic.split('/').nth(self.feature_slot?)
     }
 
+    /// A topic it matches, for examples: each placeholder filled with its
+    /// name and a 1 (`plant/line1/machine1/telemetry`), the feature level
+    /// with `feature`.
+    pub fn example(&self, feature: &str) -> String {
+        let names: Vec<&str> = self.raw.split('/').collect();
+        self.levels
+            .iter()
+            .zip(names)
+            .map(|(l, text)| match l {
+                Level::Literal(s) => s.clone(),
+                Level::Placeholder(_) => format!("{}1", text.trim_matches(['{', '}'])),
+                Level::Feature => feature.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.raw

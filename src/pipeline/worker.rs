@@ -28,9 +28,8 @@ use crate::durable::committer::{Committer, Turn, Watch};
 use crate::durable::sink::Control;
 use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
-use crate::ingest::format::InputFormat;
 use crate::ingest::reject::{Reason, Rejection};
-use crate::ingest::{kepware, opcua, tag};
+use crate::ingest::Reader;
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
@@ -58,14 +57,14 @@ fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits
     .on_clock(card.clock)
 }
 
-fn decoder_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits: &Limits) -> Decoder {
-    Decoder::with_limits(
+fn reader_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits: &Limits) -> Reader {
+    let decoder = Decoder::with_limits(
         &card.features,
         limits.max_samples_per_message,
         limits.max_keys_per_sample,
         limits.max_json_depth,
-    )
-    .reading(pipeline.input_format, pipeline.ts_unit)
+    );
+    Reader::new(pipeline, decoder)
 }
 
 /// Where the worker's results go.
@@ -99,7 +98,7 @@ pub struct Worker {
     max_future_ms: i64,
     out: Outputs,
     committer: Committer,
-    decoder: Decoder,
+    reader: Reader,
     /// For a `spBv1.0/...` input: aliases and last values per device.
     sparkplug_in: Option<SparkplugInput>,
     windows: Windows,
@@ -132,7 +131,7 @@ impl Worker {
     ) -> std::io::Result<Self> {
         let card = &model.card;
         let mut w = Self {
-            decoder: decoder_for(card, &pipeline, &limits),
+            reader: reader_for(card, &pipeline, &limits),
             sparkplug_in: pipeline.input_births.as_ref().map(|_| {
                 SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)
                     .per_value(card.clock.is_some())
@@ -339,33 +338,15 @@ impl Worker {
                 }
             },
         };
-        match (&mut self.sparkplug_in, self.pipeline.input_format) {
-            (Some(sp), _) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
-            (None, InputFormat::Tag) => {
-                // A tag the model does not use is skipped, as a name in `values` is.
-                let feature =
-                    self.pipeline.input.feature(&msg.topic).and_then(|f| self.decoder.feature_index(f));
-                let (keys, unit, nf) =
-                    (&self.pipeline.tag_keys, self.pipeline.ts_unit, self.decoder.features());
-                match feature {
-                    Some(f) => tag::decode(keys, unit, f, nf, &msg.payload, &mut self.decoded),
-                    None => self.decoded.clear(),
-                }
-            }
-            (None, InputFormat::OpcuaJson) => {
-                opcua::decode(&self.decoder, self.pipeline.ts_unit, &msg.payload, &mut self.decoded)
-            }
-            (None, InputFormat::Kepware) => {
-                let (id, unit) = (&self.pipeline.tag_id, self.pipeline.ts_unit);
-                kepware::decode(&self.decoder, id, unit, &device, &msg.payload, &mut self.decoded)
-            }
-            (None, _) => self.decoder.decode(&msg.payload, &mut self.decoded),
+        match &mut self.sparkplug_in {
+            Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
+            None => self.reader.read(&msg.topic, &device, &msg.payload, &mut self.decoded),
         }
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
             self.reject(&msg.topic, &msg.payload, &r);
         }
-        let nf = self.decoder.features();
+        let nf = self.reader.features();
         let len = self.model.card.input_len();
         let latest = msg.received_ms.saturating_add(self.max_future_ms);
         for i in 0..self.decoded.len() {
@@ -421,7 +402,7 @@ impl Worker {
         while let Some(pushed) = self.windows.advance(device, ts) {
             self.pushed(device, pushed, len);
         }
-        let nf = self.decoder.features();
+        let nf = self.reader.features();
         if self.windows.hold(device, ts, &self.decoded.values[i * nf..(i + 1) * nf]) {
             self.events.duplicate(device, ts);
         }
@@ -587,7 +568,7 @@ impl Worker {
             self.staged_forget.extend(forgotten);
             let c = &model.card;
             self.windows = windows_for(c, self.pipeline.hop, &self.limits);
-            self.decoder = decoder_for(c, &self.pipeline, &self.limits);
+            self.reader = reader_for(c, &self.pipeline, &self.limits);
             if self.sparkplug_in.is_some() {
                 self.sparkplug_in = Some(
                     SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline)

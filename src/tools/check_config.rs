@@ -8,6 +8,41 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::config;
+use crate::ingest::decode::{Decoded, Decoder};
+use crate::ingest::Reader;
+
+/// What one example message of the pipeline's format turns into, so that
+/// a wrong mapping shows before any telemetry comes.
+fn example(p: &config::Pipeline, features: &[String]) -> String {
+    let reader = Reader::new(p, Decoder::new(features));
+    let Some((topic, payload)) = reader.example(features) else {
+        return "reads Sparkplug B DDATA by the metric names (or aliases) of each device's DBIRTH".into();
+    };
+    let Some(device) = p.input.device_key(&topic) else {
+        return format!("example topic `{topic}` does not match (a bug)");
+    };
+    let mut out = Decoded::default();
+    reader.read(&topic, &device, payload.as_bytes(), &mut out);
+    let rows: Vec<String> = (0..out.len())
+        .map(|i| {
+            let row = &out.values[i * features.len()..(i + 1) * features.len()];
+            let values: Vec<String> = features
+                .iter()
+                .zip(row)
+                .filter(|(_, v)| !v.is_nan())
+                .map(|(f, v)| format!("{f}={v}"))
+                .collect();
+            let ts = out.ts[i].map_or("receive time".to_string(), |t| t.to_string());
+            format!("device `{}`, ts {ts}: {}", out.key(i).unwrap_or(&device), values.join(" "))
+        })
+        .collect();
+    let problems: Vec<String> = out.rejects.iter().map(|r| r.to_string()).collect();
+    format!(
+        "example: `{topic}` {payload}\n#     -> {}{}",
+        rows.join("\n#     -> "),
+        if problems.is_empty() { String::new() } else { format!(" (refused: {})", problems.join("; ")) }
+    )
+}
 
 /// What `check-config` prints, or why the configuration is refused.
 pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<String> {
@@ -33,6 +68,7 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
             m.card.features.len(),
             &m.sha256[..16]
         );
+        let _ = writeln!(out, "#   {}", example(p, &m.card.features));
     }
     Ok(out)
 }
