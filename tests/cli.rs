@@ -276,3 +276,36 @@ fn check_config_shows_what_an_example_message_turns_into() {
         }
     }
 }
+
+/// `lineguard demo --format X`: the simulated line publishes in each shape,
+/// and every machine is scored end to end (the embedded broker, the daemon,
+/// the view), the card on a sampling clock for all but lineguard's own.
+#[test]
+fn the_demo_scores_every_machine_in_every_format() {
+    let runs: Vec<_> = ["lineguard", "telegraf", "tag", "kepware", "opcua-json"]
+        .into_iter()
+        .map(|format| {
+            std::thread::spawn(move || {
+                (format, lineguard(&["demo", "--duration", "3", "--machines", "3", "--format", format], &[]))
+            })
+        })
+        .collect();
+    for run in runs {
+        let (format, o) = run.join().unwrap();
+        let out = text(&o);
+        assert!(o.status.success(), "demo --format {format}:\n{out}");
+        assert!(out.contains(&format!("{format} payloads")), "{out}");
+        let summary = out
+            .split("summary:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("demo --format {format}: no summary:\n{out}"));
+        let machines: Vec<&str> =
+            summary.lines().filter(|l| l.contains(" fault ") && l.contains(" windows ")).collect();
+        assert_eq!(machines.len(), 3, "demo --format {format}: a summary line per machine:\n{out}");
+        for line in machines {
+            let windows: u64 =
+                line.split("windows").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+            assert!(windows > 0, "demo --format {format}: {line}");
+        }
+    }
+}

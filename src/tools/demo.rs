@@ -38,6 +38,11 @@ pub struct DemoArgs {
     /// Broker port (default: a free one).
     #[arg(long)]
     pub port: Option<u16>,
+    /// The payload shape the simulated line publishes in; for any but
+    /// `lineguard` the model's card is given a sampling clock at the line's
+    /// rate (`sample_period_ms`), so lineguard forms the samples itself.
+    #[arg(long, value_enum, default_value_t = sim::Format::Lineguard)]
+    pub format: sim::Format,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +97,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             m
         }
     };
+    let model = match args.format {
+        sim::Format::Lineguard => model,
+        _ => on_a_clock(&model, args.rate, dir.path())?,
+    };
     let config_path = dir.path().join("lineguard.toml");
     std::fs::write(
         &config_path,
@@ -109,12 +118,12 @@ listen = "127.0.0.1:{http}"
 [[pipelines]]
 name = "press-line"
 model = "{model}"
-input_topic = "plant/{{line}}/{{machine}}/telemetry"
-output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
+{input}output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
 "#,
             state = dir.path().join("state").display(),
             http = broker::free_port()?,
-            model = model.display()
+            model = model.display(),
+            input = args.format.pipeline_keys(),
         ),
     )?;
     let settings = config::load(&config_path, std::iter::empty())?;
@@ -170,13 +179,14 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
     // Give the daemon a moment to subscribe before the line starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    tokio::spawn(sim::publish_line(line_client, machines.clone(), args.rate, 42, stop.clone()));
+    tokio::spawn(sim::publish_line(line_client, machines.clone(), args.rate, 42, args.format, stop.clone()));
 
     let tty = std::io::stdout().is_terminal();
     println!(
-        "lineguard demo: embedded broker on {addr}, {} machines at {} Hz, model {}",
+        "lineguard demo: embedded broker on {addr}, {} machines at {} Hz, {} payloads, model {}",
         args.machines,
         args.rate,
+        args.format.input_format().as_str(),
         model.display()
     );
     println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v");
@@ -212,6 +222,27 @@ output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A copy of `model` and its card in `dir`, the card given a sampling clock
+/// at `rate` samples per second (unless it has one).
+fn on_a_clock(model: &std::path::Path, rate: f64, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let card_path = crate::model::card::ModelCard::path_for(model);
+    let card =
+        std::fs::read_to_string(&card_path).with_context(|| format!("card {}", card_path.display()))?;
+    if card.lines().any(|l| l.trim_start().starts_with("sample_period_ms")) {
+        return Ok(model.to_path_buf());
+    }
+    let clocked = dir.join("clocked");
+    std::fs::create_dir_all(&clocked)?;
+    let copy = clocked.join(model.file_name().context("model file name")?);
+    std::fs::copy(model, &copy).with_context(|| format!("copy {}", model.display()))?;
+    let period = (1000.0 / rate).round().max(1.0) as i64;
+    std::fs::write(
+        crate::model::card::ModelCard::path_for(&copy),
+        format!("sample_period_ms = {period}\n{card}"),
+    )?;
+    Ok(copy)
 }
 
 fn paint(state: &str, tty: bool) -> String {

@@ -144,13 +144,112 @@ pub fn payload(ts_ms: i64, values: &[f64; 8]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"ts": ts_ms, "values": map})).expect("serializes")
 }
 
-/// Publish the line to `client` at `rate` samples/s per machine until `stop`.
-/// Topics: `plant/{line}/{machine}/telemetry`.
+/// The shape the simulated line publishes in (`--format`): each of
+/// lineguard's input formats but Sparkplug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Lineguard,
+    Telegraf,
+    Tag,
+    Kepware,
+    OpcuaJson,
+}
+
+impl Format {
+    pub fn input_format(self) -> crate::ingest::format::InputFormat {
+        use crate::ingest::format::InputFormat;
+        match self {
+            Format::Lineguard => InputFormat::Lineguard,
+            Format::Telegraf => InputFormat::Telegraf,
+            Format::Tag => InputFormat::Tag,
+            Format::Kepware => InputFormat::Kepware,
+            Format::OpcuaJson => InputFormat::OpcuaJson,
+        }
+    }
+
+    /// The pipeline keys that read this shape, for a config file: input
+    /// topic, format and its settings. Devices come out as `{line}/{machine}`.
+    pub fn pipeline_keys(self) -> String {
+        let (topic, extra) = match self {
+            Format::Lineguard => ("plant/{line}/{machine}/telemetry", ""),
+            Format::Telegraf => ("telegraf/{line}/{machine}", ""),
+            Format::Tag => ("uns/{line}/{machine}/{feature}", ""),
+            Format::Kepware => ("iotgateway/{line}", "tag_id = \"{machine}.{feature}\"\n"),
+            Format::OpcuaJson => ("azure-iot-operations/data/{line}/{machine}", ""),
+        };
+        format!("input_topic = \"{topic}\"\ninput_format = \"{}\"\n{extra}", self.input_format().as_str())
+    }
+
+    /// One sample of machine `m` as this shape's messages: `(topic, payload)`.
+    pub fn messages(self, m: &Machine, ts_ms: i64, values: &[f64; 8]) -> Vec<(String, Vec<u8>)> {
+        let round = |v: f64| (v * 1e4).round() / 1e4;
+        let fields = || {
+            FEATURES
+                .iter()
+                .zip(values)
+                .map(|(f, v)| ((*f).to_string(), serde_json::json!(round(*v))))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let json = |v: serde_json::Value| serde_json::to_vec(&v).expect("serializes");
+        let (line, name) = (&m.line, &m.name);
+        match self {
+            Format::Lineguard => vec![(format!("plant/{line}/{name}/telemetry"), payload(ts_ms, values))],
+            Format::Telegraf => vec![(
+                format!("telegraf/{line}/{name}"),
+                json(
+                    serde_json::json!({"fields": fields(), "name": "press", "tags": {"line": line, "machine": name},
+                                        "timestamp": ts_ms as f64 / 1000.0}),
+                ),
+            )],
+            Format::Tag => FEATURES
+                .iter()
+                .zip(values)
+                .map(|(f, v)| {
+                    let body = serde_json::json!({"value": round(*v), "timestamp": ts_ms});
+                    (format!("uns/{line}/{name}/{f}"), json(body))
+                })
+                .collect(),
+            Format::Kepware => {
+                let records: Vec<serde_json::Value> = FEATURES
+                    .iter()
+                    .zip(values)
+                    .map(|(f, v)| serde_json::json!({"id": format!("{name}.{f}"), "v": round(*v), "q": true, "t": ts_ms}))
+                    .collect();
+                vec![(
+                    format!("iotgateway/{line}"),
+                    json(serde_json::json!({"timestamp": ts_ms, "values": records})),
+                )]
+            }
+            Format::OpcuaJson => {
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                let points: serde_json::Map<String, serde_json::Value> = FEATURES
+                    .iter()
+                    .zip(values)
+                    .map(|(f, v)| {
+                        ((*f).to_string(), serde_json::json!({"SourceTimestamp": at, "Value": round(*v)}))
+                    })
+                    .collect();
+                vec![(
+                    format!("azure-iot-operations/data/{line}/{name}"),
+                    json(serde_json::Value::Object(points)),
+                )]
+            }
+        }
+    }
+}
+
+/// Publish the line to `client` at `rate` samples/s per machine until
+/// `stop`, in `format` (topics: see [`Format::pipeline_keys`]).
 pub async fn publish_line(
     client: AsyncClient,
     machines: Vec<Machine>,
     rate: f64,
     seed: u64,
+    format: Format,
     stop: CancellationToken,
 ) {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -166,13 +265,10 @@ pub async fn publish_line(
         let t = start.elapsed().as_secs_f64();
         let ts = crate::clock::now_ms();
         for m in &machines {
-            let topic = format!("plant/{}/{}/telemetry", m.line, m.name);
-            if client
-                .publish(topic, QoS::AtLeastOnce, false, payload(ts, &m.sample(t, &mut rng)))
-                .await
-                .is_err()
-            {
-                return;
+            for (topic, body) in format.messages(m, ts, &m.sample(t, &mut rng)) {
+                if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -195,6 +291,13 @@ pub struct SimulateArgs {
     pub duration: Option<u64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The payload shape, as a plant's gateway would publish it (topics:
+    /// lineguard `plant/{line}/{machine}/telemetry`, telegraf
+    /// `telegraf/{line}/{machine}`, tag `uns/{line}/{machine}/{feature}`,
+    /// kepware `iotgateway/{line}`, opcua-json
+    /// `azure-iot-operations/data/{line}/{machine}`).
+    #[arg(long, value_enum, default_value_t = Format::Lineguard)]
+    pub format: Format,
 }
 
 /// `lineguard simulate`: the simulated line against a real broker.
@@ -220,8 +323,14 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             s.cancel();
         });
     }
-    let publisher =
-        tokio::spawn(publish_line(client.clone(), line(args.machines), args.rate, args.seed, stop.clone()));
+    let publisher = tokio::spawn(publish_line(
+        client.clone(),
+        line(args.machines),
+        args.rate,
+        args.seed,
+        args.format,
+        stop.clone(),
+    ));
     tracing::info!(host = %args.host, port = args.port, machines = args.machines, rate = args.rate, "simulating");
     loop {
         tokio::select! {
