@@ -329,7 +329,105 @@ fn print_histograms(daemon: &Daemon) {
         .for_each(|l| println!("  {l}"));
 }
 
+/// lineguard's CPU per value for a line of 1000 machines x 8 features on a
+/// 100 ms sampling clock, the values published in `format` (tag: one
+/// message per value; kepware: a machine's eight per message), paced at
+/// `rate` values/s for `secs`: (cores busy, CPU µs per value, windows scored).
+fn clocked_cpu(format: lineguard::tools::sim::Format, rate: f64, secs: f64) -> (f64, f64, usize) {
+    let broker = Broker::mosquitto().start();
+    let models = tempfile::tempdir().unwrap();
+    let model = support::line::copy_model(models.path());
+    let card = models.path().join("line-mlp.toml");
+    let text = std::fs::read_to_string(&card).unwrap();
+    std::fs::write(&card, format!("sample_period_ms = 100\n{text}")).unwrap();
+    let model = model.display().to_string();
+    let id = "bench-clocked";
+    let spec = PipelineSpec::new(
+        "bench",
+        &model,
+        "plant/{line}/{machine}/telemetry",
+        "plant/{line}/{machine}/lineguard/scores",
+    );
+    let text = config(
+        broker.port,
+        id,
+        support::daemon::own_state(),
+        &[spec],
+        "[limits]\nmax_devices_per_pipeline = 2000\n",
+    )
+    .replace("level = \"debug\"", "level = \"warn\"")
+    .replace("input_topic = \"plant/{line}/{machine}/telemetry\"\n", &format.pipeline_keys());
+    let daemon = Daemon::start(&text);
+    let status = format!("lineguard/{id}/status");
+    loadgen::subscriber(broker.port, &[&status]).wait_for(&status, "\"online\"", Duration::from_secs(30));
+    let sub = loadgen::subscriber(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    let line: Vec<lineguard::tools::sim::Machine> = (0..1000)
+        .map(|i| lineguard::tools::sim::Machine {
+            line: format!("line{}", i % 10),
+            name: format!("m{i}"),
+            load: 0.0,
+            fault: None,
+        })
+        .collect();
+    let values = [1203.5, 351.25, 61.2, 2.05, 12.3, 149.8, 45.6, 44.9];
+    let t0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        - 600_000;
+    let tick = |p: &mut Publisher, k: i64| {
+        for m in &line {
+            for (topic, body) in format.messages(m, t0 + 100 * k, &values) {
+                p.publish(&topic, body);
+            }
+        }
+        p.send();
+    };
+    // Fill the windows first (16 grid points and one to make the last final).
+    for k in 0..17 {
+        tick(&mut p, k);
+    }
+    p.flush(Duration::from_secs(60));
+    receive(&sub, 1000, |_| true);
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = ((rate / 8000.0) * secs).ceil() as i64;
+    let (cpu0, start) = (daemon.cpu_seconds(), Instant::now());
+    for k in 0..ticks {
+        let due = start + Duration::from_secs_f64(k as f64 * 8000.0 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        tick(&mut p, 17 + k);
+    }
+    p.flush(Duration::from_secs(60));
+    let mut scored = 0;
+    while scored < 1000 * ticks as usize {
+        if sub.next(Duration::from_secs(5)).is_none() {
+            break;
+        }
+        scored += 1;
+    }
+    let (cpu, wall) = (daemon.cpu_seconds() - cpu0, start.elapsed().as_secs_f64());
+    (cpu / wall, cpu * 1e6 / (ticks as f64 * 8000.0), scored)
+}
+
 fn main() {
+    // `BENCH_ONLY=clock [RATE=values/s]`: lineguard's CPU for 1000 machines x
+    // 8 tags on a sampling clock, as tags and as Kepware messages.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("clock") {
+        let rate: f64 = std::env::var("RATE").ok().and_then(|r| r.parse().ok()).unwrap_or(40_000.0);
+        println!(
+            "1000 machines x 8 features on a 100 ms clock, {rate:.0} values/s for 10 s through mosquitto"
+        );
+        for format in [lineguard::tools::sim::Format::Tag, lineguard::tools::sim::Format::Kepware] {
+            let (busy, us, scored) = clocked_cpu(format, rate, 10.0);
+            println!(
+                "{:<8} lineguard {busy:.2} cores busy, {us:.2} µs CPU per value, {scored} windows scored; \
+                 80k values/s (1000 x 8 at 10 Hz) would take {:.2} cores",
+                format.input_format().as_str(),
+                us * 80_000.0 / 1e6
+            );
+        }
+        return;
+    }
     // `BENCH_ONLY=rss cargo bench --bench e2e`: only the 10k-device memory figure.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("rss") {
         println!("peak RSS, 10k devices: {} MiB", peak_rss(10_000));
