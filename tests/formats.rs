@@ -212,6 +212,24 @@ fn tag_message(i: usize, m: &TagMessage) -> (String, String) {
     (format!("uns/{}/{}", m.device, m.feature), payload.to_string())
 }
 
+/// The fixture's values gathered per device into messages of at most `max`
+/// values, each feature at most once per message (a message of data points
+/// names each once), in publishing order: a device's message goes out when
+/// its next value would not fit.
+fn gathered(fixture: &TagFixture, max: usize) -> Vec<(&str, Vec<&TagMessage>)> {
+    let mut pending: std::collections::BTreeMap<&str, Vec<&TagMessage>> = Default::default();
+    let mut out = Vec::new();
+    for m in &fixture.messages {
+        let points = pending.entry(m.device.as_str()).or_default();
+        if points.iter().any(|q| q.feature == m.feature) || points.len() == max {
+            out.push((m.device.as_str(), std::mem::take(points)));
+        }
+        points.push(m);
+    }
+    out.extend(pending.into_iter().filter(|(_, points)| !points.is_empty()));
+    out
+}
+
 fn tag_expected(fixture: &TagFixture) -> Vec<Expected> {
     let scores = card_scores(LINE_CARD);
     fixture.windows.iter().map(|w| expected_window(&w.device, w.ts, &w.outputs, &scores)).collect()
@@ -345,10 +363,8 @@ fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000 + 100).unwrap();
         t.format(&time::format_description::well_known::Rfc3339).unwrap()
     };
-    // Per asset, data points gathered into one message until a name repeats
-    // (an object holds each once); written in time order.
-    let mut pending: std::collections::BTreeMap<&str, Vec<&TagMessage>> = Default::default();
-    let publish = |p: &mut Publisher, device: &str, points: &[&TagMessage]| {
+    // Written in time order (a JSON map would sort the names).
+    for (device, points) in gathered(&fixture, 4) {
         let body: Vec<String> = points
             .iter()
             .map(|m| {
@@ -356,17 +372,6 @@ fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
             })
             .collect();
         p.publish(&format!("azure-iot-operations/data/{device}"), format!("{{{}}}", body.join(",")));
-    };
-    for m in &fixture.messages {
-        let points = pending.entry(m.device.as_str()).or_default();
-        if points.iter().any(|q| q.feature == m.feature) || points.len() == 4 {
-            publish(&mut p, &m.device, points);
-            points.clear();
-        }
-        points.push(m);
-    }
-    for (device, points) in &pending {
-        publish(&mut p, device, points);
     }
     p.flush(Duration::from_secs(20));
     expect_exactly(&sub, &tag_expected(&fixture));
@@ -414,8 +419,7 @@ fn sparkplug_by_exception_on_a_sampling_clock_scores_as_onnx_runtime() {
         );
         seq.insert(device.clone(), 0);
     }
-    let mut pending: std::collections::BTreeMap<&str, Vec<&TagMessage>> = Default::default();
-    let mut publish = |p: &mut Publisher, device: &str, points: &[&TagMessage]| {
+    for (device, points) in gathered(&fixture, 3) {
         let metrics = points
             .iter()
             .map(|m| sp::Metric {
@@ -431,17 +435,6 @@ fn sparkplug_by_exception_on_a_sampling_clock_scores_as_onnx_runtime() {
         let payload =
             sp::Payload { timestamp: points.last().map(|m| m.ts as u64), seq: Some(*n % 256), metrics };
         p.publish(&topic("DDATA", device), sp::encode(&payload));
-    };
-    for m in &fixture.messages {
-        let points = pending.entry(m.device.as_str()).or_default();
-        if points.iter().any(|q| q.feature == m.feature) || points.len() == 3 {
-            publish(&mut p, &m.device, points);
-            points.clear();
-        }
-        points.push(m);
-    }
-    for (device, points) in &pending {
-        publish(&mut p, device, points);
     }
     p.flush(Duration::from_secs(20));
     expect_exactly(&sub, &tag_expected(&fixture));

@@ -16,7 +16,46 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::ingest::format::{Batch, InputFormat, Shape, TsUnit};
+
+/// The six scalar `visit_*` methods of a serde `Visitor` (bool, integers,
+/// float, string, null), all answering `$body`, with `$me` for `self`: a
+/// visitor that reads only objects or arrays refuses every scalar alike.
+macro_rules! refuse_scalars {
+    ($me:ident => $body:expr) => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            #[allow(unused_variables)]
+            let $me = self;
+            $body
+        }
+    };
+}
 use crate::ingest::reject::{Reason, Rejection};
+pub(crate) use refuse_scalars;
 
 /// Decoded samples of one payload; reused across payloads.
 #[derive(Debug, Default)]
@@ -193,24 +232,7 @@ impl<'de> Visitor<'de> for PayloadSeed<'_> {
         samples_from_seq(self.dec, self.out, seq)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_a_sample()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_a_sample()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_a_sample()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_a_sample()
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.not_a_sample()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_a_sample()
-    }
+    refuse_scalars!(me => me.not_a_sample());
 }
 
 impl PayloadSeed<'_> {
@@ -277,24 +299,7 @@ impl<'de> Visitor<'de> for BatchSeed<'_> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(Err(self.not_an_array()))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(self.not_an_array()))
-    }
+    refuse_scalars!(me => Ok(Err(me.not_an_array())));
 }
 
 impl BatchSeed<'_> {
@@ -336,24 +341,7 @@ impl<'de> Visitor<'de> for SampleSeed<'_> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         self.not_an_object()
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.not_an_object()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.not_an_object()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.not_an_object()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.not_an_object()
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.not_an_object()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.not_an_object()
-    }
+    refuse_scalars!(me => me.not_an_object());
 }
 
 impl SampleSeed<'_> {
@@ -641,24 +629,7 @@ impl<'de> Visitor<'de> for ValuesSeed<'_> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Err(self.not_object()))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(self.not_object()))
-    }
+    refuse_scalars!(me => Ok(Err(me.not_object())));
 }
 
 enum Number {

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::ingest::decode::{Decoded, Decoder, Key, TsSeed};
+use crate::ingest::decode::{refuse_scalars, Decoded, Decoder, Key, TsSeed};
 use crate::ingest::format::TsUnit;
 use crate::ingest::reject::{Reason, Rejection};
 use crate::ingest::tag::{QualitySeed, ValueSeed};
@@ -227,30 +227,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         self.bad_shape();
         Ok(())
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.bad_shape();
-        Ok(())
-    }
+    refuse_scalars!(me => { me.bad_shape(); Ok(()) });
 }
 
 /// The `values` array.
@@ -412,42 +389,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
         Ok(())
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.out
-            .rejects
-            .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", self.n)));
-        Ok(())
-    }
+    refuse_scalars!(me => { me.out .rejects .push(Rejection::new(Reason::BadShape, format!("record {} is not an object", me.n))); Ok(()) });
 }
 
 #[cfg(test)]

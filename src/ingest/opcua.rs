@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::ingest::decode::{Decoded, Decoder, Key, TsSeed};
+use crate::ingest::decode::{refuse_scalars, Decoded, Decoder, Key, TsSeed};
 use crate::ingest::format::TsUnit;
 use crate::ingest::reject::{Reason, Rejection};
 use crate::ingest::tag::{QualitySeed, ValueSeed};
@@ -102,30 +102,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         self.out.rejects.push(not_an_object());
         Ok(())
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.out.rejects.push(not_an_object());
-        Ok(())
-    }
+    refuse_scalars!(me => { me.out.rejects.push(not_an_object()); Ok(()) });
 }
 
 /// One DataValue: `(ts, value)` or why not.
@@ -190,24 +167,7 @@ impl<'de> Visitor<'de> for PointSeed {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
         Ok(Err(not_a_data_value()))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Err(not_a_data_value()))
-    }
+    refuse_scalars!(me => Ok(Err(not_a_data_value())));
 }
 
 #[cfg(test)]
