@@ -363,10 +363,12 @@ fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
         let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000 + 100).unwrap();
         t.format(&time::format_description::well_known::Rfc3339).unwrap()
     };
-    // Written in time order (a JSON map would sort the names).
+    // Each message lists its data points newest first: lineguard takes them
+    // in time order whatever the order of the object's names.
     for (device, points) in gathered(&fixture, 4) {
         let body: Vec<String> = points
             .iter()
+            .rev()
             .map(|m| {
                 format!("{:?}:{{\"SourceTimestamp\":{:?},\"Value\":{}}}", m.feature, rfc3339(m.ts), m.value)
             })

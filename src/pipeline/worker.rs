@@ -108,6 +108,8 @@ pub struct Worker {
     batch: Batch,
     /// The device key of the row being offered, reused (see `handle`).
     row_key: String,
+    /// The order `handle` takes a message's rows in, reused.
+    row_order: Vec<usize>,
     scores: Vec<f32>,
     staged_scores: Vec<NewEntry>,
     staged_acks: Vec<Ack>,
@@ -141,6 +143,7 @@ impl Worker {
             events: PipelineEvents::new(&pipeline.name),
             batch: Batch::new(limits.max_batch, card.input_len()),
             row_key: String::new(),
+            row_order: Vec::new(),
             scores: Vec::new(),
             decoded: Decoded::default(),
             staged_scores: Vec::new(),
@@ -349,7 +352,17 @@ impl Worker {
         let nf = self.reader.features();
         let len = self.model.card.input_len();
         let latest = msg.received_ms.saturating_add(self.max_future_ms);
-        for i in 0..self.decoded.len() {
+        // On a sampling clock the rows go in time order, whatever order the
+        // message lists them in (OPC UA data points, Kepware records): a
+        // later value first would make an earlier one late.
+        let mut order = std::mem::take(&mut self.row_order);
+        order.clear();
+        order.extend(0..self.decoded.len());
+        if self.model.card.clock.is_some() {
+            let ts = &self.decoded.ts;
+            order.sort_unstable_by_key(|&i| (ts[i].unwrap_or(msg.received_ms), i));
+        }
+        for &i in &order {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
             let ts = self.decoded.ts[i];
             if let Some(t) = ts.filter(|t| *t > latest) {
@@ -382,6 +395,7 @@ impl Worker {
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
             }
         }
+        self.row_order = order;
         for (reason, n) in Reset::ALL.into_iter().zip(self.windows.take_resets()) {
             if n > 0 {
                 self.events.windows_reset(reason, n);
