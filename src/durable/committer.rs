@@ -18,6 +18,7 @@
 //! corrupt at run time cannot hold anything any more: the process exits,
 //! and the next start sets the file aside.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +34,15 @@ use crate::ops::health::Health;
 /// commit's worth (a turn per wake-up), bounded so that a stalled disk
 /// stops intake instead of growing memory.
 const QUEUE: usize = 256;
+/// Bytes (snapshots and score rows) the queued turns may hold before the
+/// worker waits: a turn's size follows the devices it touched, so the count
+/// of turns alone bounded memory only loosely. A burst into 10k devices
+/// queued turns of thousands of snapshots each, faster than the disk took
+/// them. Several commits' worth, so that only a disk that falls behind holds
+/// the worker.
+const QUEUE_BYTES: usize = 8 << 20;
+/// How often a worker waiting for room in the queue looks again.
+const ROOM_LOOK_UP: Duration = Duration::from_micros(200);
 /// After a refused commit, wait this long before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// How often a wait (for a retry, for room in the queue) looks up.
@@ -46,8 +56,10 @@ pub struct Turn {
 }
 
 pub struct Committer {
-    tx: Option<SyncSender<Turn>>,
+    tx: Option<SyncSender<(Turn, usize)>>,
     thread: Option<JoinHandle<()>>,
+    /// Bytes of the turns queued and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
 }
 
 /// Where a committer reports: its pipeline's health slot, and the stop deadline.
@@ -69,10 +81,12 @@ impl Committer {
     ) -> std::io::Result<Committer> {
         let (tx, rx) = sync_channel(QUEUE);
         let name = pipeline.to_string();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&queued);
         let thread = std::thread::Builder::new()
             .name(format!("commit-{pipeline}"))
-            .spawn(move || run(&store, &name, gap, rx, &watch))?;
-        Ok(Committer { tx: Some(tx), thread: Some(thread) })
+            .spawn(move || run(&store, &name, gap, rx, &taken, &watch))?;
+        Ok(Committer { tx: Some(tx), thread: Some(thread), queued })
     }
 
     /// Queue a turn. While the queue is full (commits are failing or slow)
@@ -80,7 +94,23 @@ impl Committer {
     /// held up by the disk, not stuck.
     pub fn send(&self, turn: Turn, mut waiting: impl FnMut()) {
         let Some(tx) = &self.tx else { return };
-        let mut turn = turn;
+        let bytes = turn.part.bytes();
+        // A turn larger than the budget still goes, alone. Room comes with
+        // the next commit, so look often at first; a disk that refuses
+        // commits keeps the queue full, and then a look every LOOK_UP will do.
+        let started = Instant::now();
+        while self.queued.load(Ordering::Acquire) > 0
+            && self.queued.load(Ordering::Acquire) + bytes > QUEUE_BYTES
+        {
+            waiting();
+            let soon = started.elapsed() < Duration::from_millis(20);
+            std::thread::sleep(if soon { ROOM_LOOK_UP } else { LOOK_UP });
+            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return;
+            }
+        }
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        let mut turn = (turn, bytes);
         loop {
             match tx.try_send(turn) {
                 Ok(()) => return,
@@ -111,7 +141,19 @@ impl Drop for Committer {
     }
 }
 
-fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: &Watch) {
+fn run(
+    store: &Store,
+    pipeline: &str,
+    gap: Duration,
+    rx: Receiver<(Turn, usize)>,
+    queued: &AtomicUsize,
+    watch: &Watch,
+) {
+    // Taken off the queue: its bytes no longer count against the budget.
+    let take = |(t, bytes): (Turn, usize)| {
+        queued.fetch_sub(bytes, Ordering::AcqRel);
+        t
+    };
     let mut events = CommitEvents::new(pipeline);
     let mut last_commit = Instant::now().checked_sub(gap).unwrap_or_else(Instant::now);
     let mut turns: Vec<Turn> = Vec::new();
@@ -120,7 +162,7 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: 
     while open || !turns.is_empty() {
         if turns.is_empty() {
             match rx.recv() {
-                Ok(t) => turns.push(t),
+                Ok(t) => turns.push(take(t)),
                 Err(_) => break,
             }
         }
@@ -136,7 +178,7 @@ fn run(store: &Store, pipeline: &str, gap: Duration, rx: Receiver<Turn>, watch: 
         if !retrying {
             loop {
                 match rx.try_recv() {
-                    Ok(t) => turns.push(t),
+                    Ok(t) => turns.push(take(t)),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         open = false;
@@ -201,6 +243,34 @@ mod tests {
 
     fn watch() -> Watch {
         Watch { health: Health::new(&["p".into()]), pipeline: 0, deadline: Deadline::default() }
+    }
+
+    /// The queue holds at most `QUEUE_BYTES` of turns: a worker sending
+    /// faster than the disk commits waits for room (never more than one
+    /// turn over the budget is queued), and every turn is still committed
+    /// and acknowledged, the queue's count back at zero.
+    #[test]
+    fn queued_turns_are_bounded_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+        // A gap of 50 ms between commits: the disk is the slow side.
+        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(50), watch()).unwrap();
+        let snapshot = vec![7u8; QUEUE_BYTES / 4];
+        let mut peak = 0;
+        for i in 0..12u16 {
+            let part =
+                Part { windows: vec![(format!("d{i}").into(), snapshot.clone())], ..Default::default() };
+            let id = AckId { pkid: 1 + i, qos: QoS::AtLeastOnce };
+            c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) }, || {});
+            peak = peak.max(c.queued.load(Ordering::Acquire));
+        }
+        assert!(peak <= QUEUE_BYTES + snapshot.len() + 64, "queued {peak} bytes");
+        c.finish();
+        assert_eq!(c.queued.load(Ordering::Acquire), 0);
+        let acked = std::iter::from_fn(|| acks.try_recv().ok()).count();
+        assert_eq!(acked, 12, "every turn committed and acknowledged");
+        assert_eq!(store.windows("p").unwrap().len(), 12);
     }
 
     /// Turns are committed in order, merged, and their telemetry is

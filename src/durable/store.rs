@@ -155,6 +155,11 @@ impl Reserved {
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
+
+    /// Bytes the rows hold.
+    pub fn bytes(&self) -> usize {
+        self.rows.iter().map(|(_, r)| r.len() + 8).sum()
+    }
 }
 
 /// One pipeline turn's changes: window snapshots to write, devices to
@@ -170,6 +175,13 @@ pub struct Part {
 impl Part {
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty() && self.forget.is_empty() && self.scores.is_empty()
+    }
+
+    /// Bytes of snapshots, keys and score rows the part holds (what a
+    /// queue of parts costs in memory).
+    pub fn bytes(&self) -> usize {
+        let windows: usize = self.windows.iter().map(|(k, s)| k.len() + s.len()).sum();
+        windows + self.forget.iter().map(String::len).sum::<usize>() + self.scores.bytes()
     }
 }
 
