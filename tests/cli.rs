@@ -282,7 +282,7 @@ fn check_config_shows_what_an_example_message_turns_into() {
 /// the view), the card on a sampling clock for all but lineguard's own.
 #[test]
 fn the_demo_scores_every_machine_in_every_format() {
-    let runs: Vec<_> = ["lineguard", "telegraf", "tag", "kepware", "opcua-json"]
+    let runs: Vec<_> = ["lineguard", "telegraf", "tag", "kepware", "opcua-json", "sparkplug"]
         .into_iter()
         .map(|format| {
             std::thread::spawn(move || {

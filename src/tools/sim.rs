@@ -154,6 +154,8 @@ pub enum Format {
     Tag,
     Kepware,
     OpcuaJson,
+    /// Sparkplug B: a DBIRTH per machine first, then DDATA by alias.
+    Sparkplug,
 }
 
 impl Format {
@@ -165,7 +167,17 @@ impl Format {
             Format::Tag => InputFormat::Tag,
             Format::Kepware => InputFormat::Kepware,
             Format::OpcuaJson => InputFormat::OpcuaJson,
+            Format::Sparkplug => InputFormat::Sparkplug,
         }
+    }
+
+    /// What a machine publishes once before its first sample: a Sparkplug
+    /// DBIRTH (names, aliases, the first values); nothing in other shapes.
+    pub fn births(self, m: &Machine, ts_ms: i64, values: &[f64; 8]) -> Vec<(String, Vec<u8>)> {
+        if self != Format::Sparkplug {
+            return Vec::new();
+        }
+        vec![(sparkplug_topic("DBIRTH", m), sparkplug_payload(ts_ms, values, true))]
     }
 
     /// The pipeline keys that read this shape, for a config file: input
@@ -177,6 +189,7 @@ impl Format {
             Format::Tag => ("uns/{line}/{machine}/{feature}", ""),
             Format::Kepware => ("iotgateway/{line}", "tag_id = \"{machine}.{feature}\"\n"),
             Format::OpcuaJson => ("azure-iot-operations/data/{line}/{machine}", ""),
+            Format::Sparkplug => ("spBv1.0/{line}/DDATA/sim/{machine}", ""),
         };
         format!("input_topic = \"{topic}\"\ninput_format = \"{}\"\n{extra}", self.input_format().as_str())
     }
@@ -238,8 +251,37 @@ impl Format {
                     json(serde_json::Value::Object(points)),
                 )]
             }
+            Format::Sparkplug => vec![(sparkplug_topic("DDATA", m), sparkplug_payload(ts_ms, values, false))],
         }
     }
+}
+
+/// `spBv1.0/{line}/{kind}/sim/{machine}`: each line a Sparkplug group, the
+/// simulator its edge node `sim`, each machine a device.
+fn sparkplug_topic(kind: &str, m: &Machine) -> String {
+    format!("spBv1.0/{}/{kind}/sim/{}", m.line, m.name)
+}
+
+/// A DBIRTH (names and aliases) or DDATA (aliases only) of the eight
+/// features as Doubles, each stamped `ts_ms`.
+fn sparkplug_payload(ts_ms: i64, values: &[f64; 8], birth: bool) -> Vec<u8> {
+    use crate::sparkplug::proto::{DataType, Metric, Payload, Value};
+    use prost::Message;
+    let metrics = FEATURES
+        .iter()
+        .zip(values)
+        .enumerate()
+        .map(|(i, (f, v))| Metric {
+            name: birth.then(|| (*f).to_string()),
+            alias: Some(i as u64 + 1),
+            timestamp: Some(ts_ms as u64),
+            datatype: birth.then_some(DataType::Double as u32),
+            value: Some(Value::Double((v * 1e4).round() / 1e4)),
+            ..Default::default()
+        })
+        .collect();
+    let seq = if birth { 0 } else { (ts_ms / 100 % 255 + 1) as u64 };
+    Payload { timestamp: Some(ts_ms as u64), metrics, seq: Some(seq), ..Default::default() }.encode_to_vec()
 }
 
 /// Publish the line to `client` at `rate` samples/s per machine until
@@ -257,6 +299,7 @@ pub async fn publish_line(
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let start = tokio::time::Instant::now();
+    let mut born = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -265,12 +308,17 @@ pub async fn publish_line(
         let t = start.elapsed().as_secs_f64();
         let ts = crate::clock::now_ms();
         for m in &machines {
-            for (topic, body) in format.messages(m, ts, &m.sample(t, &mut rng)) {
+            let values = m.sample(t, &mut rng);
+            // A Sparkplug device's first values are its DBIRTH's.
+            let births = if born { Vec::new() } else { format.births(m, ts, &values) };
+            let out = if births.is_empty() { format.messages(m, ts, &values) } else { births };
+            for (topic, body) in out {
                 if client.publish(topic, QoS::AtLeastOnce, false, body).await.is_err() {
                     return;
                 }
             }
         }
+        born = true;
     }
 }
 
@@ -295,7 +343,8 @@ pub struct SimulateArgs {
     /// lineguard `plant/{line}/{machine}/telemetry`, telegraf
     /// `telegraf/{line}/{machine}`, tag `uns/{line}/{machine}/{feature}`,
     /// kepware `iotgateway/{line}`, opcua-json
-    /// `azure-iot-operations/data/{line}/{machine}`).
+    /// `azure-iot-operations/data/{line}/{machine}`, sparkplug
+    /// `spBv1.0/{line}/DDATA/sim/{machine}` after a DBIRTH per machine).
     #[arg(long, value_enum, default_value_t = Format::Lineguard)]
     pub format: Format,
 }
