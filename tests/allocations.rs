@@ -214,17 +214,30 @@ fn matching_a_topic_allocates_nothing_whatever_the_template() {
 
 #[test]
 fn tags_and_the_sampling_clock_allocate_nothing_per_value() {
-    clocked_allocations(false);
+    clocked_allocations(Clocked::Tag);
 }
 
 #[test]
 fn kepware_records_allocate_nothing_per_value() {
-    clocked_allocations(true);
+    clocked_allocations(Clocked::Kepware);
 }
 
-/// Values one per message (`tag`) or a device's eight per message
-/// (`kepware`, each record naming its device), through the sampling clock.
-fn clocked_allocations(kepware: bool) {
+#[test]
+fn opcua_data_points_allocate_nothing_per_value() {
+    clocked_allocations(Clocked::Opcua);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Clocked {
+    Tag,
+    Kepware,
+    Opcua,
+}
+
+/// Values one per message (`tag`), or a device's eight per message
+/// (`kepware`, each record naming its device; `opcua-json`, RFC 3339 source
+/// timestamps), through the sampling clock.
+fn clocked_allocations(format: Clocked) {
     use lineguard::ingest::format::TsUnit;
     use lineguard::ingest::kepware::{self, TagId};
     use lineguard::ingest::tag::{self, TagKeys};
@@ -282,17 +295,46 @@ fn clocked_allocations(kepware: bool) {
                 .collect()
         })
         .collect();
-    let messages = if kepware { kepware_messages } else { tag_messages };
+    // The simulator's OPC UA connector messages, one per machine and grid point.
+    let opcua_messages: Vec<Vec<(String, Vec<u8>)>> = (0..rounds)
+        .map(|k| {
+            (0..DEVICES)
+                .flat_map(|d| {
+                    let m = lineguard::tools::sim::Machine {
+                        line: format!("line{}", d % 4),
+                        name: format!("m{d}"),
+                        load: 0.0,
+                        fault: None,
+                    };
+                    let v = (d + k) as f64;
+                    let values = [v, v + 1.0, v + 2.0, v + 3.0, v + 4.0, v + 5.0, v + 6.0, 0.5];
+                    let ts = 1_732_400_000_000 + (k as i64) * 100 - 40;
+                    lineguard::tools::sim::Format::OpcuaJson.messages(&m, ts, &values)
+                })
+                .collect()
+        })
+        .collect();
+    let opcua_template = TopicTemplate::parse_input("azure-iot-operations/data/{line}/{machine}").unwrap();
+    let messages = match format {
+        Clocked::Tag => tag_messages,
+        Clocked::Kepware => kepware_messages,
+        Clocked::Opcua => opcua_messages,
+    };
     let tag_id = TagId::parse("{line}.{machine}.{feature}").unwrap();
     let mut key = String::new();
     let mut round = |windows: &mut Windows, msgs: &[(String, Vec<u8>)]| {
         let mut ready = 0;
         for (topic, payload) in msgs {
-            if kepware {
-                kepware::decode(&decoder, &tag_id, TsUnit::Ms, "", payload, &mut decoded);
-            } else {
-                let f = decoder.feature_index(template.feature(topic).unwrap()).unwrap();
-                tag::decode(&keys, TsUnit::Ms, f, FEATURES, payload, &mut decoded);
+            let template = if format == Clocked::Opcua { &opcua_template } else { &template };
+            match format {
+                Clocked::Kepware => kepware::decode(&decoder, &tag_id, TsUnit::Ms, "", payload, &mut decoded),
+                Clocked::Opcua => {
+                    lineguard::ingest::opcua::decode(&decoder, TsUnit::Ms, payload, &mut decoded)
+                }
+                Clocked::Tag => {
+                    let f = decoder.feature_index(template.feature(topic).unwrap()).unwrap();
+                    tag::decode(&keys, TsUnit::Ms, f, FEATURES, payload, &mut decoded);
+                }
             }
             assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
             for i in 0..decoded.len() {
@@ -332,7 +374,7 @@ fn clocked_allocations(kepware: bool) {
     assert_eq!(
         allocations,
         0,
-        "{allocations} allocations in {} tag messages (kepware: {kepware})",
+        "{allocations} allocations in {} values ({format:?})",
         measured.len() * DEVICES * FEATURES
     );
 }
