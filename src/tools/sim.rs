@@ -154,7 +154,7 @@ pub enum Format {
     Tag,
     Kepware,
     OpcuaJson,
-    /// Sparkplug B: a DBIRTH per machine first, then DDATA by alias.
+    /// Sparkplug B: a DBIRTH per machine first, then DDATA, metrics by name.
     Sparkplug,
 }
 
@@ -262,18 +262,19 @@ fn sparkplug_topic(kind: &str, m: &Machine) -> String {
     format!("spBv1.0/{}/{kind}/sim/{}", m.line, m.name)
 }
 
-/// A DBIRTH (names and aliases) or DDATA (aliases only) of the eight
-/// features as Doubles, each stamped `ts_ms`.
+/// A DBIRTH (with data types) or DDATA of the eight features as Doubles,
+/// each stamped `ts_ms`. Metrics go by name, without aliases (Sparkplug
+/// allows either): a DDATA then means something even to a host that
+/// subscribed after the DBIRTH, as the demo's daemon may under load.
 fn sparkplug_payload(ts_ms: i64, values: &[f64; 8], birth: bool) -> Vec<u8> {
     use crate::sparkplug::proto::{DataType, Metric, Payload, Value};
     use prost::Message;
     let metrics = FEATURES
         .iter()
         .zip(values)
-        .enumerate()
-        .map(|(i, (f, v))| Metric {
-            name: birth.then(|| (*f).to_string()),
-            alias: Some(i as u64 + 1),
+        .map(|(f, v)| Metric {
+            name: Some((*f).to_string()),
+            alias: None,
             timestamp: Some(ts_ms as u64),
             datatype: birth.then_some(DataType::Double as u32),
             value: Some(Value::Double((v * 1e4).round() / 1e4)),
@@ -344,7 +345,7 @@ pub struct SimulateArgs {
     /// `telegraf/{line}/{machine}`, tag `uns/{line}/{machine}/{feature}`,
     /// kepware `iotgateway/{line}`, opcua-json
     /// `azure-iot-operations/data/{line}/{machine}`, sparkplug
-    /// `spBv1.0/{line}/DDATA/sim/{machine}` after a DBIRTH per machine).
+    /// `spBv1.0/{line}/DDATA/sim/{machine}` after a DBIRTH per machine, metrics by name).
     #[arg(long, value_enum, default_value_t = Format::Lineguard)]
     pub format: Format,
 }
