@@ -190,16 +190,28 @@ fn tag_fixture() -> TagFixture {
     serde_json::from_str(&text).unwrap()
 }
 
-/// A daemon reading tags (`uns/{line}/{machine}/{feature}`) for the line
-/// model on the fixture's clock; the models' directory must outlive it.
-fn tag_daemon(broker: &Broker, client_id: &str, fixture: &TagFixture) -> (Daemon, tempfile::TempDir) {
+/// A daemon for the line model on the fixture's clock, reading
+/// `input_topic` with the pipeline `keys`; the models' directory must
+/// outlive it.
+fn clocked_daemon(
+    broker: &Broker,
+    client_id: &str,
+    fixture: &TagFixture,
+    input_topic: &str,
+    keys: &str,
+) -> (Daemon, tempfile::TempDir) {
     let models = tempfile::tempdir().unwrap();
     let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
-    let config = line_config(broker, client_id, Some(&model), "input_format = \"tag\"\n")
-        .replace("plant/{line}/{machine}/telemetry", "uns/{line}/{machine}/{feature}");
+    let config = line_config(broker, client_id, Some(&model), keys)
+        .replace("\"plant/{line}/{machine}/telemetry\"", &format!("\"{input_topic}\""));
     let daemon = Daemon::start(&config);
     wait_online(broker, client_id);
     (daemon, models)
+}
+
+/// [`clocked_daemon`] reading tags (`uns/{line}/{machine}/{feature}`).
+fn tag_daemon(broker: &Broker, client_id: &str, fixture: &TagFixture) -> (Daemon, tempfile::TempDir) {
+    clocked_daemon(broker, client_id, fixture, "uns/{line}/{machine}/{feature}", "input_format = \"tag\"\n")
 }
 
 /// The fixture's `i`th tag message: HiveMQ Edge's shape, every fifth value
@@ -305,13 +317,8 @@ fn tags_on_a_sampling_clock_survive_kill_9() {
 fn kepware_records_on_a_sampling_clock_score_as_onnx_runtime() {
     let fixture = tag_fixture();
     let broker = Broker::start();
-    let models = tempfile::tempdir().unwrap();
-    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
     let keys = "input_format = \"kepware\"\ntag_id = \"{line}.{machine}.{feature}\"\n";
-    let config = line_config(&broker, "lg-kepware", Some(&model), keys)
-        .replace("\"plant/{line}/{machine}/telemetry\"", "\"iotgateway\"");
-    let daemon = Daemon::start(&config);
-    wait_online(&broker, "lg-kepware");
+    let (daemon, _models) = clocked_daemon(&broker, "lg-kepware", &fixture, "iotgateway", keys);
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
     let mut bad_quality = 0;
@@ -350,12 +357,8 @@ fn kepware_records_on_a_sampling_clock_score_as_onnx_runtime() {
 fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
     let fixture = tag_fixture();
     let broker = Broker::start();
-    let models = tempfile::tempdir().unwrap();
-    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
-    let config = line_config(&broker, "lg-opcua", Some(&model), "input_format = \"opcua-json\"\n")
-        .replace("plant/{line}/{machine}/telemetry", "azure-iot-operations/data/{line}/{machine}");
-    let _daemon = Daemon::start(&config);
-    wait_online(&broker, "lg-opcua");
+    let topic = "azure-iot-operations/data/{line}/{machine}";
+    let _daemon = clocked_daemon(&broker, "lg-opcua", &fixture, topic, "input_format = \"opcua-json\"\n");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
     let rfc3339 = |ms: i64| {
@@ -389,12 +392,8 @@ fn sparkplug_by_exception_on_a_sampling_clock_scores_as_onnx_runtime() {
     use support::sparkplug::{self as sp, Val};
     let fixture = tag_fixture();
     let broker = Broker::start();
-    let models = tempfile::tempdir().unwrap();
-    let model = model_on_a_clock(models.path(), fixture.sample_period_ms);
-    let config = line_config(&broker, "lg-spb-clock", Some(&model), "")
-        .replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/DDATA/cell7/{machine}");
-    let _daemon = Daemon::start(&config);
-    wait_online(&broker, "lg-spb-clock");
+    let _daemon =
+        clocked_daemon(&broker, "lg-spb-clock", &fixture, "spBv1.0/{line}/DDATA/cell7/{machine}", "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
     let features = Golden::load(LINE_GOLDEN).features;
