@@ -147,18 +147,25 @@ impl TagId {
 pub fn decode(dec: &Decoder, id: &TagId, unit: TsUnit, topic_key: &str, payload: &[u8], out: &mut Decoded) {
     out.clear();
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let seed = MessageSeed { dec, id, unit, topic_key, out: &mut *out };
+    let seed = MessageSeed { r: Reading { dec, id, unit, topic_key }, out: &mut *out };
     if let Err(e) = seed.deserialize(&mut de).and_then(|()| de.end()) {
         out.clear();
         out.rejects.push(Rejection::new(Reason::InvalidJson, e.to_string()));
     }
 }
 
-struct MessageSeed<'a> {
+/// What every level of a message is read with: the card's features, the
+/// id template, the timestamp unit and the topic's device key.
+#[derive(Clone, Copy)]
+struct Reading<'a> {
     dec: &'a Decoder,
     id: &'a TagId,
     unit: TsUnit,
     topic_key: &'a str,
+}
+
+struct MessageSeed<'a> {
+    r: Reading<'a>,
     out: &'a mut Decoded,
 }
 
@@ -190,19 +197,13 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
         let (mut ts, mut seen_values) = (None, false);
         while let Some(Key(key)) = map.next_key::<Key>()? {
             match key.as_ref() {
-                "timestamp" => match map.next_value_seed(TsSeed::new(self.unit, "timestamp"))? {
+                "timestamp" => match map.next_value_seed(TsSeed::new(self.r.unit, "timestamp"))? {
                     Ok(t) => ts = t,
                     Err(r) => self.out.rejects.push(r),
                 },
                 "values" if !seen_values => {
                     seen_values = true;
-                    let records = RecordsSeed {
-                        dec: self.dec,
-                        id: self.id,
-                        unit: self.unit,
-                        topic_key: self.topic_key,
-                        out: &mut *self.out,
-                    };
+                    let records = RecordsSeed { r: self.r, out: &mut *self.out };
                     map.next_value_seed(records)?;
                 }
                 _ => {
@@ -232,10 +233,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 
 /// The `values` array.
 struct RecordsSeed<'a> {
-    dec: &'a Decoder,
-    id: &'a TagId,
-    unit: TsUnit,
-    topic_key: &'a str,
+    r: Reading<'a>,
     out: &'a mut Decoded,
 }
 
@@ -256,7 +254,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let mut n = 0usize;
         loop {
-            if n == self.dec.max_samples() {
+            if n == self.r.dec.max_samples() {
                 let mut extra = 0usize;
                 while seq.next_element::<IgnoredAny>()?.is_some() {
                     extra += 1;
@@ -269,14 +267,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
                 }
                 return Ok(());
             }
-            let record = RecordSeed {
-                dec: self.dec,
-                id: self.id,
-                unit: self.unit,
-                topic_key: self.topic_key,
-                out: &mut *self.out,
-                n,
-            };
+            let record = RecordSeed { r: self.r, out: &mut *self.out, n };
             if seq.next_element_seed(record)?.is_none() {
                 return Ok(());
             }
@@ -292,10 +283,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
 
 /// One `{"id", "v", "q", "t"}` record.
 struct RecordSeed<'a> {
-    dec: &'a Decoder,
-    id: &'a TagId,
-    unit: TsUnit,
-    topic_key: &'a str,
+    r: Reading<'a>,
     out: &'a mut Decoded,
     n: usize,
 }
@@ -317,7 +305,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let out = self.out;
         let key_start = out.keys.len();
-        out.keys.push_str(self.topic_key);
+        out.keys.push_str(self.r.topic_key);
         let mut feature: Option<usize> = None;
         let (mut matched, mut seen_id) = (false, false);
         let (mut value, mut ts, mut good) = (None, None, true);
@@ -327,9 +315,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 "id" if !seen_id => {
                     seen_id = true;
                     let id: Key = map.next_value()?;
-                    if let Some(f) = self.id.split(&id.0, &mut out.keys, key_start) {
+                    if let Some(f) = self.r.id.split(&id.0, &mut out.keys, key_start) {
                         matched = true;
-                        feature = self.dec.feature_index(f);
+                        feature = self.r.dec.feature_index(f);
                     }
                 }
                 "v" => match map.next_value_seed(ValueSeed)? {
@@ -339,7 +327,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                     }
                 },
                 "q" => good = map.next_value_seed(QualitySeed)?,
-                "t" => match map.next_value_seed(TsSeed::new(self.unit, "t"))? {
+                "t" => match map.next_value_seed(TsSeed::new(self.r.unit, "t"))? {
                     Ok(t) => ts = t,
                     Err(r) => {
                         problem.get_or_insert(r);
@@ -373,7 +361,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             out.rejects.push(r);
             return Ok(());
         }
-        let nf = self.dec.features();
+        let nf = self.r.dec.features();
         let start = out.values.len();
         out.values.resize(start + nf, f64::NAN);
         out.values[start + f] = value.expect("checked above");
