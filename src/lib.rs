@@ -14,6 +14,7 @@
 //!   systemd, logging, model reloads;
 //! - [`tools`]: `check-config`, `demo`, `simulate` and the embedded broker.
 
+pub mod cli;
 pub(crate) mod clock;
 pub mod config;
 pub mod daemon;

@@ -120,7 +120,8 @@ fn oversize_messages_are_refused_and_the_stream_behind_them_flows() {
         assert!(
             !metrics
                 .lines()
-                .any(|l| l.starts_with("lineguard_broker_reconnects_total") && !l.ends_with(" 0")),
+                .any(|l| l.starts_with("lineguard_connection_reconnects_total{connection=\"telemetry\"}")
+                    && !l.ends_with(" 0")),
             "MQTT {protocol}: the telemetry connection was dropped:\n{metrics}"
         );
         let rss = support::daemon::peak_rss_mib(daemon.pid());

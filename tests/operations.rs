@@ -51,7 +51,8 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     has("lineguard_inference_seconds_bucket{pipeline=\"press-line\",le=");
     has("lineguard_batch_size_bucket{pipeline=\"press-line\",le=");
     has("lineguard_outbox_scores");
-    has("lineguard_broker_connected 1");
+    has("lineguard_connection_up{connection=\"telemetry\"} 1");
+    has("lineguard_connection_up{connection=\"scores\"} 1");
     has("lineguard_devices{pipeline=\"press-line\"} 4");
     has(&format!(
         "lineguard_model_info{{pipeline=\"press-line\",model=\"line-mlp\",version=\"3\",sha256=\"{sha}\"}} 1"
@@ -60,39 +61,162 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     has("lineguard_scores_total{pipeline=\"press-line\",state=\"ok\"}");
     has("lineguard_scores_published_total");
 
-    // Every metric the shipped Grafana dashboard queries exists (those that
-    // only appear on failures are checked below or are counters of rare events).
-    let dashboard = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
-    use lineguard::ops::events::names;
-    let rare = [
-        names::BROKER_RECONNECTS,
-        names::OUTBOX_DROPPED,
-        names::DEVICES_EVICTED,
-        names::MODEL_RELOADS,
-        names::INFERENCE_ERRORS,
-    ];
-    let mut queried: Vec<&str> = dashboard
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("lineguard_"))
-        .collect();
-    queried.sort();
-    queried.dedup();
-    assert!(queried.len() >= 10, "{queried:?}");
-    for m in queried.iter().filter(|m| !rare.contains(m)) {
-        assert!(
-            body.contains(&format!("{m}{{")) || body.contains(&format!("{m} ")),
-            "dashboard queries {m}, not exported"
-        );
-    }
-
     // Broker gone: 503 with the reason, and reconnects counted.
     broker.kill();
     wait_until("healthz 503", Duration::from_secs(20), || daemon.http_get("/healthz").0 == 503);
     assert!(daemon.http_get("/healthz").1.contains("broker not connected"));
     wait_until("reconnects counted", Duration::from_secs(10), || {
-        daemon.http_get("/metrics").1.contains("lineguard_broker_reconnects_total")
+        !daemon
+            .http_get("/metrics")
+            .1
+            .contains("lineguard_connection_reconnects_total{connection=\"telemetry\"} 0")
     });
-    assert!(daemon.http_get("/metrics").1.contains("lineguard_broker_connected 0"));
+    assert!(daemon.http_get("/metrics").1.contains("lineguard_connection_up{connection=\"telemetry\"} 0"));
+}
+
+/// `# TYPE` lines of a Prometheus text exposition: family -> type.
+fn families(body: &str) -> std::collections::BTreeMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
+/// The families the README's metric table lists: family -> type.
+fn readme_families() -> std::collections::BTreeMap<String, String> {
+    let readme = std::fs::read_to_string(support::repo_path("README.md")).unwrap();
+    let table =
+        readme.split("| metric | type | labels | meaning |").nth(1).expect("README has the metric table");
+    table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_pass_promtool_and_match_the_readme() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(broker.port, "lg-promtool", state.path(), &[line_pipeline()], ""));
+    let status = Subscriber::new(broker.port, &["lineguard/lg-promtool/status"]);
+    status.wait_for("lineguard/lg-promtool/status", "\"online\"", Duration::from_secs(30));
+    // Scores, so that the histograms have samples too.
+    let golden = Golden::load("models/fixtures/line-mlp.golden.json");
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&format!("plant/{device}/telemetry"), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    assert!(!scores.collect(1, Duration::from_secs(30), Duration::ZERO, |_| true).is_empty());
+    let body = daemon.http_get("/metrics").1;
+
+    // promtool: every family has HELP and a TYPE, names follow the conventions.
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed for this test (Debian: package prometheus; `tests/run` installs it)");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lint = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && lint.trim().is_empty(), "promtool check metrics:\n{lint}\n{body}");
+
+    // Labelled counters exist at 0 before their first event.
+    for zero in [
+        "lineguard_outbox_dropped_total{reason=\"bytes\"} 0",
+        "lineguard_devices_evicted_total{pipeline=\"press-line\",reason=\"capacity\"} 0",
+        "lineguard_model_reloads_total{pipeline=\"press-line\",result=\"refused\"} 0",
+        "lineguard_inference_errors_total{pipeline=\"press-line\"} 0",
+        "lineguard_rejected_total{pipeline=\"press-line\",reason=\"late\"} 0",
+        "lineguard_publishes_refused_total{reason=\"not authorized\"} 0",
+        "lineguard_alarms_published_total 0",
+    ] {
+        assert!(body.contains(zero), "/metrics lacks `{zero}`:\n{body}");
+    }
+    let version = format!("lineguard_build_info{{version=\"{}\",", env!("CARGO_PKG_VERSION"));
+    assert!(body.lines().any(|l| l.starts_with(&version) && l.ends_with(" 1")), "{body}");
+    let rss = body
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no process_resident_memory_bytes:\n{body}"));
+    assert!(rss > 1e6, "resident memory {rss}");
+    for c in ["telemetry", "scores"] {
+        assert!(body.contains(&format!("lineguard_connection_up{{connection=\"{c}\"}} 1")), "{body}");
+    }
+
+    // The README's table is what is exported, with the same types.
+    assert_eq!(readme_families(), families(&body), "README's metric table vs /metrics");
+
+    dashboard_queries_parse_and_are_exported(&body);
+}
+
+/// The shipped Grafana dashboard: importable (asks for the Prometheus data
+/// source), an `instance` variable, a unit on every panel, instant queries
+/// for tables and stats; every expression parses (`promtool check rules`)
+/// and every metric it reads is in `body`.
+fn dashboard_queries_parse_and_are_exported(body: &str) {
+    let text = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    let d: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(d["__inputs"][0]["pluginId"], "prometheus", "no Prometheus input to ask for on import");
+    let input = format!("${{{}}}", d["__inputs"][0]["name"].as_str().unwrap());
+    let vars = d["templating"]["list"].as_array().unwrap();
+    assert!(vars.iter().any(|v| v["name"] == "instance"), "no instance variable");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut exprs = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(p["datasource"]["uid"], input.as_str(), "{title}: data source is not the import's input");
+        assert!(p["fieldConfig"]["defaults"]["unit"].is_string(), "{title}: no unit");
+        for t in p["targets"].as_array().unwrap() {
+            if matches!(p["type"].as_str(), Some("table" | "stat")) {
+                assert_eq!(t["instant"], true, "{title}: a table or stat needs an instant query");
+            }
+            let expr = t["expr"].as_str().unwrap();
+            exprs.push(expr.to_string());
+            let concrete = expr.replace("$instance", ".*").replace("$__rate_interval", "5m");
+            rules.push_str(&format!(
+                "      - record: dashboard:{}\n        expr: {}\n",
+                exprs.len(),
+                serde_json::to_string(&concrete).unwrap()
+            ));
+        }
+    }
+    assert!(exprs.iter().any(|e| e.contains("lineguard_connection_up")), "connections are not shown");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard.rules.yml");
+    std::fs::write(&file, &rules).unwrap();
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&file).output().unwrap();
+    assert!(
+        out.status.success(),
+        "a dashboard expression does not parse:\n{}{}\n{rules}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut queried: Vec<&str> = exprs
+        .iter()
+        .flat_map(|e| e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("lineguard_") || w.starts_with("process_"))
+        .collect();
+    queried.sort();
+    queried.dedup();
+    assert!(queried.len() >= 15, "{queried:?}");
+    for m in queried {
+        assert!(
+            body.contains(&format!("{m}{{")) || body.contains(&format!("{m} ")),
+            "dashboard queries {m}, not exported"
+        );
+    }
 }
 
 #[test]

@@ -103,6 +103,7 @@ pub async fn run(
     };
     // Installed before anything counts (the store's recovery, below).
     crate::ops::http::recorder();
+    crate::ops::metrics::register(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
     let dir = settings.state.dir.clone();
     let store = Arc::new(
         tokio::task::spawn_blocking(move || Store::open(&dir))

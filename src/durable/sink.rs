@@ -87,6 +87,14 @@ struct Pending {
     session: bool,
 }
 
+impl Slot {
+    /// Alarms are the only retained messages that are not Sparkplug
+    /// (`pipeline::render::alarm_entry`).
+    fn is_alarm(&self) -> bool {
+        self.retain && !self.sparkplug
+    }
+}
+
 #[derive(Debug)]
 struct Slot {
     seq: u64,
@@ -250,7 +258,7 @@ impl Sink {
     /// Mark `seq` acknowledged and release the acknowledged prefix.
     fn acked(&mut self, seq: u64) {
         let Ok(i) = self.slots.binary_search_by_key(&seq, |s| s.seq) else { return };
-        self.events.published();
+        self.events.published(self.slots[i].is_alarm());
         if let Some(h) = &self.health {
             h.publish_accepted(&self.slots[i].topic);
         }

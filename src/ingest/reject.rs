@@ -48,6 +48,28 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for the counters that start at 0.
+    pub const ALL: [Reason; 18] = [
+        Reason::PayloadTooLarge,
+        Reason::InvalidJson,
+        Reason::BadShape,
+        Reason::MissingFeature,
+        Reason::NonNumeric,
+        Reason::NonFinite,
+        Reason::DuplicateKey,
+        Reason::BadTimestamp,
+        Reason::OutOfOrder,
+        Reason::FutureTimestamp,
+        Reason::EmptyBatch,
+        Reason::TooDeep,
+        Reason::TooManyKeys,
+        Reason::TooManySamples,
+        Reason::InvalidSparkplug,
+        Reason::UnknownAlias,
+        Reason::BadQuality,
+        Reason::Late,
+    ];
+
     /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {

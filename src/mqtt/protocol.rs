@@ -264,6 +264,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    pub const ALL: [Refusal; 7] = [
+        Refusal::NotAuthorized,
+        Refusal::TopicNameInvalid,
+        Refusal::QuotaExceeded,
+        Refusal::PayloadFormatInvalid,
+        Refusal::PacketIdentifierInUse,
+        Refusal::ImplementationSpecificError,
+        Refusal::UnspecifiedError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::NotAuthorized => "not authorized",

@@ -32,42 +32,7 @@ use crate::pipeline::window::{Reset, Unrestored};
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Every metric lineguard exports, by name.
-pub mod names {
-    pub const MESSAGES: &str = "lineguard_messages_total";
-    pub const MESSAGE_BYTES: &str = "lineguard_message_bytes_total";
-    pub const REJECTED: &str = "lineguard_rejected_total";
-    pub const DUPLICATES: &str = "lineguard_duplicates_total";
-    pub const WINDOWS_SCORED: &str = "lineguard_windows_scored_total";
-    pub const WINDOWS_FAILED: &str = "lineguard_windows_failed_total";
-    pub const SCORES: &str = "lineguard_scores_total";
-    pub const BATCH_SIZE: &str = "lineguard_batch_size";
-    pub const INFERENCE_SECONDS: &str = "lineguard_inference_seconds";
-    pub const INFERENCE_ERRORS: &str = "lineguard_inference_errors_total";
-    pub const DEVICES: &str = "lineguard_devices";
-    pub const DEVICES_EVICTED: &str = "lineguard_devices_evicted_total";
-    pub const DEAD_LETTERS_DROPPED: &str = "lineguard_dead_letters_dropped_total";
-    pub const COMMIT_SECONDS: &str = "lineguard_commit_seconds";
-    pub const COMMIT_ERRORS: &str = "lineguard_commit_errors_total";
-    pub const SCORES_PUBLISHED: &str = "lineguard_scores_published_total";
-    pub const PUBLISHES_REFUSED: &str = "lineguard_publishes_refused_total";
-    pub const SUBSCRIPTIONS_REFUSED: &str = "lineguard_subscriptions_refused_total";
-    pub const OUTBOX_SCORES: &str = "lineguard_outbox_scores";
-    pub const OUTBOX_BYTES: &str = "lineguard_outbox_bytes";
-    pub const OUTBOX_DROPPED: &str = "lineguard_outbox_dropped_total";
-    pub const BROKER_CONNECTED: &str = "lineguard_broker_connected";
-    pub const BROKER_RECONNECTS: &str = "lineguard_broker_reconnects_total";
-    pub const PUBLISHER_CONNECTED: &str = "lineguard_publisher_connected";
-    pub const PUBLISHER_RECONNECTS: &str = "lineguard_publisher_reconnects_total";
-    pub const SPARKPLUG_CONNECTED: &str = "lineguard_sparkplug_connected";
-    pub const SPARKPLUG_RECONNECTS: &str = "lineguard_sparkplug_reconnects_total";
-    pub const MODEL_INFO: &str = "lineguard_model_info";
-    pub const MODEL_RELOADS: &str = "lineguard_model_reloads_total";
-    pub const STATE_DROPPED: &str = "lineguard_state_dropped_total";
-    pub const STATE_STORE_DISCARDED: &str = "lineguard_state_store_discarded_total";
-    pub const UNROUTABLE: &str = "lineguard_unroutable_total";
-    pub const WINDOW_RESETS: &str = "lineguard_window_resets_total";
-}
+pub use crate::ops::metrics::names;
 
 /// Per-key log rate limiter.
 #[derive(Debug)]
@@ -236,7 +201,7 @@ impl ConnectionName {
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionName::Telemetry => "telemetry",
-            ConnectionName::Publisher => "publisher",
+            ConnectionName::Publisher => "scores",
             ConnectionName::Sparkplug => "sparkplug",
         }
     }
@@ -254,15 +219,10 @@ pub struct ConnectionEvents {
 
 impl ConnectionEvents {
     pub fn new(name: ConnectionName) -> Self {
-        let (connected, reconnects) = match name {
-            ConnectionName::Telemetry => (names::BROKER_CONNECTED, names::BROKER_RECONNECTS),
-            ConnectionName::Publisher => (names::PUBLISHER_CONNECTED, names::PUBLISHER_RECONNECTS),
-            ConnectionName::Sparkplug => (names::SPARKPLUG_CONNECTED, names::SPARKPLUG_RECONNECTS),
-        };
         Self {
             name,
-            connected: gauge!(connected),
-            reconnects: counter!(reconnects),
+            connected: gauge!(names::CONNECTION_UP, "connection" => name.as_str()),
+            reconnects: counter!(names::CONNECTION_RECONNECTS, "connection" => name.as_str()),
             errors: RateLimit::default(),
             down_since: None,
         }
@@ -388,6 +348,7 @@ impl DropReason {
 /// Events of the publishing sink (the outbox).
 pub struct SinkEvents {
     published: Counter,
+    alarms: Counter,
     scores: Gauge,
     bytes: Gauge,
     drop_lines: RateLimit<DropReason>,
@@ -399,6 +360,7 @@ impl Default for SinkEvents {
     fn default() -> Self {
         Self {
             published: counter!(names::SCORES_PUBLISHED),
+            alarms: counter!(names::ALARMS_PUBLISHED),
             scores: gauge!(names::OUTBOX_SCORES),
             bytes: gauge!(names::OUTBOX_BYTES),
             drop_lines: RateLimit::default(),
@@ -409,9 +371,10 @@ impl Default for SinkEvents {
 }
 
 impl SinkEvents {
-    /// The broker acknowledged a score.
-    pub fn published(&self) {
-        self.published.increment(1);
+    /// The broker acknowledged a score (JSON or Sparkplug) or, with
+    /// `alarm`, an alarm.
+    pub fn published(&self, alarm: bool) {
+        if alarm { &self.alarms } else { &self.published }.increment(1);
     }
 
     /// What the outbox holds.

@@ -52,6 +52,7 @@ struct AppState {
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    crate::ops::metrics::collect_process();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }
 

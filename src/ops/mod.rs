@@ -3,6 +3,7 @@
 //! - [`events`]: every metric and its log line, in one place;
 //! - `health`: what `/healthz`, the watchdog and `STATUS=` read;
 //! - `http`: `/metrics` and `/healthz`;
+//! - [`metrics`]: what `/metrics` exports, with its help texts;
 //! - `status`: the retained `online`/`offline` payloads;
 //! - `systemd`: `READY`, `WATCHDOG`, `STATUS`, `STOPPING`;
 //! - `logging`: text for journald or a terminal, JSON on request;
@@ -13,6 +14,7 @@ pub mod events;
 pub(crate) mod health;
 pub(crate) mod http;
 pub(crate) mod logging;
+pub mod metrics;
 pub(crate) mod reload;
 pub(crate) mod signals;
 pub(crate) mod status;

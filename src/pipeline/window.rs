@@ -134,6 +134,14 @@ pub enum Unrestored {
 }
 
 impl Unrestored {
+    pub const ALL: [Unrestored; 5] = [
+        Unrestored::Checksum,
+        Unrestored::Format,
+        Unrestored::Card,
+        Unrestored::Future,
+        Unrestored::RolledBack,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Unrestored::Checksum => "checksum",

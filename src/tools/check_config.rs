@@ -1,6 +1,7 @@
 //! `lineguard check-config`: the unit's `ExecStartPre`. Validates the file
-//! (with the environment's overrides), that `state.dir` takes writes, and
-//! every model it names; prints the effective settings, secrets masked.
+//! (with the environment's overrides), that `state.dir` takes writes and
+//! `http.listen` can be bound, and every model it names; prints the
+//! effective settings, secrets masked.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -44,15 +45,31 @@ fn example(p: &config::Pipeline, features: &[String]) -> String {
     )
 }
 
+/// Whether the daemon could serve `/metrics` on `listen` (bound and
+/// released at once).
+fn check_listen(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "cannot listen on {listen}: the address is in use (by a running lineguard? stop it first, or \
+             pick another port)"
+        )),
+        Err(e) => Err(anyhow::anyhow!("cannot listen on {listen}: {e}")),
+    }
+}
+
 /// What `check-config` prints, or why the configuration is refused.
 pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<String> {
     let settings = config::load(path, env)?;
     crate::durable::store::check_writable(&settings.state.dir)
         .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;
+    check_listen(settings.http_listen)
+        .with_context(|| format!("{}: `http.listen`", settings.path.display()))?;
     let models = crate::model::load_pipelines(&settings)?;
     let mut out = format!("# {}: valid\n\n{}\n", settings.path.display(), settings.display_masked());
     let _ = writeln!(out, "# mqtt password: {}", settings.mqtt.password_source);
     let _ = writeln!(out, "# state.dir {}: writable", settings.state.dir.display());
+    let _ = writeln!(out, "# http.listen {}: can be bound", settings.http_listen);
     for (p, m) in settings.pipelines.iter().zip(&models) {
         let _ = writeln!(
             out,

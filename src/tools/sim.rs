@@ -325,8 +325,10 @@ pub async fn publish_line(
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
+    /// The broker's host name or address.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
+    /// The broker's port.
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
     /// Machines on the line.
@@ -338,6 +340,7 @@ pub struct SimulateArgs {
     /// Stop after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     pub duration: Option<u64>,
+    /// Seed of the simulation's noise (the same seed gives the same line).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// The payload shape, as a plant's gateway would publish it (topics:
@@ -350,8 +353,8 @@ pub struct SimulateArgs {
     pub format: Format,
 }
 
-/// `lineguard simulate`: the simulated line against a real broker.
-/// `lineguard simulate`, on its own runtime.
+/// `lineguard simulate`: the simulated line against a real broker, on its
+/// own runtime.
 pub fn main(args: SimulateArgs) -> anyhow::Result<()> {
     crate::ops::logging::init(crate::config::LogFormat::Text, "info");
     super::runtime()?.block_on(simulate(args))
