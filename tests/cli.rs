@@ -212,6 +212,49 @@ fn check_config_fails_clearly() {
 }
 
 #[test]
+fn check_config_checks_that_http_listen_can_be_bound() {
+    let (_d, path) = write_config(CONFIG);
+    // Taken by another process (a running daemon, say).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__HTTP__LISTEN", &addr)]);
+    let out = text(&o);
+    assert!(!o.status.success(), "accepted an address in use:\n{out}");
+    assert!(out.contains("`http.listen`") && out.contains(&addr) && out.contains("in use"), "{out}");
+    // An address this host does not have.
+    let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__HTTP__LISTEN", "192.0.2.1:9898")]);
+    assert!(!o.status.success() && text(&o).contains("cannot listen on 192.0.2.1:9898"), "{}", text(&o));
+    drop(taken);
+    let o = lineguard(&["check-config", "--config", &path], &[("LINEGUARD__HTTP__LISTEN", &addr)]);
+    assert!(
+        o.status.success() && text(&o).contains(&format!("# http.listen {addr}: can be bound")),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn every_command_and_option_has_help_text() {
+    for cmd in [&[][..], &["run"], &["check-config"], &["check-model"], &["demo"], &["simulate"]] {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push("-h");
+        let o = lineguard(&args, &[]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        // clap prints an option without help as its bare name on a line.
+        for line in out.lines().filter(|l| l.trim_start().starts_with('-')) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let described = words
+                .iter()
+                .any(|w| w.chars().next().is_some_and(char::is_alphabetic) && !w.starts_with('<'));
+            assert!(described, "`lineguard {} --help`: an option without help: {line}\n{out}", cmd.join(" "));
+        }
+    }
+    let o = lineguard(&["run", "--help"], &[]);
+    assert!(text(&o).contains("The configuration file"), "{}", text(&o));
+}
+
+#[test]
 fn the_shipped_example_config_is_valid_and_matches_the_spec_defaults() {
     let shipped = std::fs::read_to_string(repo_path("deploy/lineguard.toml")).unwrap();
     let shipped = shipped.replace("/usr/share/lineguard/models/line-mlp.onnx", &p("models/line-mlp.onnx"));

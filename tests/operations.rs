@@ -352,3 +352,57 @@ fn alarm_states_are_debounced_and_retained_per_device() {
     }
     drop(daemon);
 }
+
+/// Under systemd, stderr is the journal and `JOURNAL_STREAM` names it: each
+/// line carries its priority (sd-daemon(3) `<N>` prefix, which journald's
+/// stream reader turns into PRIORITY=), so `journalctl -p warning` finds
+/// the warnings. Anywhere else the same variable changes nothing.
+#[test]
+fn under_journald_every_line_carries_its_priority() {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // No broker on this port: the connection warns (priority 4) while the
+    // start-up logs at info (6) and debug (7).
+    let port = lineguard::tools::broker::free_port().unwrap();
+    let path = dir.path().join("lineguard.toml");
+    std::fs::write(&path, config(port, "lg-journal", dir.path(), &[line_pipeline()], "")).unwrap();
+    let run = |journal_stream: Option<&dyn Fn(&std::fs::Metadata) -> String>| {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let meta = std::fs::File::from(writer.as_fd().try_clone_to_owned().unwrap()).metadata().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lineguard"));
+        cmd.args(["run", "--config"]).arg(&path).stderr(writer).stdout(std::process::Stdio::null());
+        cmd.env_remove("JOURNAL_STREAM");
+        if let Some(value) = journal_stream {
+            cmd.env("JOURNAL_STREAM", value(&meta));
+        }
+        let mut child = cmd.spawn().unwrap();
+        drop(cmd);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut log = String::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline && !log.contains("broker connection lost or refused") {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        log
+    };
+    let journal = run(Some(&|m: &std::fs::Metadata| format!("{}:{}", m.dev(), m.ino())));
+    let warn = journal
+        .lines()
+        .find(|l| l.contains("broker connection lost or refused"))
+        .unwrap_or_else(|| panic!("{journal}"));
+    assert!(warn.starts_with("<4>"), "a warning without priority 4: {warn}\n{journal}");
+    assert!(journal.lines().any(|l| l.starts_with("<6>")), "no info at priority 6:\n{journal}");
+    assert!(journal.lines().any(|l| l.starts_with("<7>")), "no debug at priority 7:\n{journal}");
+    assert!(journal.lines().all(|l| l.starts_with('<')), "a line without priority:\n{journal}");
+    // Inherited, but naming another stream: plain lines.
+    let elsewhere = run(Some(&|m: &std::fs::Metadata| format!("{}:{}", m.dev(), m.ino() + 1)));
+    assert!(elsewhere.contains("broker connection lost or refused"), "{elsewhere}");
+    assert!(!elsewhere.lines().any(|l| l.starts_with("<")), "{elsewhere}");
+}

@@ -45,11 +45,18 @@ fn example(p: &config::Pipeline, features: &[String]) -> String {
     )
 }
 
-/// Whether the daemon could serve `/metrics` on `listen` (bound and
-/// released at once).
+/// Whether the daemon could serve `/metrics` on `listen`: bound (not
+/// listened on) and released at once. With SO_REUSEPORT, so that two
+/// checks at the same moment do not fail each other, while a process
+/// listening there (a running daemon) still makes the bind fail.
 fn check_listen(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    match std::net::TcpListener::bind(listen) {
-        Ok(_) => Ok(()),
+    let socket = match listen {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .and_then(|s| s.set_reuseport(true).map(|()| s));
+    match socket.and_then(|s| s.bind(listen)) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
             "cannot listen on {listen}: the address is in use (by a running lineguard? stop it first, or \
              pick another port)"
