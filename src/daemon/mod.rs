@@ -60,6 +60,7 @@ use crate::mqtt::connection::{Connection, Role, Telemetry};
 use crate::mqtt::link::Link;
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::{Route, Router, INBOUND_QUEUE};
+use crate::ops::devices::DeviceViews;
 use crate::ops::events::{ModelInService, StoreRecovered};
 use crate::ops::health::Health;
 use crate::ops::reload::{self, Board, Watched};
@@ -116,13 +117,19 @@ pub async fn run(
     let health = Health::new(&settings.pipelines.iter().map(|p| p.name.clone()).collect::<Vec<_>>());
     health.set_stale_intake(settings.limits.stale_intake);
     let stop = Stop::new(settings.state.drain_timeout);
-    // Scoring matters more than its dashboard: without the port, run without it.
-    if let Err(e) =
-        crate::ops::http::serve(settings.http_listen, health.clone(), stop.token(Phase::Services)).await
-    {
-        tracing::error!("{e:#}; running without /metrics and /healthz");
-    }
     let board = status_board(&settings, &models);
+    let views = DeviceViews::new();
+    // Scoring matters more than its dashboard: without the port, run without it.
+    let http = crate::ops::http::serve(
+        settings.http_listen,
+        health.clone(),
+        views.clone(),
+        board.clone(),
+        stop.token(Phase::Services),
+    );
+    if let Err(e) = http.await {
+        tracing::error!("{e:#}; running without the status page, /metrics and /healthz");
+    }
 
     // The connections' clients and event loops; over MQTT 3.1.1 telemetry
     // runs through the relay that keeps oversize messages from killing it.
@@ -160,7 +167,7 @@ pub async fn run(
         health: health.clone(),
         deadline: stop.commits_deadline(),
     };
-    let (routes, watched) = start_pipelines(&settings, &models, outputs, &stop)?;
+    let (routes, watched) = start_pipelines(&settings, &models, outputs, &views, &stop)?;
 
     // Acknowledgements, on the telemetry connection.
     stop.spawn(Phase::Acker, ack::acker(client.clone(), ack_rx, stop.token(Phase::Acker)));
@@ -189,6 +196,7 @@ pub async fn run(
                 spark_backlog,
                 spark_rx,
                 drain,
+                health.clone(),
             )?;
             stop.spawn(Phase::Sinks, sink);
             stop.spawn(Phase::Connections, conn);
@@ -274,12 +282,14 @@ fn start_pipelines(
     settings: &Settings,
     models: &[Arc<Model>],
     outputs: Outputs,
+    views: &DeviceViews,
     stop: &Stop,
 ) -> anyhow::Result<(Vec<Route>, Vec<Watched>)> {
     let (mut routes, mut watched) = (Vec::new(), Vec::new());
     for (i, (p, model)) in settings.pipelines.iter().zip(models).enumerate() {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let (swap_tx, swap_rx) = mpsc::channel(1);
+        let view_rx = views.register(&p.name);
         routes.push(Route { pipeline: p.clone(), tx });
         watched.push(Watched { index: i, pipeline: p.clone(), swap: swap_tx });
         let worker = Worker::new(
@@ -294,7 +304,7 @@ fn start_pipelines(
         let rt = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("pipeline-{}", p.name))
-            .spawn(move || worker.run(rx, swap_rx, rt))
+            .spawn(move || worker.run(rx, swap_rx, view_rx, rt))
             .context("cannot start a pipeline thread")?;
         stop.thread(Phase::Workers, thread);
     }

@@ -113,6 +113,7 @@ impl Connection {
         match (&self.health, &self.role) {
             (Some(h), Role::Telemetry(_)) => h.set_connected(up),
             (Some(h), Role::Publisher) => h.set_publishing(up),
+            (Some(h), Role::Sparkplug(_)) => h.set_sparkplug(up),
             _ => {}
         }
     }
@@ -220,12 +221,12 @@ impl Connection {
                         let filter = filter.map_or("?", String::as_str);
                         SubscriptionRefused { filter }.emit();
                         refusals += 1;
-                        if let Some(h) = &self.health {
+                        if let (Some(h), Role::Telemetry(_)) = (&self.health, &self.role) {
                             h.subscription_refused(filter);
                         }
                     }
                     if subacks == self.filters.len() {
-                        if let (Some(h), 0) = (&self.health, refusals) {
+                        if let (Some(h), 0, Role::Telemetry(_)) = (&self.health, refusals, &self.role) {
                             h.subscriptions_granted();
                         }
                         let _ = self.link.send(Link::Subscribed);

@@ -1,7 +1,7 @@
 //! What `/healthz`, systemd's watchdog and `STATUS=` read: whether the broker
 //! is connected, whether each pipeline loop is alive, and throughput.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Shared between the connection task, the pipeline workers and the reporters.
@@ -11,6 +11,9 @@ pub struct Health {
     connected: AtomicBool,
     /// The score publisher's connection.
     publishing: AtomicBool,
+    /// The Sparkplug Edge Node's connection: 0 none configured, 1 down, 2 up
+    /// (shown on the status page; `/healthz` does not read it).
+    sparkplug: AtomicU8,
     /// Per pipeline: the last time its loop went round (epoch ms).
     beats: Vec<AtomicI64>,
     /// Per pipeline: why its commits fail, while they do.
@@ -47,6 +50,7 @@ impl Health {
         Arc::new(Health {
             connected: AtomicBool::new(false),
             publishing: AtomicBool::new(false),
+            sparkplug: AtomicU8::new(0),
             beats: pipelines.iter().map(|_| AtomicI64::new(now)).collect(),
             commit_errors: pipelines.iter().map(|_| Mutex::new(None)).collect(),
             names: pipelines.to_vec(),
@@ -115,6 +119,23 @@ impl Health {
 
     pub fn set_publishing(&self, up: bool) {
         self.publishing.store(up, Ordering::Relaxed);
+    }
+
+    pub fn set_sparkplug(&self, up: bool) {
+        self.sparkplug.store(if up { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
+    /// Each broker connection and whether it is up (Sparkplug's only once configured).
+    pub fn connections(&self) -> Vec<(&'static str, bool)> {
+        let mut c = vec![
+            ("telemetry", self.connected.load(Ordering::Relaxed)),
+            ("scores", self.publishing.load(Ordering::Relaxed)),
+        ];
+        match self.sparkplug.load(Ordering::Relaxed) {
+            0 => {}
+            s => c.push(("sparkplug", s == 2)),
+        }
+        c
     }
 
     /// A pipeline's commits fail (`Some(why)`), or work again (`None`).

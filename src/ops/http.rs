@@ -1,6 +1,9 @@
-//! `GET /metrics` (Prometheus text format) and `GET /healthz` (200 when the
+//! The HTTP listener, read-only, loopback by default (`http.listen`):
+//! `GET /metrics` (Prometheus text format), `GET /healthz` (200 when the
 //! broker is connected and every pipeline loop is alive and has its model,
-//! 503 with the reason otherwise). Loopback by default (`http.listen`).
+//! 503 with the reason otherwise), `GET /devices` (JSON: every device's
+//! window, latest scores and states, see `devices`) and `GET /`, the status
+//! page (self-contained HTML that reads `/devices`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -8,15 +11,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::ops::devices::{DeviceViews, Filter};
 use crate::ops::events::names;
 use crate::ops::health::Health;
+use crate::ops::reload::Board;
+
+/// The status page: one file, no external assets (gateways are often offline).
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// The process-wide recorder (installed once, also when the demo runs the
 /// daemon in-process).
@@ -49,6 +57,8 @@ pub fn recorder() -> PrometheusHandle {
 struct AppState {
     metrics: PrometheusHandle,
     health: Arc<Health>,
+    views: Arc<DeviceViews>,
+    board: Board,
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -63,11 +73,43 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
+async fn devices(State(s): State<AppState>, uri: Uri) -> axum::response::Response {
+    let filter = match Filter::parse(uri.query()) {
+        Ok(f) => f,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
+    let models = s.board.models.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let overview = s.views.overview(&filter, &s.board.client_id, &s.health, models).await;
+    match serde_json::to_vec(&overview) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn status_page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // Nothing but itself and /devices: no external asset can load.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src data:",
+            ),
+        ],
+        STATUS_PAGE,
+    )
+}
+
 /// Bind `listen` (an error names the setting) and serve until `stop`.
 /// Returns the bound address (useful with port 0).
 pub async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
+    views: Arc<DeviceViews>,
+    board: Board,
     stop: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -79,7 +121,9 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(AppState { metrics: handle, health });
+        .route("/devices", get(devices))
+        .route("/", get(status_page))
+        .with_state(AppState { metrics: handle, health, views, board });
     let s = stop.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -96,6 +140,6 @@ pub async fn serve(
             tracing::error!("http server stopped: {e}");
         }
     });
-    tracing::info!(%addr, "serving /metrics and /healthz");
+    tracing::info!(%addr, "serving the status page (/), /devices, /metrics and /healthz");
     Ok(addr)
 }

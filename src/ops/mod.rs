@@ -2,7 +2,8 @@
 //!
 //! - [`events`]: every metric and its log line, in one place;
 //! - `health`: what `/healthz`, the watchdog and `STATUS=` read;
-//! - `http`: `/metrics` and `/healthz`;
+//! - `http`: `/`, `/devices`, `/metrics` and `/healthz`;
+//! - [`devices`]: what `/devices` (and the status page) show;
 //! - [`metrics`]: what `/metrics` exports, with its help texts;
 //! - `status`: the retained `online`/`offline` payloads;
 //! - `systemd`: `READY`, `WATCHDOG`, `STATUS`, `STOPPING`;
@@ -10,6 +11,7 @@
 //! - `reload`: hot model swap on SIGHUP or a changed file;
 //! - `signals`: SIGTERM, SIGINT, SIGHUP.
 
+pub mod devices;
 pub mod events;
 pub(crate) mod health;
 pub(crate) mod http;

@@ -86,6 +86,11 @@ impl Alarms {
         None
     }
 
+    /// A device's debounced alarm state (the worst of its scores').
+    pub fn state(&self, device: &str) -> Option<State> {
+        self.devices.get(device).map(|s| s.iter().map(|a| a.state).max().unwrap_or(State::Ok))
+    }
+
     /// Forget devices (evicted windows).
     pub fn forget(&mut self, devices: &[String]) {
         for d in devices {

@@ -12,7 +12,8 @@
 //! - `batch`: the windows of one model run;
 //! - `render`: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
-//! - `alarm`: alarm states with hysteresis and debounce.
+//! - `alarm`: alarm states with hysteresis and debounce;
+//! - [`recent`]: each device's latest scores and their trend, for `/devices`.
 //!
 //! Invariants: a sample is applied to a window at most once (by `ts`); a
 //! window's score depends only on the window (never on its batch); nothing
@@ -21,6 +22,7 @@
 pub(crate) mod alarm;
 pub(crate) mod batch;
 pub mod grid;
+pub mod recent;
 pub(crate) mod render;
 pub mod window;
 pub(crate) mod worker;

@@ -233,6 +233,16 @@ impl Windows {
         self.devices.len()
     }
 
+    /// Every device's window: how full, its newest sample, when last seen.
+    pub fn fills(&self) -> impl Iterator<Item = crate::pipeline::recent::WindowFill<'_>> {
+        self.devices.iter().map(|(device, r)| crate::pipeline::recent::WindowFill {
+            device,
+            fill: usize::try_from(r.count).unwrap_or(usize::MAX).min(self.window),
+            newest_ts: (r.newest_ts != i64::MIN).then_some(r.newest_ts),
+            last_seen_ms: (r.last_seen_ms > 0).then_some(r.last_seen_ms),
+        })
+    }
+
     fn new_ring(&self, key: Arc<str>) -> Ring {
         Ring {
             key,

@@ -37,6 +37,7 @@ use crate::ops::events::{DevicesEvicted, EvictReason, PipelineEvents, WindowsDro
 use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
+use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
 use crate::pipeline::Inbound;
@@ -66,6 +67,9 @@ fn reader_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits:
     );
     Reader::new(pipeline, decoder)
 }
+
+/// The HTTP listener asking for a pipeline's devices (`/devices`).
+pub type ViewRequest = tokio::sync::oneshot::Sender<PipelineView>;
 
 /// Where the worker's results go.
 #[derive(Clone)]
@@ -117,6 +121,8 @@ pub struct Worker {
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
     alarms: Alarms,
+    /// Each device's latest scores, for `/devices`.
+    recent: Recent,
     last_sweep: Instant,
     /// The store's [`Store::windows_epoch`] this worker's windows were written under.
     windows_epoch: u64,
@@ -151,6 +157,7 @@ impl Worker {
             staged_forget: Vec::new(),
             evicted: Vec::new(),
             alarms: Alarms::default(),
+            recent: Recent::new(model.score_count()),
             origin: Self::origin(&pipeline, &model),
             states: States::default(),
             committer: Committer::start(
@@ -219,19 +226,27 @@ impl Worker {
 
     /// Run until `rx` closes (intake stopped): finish the batch in hand,
     /// commit it, and return. Messages still queued are not acknowledged.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Inbound>, mut swaps: mpsc::Receiver<Arc<Model>>, rt: Handle) {
+    pub fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Inbound>,
+        mut swaps: mpsc::Receiver<Arc<Model>>,
+        mut views: mpsc::Receiver<ViewRequest>,
+        rt: Handle,
+    ) {
         loop {
             self.out.health.beat(self.index);
             let wake = (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
             enum Ev {
                 Msg(Option<Inbound>),
                 Swap(Arc<Model>),
+                View(ViewRequest),
                 Timer,
             }
             let ev = rt.block_on(async {
                 tokio::select! {
                     biased;
                     Some(m) = swaps.recv() => Ev::Swap(m),
+                    Some(v) = views.recv() => Ev::View(v),
                     m = rx.recv() => Ev::Msg(m),
                     _ = tokio::time::sleep_until(wake.into()) => Ev::Timer,
                 }
@@ -252,6 +267,9 @@ impl Worker {
                 Ev::Swap(model) => {
                     self.score();
                     self.swap(model);
+                }
+                Ev::View(reply) => {
+                    let _ = reply.send(self.view());
                 }
                 Ev::Timer => {}
             }
@@ -472,6 +490,7 @@ impl Worker {
             }
             let state: State = card.state(values);
             self.events.state(state);
+            self.recent.record(&due.device, due.ts, values, state, created_ms);
             let w = Scored { device: &due.device, ts: due.ts, values, state };
             self.staged_scores.push(render::score_entry(
                 &self.pipeline,
@@ -564,6 +583,7 @@ impl Worker {
     /// too, and a Sparkplug device dies (DDEATH).
     fn forget(&mut self, devices: Vec<String>) {
         self.alarms.forget(&devices);
+        self.recent.forget(&devices);
         if let Some(sp) = &mut self.sparkplug_in {
             devices.iter().for_each(|d| sp.forget(d));
         }
@@ -574,8 +594,23 @@ impl Worker {
         self.staged_forget.extend(devices);
     }
 
+    /// Every device: its window, latest scores and alarm state.
+    fn view(&self) -> PipelineView {
+        let names: Vec<String> = self.model.card.scores.iter().map(|s| s.name.clone()).collect();
+        let alarms = self.pipeline.alarm.as_ref().map(|_| &self.alarms);
+        recent::pipeline_view(
+            &self.pipeline.name,
+            self.model.card.window,
+            &names,
+            self.windows.fills(),
+            &self.recent,
+            |device| alarms.and_then(|a| a.state(device)),
+        )
+    }
+
     /// Put a checked model in service between two batches.
     fn swap(&mut self, model: Arc<Model>) {
+        self.recent.rescore(model.score_count());
         let keep = model.card.same_input(&self.model.card);
         if !keep {
             let forgotten = self.windows.clear();

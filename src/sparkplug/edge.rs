@@ -26,7 +26,11 @@ use crate::sparkplug::session::Session;
 const BD_SEQ_KEY: &str = "sparkplug_bd_seq";
 
 /// The node's sink and its connection, to be run (the sink drains once
-/// `drain` is cancelled, then disconnects, which ends the connection).
+/// `drain` is cancelled, then disconnects, which ends the connection);
+/// `health` learns whether the node's connection is up (the status page).
+// Each argument is a distinct part of the daemon's wiring; a struct that
+// only bundles them for this call would say no more.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: &Settings,
     sp: &SparkplugSettings,
@@ -35,7 +39,9 @@ pub fn start(
     backlog: Vec<Entry>,
     entries: mpsc::UnboundedReceiver<Vec<Entry>>,
     drain: CancellationToken,
+    health: Arc<crate::ops::health::Health>,
 ) -> anyhow::Result<(impl Future<Output = ()> + Send, impl Future<Output = ()> + Send)> {
+    health.set_sparkplug(false);
     let (client, eventloop) = crate::mqtt::sparkplug(settings, sp);
     // Connection -> sink: what happens on the node's connection (unbounded:
     // the connection must never wait for the sink, which waits on it).
@@ -60,7 +66,7 @@ pub fn start(
     let session = Session::new(EdgeNode::new(sp.node.clone()), bd_seq, end_tx);
     let sink = Sink::new(client.clone(), store.clone(), config, backlog).with_node(session);
     let role = Role::Sparkplug(Sparkplug { before_connect, end_session: Some(end_rx) });
-    let conn = Connection::new(settings, sp.node.filters(), link_tx, None, role);
+    let conn = Connection::new(settings, sp.node.filters(), link_tx, Some(health), role);
     info!(group = %sp.node.group_id, node = %sp.node.edge_node_id, primary_host = ?sp.node.primary_host_id,
           "sparkplug edge node starting");
     Ok((sink.run(entries, control_rx, link_rx, drain), conn.run(eventloop, client)))

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod chromium;
 pub mod daemon;
 pub mod golden;
 pub mod line;
