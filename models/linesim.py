@@ -12,8 +12,11 @@ together) and may carry one fault of severity s in [0, 1]:
 - tool wear      -> torque and current rise, spindle speed sags, quality falls
 - hydraulic leak -> hydraulic pressure and feed rate fall
 
-Labels: anomaly = 1 when a fault has severity >= ANOMALY_SEVERITY;
-quality falls with the severity of each fault (tool wear most).
+Labels: anomaly is graded with the fault's severity: 0 up to ANOMALY_ONSET,
+rising linearly to 1 at ANOMALY_FULL, so that a developing fault passes
+through the card's warn level (0.6, severity 0.51) before its alarm level
+(0.9, severity 0.69); quality falls with the severity of each fault (tool
+wear most).
 """
 
 import numpy as np
@@ -47,7 +50,8 @@ BEARING_VIBRATION_NOISE = 2.0
 QUALITY_LOSS = {"bearing_wear": 0.10, "coolant_loss": 0.25, "tool_wear": 0.45, "hydraulic_leak": 0.20}
 QUALITY_NOMINAL = 0.97
 QUALITY_HUMIDITY = 0.002  # per % relative humidity above nominal
-ANOMALY_SEVERITY = 0.3
+ANOMALY_ONSET = 0.15
+ANOMALY_FULL = 0.75
 
 
 def samples(rng, n, load, fault, severity):
@@ -63,7 +67,9 @@ def samples(rng, n, load, fault, severity):
 
 def labels(fault, severity, humidity):
     """(anomaly, quality) targets for a window."""
-    anomaly = 1.0 if fault is not None and severity >= ANOMALY_SEVERITY else 0.0
+    anomaly = 0.0
+    if fault is not None:
+        anomaly = float(np.clip((severity - ANOMALY_ONSET) / (ANOMALY_FULL - ANOMALY_ONSET), 0.0, 1.0))
     quality = QUALITY_NOMINAL - QUALITY_HUMIDITY * (humidity - NOMINAL[7])
     if fault is not None:
         quality -= QUALITY_LOSS[fault] * severity

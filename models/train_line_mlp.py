@@ -4,7 +4,8 @@
     python3 models/train_line_mlp.py
 
 An MLP over a window of 16 samples x 8 process features (flat, time-major):
-Dense 64 ReLU -> Dense 32 ReLU -> heads `anomaly` (sigmoid, 0..1) and
+Dense 64 ReLU -> Dense 32 ReLU -> heads `anomaly` (sigmoid, 0..1, trained
+on the fault's graded severity, so it rises through warn before alarm) and
 `quality` (linear). Trained with numpy (Adam, fixed seeds) on the simulated
 line of linesim.py, so the run is reproducible bit for bit on one machine.
 Also writes models/fixtures/line-mlp.golden.json: telemetry streams and
@@ -60,7 +61,8 @@ def train(x, y, rng, epochs=30, batch=256, lr=2e-3):
             p = 1.0 / (1.0 + np.exp(-out[:, 0]))
             q = out[:, 1]
             n = len(idx)
-            # Loss: binary cross-entropy on anomaly + 10 x squared error on quality.
+            # Loss: binary cross-entropy on anomaly (soft, graded targets) + 10 x
+            # squared error on quality.
             eps = 1e-7
             loss = -np.mean(yb[:, 0] * np.log(p + eps) + (1 - yb[:, 0]) * np.log(1 - p + eps))
             loss += 10.0 * np.mean((q - yb[:, 1]) ** 2)
@@ -88,8 +90,9 @@ def evaluate(params, x, y):
     out = np.maximum(np.maximum(x @ w1 + b1, 0) @ w2 + b2, 0) @ w3 + b3
     p = 1.0 / (1.0 + np.exp(-out[:, 0]))
     acc = np.mean((p >= 0.5) == (y[:, 0] >= 0.5))
+    anomaly_mae = np.mean(np.abs(p - y[:, 0]))
     mae = np.mean(np.abs(out[:, 1] - y[:, 1]))
-    print(f"held-out: anomaly accuracy {acc:.3f}, quality MAE {mae:.4f}")
+    print(f"held-out: anomaly accuracy {acc:.3f}, anomaly MAE {anomaly_mae:.4f}, quality MAE {mae:.4f}")
 
 
 def fixture_devices(rng):
@@ -126,12 +129,12 @@ def main():
     onnx_path = HERE / "line-mlp.onnx"
     onnx_path.write_bytes(model.SerializeToString())
 
-    card = {"name": "line-mlp", "version": "3", "features": linesim.FEATURES, "window": WINDOW,
+    card = {"name": "line-mlp", "version": "4", "features": linesim.FEATURES, "window": WINDOW,
             "layout": "flat", "normalize": {"mean": mean, "std": std}}
     (HERE / "line-mlp.toml").write_text(f"""\
 # Model card for line-mlp.onnx (written by models/train_line_mlp.py).
 name = "line-mlp"
-version = "3"
+version = "4"
 description = "Line process MLP: 16 x 8 process features -> anomaly probability and predicted quality"
 features = {json.dumps(linesim.FEATURES)}
 window = {WINDOW}

@@ -31,7 +31,7 @@ fn check_model_describes_good_models() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     for needle in [
-        "line-mlp (version 3)",
+        "line-mlp (version 4)",
         "`window` f32 [batch, 128]",
         "16 samples x 8 features",
         "spindle_speed, feed_rate, motor_temp",
@@ -349,6 +349,47 @@ fn the_demo_scores_every_machine_in_every_format() {
             let windows: u64 =
                 line.split("windows").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
             assert!(windows > 0, "demo --format {format}: {line}");
+        }
+    }
+}
+
+/// `lineguard demo`: as each injected fault ramps up, its machine is seen
+/// in `warn` for a stretch before `alarm` (the shipped model's anomaly head
+/// is calibrated to the fault's severity), the first repaired machine comes
+/// back to `ok`, and the healthy machine never alarms.
+#[test]
+fn the_demo_shows_each_fault_developing_warn_before_alarm() {
+    let o = lineguard(&["demo", "--duration", "45"], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("watch it from another terminal: mosquitto_sub"), "{out}");
+    assert!(out.contains("status page: http://127.0.0.1:"), "{out}");
+    let summary = out.split("summary:").nth(1).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let field = |line: &str, name: &str| -> String {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let i = words.iter().position(|w| *w == name).unwrap_or_else(|| panic!("no `{name}` in {line}"));
+        words[i + 1].to_string()
+    };
+    let lines: Vec<&str> = summary.lines().filter(|l| l.contains(" fault ")).collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    for line in lines {
+        let device = line.split_whitespace().next().unwrap();
+        let alarms: u64 = field(line, "alarm").parse().unwrap();
+        if field(line, "fault") == "none" {
+            assert_eq!(alarms, 0, "the healthy machine alarmed: {line}");
+            assert_eq!(field(line, "worst"), "ok", "{line}");
+            continue;
+        }
+        assert!(alarms > 0, "{device}: its fault never raised an alarm: {line}\n{out}");
+        let before: u64 = field(line, "warn-before-alarm").parse().unwrap();
+        assert!(before >= 5, "{device}: only {before} warn windows before the alarm: {line}\n{out}");
+        if device == "line1/press2" {
+            // Its fault is repaired 38 s in.
+            assert_eq!(
+                field(line, "ok-after-alarm"),
+                "yes",
+                "{device}: not back to ok after the repair: {line}"
+            );
         }
     }
 }

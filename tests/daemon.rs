@@ -249,7 +249,7 @@ fn a_lost_score_connection_comes_back_online_and_scores() {
     publish_interleaved(&mut Publisher::new(broker.port), &golden);
     expect_exactly(&sub, &golden.expected(&card_scores(LINE_CARD), 1));
     assert!(
-        daemon.log().contains("connection=\"publisher\""),
+        daemon.log().contains("connection=\"scores\""),
         "the score connection's events are logged as its own:\n{}",
         daemon.log()
     );

@@ -55,7 +55,7 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
     has("lineguard_connection_up{connection=\"scores\"} 1");
     has("lineguard_devices{pipeline=\"press-line\"} 4");
     has(&format!(
-        "lineguard_model_info{{pipeline=\"press-line\",model=\"line-mlp\",version=\"3\",sha256=\"{sha}\"}} 1"
+        "lineguard_model_info{{pipeline=\"press-line\",model=\"line-mlp\",version=\"4\",sha256=\"{sha}\"}} 1"
     ));
     has("lineguard_scores_total{pipeline=\"press-line\",state=\"alarm\"}");
     has("lineguard_scores_total{pipeline=\"press-line\",state=\"ok\"}");

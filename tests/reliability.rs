@@ -199,19 +199,19 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     std::fs::write(&model, b"not a model").unwrap();
     wait_log(&daemon, "new model refused");
     publish(thirds..2 * thirds);
-    // 2. The good model back, with a card saying version 4: swapped in, windows kept.
+    // 2. The good model back, with a card saying version 5: swapped in, windows kept.
     std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
-    let text = std::fs::read_to_string(&card).unwrap().replace("version = \"3\"", "version = \"4\"");
+    let text = std::fs::read_to_string(&card).unwrap().replace("version = \"4\"", "version = \"5\"");
     std::fs::write(&card, text).unwrap();
     wait_log(&daemon, "model swapped");
-    status.wait_for("lineguard/lg-swap/status", "\"model_version\":\"4\"", Duration::from_secs(10));
+    status.wait_for("lineguard/lg-swap/status", "\"model_version\":\"5\"", Duration::from_secs(10));
     publish(2 * thirds..samples.len());
 
     let got = sub.collect(expected.len(), Duration::from_secs(30), Duration::from_millis(800), is_score);
-    // Every window is scored, by v3 before the swap and v4 after: same weights, same numbers.
+    // Every window is scored, by v4 before the swap and v5 after: same weights, same numbers.
     let versions: std::collections::BTreeSet<String> =
         got.iter().map(|m| m.json()["model_version"].as_str().unwrap().to_string()).collect();
-    assert_eq!(versions, ["3".to_string(), "4".to_string()].into(), "both versions served");
+    assert_eq!(versions, ["4".to_string(), "5".to_string()].into(), "both versions served");
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len(), "windows were kept across the swap: none missing");
     // 3. SIGHUP reloads on demand.

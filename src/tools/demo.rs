@@ -60,6 +60,11 @@ struct Seen {
     worst: String,
     alarms: u64,
     warns: u64,
+    /// Warn windows before its first alarm: how long a fault was seen
+    /// developing before it was called.
+    warns_before_alarm: u64,
+    /// An ok window after an alarm: the repair was seen.
+    ok_after_alarm: bool,
 }
 
 type Board = Arc<Mutex<BTreeMap<String, Seen>>>;
@@ -149,6 +154,10 @@ model = "{model}"
                         let mut board = b.lock().expect("board lock");
                         let e = board.entry(m.device).or_default();
                         e.windows += 1;
+                        if m.state == "warn" && e.alarms == 0 {
+                            e.warns_before_alarm += 1;
+                        }
+                        e.ok_after_alarm |= m.state == "ok" && e.alarms > 0;
                         e.alarms += u64::from(m.state == "alarm");
                         e.warns += u64::from(m.state == "warn");
                         if rank(&m.state) >= rank(&e.worst) {
@@ -182,15 +191,20 @@ model = "{model}"
     tokio::spawn(sim::publish_line(line_client, machines.clone(), args.rate, 42, args.format, stop.clone()));
 
     let tty = std::io::stdout().is_terminal();
-    println!(
-        "lineguard demo: embedded broker on {addr}, {} machines at {} Hz, {} payloads, model {}",
+    // Kept on screen above every frame: how to look at the same line with
+    // the tools of the trade.
+    let intro = format!(
+        "lineguard demo: embedded broker on {addr}, {} machines at {} Hz, {} payloads, model {}\n\
+         watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v\n\
+         status page: http://{settings_http}/   metrics: curl http://{settings_http}/metrics\n\n",
         args.machines,
         args.rate,
         args.format.input_format().as_str(),
         model.display()
     );
-    println!("watch it from another terminal: mosquitto_sub -p {port} -t 'plant/+/+/lineguard/scores' -v");
-    println!("metrics: curl http://{}/metrics\n", settings_http);
+    if !tty {
+        print!("{intro}");
+    }
     let redraw = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
     let deadline = args.duration.map(|d| started + Duration::from_secs(d));
     loop {
@@ -202,7 +216,7 @@ model = "{model}"
         let frame = render(&machines, &board.lock().expect("board lock"), t, tty);
         let mut out = std::io::stdout().lock();
         if tty {
-            let _ = write!(out, "\x1b[H\x1b[J");
+            let _ = write!(out, "\x1b[H\x1b[J{intro}");
         }
         let _ = writeln!(out, "{frame}");
         let _ = out.flush();
@@ -288,17 +302,23 @@ fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty
 }
 
 fn summary(machines: &[sim::Machine], board: &BTreeMap<String, Seen>) -> String {
-    let mut s = String::from("\nsummary: windows scored, and the worst state each machine reached\n");
+    let mut s = String::from(
+        "\nsummary: windows scored, warn windows before the first alarm, whether ok came back after \
+         an alarm (the repair), and the worst state each machine reached\n",
+    );
     for m in machines {
         let seen = board.get(&m.device()).cloned().unwrap_or_default();
         let fault = m.fault.map_or("none", |(f, _)| f.name());
         s.push_str(&format!(
-            "  {:<14} fault {:<15} windows {:>6}  warn {:>5}  alarm {:>5}  worst {}\n",
+            "  {:<14} fault {:<15} windows {:>6}  warn {:>5}  alarm {:>5}  warn-before-alarm {:>4}  \
+             ok-after-alarm {:<3}  worst {}\n",
             m.device(),
             fault,
             seen.windows,
             seen.warns,
             seen.alarms,
+            seen.warns_before_alarm,
+            if seen.ok_after_alarm { "yes" } else { "no" },
             if seen.worst.is_empty() { "-" } else { &seen.worst }
         ));
     }
