@@ -24,5 +24,5 @@ pub mod model;
 pub(crate) mod mqtt;
 pub mod ops;
 pub mod pipeline;
-pub(crate) mod sparkplug;
+pub mod sparkplug;
 pub mod tools;

@@ -1,5 +1,6 @@
 //! The per-message path allocates nothing once a device is known: topic
-//! matching, decoding the payload (lineguard's SPEC JSON and Telegraf's),
+//! matching, decoding the payload (lineguard's SPEC JSON, Telegraf's, the
+//! per-value formats and Sparkplug B DDATA),
 //! pushing the sample into the
 //! device's window and copying a full window into the batch. Allocations are
 //! counted on this thread by a counting global allocator.
@@ -376,5 +377,93 @@ fn clocked_allocations(format: Clocked) {
         0,
         "{allocations} allocations in {} values ({format:?})",
         measured.len() * DEVICES * FEATURES
+    );
+}
+
+/// Sparkplug B DDATA by exception (two metrics by alias), after each
+/// device's DBIRTH: the device key from the topic (its levels are not
+/// adjacent), the payload read in place and the sample pushed allocate nothing.
+#[test]
+fn sparkplug_ddata_allocates_nothing_per_message() {
+    use lineguard::sparkplug::input::{Kind, SparkplugInput};
+    use lineguard::sparkplug::proto::{DataType, Metric, Payload, Value};
+    use prost::Message;
+
+    let features: Vec<String> = lineguard::tools::sim::FEATURES.iter().map(|s| s.to_string()).collect();
+    let template = TopicTemplate::parse_input("spBv1.0/{group}/DDATA/{node}/{device}").unwrap();
+    let births = TopicTemplate::parse_input("spBv1.0/{group}/DBIRTH/{node}/{device}").unwrap();
+    let norm = Normalize { mean: vec![100.0; FEATURES], std: vec![10.0; FEATURES] };
+    let mut windows = Windows::new(WINDOW, FEATURES, 1).normalizing(Some(norm));
+    let mut input = SparkplugInput::new(&features, DEVICES);
+    let mut decoded = Decoded::default();
+    let (mut key, mut evicted) = (String::new(), Vec::new());
+    let metric = |name: Option<&str>, alias: u64, v: f64, ts: u64| Metric {
+        name: name.map(String::from),
+        alias: Some(alias),
+        timestamp: Some(ts),
+        datatype: Some(DataType::Double as u32),
+        value: Some(Value::Double(v)),
+        ..Default::default()
+    };
+    let t0 = 1_732_400_000_000u64;
+    for d in 0..DEVICES {
+        let birth = Payload {
+            timestamp: Some(t0),
+            metrics: features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| metric(Some(f), i as u64, i as f64, t0))
+                .collect(),
+            seq: Some(0),
+            ..Default::default()
+        };
+        assert!(births.device_key_into(&format!("spBv1.0/line{}/DBIRTH/gw/m{d}", d % 4), &mut key));
+        input.decode(Kind::Birth, &key, &birth.encode_to_vec(), &mut decoded);
+        assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
+    }
+    let topics: Vec<String> = (0..DEVICES).map(|d| format!("spBv1.0/line{}/DDATA/gw/m{d}", d % 4)).collect();
+    let rounds = WINDOW + 1 + 8;
+    let data: Vec<Vec<Vec<u8>>> = (1..=rounds as u64)
+        .map(|r| {
+            (0..DEVICES)
+                .map(|d| {
+                    let ts = t0 + r * 100;
+                    let v = (d as u64 + r) as f64;
+                    let metrics = vec![metric(None, 3, v, ts), metric(None, 6, v + 1.0, ts)];
+                    Payload { timestamp: Some(ts), metrics, seq: Some(r % 256), ..Default::default() }
+                        .encode_to_vec()
+                })
+                .collect()
+        })
+        .collect();
+    let (warm, measured) = data.split_at(WINDOW + 1);
+    let mut handle = |windows: &mut Windows, topic: &str, payload: &[u8]| -> usize {
+        assert!(template.device_key_into(topic, &mut key));
+        input.decode(Kind::Data, &key, payload, &mut decoded);
+        assert!(decoded.rejects.is_empty(), "{:?}", decoded.rejects);
+        let pushed = windows.push(&key, decoded.ts[0], 0, &decoded.values, &mut evicted);
+        usize::from(matches!(pushed, Ok(Pushed::Ready { .. })))
+    };
+    for round in warm {
+        for (d, p) in round.iter().enumerate() {
+            handle(&mut windows, &topics[d], p);
+        }
+        windows.take_dirty();
+    }
+    let (mut ready, mut allocations) = (0, 0);
+    for round in measured {
+        let (n, a) = counted(|| {
+            round.iter().enumerate().map(|(d, p)| handle(&mut windows, &topics[d], p)).sum::<usize>()
+        });
+        ready += n;
+        allocations += a;
+        windows.take_dirty();
+    }
+    assert_eq!(ready, measured.len() * DEVICES, "every DDATA completes a window");
+    assert_eq!(
+        allocations,
+        0,
+        "{allocations} allocations in {} Sparkplug DDATA messages",
+        measured.len() * DEVICES
     );
 }

@@ -222,6 +222,30 @@ impl TopicTemplate {
         Some(Cow::Owned(self.slots.iter().map(|&i| parts[i]).collect::<Vec<_>>().join("/")))
     }
 
+    /// As [`TopicTemplate::device_key`], into `out` (cleared first): false,
+    /// and `out` empty, when `topic` does not match. Allocates nothing once
+    /// `out` has grown to the longest key, whatever the template (a
+    /// Sparkplug topic's group, node and device levels are not adjacent).
+    pub fn device_key_into(&self, topic: &str, out: &mut String) -> bool {
+        out.clear();
+        let Some((first, last_end)) = self.placeholder_span(topic) else { return false };
+        if self.contiguous {
+            out.push_str(&topic[first..last_end]);
+            return true;
+        }
+        let mut slots = self.slots.iter().peekable();
+        for (i, part) in topic.split('/').enumerate() {
+            if slots.peek() == Some(&&i) {
+                slots.next();
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(part);
+            }
+        }
+        true
+    }
+
     /// Whether `topic` matches. Never allocates, whatever the template.
     pub fn matches(&self, topic: &str) -> bool {
         self.placeholder_span(topic).is_some()
@@ -366,5 +390,32 @@ mod tests {
             Err(Feedback { .. })
         ));
         assert!(matches!(TopicTemplate::parse_output("plant/a/b/telemetry", &t), Err(Feedback { .. })));
+    }
+
+    #[test]
+    fn device_key_into_writes_what_device_key_returns() {
+        let mut buf = String::from("stale");
+        for (template, topics) in [
+            (
+                "plant/{line}/{machine}/telemetry",
+                vec!["plant/l1/m2/telemetry", "plant/l1/m2/other", "plant//m2/telemetry"],
+            ),
+            ("spBv1.0/{group}/DDATA/{node}/{device}", vec!["spBv1.0/g/DDATA/n/d", "spBv1.0/g/DBIRTH/n/d"]),
+            ("site/{site}/raw/{machine}", vec!["site/s1/raw/m9", "site/s1/raw"]),
+            ("uns/{site}/{machine}/{feature}", vec!["uns/a/b/temp"]),
+            ("iotgateway", vec!["iotgateway", "iotgateway/x"]),
+        ] {
+            let t = TopicTemplate::parse_input(template)
+                .or_else(|_| {
+                    TopicTemplate::parse_input(template).and_then(|t| t.naming_features_by("feature"))
+                })
+                .or_else(|_| TopicTemplate::parse_input_naming_devices(template, &[]))
+                .unwrap_or_else(|e| panic!("{template}: {e:?}"));
+            for topic in topics {
+                let want = t.device_key(topic);
+                assert_eq!(t.device_key_into(topic, &mut buf), want.is_some(), "{template} {topic}");
+                assert_eq!(buf, want.map(|k| k.into_owned()).unwrap_or_default(), "{template} {topic}");
+            }
+        }
     }
 }

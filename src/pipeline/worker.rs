@@ -112,6 +112,8 @@ pub struct Worker {
     batch: Batch,
     /// The device key of the row being offered, reused (see `handle`).
     row_key: String,
+    /// The device key the message's topic names, reused (see `handle`).
+    device_key: String,
     /// The order `handle` takes a message's rows in, reused.
     row_order: Vec<usize>,
     scores: Vec<f32>,
@@ -149,6 +151,7 @@ impl Worker {
             events: PipelineEvents::new(&pipeline.name),
             batch: Batch::new(limits.max_batch, card.input_len()),
             row_key: String::new(),
+            device_key: String::new(),
             row_order: Vec::new(),
             scores: Vec::new(),
             decoded: Decoded::default(),
@@ -348,20 +351,33 @@ impl Worker {
             self.reject_sized(&msg.topic, &msg.payload, len, &r);
             return;
         }
-        let (device, kind) = match self.pipeline.input.device_key(&msg.topic) {
-            Some(d) => (d, Kind::Data),
-            None => match self.pipeline.input_births.as_ref().and_then(|t| t.device_key(&msg.topic)) {
-                Some(d) => (d, Kind::Birth),
-                None => {
-                    // The router only sends matching topics; a mismatch is a bug, not input.
-                    debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name);
-                    return;
-                }
-            },
+        // The device key goes into a reused buffer: no allocation per message.
+        let mut device = std::mem::take(&mut self.device_key);
+        let kind = if self.pipeline.input.device_key_into(&msg.topic, &mut device) {
+            Some(Kind::Data)
+        } else if self
+            .pipeline
+            .input_births
+            .as_ref()
+            .is_some_and(|t| t.device_key_into(&msg.topic, &mut device))
+        {
+            Some(Kind::Birth)
+        } else {
+            None
         };
+        match kind {
+            Some(kind) => self.handle_device(&msg, &device, kind),
+            // The router only sends matching topics; a mismatch is a bug, not input.
+            None => debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name),
+        }
+        self.device_key = device;
+    }
+
+    /// The rest of [`Worker::handle`], once the topic has named the device.
+    fn handle_device(&mut self, msg: &Inbound, device: &str, kind: Kind) {
         match &mut self.sparkplug_in {
-            Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
-            None => self.reader.read(&msg.topic, &device, &msg.payload, &mut self.decoded),
+            Some(sp) => sp.decode(kind, device, &msg.payload, &mut self.decoded),
+            None => self.reader.read(&msg.topic, device, &msg.payload, &mut self.decoded),
         }
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
@@ -400,15 +416,15 @@ impl Worker {
                 // into a reused buffer, so no allocation once it has grown.
                 let mut key = std::mem::take(&mut self.row_key);
                 key.clear();
-                key.push_str(self.decoded.key(i).unwrap_or(&device));
-                self.offer(&msg, &key, i, ts.unwrap_or(msg.received_ms));
+                key.push_str(self.decoded.key(i).unwrap_or(device));
+                self.offer(msg, &key, i, ts.unwrap_or(msg.received_ms));
                 self.row_key = key;
                 continue;
             }
-            match self.windows.push(&device, ts, msg.received_ms, values, &mut self.evicted) {
-                Ok(pushed) => self.pushed(&device, pushed, len),
+            match self.windows.push(device, ts, msg.received_ms, values, &mut self.evicted) {
+                Ok(pushed) => self.pushed(device, pushed, len),
                 Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
-                    self.events.duplicate(&device, ts.unwrap_or_default())
+                    self.events.duplicate(device, ts.unwrap_or_default())
                 }
                 Err(r) => self.reject(&msg.topic, &msg.payload, &r),
             }

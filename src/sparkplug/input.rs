@@ -17,9 +17,7 @@
 
 use std::collections::HashMap;
 
-use prost::Message;
-
-use super::proto::{DataType, Payload};
+use super::proto::{read_payload, DataType, WireError};
 use crate::ingest::decode::Decoded;
 use crate::ingest::reject::{Reason, Rejection};
 
@@ -44,6 +42,12 @@ struct DeviceInput {
     values: Vec<Option<f64>>,
 }
 
+impl DeviceInput {
+    fn new(features: usize) -> Self {
+        Self { aliases: HashMap::new(), types: vec![None; features], values: vec![None; features] }
+    }
+}
+
 /// Decodes Sparkplug B payloads for one feature list.
 #[derive(Debug)]
 pub struct SparkplugInput {
@@ -53,6 +57,8 @@ pub struct SparkplugInput {
     max_devices: usize,
     /// Each metric a value of its own, for the sampling clock.
     per_value: bool,
+    /// The values one payload carries: (timestamp, feature, value), reused.
+    staged: Vec<(Option<u64>, usize, f64)>,
 }
 
 impl SparkplugInput {
@@ -63,6 +69,7 @@ impl SparkplugInput {
             devices: HashMap::new(),
             max_devices,
             per_value: false,
+            staged: Vec::new(),
         }
     }
 
@@ -74,12 +81,11 @@ impl SparkplugInput {
     }
 
     /// Rows of one value each, in time order.
-    fn values_out(&self, mut values: Vec<(Option<u64>, usize, f64)>, out: &mut Decoded) {
+    fn values_out(features: usize, values: &mut [(Option<u64>, usize, f64)], out: &mut Decoded) {
         values.sort_by_key(|(t, _, _)| *t);
-        let n = self.features.len();
-        for (t, f, v) in values {
+        for &(t, f, v) in values.iter() {
             let start = out.values.len();
-            out.values.resize(start + n, f64::NAN);
+            out.values.resize(start + features, f64::NAN);
             out.values[start + f] = v;
             out.ts.push(t.map(|t| t as i64));
         }
@@ -91,142 +97,163 @@ impl SparkplugInput {
     }
 
     /// Decode one DBIRTH or DDATA of `device` into `out` (cleared first).
+    /// A DDATA of a known device allocates nothing: the payload is read in
+    /// place (`proto::read_payload`), not decoded into messages.
     pub fn decode(&mut self, kind: Kind, device: &str, payload: &[u8], out: &mut Decoded) {
         out.ts.clear();
         out.values.clear();
         out.rejects.clear();
-        let p = match Payload::decode(payload) {
-            Ok(p) => p,
-            Err(e) => {
-                out.rejects.push(Rejection::new(
-                    Reason::InvalidSparkplug,
-                    format!("not a Sparkplug B payload: {e}"),
-                ));
-                return;
-            }
+        let mut staged = std::mem::take(&mut self.staged);
+        staged.clear();
+        let read = match kind {
+            Kind::Birth => self.birth(device, payload, &mut staged, out),
+            Kind::Data => self.data(device, payload, &mut staged, out),
         };
-        match kind {
-            Kind::Birth => self.birth(device, &p, out),
-            Kind::Data => self.data(device, &p, out),
+        if let Err(e) = read {
+            out.rejects
+                .push(Rejection::new(Reason::InvalidSparkplug, format!("not a Sparkplug B payload: {e}")));
         }
+        self.staged = staged;
     }
 
-    fn birth(&mut self, device: &str, p: &Payload, out: &mut Decoded) {
+    fn birth(
+        &mut self,
+        device: &str,
+        payload: &[u8],
+        stamped: &mut Vec<(Option<u64>, usize, f64)>,
+        out: &mut Decoded,
+    ) -> Result<(), WireError> {
+        let n = self.features.len();
+        let mut d = DeviceInput::new(n);
+        let index = &self.index;
+        let rejects = &mut out.rejects;
+        read_payload(payload, |payload_ts, m| {
+            let Some(name) = m.name else { return };
+            let datatype = m.datatype.and_then(DataType::from_u32);
+            let feature = index.get(name).copied();
+            if let Some(alias) = m.alias {
+                d.aliases.insert(alias, Slot { feature, datatype });
+            }
+            let Some(f) = feature else { return };
+            d.types[f] = datatype;
+            match m.number(datatype) {
+                Some(v) if v.is_finite() => {
+                    d.values[f] = Some(v);
+                    stamped.push((m.timestamp.or(payload_ts), f, v));
+                }
+                Some(v) => rejects.push(Rejection::new(
+                    Reason::NonFinite,
+                    format!("DBIRTH metric `{name}` is {v}; the feature stays unknown"),
+                )),
+                None if m.is_null == Some(true) => {}
+                None => rejects.push(Rejection::new(
+                    Reason::NonNumeric,
+                    format!("DBIRTH metric `{name}` has no numeric value"),
+                )),
+            }
+        })?;
         if !self.devices.contains_key(device) && self.devices.len() >= self.max_devices {
             // Bounded like the windows: drop one arbitrary device's aliases.
             if let Some(k) = self.devices.keys().next().cloned() {
                 self.devices.remove(&k);
             }
         }
-        let n = self.features.len();
-        let mut d = DeviceInput { aliases: HashMap::new(), types: vec![None; n], values: vec![None; n] };
-        let mut stamped = Vec::new();
-        for m in &p.metrics {
-            let Some(name) = m.name.as_deref() else { continue };
-            let datatype = m.datatype.and_then(DataType::from_u32);
-            let feature = self.index.get(name).copied();
-            if let Some(alias) = m.alias {
-                d.aliases.insert(alias, Slot { feature, datatype });
-            }
-            if let Some(f) = feature {
-                d.types[f] = datatype;
-                match m.number(datatype) {
-                    Some(v) if v.is_finite() => {
-                        d.values[f] = Some(v);
-                        stamped.push((m.timestamp.or(p.timestamp), f, v));
-                    }
-                    Some(v) => out.rejects.push(Rejection::new(
-                        Reason::NonFinite,
-                        format!("DBIRTH metric `{name}` is {v}; the feature stays unknown"),
-                    )),
-                    None if m.is_null == Some(true) => {}
-                    None => out.rejects.push(Rejection::new(
-                        Reason::NonNumeric,
-                        format!("DBIRTH metric `{name}` has no numeric value"),
-                    )),
-                }
-            }
-        }
         self.devices.insert(device.to_string(), d);
         if self.per_value {
-            self.values_out(stamped, out);
+            Self::values_out(n, stamped, out);
         }
+        Ok(())
     }
 
-    fn data(&mut self, device: &str, p: &Payload, out: &mut Decoded) {
+    fn data(
+        &mut self,
+        device: &str,
+        payload: &[u8],
+        staged: &mut Vec<(Option<u64>, usize, f64)>,
+        out: &mut Decoded,
+    ) -> Result<(), WireError> {
         let n = self.features.len();
-        let d = self.devices.entry(device.to_string()).or_insert_with(|| DeviceInput {
-            aliases: HashMap::new(),
-            types: vec![None; n],
-            values: vec![None; n],
-        });
+        if !self.devices.contains_key(device) {
+            self.devices.insert(device.to_string(), DeviceInput::new(n));
+        }
+        let d = self.devices.get_mut(device).expect("inserted above");
+        let (index, features) = (&self.index, &self.features);
         let mut newest: Option<u64> = None;
-        let mut staged: Vec<(usize, f64, Option<u64>)> = Vec::with_capacity(p.metrics.len());
-        for m in &p.metrics {
-            let slot = match (m.name.as_deref(), m.alias) {
-                (Some(name), _) => match self.index.get(name) {
+        // The first reason the message is refused; the rest of it is skipped.
+        let mut refused: Option<Rejection> = None;
+        let payload_ts = read_payload(payload, |_, m| {
+            if refused.is_some() {
+                return;
+            }
+            let slot = match (m.name, m.alias) {
+                (Some(name), _) => match index.get(name) {
                     Some(&f) => Slot {
                         feature: Some(f),
                         datatype: m.datatype.and_then(DataType::from_u32).or(d.types[f]),
                     },
-                    None => continue,
+                    None => return,
                 },
                 (None, Some(alias)) => match d.aliases.get(&alias) {
                     Some(s) => *s,
                     None => {
-                        out.rejects.push(Rejection::new(
+                        refused = Some(Rejection::new(
                             Reason::UnknownAlias,
                             format!("DDATA alias {alias} was not declared by a DBIRTH of this device (waiting for its rebirth)"),
                         ));
                         return;
                     }
                 },
-                (None, None) => continue,
+                (None, None) => return,
             };
-            let Some(f) = slot.feature else { continue };
-            let name = &self.features[f];
+            let Some(f) = slot.feature else { return };
+            let name = &features[f];
             match m.number(slot.datatype) {
-                Some(v) if v.is_finite() => staged.push((f, v, m.timestamp.or(p.timestamp))),
-                Some(v) => {
-                    out.rejects.push(Rejection::new(Reason::NonFinite, format!("`{name}` is {v}")));
-                    return;
-                }
+                Some(v) if v.is_finite() => staged.push((m.timestamp, f, v)),
+                Some(v) => refused = Some(Rejection::new(Reason::NonFinite, format!("`{name}` is {v}"))),
                 None => {
-                    out.rejects
-                        .push(Rejection::new(Reason::NonNumeric, format!("`{name}` has no numeric value")));
-                    return;
+                    refused =
+                        Some(Rejection::new(Reason::NonNumeric, format!("`{name}` has no numeric value")))
                 }
             }
             if let Some(t) = m.timestamp {
                 newest = Some(newest.map_or(t, |n| n.max(t)));
             }
+        })?;
+        if let Some(r) = refused {
+            out.rejects.push(r);
+            return Ok(());
         }
         if staged.is_empty() {
-            return; // only metrics the model does not use: not a sample
+            return Ok(()); // only metrics the model does not use: not a sample
         }
-        for &(f, v, _) in &staged {
+        for &(_, f, v) in staged.iter() {
             d.values[f] = Some(v);
         }
         if self.per_value {
-            let values = staged.into_iter().map(|(f, v, t)| (t, f, v)).collect();
-            return self.values_out(values, out);
+            for s in staged.iter_mut() {
+                s.0 = s.0.or(payload_ts);
+            }
+            Self::values_out(n, staged, out);
+            return Ok(());
         }
         if let Some(missing) = d.values.iter().position(|v| v.is_none()) {
             out.rejects.push(Rejection::new(
                 Reason::MissingFeature,
                 format!("`{}` has no value yet (neither in a DBIRTH nor in a DDATA)", self.features[missing]),
             ));
-            return;
+            return Ok(());
         }
         out.values.extend(d.values.iter().map(|v| v.unwrap_or_default()));
-        out.ts.push(newest.or(p.timestamp).map(|t| t as i64));
+        out.ts.push(newest.or(payload_ts).map(|t| t as i64));
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sparkplug::proto::{Metric, Value};
+    use crate::sparkplug::proto::{Metric, Payload, Value};
+    use prost::Message;
 
     fn features() -> Vec<String> {
         vec!["temp".into(), "speed".into()]
