@@ -406,3 +406,82 @@ fn under_journald_every_line_carries_its_priority() {
     assert!(elsewhere.contains("broker connection lost or refused"), "{elsewhere}");
     assert!(!elsewhere.lines().any(|l| l.starts_with("<")), "{elsewhere}");
 }
+
+/// Input drift: a stream whose motor temperature runs 5 training standard
+/// deviations high (every other feature as trained: mean 0, deviation 1 in
+/// the model's units) is named in the retained drift summary, alone, and in
+/// the drift gauges.
+#[test]
+fn a_feature_that_drifts_is_named_in_the_retained_summary_and_no_other() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let extra_pipeline_keys = "drift_interval_secs = 1\ndrift_half_life = 1000\n";
+    let text = config(broker.port, "lg-drift", dir.path(), &[line_pipeline()], "") + extra_pipeline_keys;
+    let daemon = Daemon::start(&text);
+    let status = Subscriber::new(broker.port, &["lineguard/lg-drift/status"]);
+    status.wait_for("lineguard/lg-drift/status", "\"online\"", Duration::from_secs(30));
+    let topic = "lineguard/lg-drift/drift/press-line";
+    let summaries = Subscriber::new(broker.port, &[topic]);
+    let card: toml::Value =
+        toml::from_str(&std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap())
+            .unwrap();
+    let floats = |k: &str| -> Vec<f64> {
+        card["normalize"][k].as_array().unwrap().iter().map(|v| v.as_float().unwrap()).collect()
+    };
+    let (mean, std) = (floats("mean"), floats("std"));
+    let features: Vec<String> =
+        card["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let hot = features.iter().position(|f| f == "motor_temp").unwrap();
+    let mut p = Publisher::new(broker.port);
+    for i in 0..100i64 {
+        let u = if i % 2 == 0 { 1.0 } else { -1.0 };
+        for d in 0..4 {
+            let values: serde_json::Map<String, serde_json::Value> = features
+                .iter()
+                .enumerate()
+                .map(|(f, name)| {
+                    let z = u + if f == hot { 5.0 } else { 0.0 };
+                    (name.clone(), (mean[f] + z * std[f]).into())
+                })
+                .collect();
+            let payload = serde_json::json!({"ts": 1_732_400_000_000i64 + i * 100, "values": values});
+            p.publish(&format!("plant/line1/m{d}/telemetry"), payload.to_string());
+        }
+    }
+    p.flush(Duration::from_secs(10));
+    // The summary once all 400 samples are in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        let m = summaries
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|| panic!("no drift summary naming motor_temp; log:\n{}", daemon.log()));
+        let v = m.json();
+        if v["drifting"].as_array().is_some_and(|d| !d.is_empty())
+            && (v["features"]["motor_temp"]["mean_z"].as_f64().unwrap_or(0.0) - 5.0).abs() < 0.05
+        {
+            break v;
+        }
+    };
+    assert_eq!(summary["drifting"], serde_json::json!(["motor_temp"]), "{summary}");
+    assert_eq!(summary["pipeline"], "press-line");
+    for f in &features {
+        let d = &summary["features"][f];
+        let (m, s) = (d["mean_z"].as_f64().unwrap(), d["std_z"].as_f64().unwrap());
+        let want = if f == "motor_temp" { 5.0 } else { 0.0 };
+        assert!((m - want).abs() < 0.05 && (s - 1.0).abs() < 0.05, "{f}: mean {m}, std {s}: {summary}");
+    }
+    // Retained: a dashboard that subscribes later still gets it.
+    let late = Subscriber::new(broker.port, &[topic]);
+    let m = late.wait_for(topic, "\"drifting\":[\"motor_temp\"]", Duration::from_secs(10));
+    assert!(m.retain, "the drift summary is retained");
+    let metrics = daemon.http_get("/metrics").1;
+    let gauge = |name: &str, feature: &str| -> f64 {
+        let prefix = format!("{name}{{pipeline=\"press-line\",feature=\"{feature}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
+    };
+    assert!((gauge("lineguard_feature_mean_z", "motor_temp") - 5.0).abs() < 0.05, "{metrics}");
+    assert!(gauge("lineguard_feature_mean_z", "torque").abs() < 0.05, "{metrics}");
+    assert!((gauge("lineguard_feature_std_z", "torque") - 1.0).abs() < 0.05, "{metrics}");
+    assert!(metrics
+        .contains("lineguard_feature_out_of_range_total{pipeline=\"press-line\",feature=\"torque\"} 0"));
+}

@@ -323,6 +323,33 @@ pub struct PipelineConfig {
     /// are published here, retained, per device.
     #[serde(default)]
     pub alarm_topic: Option<String>,
+    /// Input drift (see `pipeline::drift`): the exponential weighting's
+    /// half-life, in samples.
+    #[serde(default = "default_drift_half_life")]
+    pub drift_half_life: f64,
+    /// How often the retained drift summary is published.
+    #[serde(default = "default_drift_interval")]
+    pub drift_interval_secs: u64,
+    /// A feature drifts when its mean, in training standard deviations, is further from 0 than this...
+    #[serde(default = "default_drift_mean_z")]
+    pub drift_mean_z: f64,
+    /// ... or its standard deviation is more than this many times, or less
+    /// than 1/this many times, the training one.
+    #[serde(default = "default_drift_std_ratio")]
+    pub drift_std_ratio: f64,
+}
+
+fn default_drift_half_life() -> f64 {
+    100_000.0
+}
+fn default_drift_interval() -> u64 {
+    60
+}
+fn default_drift_mean_z() -> f64 {
+    3.0
+}
+fn default_drift_std_ratio() -> f64 {
+    2.0
 }
 
 fn default_port() -> u16 {

@@ -166,6 +166,8 @@ pub struct Pipeline {
     pub output: Output,
     pub hop: usize,
     pub alarm: Option<TopicTemplate>,
+    /// Input drift: its settings and where its summary goes.
+    pub drift: crate::pipeline::drift::DriftSettings,
 }
 
 impl Pipeline {

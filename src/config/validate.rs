@@ -16,6 +16,7 @@ use crate::ingest::format::{InputFormat, TsUnit};
 use crate::ingest::kepware::TagId;
 use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
+use crate::pipeline::drift::DriftSettings;
 use crate::sparkplug::node::NodeConfig;
 use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
 
@@ -233,7 +234,7 @@ fn pipelines(blame: &Blame, raw: &Config, path: &Path) -> Result<Vec<Pipeline>, 
             return Err(blame
                 .invalid(format!("pipelines[{i}].name"), format!("`{}` is used by two pipelines", p.name)));
         }
-        pipelines.push(pipeline(blame, i, p, raw.sparkplug.is_some(), base)?);
+        pipelines.push(pipeline(blame, i, p, raw.sparkplug.is_some(), base, &raw.mqtt.client_id)?);
     }
     Ok(pipelines)
 }
@@ -244,6 +245,7 @@ fn pipeline(
     p: &PipelineConfig,
     have_node: bool,
     base: &Path,
+    client_id: &str,
 ) -> Result<Pipeline, ConfigError> {
     let key = |k: &str| format!("pipelines[{i}].{k}");
     if p.name.trim().is_empty() {
@@ -376,6 +378,7 @@ fn pipeline(
                 .map_err(|e| blame.invalid(key("alarm_topic"), format!("`{t}`: {e}")))
         })
         .transpose()?;
+    let drift = drift_settings(blame, &key, p, client_id)?;
     Ok(Pipeline {
         name: p.name.clone(),
         model,
@@ -389,6 +392,36 @@ fn pipeline(
         output,
         hop: p.hop,
         alarm,
+        drift,
+    })
+}
+
+/// The `drift_*` keys, checked.
+fn drift_settings(
+    blame: &Blame,
+    key: &dyn Fn(&str) -> String,
+    p: &PipelineConfig,
+    client_id: &str,
+) -> Result<DriftSettings, ConfigError> {
+    let positive = |k: &str, v: f64, min: f64, what: &str| {
+        if v.is_finite() && v >= min {
+            Ok(v)
+        } else {
+            Err(blame.invalid(key(k), format!("{v} must be {what}")))
+        }
+    };
+    let half_life = positive("drift_half_life", p.drift_half_life, 1.0, "at least 1 (samples)")?;
+    let mean_z = positive("drift_mean_z", p.drift_mean_z, f64::MIN_POSITIVE, "a number > 0")?;
+    let std_ratio = positive("drift_std_ratio", p.drift_std_ratio, 1.0, "at least 1")?;
+    if p.drift_interval_secs == 0 {
+        return Err(blame.invalid(key("drift_interval_secs"), "0 must be at least 1"));
+    }
+    Ok(DriftSettings {
+        half_life,
+        interval: Duration::from_secs(p.drift_interval_secs),
+        mean_z,
+        std_ratio,
+        topic: format!("lineguard/{client_id}/drift/{}", p.name),
     })
 }
 

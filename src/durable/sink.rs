@@ -55,6 +55,9 @@ pub enum Control {
     Online(Vec<u8>),
     /// A rejected payload for the dead-letter topic (QoS 0, not durable).
     DeadLetter { topic: String, payload: Vec<u8> },
+    /// A retained summary (QoS 1, not durable): a newer one for the same
+    /// topic replaces one still queued.
+    Summary { topic: String, payload: Vec<u8> },
 }
 
 #[derive(Debug, Clone)]
@@ -660,6 +663,17 @@ impl Sink {
                 } else {
                     self.events.dead_letter_dropped();
                 }
+            }
+            Control::Summary { topic, payload } => {
+                self.control.retain(|c| !(c.retain && c.topic == topic));
+                let payload = Bytes::from(payload);
+                self.control.push_back(Pending {
+                    topic,
+                    payload,
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    session: false,
+                });
             }
         }
     }

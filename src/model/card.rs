@@ -88,6 +88,8 @@ struct CardFile {
     sample_period_ms: Option<i64>,
     #[serde(default)]
     stale_after_ms: Option<i64>,
+    #[serde(default)]
+    range: Option<RangeFile>,
     scores: BTreeMap<String, ScoreFile>,
     /// Anything else at the top level: reported, not fatal, so a card can carry
     /// its own metadata (`author`, `trained_on`, ...).
@@ -100,6 +102,13 @@ struct CardFile {
 struct NormalizeFile {
     mean: Vec<f64>,
     std: Vec<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeFile {
+    min: Vec<f64>,
+    max: Vec<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,10 +192,20 @@ pub struct ModelCard {
     /// The rate the model was trained at: lineguard forms each device's
     /// samples itself on this grid (see `pipeline::grid`).
     pub clock: Option<SampleClock>,
+    /// Each feature's valid range in raw units, `[range] min = [...] max =
+    /// [...]`: values outside are counted (and still scored).
+    pub range: Option<FeatureRange>,
     /// In card order (sorted by name).
     pub scores: Vec<ScoreSpec>,
     /// Top-level keys the card carries that lineguard does not use.
     pub unknown_keys: Vec<String>,
+}
+
+/// The raw values each feature was trained on, one min and max per feature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRange {
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
 }
 
 /// A card's sampling clock: samples at `t_k = k * period_ms` (epoch
@@ -281,6 +300,29 @@ impl ModelCard {
                 })
             })
             .transpose()?;
+        let range = match file.range {
+            None => None,
+            Some(r) => {
+                let nf = file.features.len();
+                if r.min.len() != nf || r.max.len() != nf {
+                    return Err(invalid(format!(
+                        "[range] needs one min and one max per feature: {nf} features, {} mins, {} maxes",
+                        r.min.len(),
+                        r.max.len()
+                    )));
+                }
+                for i in 0..nf {
+                    let (lo, hi) = (r.min[i], r.max[i]);
+                    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+                        return Err(invalid(format!(
+                            "range[{i}] ({}): min = {lo} and max = {hi} must be finite, min <= max",
+                            file.features[i]
+                        )));
+                    }
+                }
+                Some(FeatureRange { min: r.min, max: r.max })
+            }
+        };
         let clock = match (file.sample_period_ms, file.stale_after_ms) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -373,6 +415,7 @@ impl ModelCard {
             normalize,
             max_gap_ms,
             clock,
+            range,
             scores,
             unknown_keys: file.extra.into_keys().collect(),
         })
@@ -480,6 +523,17 @@ alarm = 0.6
             let e = parse(&format!("{bad}\n{GOOD}")).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_range_is_optional_and_one_finite_min_max_per_feature() {
+        assert_eq!(parse(GOOD).unwrap().range, None);
+        let c = parse(&format!("{GOOD}\n[range]\nmin = [0, -1.5]\nmax = [10, 2]\n")).unwrap();
+        assert_eq!(c.range, Some(FeatureRange { min: vec![0.0, -1.5], max: vec![10.0, 2.0] }));
+        let e = parse(&format!("{GOOD}\n[range]\nmin = [0]\nmax = [10, 2]\n")).unwrap_err().to_string();
+        assert!(e.contains("one min and one max per feature"), "{e}");
+        let e = parse(&format!("{GOOD}\n[range]\nmin = [0, 3]\nmax = [10, 2]\n")).unwrap_err().to_string();
+        assert!(e.contains("range[1] (b)"), "{e}");
     }
 
     #[test]

@@ -186,6 +186,61 @@ impl PipelineEvents {
     }
 }
 
+/// A pipeline's input drift: per feature, its weighted mean and standard
+/// deviation and the values outside the card's range.
+pub struct DriftEvents {
+    mean: Vec<Gauge>,
+    std: Vec<Gauge>,
+    out_of_range: Vec<Counter>,
+}
+
+impl DriftEvents {
+    /// Registered at start: NaN (no value yet) and 0.
+    pub fn new(pipeline: &str, features: &[String]) -> Self {
+        let per = |name: &'static str| -> Vec<Gauge> {
+            features
+                .iter()
+                .map(|f| {
+                    let g = gauge!(name, "pipeline" => pipeline.to_string(), "feature" => f.clone());
+                    g.set(f64::NAN);
+                    g
+                })
+                .collect()
+        };
+        Self {
+            mean: per(names::FEATURE_MEAN_Z),
+            std: per(names::FEATURE_STD_Z),
+            out_of_range: features
+                .iter()
+                .map(|f| counter!(names::FEATURE_OUT_OF_RANGE, "pipeline" => pipeline.to_string(), "feature" => f.clone()))
+                .collect(),
+        }
+    }
+
+    /// The current moments (`None`: no value yet) and new out-of-range counts.
+    pub fn update(&self, current: &[Option<crate::pipeline::drift::FeatureDrift>], out_of_range: &[u64]) {
+        for (i, d) in current.iter().enumerate() {
+            let (m, s) = d.map_or((f64::NAN, f64::NAN), |d| (d.mean_z, d.std_z));
+            self.mean[i].set(m);
+            self.std[i].set(s);
+        }
+        for (c, n) in self.out_of_range.iter().zip(out_of_range) {
+            c.increment(*n);
+        }
+    }
+
+    /// The summary says which features drift (logged when that changes).
+    pub fn drifting(pipeline: &str, now: &[String], before: &[String]) {
+        if now != before {
+            if now.is_empty() {
+                info!(%pipeline, "input drift: no feature drifts any more");
+            } else {
+                warn!(%pipeline, features = %now.join(","), "input drift: {} no longer look like the training data", now.join(", "));
+            }
+        }
+    }
+}
+
 /// Which of the daemon's broker connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionName {

@@ -49,6 +49,9 @@ pub mod names {
     pub const STATE_STORE_DISCARDED: &str = "lineguard_state_store_discarded_total";
     pub const UNROUTABLE: &str = "lineguard_unroutable_total";
     pub const WINDOW_RESETS: &str = "lineguard_window_resets_total";
+    pub const FEATURE_MEAN_Z: &str = "lineguard_feature_mean_z";
+    pub const FEATURE_STD_Z: &str = "lineguard_feature_std_z";
+    pub const FEATURE_OUT_OF_RANGE: &str = "lineguard_feature_out_of_range_total";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +200,24 @@ pub const FAMILIES: &[Family] = &[
         "Times the state store was set aside or rolled back, by reason.",
     ),
     family(names::UNROUTABLE, Counter, "reason", "Messages no pipeline could take (e.g. a topic not UTF-8)."),
+    family(
+        names::FEATURE_MEAN_Z,
+        Gauge,
+        "pipeline,feature",
+        "Exponentially weighted mean of a feature's normalized values over all devices (training: 0; NaN before any).",
+    ),
+    family(
+        names::FEATURE_STD_Z,
+        Gauge,
+        "pipeline,feature",
+        "Exponentially weighted standard deviation of a feature's normalized values (training: 1; NaN before any).",
+    ),
+    family(
+        names::FEATURE_OUT_OF_RANGE,
+        Counter,
+        "pipeline,feature",
+        "Values outside the card's [range] (still scored).",
+    ),
 ];
 
 /// The process families `metrics-process` exports on Linux.

@@ -13,7 +13,8 @@
 //! - `render`: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
 //! - `alarm`: alarm states with hysteresis and debounce;
-//! - [`recent`]: each device's latest scores and their trend, for `/devices`.
+//! - [`recent`]: each device's latest scores and their trend, for `/devices`;
+//! - [`drift`]: whether live inputs still look like the training data.
 //!
 //! Invariants: a sample is applied to a window at most once (by `ts`); a
 //! window's score depends only on the window (never on its batch); nothing
@@ -21,6 +22,7 @@
 
 pub(crate) mod alarm;
 pub(crate) mod batch;
+pub mod drift;
 pub mod grid;
 pub mod recent;
 pub(crate) mod render;

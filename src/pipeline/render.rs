@@ -273,6 +273,7 @@ mod tests {
             output: Output::Sparkplug(id.clone()),
             hop: 1,
             alarm: None,
+            drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
         };
         let values = [0.5f32];
         let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok };

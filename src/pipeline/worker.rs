@@ -33,10 +33,13 @@ use crate::ingest::Reader;
 use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
-use crate::ops::events::{DevicesEvicted, EvictReason, PipelineEvents, WindowsDropped, WindowsUnreadable};
+use crate::ops::events::{
+    DevicesEvicted, DriftEvents, EvictReason, PipelineEvents, WindowsDropped, WindowsUnreadable,
+};
 use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
+use crate::pipeline::drift::Drift;
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
@@ -125,6 +128,12 @@ pub struct Worker {
     alarms: Alarms,
     /// Each device's latest scores, for `/devices`.
     recent: Recent,
+    /// Whether the inputs still look like the training data.
+    drift: Drift,
+    drift_events: DriftEvents,
+    /// Features the last drift summary named.
+    drifting: Vec<String>,
+    last_drift_update: Instant,
     last_sweep: Instant,
     /// The store's [`Store::windows_epoch`] this worker's windows were written under.
     windows_epoch: u64,
@@ -161,6 +170,15 @@ impl Worker {
             evicted: Vec::new(),
             alarms: Alarms::default(),
             recent: Recent::new(model.score_count()),
+            drift: Drift::new(
+                pipeline.drift.clone(),
+                card.features.len(),
+                card.normalize.clone(),
+                card.range.clone(),
+            ),
+            drift_events: DriftEvents::new(&pipeline.name, &card.features),
+            drifting: Vec::new(),
+            last_drift_update: Instant::now(),
             origin: Self::origin(&pipeline, &model),
             states: States::default(),
             committer: Committer::start(
@@ -279,6 +297,7 @@ impl Worker {
             if self.last_sweep.elapsed() >= SWEEP_EVERY {
                 self.sweep();
             }
+            self.report_drift();
             self.end_turn();
         }
     }
@@ -422,7 +441,12 @@ impl Worker {
                 continue;
             }
             match self.windows.push(device, ts, msg.received_ms, values, &mut self.evicted) {
-                Ok(pushed) => self.pushed(device, pushed, len),
+                Ok(pushed) => {
+                    if !matches!(pushed, Pushed::Duplicate { .. }) {
+                        self.drift.observe(values);
+                    }
+                    self.pushed(device, pushed, len)
+                }
                 Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
                     self.events.duplicate(device, ts.unwrap_or_default())
                 }
@@ -443,7 +467,10 @@ impl Worker {
     fn offer(&mut self, msg: &Inbound, device: &str, i: usize, ts: i64) {
         let len = self.model.card.input_len();
         match self.windows.admit(device, ts, msg.received_ms, &mut self.evicted) {
-            Ok(()) => {}
+            Ok(()) => {
+                let nf = self.reader.features();
+                self.drift.observe(&self.decoded.values[i * nf..(i + 1) * nf]);
+            }
             Err(_) if msg.redelivered => return self.events.duplicate(device, ts),
             Err(r) => return self.reject(&msg.topic, &msg.payload, &r),
         }
@@ -610,6 +637,26 @@ impl Worker {
         self.staged_forget.extend(devices);
     }
 
+    /// The drift gauges, at most once a second; the retained summary every
+    /// `drift_interval_secs`.
+    fn report_drift(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_drift_update) < Duration::from_secs(1) {
+            return;
+        }
+        self.last_drift_update = now;
+        self.drift_events.update(&self.drift.current(), &self.drift.take_out_of_range());
+        if !self.drift.due(now) {
+            return;
+        }
+        let (payload, drifting) =
+            self.drift.summary(&self.pipeline.name, &self.model.card.features, crate::clock::now_ms());
+        DriftEvents::drifting(&self.pipeline.name, &drifting, &self.drifting);
+        self.drifting = drifting;
+        let topic = self.drift.topic().to_string();
+        let _ = self.out.control.try_send(Control::Summary { topic, payload });
+    }
+
     /// Every device: its window, latest scores and alarm state.
     fn view(&self) -> PipelineView {
         let names: Vec<String> = self.model.card.scores.iter().map(|s| s.name.clone()).collect();
@@ -627,6 +674,8 @@ impl Worker {
     /// Put a checked model in service between two batches.
     fn swap(&mut self, model: Arc<Model>) {
         self.recent.rescore(model.score_count());
+        let card = &model.card;
+        self.drift.recard(card.features.len(), card.normalize.clone(), card.range.clone());
         let keep = model.card.same_input(&self.model.card);
         if !keep {
             let forgotten = self.windows.clear();
@@ -715,6 +764,7 @@ mod tests {
             output: Output::Json(output),
             hop: 1,
             alarm: None,
+            drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
         };
         let state = tempfile::tempdir().unwrap();
         let (entries_tx, entries) = mpsc::unbounded_channel();
