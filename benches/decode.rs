@@ -9,7 +9,9 @@
 //! batch input). Peer: `serde_json::from_slice::<serde_json::Value>` of the
 //! same payload — parsing alone, the floor for any JSON decoder. Also prints
 //! the allocations per message of the lineguard path (a counting allocator;
-//! `tests/allocations.rs` asserts that there are none).
+//! `tests/allocations.rs` asserts that there are none). Last, the drift
+//! update of one sample (`pipeline::drift`), against the message path it
+//! rides on.
 
 #[path = "../tests/support/counting_alloc.rs"]
 mod counting_alloc;
@@ -230,4 +232,30 @@ fn main() {
             ours / peer
         );
     }
+    println!();
+    let payloads = payloads(InputFormat::Lineguard);
+    let (message, _, _) = measure(InputFormat::Lineguard, &payloads);
+    let drift = drift_ns_per_sample();
+    println!("drift update, one sample of 8 features (with a [range]): {drift:.1} ns");
+    println!("  against the lineguard message path above ({message:.0} ns): {:.3} of it", drift / message);
+}
+
+/// ns per sample of the drift update (8 features, normalization and range).
+fn drift_ns_per_sample() -> f64 {
+    use lineguard::model::card::FeatureRange;
+    use lineguard::pipeline::drift::{Drift, DriftSettings};
+    let norm = Normalize { mean: vec![100.0; 8], std: vec![10.0; 8] };
+    let range = FeatureRange { min: vec![0.0; 8], max: vec![1000.0; 8] };
+    let mut d = Drift::new(DriftSettings::defaults("bench".into()), 8, Some(norm), Some(range));
+    let samples: Vec<[f64; 8]> = (0..1000).map(|i| [100.0 + (i % 7) as f64; 8]).collect();
+    let rounds = 2000;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for s in &samples {
+            d.observe(std::hint::black_box(s));
+        }
+    }
+    let ns = t.elapsed().as_secs_f64() * 1e9 / (rounds * samples.len()) as f64;
+    assert!(std::hint::black_box(d.current())[0].is_some());
+    ns
 }
