@@ -52,6 +52,8 @@ pub enum Command {
     Demo(crate::tools::demo::DemoArgs),
     /// Publish a simulated line (with faults) to a real broker.
     Simulate(crate::tools::sim::SimulateArgs),
+    /// Record every pipeline's telemetry, as it arrives, to a JSON Lines file.
+    Record(crate::tools::record::RecordArgs),
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
     Assets {
@@ -91,6 +93,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::tools::sim::main(args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Record(args) => crate::tools::record::main(args),
         Command::Assets { out } => {
             write_assets(&out)?;
             Ok(ExitCode::SUCCESS)

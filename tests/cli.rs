@@ -235,7 +235,8 @@ fn check_config_checks_that_http_listen_can_be_bound() {
 
 #[test]
 fn every_command_and_option_has_help_text() {
-    for cmd in [&[][..], &["run"], &["check-config"], &["check-model"], &["demo"], &["simulate"]] {
+    for cmd in [&[][..], &["run"], &["check-config"], &["check-model"], &["demo"], &["simulate"], &["record"]]
+    {
         let mut args: Vec<&str> = cmd.to_vec();
         args.push("-h");
         let o = lineguard(&args, &[]);
@@ -391,5 +392,60 @@ fn the_demo_shows_each_fault_developing_warn_before_alarm() {
                 "{device}: not back to ok after the repair: {line}"
             );
         }
+    }
+}
+
+/// `lineguard record`: every pipeline's telemetry, as it arrives, one JSON
+/// line per message (text as text, anything else as base64), under its own
+/// client id, so the daemon's session is not touched.
+#[test]
+fn record_writes_each_telemetry_message_as_a_json_line() {
+    use std::time::Duration;
+    let broker = support::broker::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = CONFIG.replace("port = 1883", &format!("port = {}", broker.port));
+    let (_d, path) = write_config(&config);
+    let output = dir.path().join("recording.jsonl");
+    let before = support::daemon::now_ms();
+    let child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .args(["record", "--config", &path, "--output", output.to_str().unwrap(), "--duration", "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its subscription is in place once a retained message comes back to it:
+    // publish until one line is recorded.
+    let mut p = support::mqtt::Publisher::new(broker.port);
+    support::wait_until("the recorder subscribed", Duration::from_secs(5), || {
+        p.publish("plant/l1/m1/telemetry", "probe");
+        p.flush(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::read_to_string(&output).is_ok_and(|t| t.contains("probe"))
+            || std::fs::metadata(&output).is_ok_and(|m| m.len() > 0)
+    });
+    p.publish("plant/l1/m2/telemetry", r#"{"ts":1,"values":{"torque":1}}"#);
+    p.publish("plant/l1/m2/telemetry", vec![0xff, 0x00, 0x10]);
+    p.publish("other/topic", "not recorded");
+    p.flush(Duration::from_secs(5));
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("recorded"), "{text}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let after = support::daemon::now_ms();
+    assert!(lines.iter().all(|l| l["topic"].as_str().unwrap().starts_with("plant/")), "{lines:?}");
+    let m2: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["topic"] == "plant/l1/m2/telemetry").collect();
+    assert_eq!(m2.len(), 2, "{lines:?}");
+    assert_eq!(m2[0]["payload"], r#"{"ts":1,"values":{"torque":1}}"#);
+    assert_eq!(m2[1]["payload_b64"], "/wAQ");
+    assert!(m2[1].get("payload").is_none());
+    for l in &lines {
+        let t = l["received_ms"].as_i64().unwrap();
+        assert!(before <= t && t <= after, "{l}");
     }
 }

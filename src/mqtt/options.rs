@@ -111,6 +111,16 @@ pub fn sparkplug(settings: &Settings, sp: &SparkplugSettings) -> (Client, EventL
     protocol::v311(o)
 }
 
+/// `lineguard record`'s connection: MQTT 3.1.1, a clean session under
+/// `{client_id}-record`, so it never takes over the daemon's session (nor
+/// its queued telemetry); acknowledged as it reads.
+pub fn recorder(settings: &Settings) -> (Client, EventLoop) {
+    let mut o = base(settings, &format!("{}-record", settings.mqtt.client_id));
+    o.set_clean_session(true);
+    o.set_manual_acks(false);
+    protocol::v311(o)
+}
+
 /// Larger than any payload we accept, so an oversized message reaches our
 /// own check (and is rejected and acknowledged) instead of killing the
 /// connection and being redelivered forever by the persistent session.

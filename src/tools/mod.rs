@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod check_config;
 pub mod demo;
+pub mod record;
 pub mod sim;
 
 /// The async runtime every command runs on: one thread. The async side only
