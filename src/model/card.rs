@@ -32,6 +32,17 @@ pub enum Layout {
     Sequence,
 }
 
+/// Which windows a score explains (see `pipeline::explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Explain {
+    /// Windows in warn or alarm for this score (the default).
+    #[default]
+    Alarm,
+    Always,
+    Never,
+}
+
 /// Which side of a threshold is bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +101,9 @@ struct CardFile {
     stale_after_ms: Option<i64>,
     #[serde(default)]
     range: Option<RangeFile>,
+    /// What an occluded feature is replaced by (raw units, one per feature).
+    #[serde(default)]
+    baseline: Option<Vec<f64>>,
     scores: BTreeMap<String, ScoreFile>,
     /// Anything else at the top level: reported, not fatal, so a card can carry
     /// its own metadata (`author`, `trained_on`, ...).
@@ -126,6 +140,14 @@ struct ScoreFile {
     /// Consecutive windows a change must hold before the alarm state follows it.
     #[serde(default = "one")]
     debounce: i64,
+    #[serde(default)]
+    explain: Explain,
+    #[serde(default = "three")]
+    explain_top: i64,
+}
+
+fn three() -> i64 {
+    3
 }
 
 fn one() -> i64 {
@@ -145,6 +167,10 @@ pub struct ScoreSpec {
     pub clear: Option<f64>,
     /// Windows a change must hold before the alarm state follows (>= 1).
     pub debounce: u32,
+    /// Which windows carry an explanation of this score.
+    pub explain: Explain,
+    /// Features an explanation lists (>= 1).
+    pub explain_top: usize,
 }
 
 impl ScoreSpec {
@@ -195,6 +221,10 @@ pub struct ModelCard {
     /// Each feature's valid range in raw units, `[range] min = [...] max =
     /// [...]`: values outside are counted (and still scored).
     pub range: Option<FeatureRange>,
+    /// For explanations: each feature's value when occluded, in the model's
+    /// units (the card's `baseline`, normalized; else the normalization's
+    /// mean, 0; else 0).
+    pub baseline: Vec<f32>,
     /// In card order (sorted by name).
     pub scores: Vec<ScoreSpec>,
     /// Top-level keys the card carries that lineguard does not use.
@@ -323,6 +353,28 @@ impl ModelCard {
                 Some(FeatureRange { min: r.min, max: r.max })
             }
         };
+        let baseline = match &file.baseline {
+            None => vec![0.0; file.features.len()],
+            Some(b) if b.len() != file.features.len() => {
+                return Err(invalid(format!(
+                    "`baseline` needs one value per feature: {} features, {} values",
+                    file.features.len(),
+                    b.len()
+                )))
+            }
+            Some(b) => {
+                if let Some(i) = b.iter().position(|v| !v.is_finite()) {
+                    return Err(invalid(format!("baseline[{i}] ({}) is not finite", file.features[i])));
+                }
+                b.iter()
+                    .enumerate()
+                    .map(|(i, v)| match &normalize {
+                        Some(n) => ((v - n.mean[i]) / n.std[i]) as f32,
+                        None => *v as f32,
+                    })
+                    .collect()
+            }
+        };
         let clock = match (file.sample_period_ms, file.stale_after_ms) {
             (None, None) => None,
             (None, Some(_)) => {
@@ -393,7 +445,12 @@ impl ModelCard {
                 u32::try_from(s.debounce).ok().filter(|d| (1..=10_000).contains(d)).ok_or_else(|| {
                     invalid(format!("scores.{name}.debounce = {} must be 1..=10000 windows", s.debounce))
                 })?;
+            let explain_top = usize::try_from(s.explain_top).ok().filter(|t| *t >= 1).ok_or_else(|| {
+                invalid(format!("scores.{name}.explain_top = {} must be at least 1", s.explain_top))
+            })?;
             scores.push(ScoreSpec {
+                explain: s.explain,
+                explain_top,
                 output: s.output.unwrap_or_else(|| name.clone()),
                 name,
                 index,
@@ -416,6 +473,7 @@ impl ModelCard {
             max_gap_ms,
             clock,
             range,
+            baseline,
             scores,
             unknown_keys: file.extra.into_keys().collect(),
         })

@@ -184,6 +184,12 @@ impl PipelineEvents {
     pub fn dead_letter_dropped(&self) {
         DeadLetterDropped.emit();
     }
+
+    /// The occlusion run failed: those windows are published unexplained.
+    pub fn explanation_failed(&self, windows: usize, detail: &str) {
+        counter!(names::INFERENCE_ERRORS, "pipeline" => self.pipeline.clone()).increment(1);
+        error!(pipeline = %self.pipeline, windows, "explanation run failed, windows published unexplained: {detail}");
+    }
 }
 
 /// A pipeline's input drift: per feature, its weighted mean and standard

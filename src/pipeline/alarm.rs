@@ -113,6 +113,8 @@ mod tests {
             direction: Direction::Above,
             clear,
             debounce,
+            explain: crate::model::card::Explain::Never,
+            explain_top: 3,
         }
     }
 

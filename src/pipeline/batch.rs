@@ -60,6 +60,11 @@ impl Batch {
         model.run_with(states, &self.input, self.due.len(), scores)
     }
 
+    /// The input of window `i` (`window_len` values).
+    pub fn window_input(&self, i: usize, window_len: usize) -> &[f32] {
+        &self.input[i * window_len..(i + 1) * window_len]
+    }
+
     /// The windows, in the order of their scores.
     pub fn due(&self) -> &[Due] {
         &self.due

@@ -14,7 +14,8 @@
 //!   Sparkplug record);
 //! - `alarm`: alarm states with hysteresis and debounce;
 //! - [`recent`]: each device's latest scores and their trend, for `/devices`;
-//! - [`drift`]: whether live inputs still look like the training data.
+//! - [`drift`]: whether live inputs still look like the training data;
+//! - [`explain`]: which feature drove a score, by occlusion.
 //!
 //! Invariants: a sample is applied to a window at most once (by `ts`); a
 //! window's score depends only on the window (never on its batch); nothing
@@ -23,6 +24,7 @@
 pub(crate) mod alarm;
 pub(crate) mod batch;
 pub mod drift;
+pub mod explain;
 pub mod grid;
 pub mod recent;
 pub(crate) mod render;

@@ -10,6 +10,7 @@ use crate::durable::store::NewEntry;
 use crate::ingest::topic::TopicTemplate;
 use crate::model::card::{ScoreSpec, State};
 use crate::pipeline::alarm::Transition;
+use crate::pipeline::explain::Explanation;
 use crate::sparkplug::node::{Record, RecordValue};
 use crate::sparkplug::DeviceIdTemplate;
 
@@ -23,6 +24,8 @@ pub struct Scored<'a> {
     pub values: &'a [f32],
     /// The worst over the scores with thresholds.
     pub state: State,
+    /// The scores it explains (none: not explained).
+    pub explain: &'a [Explanation],
 }
 
 /// Identity of the model that scored a window.
@@ -42,6 +45,37 @@ struct Payload<'a> {
     model_version: &'a str,
     scores: Scores<'a>,
     state: State,
+    #[serde(skip_serializing_if = "Explained::is_empty")]
+    explain: Explained<'a>,
+}
+
+/// `{"anomaly": [{"feature": "vibration_rms", "delta": 0.61}, ...], ...}`.
+struct Explained<'a> {
+    specs: &'a [ScoreSpec],
+    explain: &'a [Explanation],
+}
+
+impl Explained<'_> {
+    fn is_empty(&self) -> bool {
+        self.explain.is_empty()
+    }
+}
+
+impl Serialize for Explained<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Contribution<'a> {
+            feature: &'a str,
+            delta: f32,
+        }
+        let mut map = s.serialize_map(Some(self.explain.len()))?;
+        for e in self.explain {
+            let top: Vec<Contribution> =
+                e.top.iter().map(|(f, d)| Contribution { feature: f, delta: *d }).collect();
+            map.serialize_entry(&self.specs[e.score].name, &top)?;
+        }
+        map.end()
+    }
 }
 
 struct Scores<'a> {
@@ -63,24 +97,17 @@ impl Serialize for Scores<'_> {
 ///
 /// `values` are in card order. Non-finite values cannot be written as JSON
 /// numbers; the caller refuses them before getting here.
-pub fn write_payload(
-    out: &mut Vec<u8>,
-    origin: &Origin,
-    specs: &[ScoreSpec],
-    device: &str,
-    ts: i64,
-    values: &[f32],
-    state: State,
-) {
+pub fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w: &Scored) {
     out.clear();
     let payload = Payload {
-        ts,
-        device,
+        ts: w.ts,
+        device: w.device,
         pipeline: &origin.pipeline,
         model: &origin.model,
         model_version: &origin.model_version,
-        scores: Scores { specs, values },
-        state,
+        scores: Scores { specs, values: w.values },
+        state: w.state,
+        explain: Explained { specs, explain: w.explain },
     };
     serde_json::to_writer(&mut *out, &payload).expect("writing JSON to a Vec cannot fail");
 }
@@ -97,7 +124,7 @@ pub fn score_entry(
     match &pipeline.output {
         Output::Json(template) => {
             let mut payload = Vec::with_capacity(256);
-            write_payload(&mut payload, origin, specs, w.device, w.ts, w.values, w.state);
+            write_payload(&mut payload, origin, specs, w);
             let topic = template.render(&pipeline.input, w.device);
             NewEntry { created_ms, topic, payload, retain: false, sparkplug: false }
         }
@@ -111,6 +138,11 @@ pub fn score_entry(
                 .map(|(s, v)| (format!("{name}/{}", s.name), RecordValue::Float(*v)))
                 .collect();
             metrics.push((format!("{name}/state"), RecordValue::Text(w.state.as_str().into())));
+            for e in w.explain {
+                let top: Vec<&str> = e.top.iter().map(|(f, _)| f.as_str()).collect();
+                metrics
+                    .push((format!("{name}/{}/top", specs[e.score].name), RecordValue::Text(top.join(","))));
+            }
             let payload = Record::Data { ts: w.ts, metrics }.encode();
             NewEntry { created_ms, topic: id.render(w.device), payload, retain: false, sparkplug: true }
         }
@@ -123,6 +155,8 @@ pub fn score_entry(
 struct AlarmPayload<'a> {
     active: &'a [String],
     device: &'a str,
+    #[serde(skip_serializing_if = "Explained::is_empty")]
+    explain: Explained<'a>,
     model: &'a str,
     model_version: &'a str,
     pipeline: &'a str,
@@ -164,6 +198,7 @@ pub fn alarm_entry(
         scores: WideScores(Scores { specs, values: w.values }),
         state: t.state,
         ts: w.ts,
+        explain: Explained { specs, explain: w.explain },
     };
     let payload = serde_json::to_vec(&body).expect("writing JSON to a Vec cannot fail");
     NewEntry {
@@ -194,18 +229,30 @@ mod tests {
     #[test]
     fn spec_payload_shape() {
         let mut out = Vec::new();
-        write_payload(
-            &mut out,
-            &origin(),
-            &[spec("anomaly"), spec("quality")],
-            "line1/press3",
-            1732400000123,
-            &[0.031, 0.982],
-            State::Ok,
-        );
+        let specs = [spec("anomaly"), spec("quality")];
+        let values = [0.031, 0.982];
+        let w = Scored {
+            device: "line1/press3",
+            ts: 1732400000123,
+            values: &values,
+            state: State::Ok,
+            explain: &[],
+        };
+        write_payload(&mut out, &origin(), &specs, &w);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
             r#"{"ts":1732400000123,"device":"line1/press3","pipeline":"press-line","model":"line-mlp","model_version":"3","scores":{"anomaly":0.031,"quality":0.982},"state":"ok"}"#
+        );
+        // Explained: the features by |delta|, per explained score, after the state.
+        let explain =
+            [Explanation { score: 0, top: vec![("vibration_rms".into(), 0.61), ("torque".into(), -0.125)] }];
+        write_payload(&mut out, &origin(), &specs, &Scored { explain: &explain, ..w });
+        assert!(
+            std::str::from_utf8(&out).unwrap().ends_with(
+                r#""state":"ok","explain":{"anomaly":[{"feature":"vibration_rms","delta":0.61},{"feature":"torque","delta":-0.125}]}}"#
+            ),
+            "{}",
+            std::str::from_utf8(&out).unwrap()
         );
     }
 
@@ -219,6 +266,8 @@ mod tests {
             direction: Direction::Above,
             clear: None,
             debounce: 1,
+            explain: crate::model::card::Explain::Never,
+            explain_top: 3,
         }
     }
 
@@ -234,7 +283,13 @@ mod tests {
         let topic = TopicTemplate::parse_output("plant/{line}/{machine}/lineguard/alarm", &input).unwrap();
         let specs = [spec("anomaly"), spec("quality")];
         let values = [0.97f32, 0.88];
-        let w = Scored { device: "line1/press3", ts: 1732400000123, values: &values, state: State::Alarm };
+        let w = Scored {
+            device: "line1/press3",
+            ts: 1732400000123,
+            values: &values,
+            state: State::Alarm,
+            explain: &[],
+        };
         let t =
             Transition { previous: Some(State::Warn), state: State::Alarm, active: vec!["anomaly".into()] };
         let e = alarm_entry(&input, &topic, &origin(), &specs, &w, &t, 5);
@@ -276,7 +331,7 @@ mod tests {
             drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
         };
         let values = [0.5f32];
-        let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok };
+        let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok, explain: &[] };
         let e = score_entry(&pipeline, &origin(), &[spec("anomaly")], &w, 1);
         assert_eq!((e.topic.as_str(), e.sparkplug, e.retain), ("l1.m2", true, false));
         let expected = Record::Data {

@@ -40,6 +40,7 @@ use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::drift::Drift;
+use crate::pipeline::explain::Explainer;
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
@@ -128,6 +129,9 @@ pub struct Worker {
     alarms: Alarms,
     /// Each device's latest scores, for `/devices`.
     recent: Recent,
+    /// Explanations: the occluded windows of a batch, and which windows they are.
+    explainer: Explainer,
+    explain_rows: Vec<usize>,
     /// Whether the inputs still look like the training data.
     drift: Drift,
     drift_events: DriftEvents,
@@ -170,6 +174,8 @@ impl Worker {
             evicted: Vec::new(),
             alarms: Alarms::default(),
             recent: Recent::new(model.score_count()),
+            explainer: Explainer::default(),
+            explain_rows: Vec::new(),
             drift: Drift::new(
                 pipeline.drift.clone(),
                 card.features.len(),
@@ -521,8 +527,37 @@ impl Worker {
         let k = self.model.score_count();
         let card = &self.model.card;
         let created_ms = crate::clock::now_ms();
+        // The windows some score explains: their occluded copies, in one run.
+        let mut rows = std::mem::take(&mut self.explain_rows);
+        rows.clear();
+        rows.extend((0..self.batch.len()).filter(|&i| {
+            let values = &self.scores[i * k..(i + 1) * k];
+            values.iter().all(|v| v.is_finite())
+                && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::wanted(s, *v))
+        }));
+        let explained = !rows.is_empty()
+            && match self.explainer.run(
+                &self.model,
+                &mut self.states,
+                &self.batch,
+                &rows,
+                card.window,
+                &card.baseline,
+            ) {
+                Ok(()) => true,
+                Err(e) => {
+                    self.events.explanation_failed(rows.len(), &e.to_string());
+                    false
+                }
+            };
         for (i, due) in self.batch.due().iter().enumerate() {
             let values = &self.scores[i * k..(i + 1) * k];
+            let explain = match rows.binary_search(&i) {
+                Ok(j) if explained => {
+                    self.explainer.explain(j, values, &card.scores, &card.features).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
             if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
                 let detail = format!(
                     "score `{}` is {} for {} at ts {}",
@@ -534,7 +569,7 @@ impl Worker {
             let state: State = card.state(values);
             self.events.state(state);
             self.recent.record(&due.device, due.ts, values, state, created_ms);
-            let w = Scored { device: &due.device, ts: due.ts, values, state };
+            let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
             self.staged_scores.push(render::score_entry(
                 &self.pipeline,
                 &self.origin,
@@ -558,6 +593,7 @@ impl Worker {
                 }
             }
         }
+        self.explain_rows = rows;
     }
 
     /// End a turn: its new scores to the sink at once, its changes (and the

@@ -205,7 +205,8 @@ model = "{model}"
     if !tty {
         print!("{intro}");
     }
-    let redraw = if tty { Duration::from_millis(500) } else { Duration::from_secs(5) };
+    // Without a terminal, a frame a second: a fault's few seconds in `warn` show in the log too.
+    let redraw = if tty { Duration::from_millis(500) } else { Duration::from_secs(1) };
     let deadline = args.duration.map(|d| started + Duration::from_secs(d));
     loop {
         tokio::select! {

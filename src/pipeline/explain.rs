@@ -1,0 +1,100 @@
+//! Explanations by occlusion: which feature drove a window's score.
+//!
+//! The contribution of feature `f` to score `s` of a window is
+//! `s(window) − s(window with f replaced at every time step by its
+//! baseline)` — the baseline in the model's units (the card's `baseline`,
+//! normalized; else the normalization's mean, which is 0). The F occluded
+//! copies of every explained window of a batch go through the model in one
+//! run after the batch's own, so a batch with no explained window costs
+//! nothing extra; an explanation lists a score's `explain_top` features by
+//! |delta|, largest first (ties in card order).
+
+use crate::model::card::{Explain, ScoreSpec, State};
+use crate::model::{Model, ModelError, States};
+use crate::pipeline::batch::Batch;
+
+/// One score's explanation: features and deltas, largest |delta| first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// Index of the score, card order.
+    pub score: usize,
+    pub top: Vec<(String, f32)>,
+}
+
+/// Whether `spec` explains a window where it scored `value`.
+pub fn wanted(spec: &ScoreSpec, value: f32) -> bool {
+    match spec.explain {
+        Explain::Always => true,
+        Explain::Never => false,
+        Explain::Alarm => spec.state(value) != State::Ok,
+    }
+}
+
+/// The occluded windows of one batch and their scores (buffers reused).
+#[derive(Debug, Default)]
+pub struct Explainer {
+    input: Vec<f32>,
+    scores: Vec<f32>,
+    features: usize,
+    score_count: usize,
+}
+
+impl Explainer {
+    /// Score the occluded copies of the batch's windows `rows`: one model run.
+    pub fn run(
+        &mut self,
+        model: &Model,
+        states: &mut States,
+        batch: &Batch,
+        rows: &[usize],
+        window: usize,
+        baseline: &[f32],
+    ) -> Result<(), ModelError> {
+        let f = baseline.len();
+        let len = window * f;
+        (self.features, self.score_count) = (f, model.score_count());
+        self.input.clear();
+        for &i in rows {
+            let w = batch.window_input(i, len);
+            for (feature, &b) in baseline.iter().enumerate() {
+                let start = self.input.len();
+                self.input.extend_from_slice(w);
+                // Time-major in both layouts: x[t * F + f].
+                for t in 0..window {
+                    self.input[start + t * f + feature] = b;
+                }
+            }
+        }
+        self.scores.clear();
+        model.run_with(states, &self.input, rows.len() * f, &mut self.scores)
+    }
+
+    /// The explanations of the `j`-th explained window, which scored
+    /// `values`: one per score that wants it. `None` if an occluded score
+    /// is not finite (the window is then published unexplained).
+    pub fn explain(
+        &self,
+        j: usize,
+        values: &[f32],
+        specs: &[ScoreSpec],
+        features: &[String],
+    ) -> Option<Vec<Explanation>> {
+        let (f, k) = (self.features, self.score_count);
+        let occluded = self.scores.get(j * f * k..(j + 1) * f * k)?;
+        if occluded.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (s, spec) in specs.iter().enumerate().filter(|(s, spec)| wanted(spec, values[*s])) {
+            let mut ranked: Vec<(usize, f32)> =
+                (0..f).map(|feature| (feature, values[s] - occluded[feature * k + s])).collect();
+            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+            ranked.truncate(spec.explain_top);
+            out.push(Explanation {
+                score: s,
+                top: ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect(),
+            });
+        }
+        Some(out)
+    }
+}

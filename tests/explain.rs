@@ -1,0 +1,140 @@
+//! Explanations: with `explain = "always"`, every published score carries,
+//! per score, the features ranked by their occlusion delta — equal to the
+//! occlusion computed independently with ONNX Runtime
+//! (`models/make_explain_fixture.py`), ranking included.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::golden::Golden;
+use support::line::{is_score, line_topic, LINE_GOLDEN, LINE_IN, LINE_OUT};
+use support::mqtt::{Publisher, Subscriber};
+
+#[derive(Deserialize)]
+struct Fixture {
+    features: Vec<String>,
+    windows: Vec<Window>,
+}
+
+#[derive(Deserialize)]
+struct Window {
+    device: String,
+    ts: i64,
+    deltas: BTreeMap<String, Vec<f64>>,
+}
+
+const TOLERANCE: f64 = 1e-4;
+
+#[test]
+fn every_explanation_equals_onnx_runtime_occlusion() {
+    let fixture: Fixture = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_path("models/fixtures/line-mlp.explain.golden.json")).unwrap(),
+    )
+    .unwrap();
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("line-mlp.onnx");
+    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
+    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    let card = card
+        .replace("[scores.anomaly]\n", "[scores.anomaly]\nexplain = \"always\"\n")
+        .replace("[scores.quality]\n", "[scores.quality]\nexplain = \"always\"\nexplain_top = 3\n");
+    std::fs::write(dir.path().join("line-mlp.toml"), card).unwrap();
+    let model = model.display().to_string();
+    let pipeline = PipelineSpec::new("press-line", &model, LINE_IN, LINE_OUT);
+    let daemon = Daemon::start(&config(broker.port, "lg-explain", dir.path(), &[pipeline], ""));
+    let status = Subscriber::new(broker.port, &["lineguard/lg-explain/status"]);
+    status.wait_for("lineguard/lg-explain/status", "\"online\"", Duration::from_secs(30));
+    let golden = Golden::load(LINE_GOLDEN);
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let got =
+        scores.collect(fixture.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
+    assert_eq!(got.len(), fixture.windows.len(), "{}", daemon.log());
+    let by_window: BTreeMap<(String, i64), &Window> =
+        fixture.windows.iter().map(|w| ((w.device.clone(), w.ts), w)).collect();
+    for m in &got {
+        let v = m.json();
+        let key = (v["device"].as_str().unwrap().to_string(), v["ts"].as_i64().unwrap());
+        let want = by_window.get(&key).unwrap_or_else(|| panic!("no fixture window for {key:?}"));
+        for score in ["anomaly", "quality"] {
+            let listed =
+                v["explain"][score].as_array().unwrap_or_else(|| panic!("{score} not explained: {v}"));
+            assert_eq!(listed.len(), 3, "explain_top 3: {v}");
+            let deltas = &want.deltas[score];
+            let mut magnitudes: Vec<f64> = deltas.iter().map(|d| d.abs()).collect();
+            magnitudes.sort_by(|a, b| b.total_cmp(a));
+            let mut previous = f64::INFINITY;
+            for (rank, entry) in listed.iter().enumerate() {
+                let feature = entry["feature"].as_str().unwrap();
+                let delta = entry["delta"].as_f64().unwrap();
+                let f = fixture.features.iter().position(|x| x == feature).unwrap();
+                assert!(
+                    (delta - deltas[f]).abs() <= TOLERANCE,
+                    "{key:?} {score} {feature}: lineguard {delta}, ONNX Runtime {}",
+                    deltas[f]
+                );
+                // Ranked by |delta|, largest first: the feature at rank r is
+                // ONNX Runtime's r-th largest (ties within the tolerance).
+                assert!(
+                    (deltas[f].abs() - magnitudes[rank]).abs() <= 2.0 * TOLERANCE,
+                    "{key:?} {score}: rank {rank} is {feature} ({}), ONNX Runtime's is {}: {v}",
+                    deltas[f],
+                    magnitudes[rank]
+                );
+                assert!(delta.abs() <= previous + 1e-12, "{key:?} {score}: not sorted: {v}");
+                previous = delta.abs();
+            }
+        }
+    }
+}
+
+/// The shipped card (`explain = "alarm"` by default): windows in warn or
+/// alarm for a score carry its explanation; the healthy machine's do not.
+#[test]
+fn by_default_only_warn_and_alarm_windows_are_explained() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&config(
+        broker.port,
+        "lg-explain-default",
+        dir.path(),
+        &[support::line::line_pipeline()],
+        "",
+    ));
+    let status = Subscriber::new(broker.port, &["lineguard/lg-explain-default/status"]);
+    status.wait_for("lineguard/lg-explain-default/status", "\"online\"", Duration::from_secs(30));
+    let golden = Golden::load(LINE_GOLDEN);
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let got =
+        scores.collect(golden.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
+    assert_eq!(got.len(), golden.windows.len(), "{}", daemon.log());
+    let (mut explained, mut plain) = (0, 0);
+    for m in &got {
+        let v = m.json();
+        let anomaly = v["scores"]["anomaly"].as_f64().unwrap();
+        let quality = v["scores"]["quality"].as_f64().unwrap();
+        assert_eq!(v["explain"].get("anomaly").is_some(), anomaly >= 0.6 - 1e-7, "{v}");
+        assert_eq!(v["explain"].get("quality").is_some(), quality <= 0.8 + 1e-7, "{v}");
+        if v.get("explain").is_some() {
+            explained += 1;
+        } else {
+            plain += 1;
+        }
+    }
+    assert!(explained > 0 && plain > 0, "{explained} explained, {plain} not");
+}
