@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::{Output, Pipeline};
 use crate::durable::store::NewEntry;
 use crate::ingest::topic::TopicTemplate;
-use crate::model::card::{ScoreSpec, State};
+use crate::model::card::{Explain, ScoreSpec, State};
 use crate::pipeline::alarm::Transition;
 use crate::pipeline::explain::Explanation;
 use crate::sparkplug::node::{Record, RecordValue};
@@ -138,10 +138,14 @@ pub fn score_entry(
                 .map(|(s, v)| (format!("{name}/{}", s.name), RecordValue::Float(*v)))
                 .collect();
             metrics.push((format!("{name}/state"), RecordValue::Text(w.state.as_str().into())));
-            for e in w.explain {
-                let top: Vec<&str> = e.top.iter().map(|(f, _)| f.as_str()).collect();
-                metrics
-                    .push((format!("{name}/{}/top", specs[e.score].name), RecordValue::Text(top.join(","))));
+            // Only for `explain = "always"`: a metric that came and went with
+            // warn/alarm would change the device's metric set, and every
+            // change is a new DBIRTH. Empty when a window went unexplained.
+            for (s, spec) in specs.iter().enumerate().filter(|(_, s)| s.explain == Explain::Always) {
+                let top = w.explain.iter().find(|e| e.score == s).map_or(String::new(), |e| {
+                    e.top.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(",")
+                });
+                metrics.push((format!("{name}/{}/top", spec.name), RecordValue::Text(top)));
             }
             let payload = Record::Data { ts: w.ts, metrics }.encode();
             NewEntry { created_ms, topic: id.render(w.device), payload, retain: false, sparkplug: true }
@@ -342,6 +346,15 @@ mod tests {
             ],
         };
         assert_eq!(Record::decode(&e.payload), Some(expected));
+        // explain = "always": a top metric in every record, empty when unexplained.
+        let always = ScoreSpec { explain: Explain::Always, ..spec("anomaly") };
+        let explain = [Explanation { score: 0, top: vec![("torque".into(), 0.3), ("feed".into(), 0.1)] }];
+        for (explain, top) in [(&explain[..], "torque,feed"), (&[][..], "")] {
+            let e =
+                score_entry(&pipeline, &origin(), std::slice::from_ref(&always), &Scored { explain, ..w }, 1);
+            let Some(Record::Data { metrics, .. }) = Record::decode(&e.payload) else { panic!("not data") };
+            assert_eq!(metrics.last(), Some(&("p/anomaly/top".to_string(), RecordValue::Text(top.into()))));
+        }
         let d = death_entry(&id, "l1/m2", 1);
         assert_eq!((d.topic.as_str(), Record::decode(&d.payload)), ("l1.m2", Some(Record::Death)));
     }
