@@ -6,7 +6,10 @@
 //! both, and the ratio tract / ONNX Runtime (below 1: tract is faster). It
 //! also prints the batch sizes the model kept plans for: a batch larger than
 //! the largest runs as chunks of that size, which is why the ratio grows with
-//! the batch above it. ONNX Runtime runs in
+//! the batch above it. Last, the cost of explaining every window of a
+//! batch of 32 (`explain = "always"`: the occluded copies in one more run)
+//! against scoring it alone; the goal is about F + 1 = 9 windows' worth.
+//! ONNX Runtime runs in
 //! Python (`pip install -r models/requirements.txt`); without it the
 //! benchmark fails and says so.
 
@@ -78,4 +81,55 @@ fn main() {
         let o = ort[batch.to_string()].as_f64().unwrap();
         println!("{batch:<8} {t:>16.3} {o:>20.3} {:>14.2}", t / o);
     }
+    let (plain, explained) = explained_vs_plain(&model, &inputs);
+    println!(
+        "explained window (batch 32, explain = always, {} features): {explained:.3} us vs {plain:.3} us scored alone: {:.2} windows' worth",
+        model.card.features.len(),
+        explained / plain
+    );
+}
+
+/// Median us per window of scoring a batch of 32, and of scoring and
+/// explaining every window of it.
+fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64) {
+    use lineguard::pipeline::explain::Explainer;
+    let len = model.card.input_len();
+    let batch = 32;
+    let rows: Vec<usize> = (0..batch).collect();
+    let chunks: Vec<&[f32]> = inputs.chunks(batch * len).collect();
+    let mut states = States::default();
+    let mut explainer = Explainer::default();
+    let mut scores = Vec::new();
+    let mut time = |explain: bool| -> f64 {
+        let mut samples = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            for c in &chunks {
+                scores.clear();
+                let t = Instant::now();
+                model.run_with(&mut states, c, batch, &mut scores).unwrap();
+                if explain {
+                    explainer
+                        .run(model, &mut states, c, &rows, model.card.window, &model.card.baseline)
+                        .unwrap();
+                    let k = model.score_count();
+                    for (j, &i) in rows.iter().enumerate() {
+                        let e = explainer.explain(
+                            j,
+                            &scores[i * k..(i + 1) * k],
+                            &model.card.scores,
+                            &model.card.features,
+                        );
+                        std::hint::black_box(e);
+                    }
+                }
+                samples.push(t.elapsed().as_secs_f64() / batch as f64);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        samples[samples.len() / 2] * 1e6
+    };
+    let plain = time(false);
+    let explained = time(true);
+    (plain, explained)
 }

@@ -60,9 +60,9 @@ impl Batch {
         model.run_with(states, &self.input, self.due.len(), scores)
     }
 
-    /// The input of window `i` (`window_len` values).
-    pub fn window_input(&self, i: usize, window_len: usize) -> &[f32] {
-        &self.input[i * window_len..(i + 1) * window_len]
+    /// The windows' inputs, side by side.
+    pub fn input(&self) -> &[f32] {
+        &self.input
     }
 
     /// The windows, in the order of their scores.

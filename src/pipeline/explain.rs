@@ -11,7 +11,6 @@
 
 use crate::model::card::{Explain, ScoreSpec, State};
 use crate::model::{Model, ModelError, States};
-use crate::pipeline::batch::Batch;
 
 /// One score's explanation: features and deltas, largest |delta| first.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,12 +39,13 @@ pub struct Explainer {
 }
 
 impl Explainer {
-    /// Score the occluded copies of the batch's windows `rows`: one model run.
+    /// Score the occluded copies of windows `rows` of `windows` (a batch's
+    /// input, `window × features` values each): one model run.
     pub fn run(
         &mut self,
         model: &Model,
         states: &mut States,
-        batch: &Batch,
+        windows: &[f32],
         rows: &[usize],
         window: usize,
         baseline: &[f32],
@@ -55,7 +55,7 @@ impl Explainer {
         (self.features, self.score_count) = (f, model.score_count());
         self.input.clear();
         for &i in rows {
-            let w = batch.window_input(i, len);
+            let w = &windows[i * len..(i + 1) * len];
             for (feature, &b) in baseline.iter().enumerate() {
                 let start = self.input.len();
                 self.input.extend_from_slice(w);

@@ -539,7 +539,7 @@ impl Worker {
             && match self.explainer.run(
                 &self.model,
                 &mut self.states,
-                &self.batch,
+                self.batch.input(),
                 &rows,
                 card.window,
                 &card.baseline,
