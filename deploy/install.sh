@@ -16,6 +16,11 @@ install -d -m 0755 /etc/lineguard /usr/share/lineguard/models /usr/share/doc/lin
 install -m 0644 models/line-mlp.onnx models/line-mlp.toml /usr/share/lineguard/models/
 install -m 0644 README.md /usr/share/doc/lineguard/README.md
 install -m 0644 deploy/grafana-lineguard.json /usr/share/lineguard/
+install -d -m 0755 /usr/share/man/man1
+for page in deploy/man/*.1; do gzip -9nc "$page" > "/usr/share/man/man1/$(basename "$page").gz"; done
+install -D -m 0644 deploy/completions/lineguard.bash /usr/share/bash-completion/completions/lineguard
+install -D -m 0644 deploy/completions/_lineguard /usr/share/zsh/vendor-completions/_lineguard
+install -D -m 0644 deploy/completions/lineguard.fish /usr/share/fish/vendor_completions.d/lineguard.fish
 install -D -m 0644 systemd/lineguard.service /etc/systemd/system/lineguard.service
 if ! getent passwd lineguard >/dev/null; then
   useradd --system --user-group --no-create-home --home-dir /var/lib/lineguard --shell /usr/sbin/nologin lineguard

@@ -148,6 +148,33 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The package ships `deploy/man` and `deploy/completions`: they must be
+    /// what the command line says now.
+    #[test]
+    fn the_shipped_man_pages_and_completions_are_current() {
+        let dir = tempfile::tempdir().unwrap();
+        write_assets(dir.path()).unwrap();
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+        for sub in ["man", "completions"] {
+            let mut generated: Vec<String> = std::fs::read_dir(dir.path().join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            generated.sort();
+            let mut shipped: Vec<String> = std::fs::read_dir(deploy.join(sub))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            shipped.sort();
+            assert_eq!(generated, shipped, "deploy/{sub}: run `cargo run -- assets --out deploy`");
+            for f in generated {
+                let now = std::fs::read(dir.path().join(sub).join(&f)).unwrap();
+                let old = std::fs::read(deploy.join(sub).join(&f)).unwrap();
+                assert!(now == old, "deploy/{sub}/{f} is stale: run `cargo run -- assets --out deploy`");
+            }
+        }
+    }
+
     #[test]
     fn assets_are_a_man_page_per_command_and_three_completions() {
         let dir = tempfile::tempdir().unwrap();

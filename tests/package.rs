@@ -1,6 +1,6 @@
-//! The Debian package, as a gateway gets it: built by `deploy/build-deb.sh`
-//! (cargo-deb), read back with dpkg-deb, checked by lintian, then installed,
-//! run and purged on this machine with dpkg.
+//! The Debian package, as a gateway gets it: built by cargo-deb (through
+//! `deploy/build-deb.sh`), read back with dpkg-deb, checked by lintian, then
+//! installed, run and purged on this machine with dpkg.
 //!
 //! The build uses the `package-test` profile: the release profile's code
 //! without its fat LTO, so that a change costs a quick rebuild rather than a
