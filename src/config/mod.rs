@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use schema::Config;
 pub use schema::{LogFormat, Protocol};
 pub use settings::{
-    Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings, SparkplugSettings,
+    Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings, Shadow, SparkplugSettings,
     StateSettings, TlsMaterial,
 };
 

@@ -337,6 +337,12 @@ pub struct PipelineConfig {
     /// than 1/this many times, the training one.
     #[serde(default = "default_drift_std_ratio")]
     pub drift_std_ratio: f64,
+    /// A model scored beside the live one on every window, published on
+    /// `shadow_topic` and never acted on (its card beside it).
+    #[serde(default)]
+    pub shadow_model: Option<String>,
+    #[serde(default)]
+    pub shadow_topic: Option<String>,
 }
 
 fn default_drift_half_life() -> f64 {

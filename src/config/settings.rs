@@ -168,6 +168,17 @@ pub struct Pipeline {
     pub alarm: Option<TopicTemplate>,
     /// Input drift: its settings and where its summary goes.
     pub drift: crate::pipeline::drift::DriftSettings,
+    /// A shadow model: scored on every window, published apart, never acted on.
+    pub shadow: Option<Shadow>,
+}
+
+/// A pipeline's shadow model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shadow {
+    pub model: PathBuf,
+    pub card: PathBuf,
+    /// Where its scores go (an output template of the input's placeholders).
+    pub topic: TopicTemplate,
 }
 
 impl Pipeline {

@@ -9,7 +9,7 @@ use super::schema::{
 };
 use super::settings::{
     publisher_client_id, Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings,
-    SparkplugSettings, StateSettings, TlsMaterial,
+    Shadow, SparkplugSettings, StateSettings, TlsMaterial,
 };
 use super::ConfigError;
 use crate::ingest::format::{InputFormat, TsUnit};
@@ -379,6 +379,21 @@ fn pipeline(
         })
         .transpose()?;
     let drift = drift_settings(blame, &key, p, client_id)?;
+    let shadow = match (&p.shadow_model, &p.shadow_topic) {
+        (None, None) => None,
+        (Some(m), Some(t)) => {
+            let model = base.join(m);
+            let topic = TopicTemplate::parse_output(t, &input)
+                .map_err(|e| blame.invalid(key("shadow_topic"), format!("`{t}`: {e}")))?;
+            Some(Shadow { card: crate::model::card::ModelCard::path_for(&model), model, topic })
+        }
+        (Some(_), None) => {
+            return Err(
+                blame.invalid(key("shadow_topic"), "is needed with `shadow_model`: where its scores go")
+            )
+        }
+        (None, Some(_)) => return Err(blame.invalid(key("shadow_model"), "is needed with `shadow_topic`")),
+    };
     Ok(Pipeline {
         name: p.name.clone(),
         model,
@@ -393,6 +408,7 @@ fn pipeline(
         hop: p.hop,
         alarm,
         drift,
+        shadow,
     })
 }
 

@@ -95,8 +95,13 @@ pub async fn run(
     hangup: Option<tokio::signal::unix::Signal>,
 ) -> anyhow::Result<()> {
     let s = settings.clone();
-    let models = tokio::select! {
-        m = tokio::task::spawn_blocking(move || crate::model::load_pipelines(&s)) => m??,
+    let load = move || -> anyhow::Result<_> {
+        let models = crate::model::load_pipelines(&s)?;
+        let shadows = crate::model::load_shadows(&s, &models)?;
+        Ok((models, shadows))
+    };
+    let (models, shadows) = tokio::select! {
+        m = tokio::task::spawn_blocking(load) => m??,
         _ = shutdown.cancelled() => {
             info!("stopped while loading the models");
             return Ok(());
@@ -167,7 +172,7 @@ pub async fn run(
         health: health.clone(),
         deadline: stop.commits_deadline(),
     };
-    let (routes, watched) = start_pipelines(&settings, &models, outputs, &views, &stop)?;
+    let (routes, watched) = start_pipelines(&settings, &models, &shadows, outputs, &views, &stop)?;
 
     // Acknowledgements, on the telemetry connection.
     stop.spawn(Phase::Acker, ack::acker(client.clone(), ack_rx, stop.token(Phase::Acker)));
@@ -281,6 +286,7 @@ fn status_board(settings: &Settings, models: &[Arc<Model>]) -> Board {
 fn start_pipelines(
     settings: &Settings,
     models: &[Arc<Model>],
+    shadows: &[Option<Arc<Model>>],
     outputs: Outputs,
     views: &DeviceViews,
     stop: &Stop,
@@ -296,6 +302,7 @@ fn start_pipelines(
             i,
             p.clone(),
             model.clone(),
+            shadows.get(i).cloned().flatten(),
             settings.limits.clone(),
             outputs.clone(),
             settings.state.commit_interval,

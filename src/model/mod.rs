@@ -35,6 +35,38 @@ pub fn serves(format: InputFormat, card: &card::ModelCard) -> anyhow::Result<()>
 }
 
 /// Load every pipeline's model and card; any failure stops start-up.
+/// Each pipeline's shadow model, if it has one, checked like a live model
+/// and refused unless it reads the same input as `live` (the pipeline's
+/// model): the same features in the same order, window and sampling clock.
+pub fn load_shadows(settings: &Settings, live: &[Arc<Model>]) -> anyhow::Result<Vec<Option<Arc<Model>>>> {
+    settings
+        .pipelines
+        .iter()
+        .zip(live)
+        .map(|(p, live)| {
+            let Some(s) = &p.shadow else { return Ok(None) };
+            let context = || format!("pipeline `{}`: shadow_model {}", p.name, s.model.display());
+            let card = card::ModelCard::load(&s.card).with_context(context)?;
+            serves(p.input_format, &card).with_context(context)?;
+            anyhow::ensure!(
+                card.same_input(&live.card),
+                "{}: it must read what the live model reads (features {:?}, window {}, the same sampling clock); \
+                 its card says features {:?}, window {}",
+                context(),
+                live.card.features,
+                live.card.window,
+                card.features,
+                card.window
+            );
+            let model = Model::load_with_card(&s.model, card).with_context(context)?;
+            model.self_test().with_context(context)?;
+            info!(pipeline = %p.name, model = %model.card.name, version = %model.card.version,
+                  sha256 = %model.sha256, "shadow model loaded");
+            Ok(Some(Arc::new(model)))
+        })
+        .collect()
+}
+
 pub fn load_pipelines(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
     settings
         .pipelines

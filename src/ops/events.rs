@@ -247,6 +247,47 @@ impl DriftEvents {
     }
 }
 
+/// A pipeline's shadow model: windows scored, state disagreements with
+/// the live model, and |shadow - live| per shared score.
+pub struct ShadowEvents {
+    windows: Counter,
+    disagreements: Counter,
+    diffs: Vec<Option<Histogram>>,
+}
+
+impl ShadowEvents {
+    /// `shared[i]`: the live score the shadow's i-th score is compared with.
+    pub fn new(pipeline: &str, shadow_scores: &[String], shared: &[Option<usize>]) -> Self {
+        Self {
+            windows: counter!(names::SHADOW_WINDOWS, "pipeline" => pipeline.to_string()),
+            disagreements: counter!(names::SHADOW_DISAGREEMENTS, "pipeline" => pipeline.to_string()),
+            diffs: shadow_scores
+                .iter()
+                .zip(shared)
+                .map(|(name, live)| {
+                    live.map(|_| histogram!(names::SHADOW_ABS_DIFF, "pipeline" => pipeline.to_string(), "score" => name.clone()))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn scored(&self, disagrees: bool, diffs: impl Iterator<Item = (usize, f64)>) {
+        self.windows.increment(1);
+        if disagrees {
+            self.disagreements.increment(1);
+        }
+        for (i, d) in diffs {
+            if let Some(Some(h)) = self.diffs.get(i) {
+                h.record(d);
+            }
+        }
+    }
+
+    pub fn failed(pipeline: &str, windows: usize, detail: &str) {
+        warn!(%pipeline, windows, "shadow model run failed; the live scores are published as usual: {detail}");
+    }
+}
+
 /// Which of the daemon's broker connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionName {

@@ -43,6 +43,10 @@ pub fn recorder() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(names::COMMIT_SECONDS.into()), &micro_to_second)
                 })
+                .and_then(|b| {
+                    let diffs = [0.0001, 0.001, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0];
+                    b.set_buckets_for_metric(Matcher::Full(names::SHADOW_ABS_DIFF.into()), &diffs)
+                })
                 .expect("bucket lists are not empty");
             match builder.install_recorder() {
                 Ok(h) => h,

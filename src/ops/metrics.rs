@@ -52,6 +52,9 @@ pub mod names {
     pub const FEATURE_MEAN_Z: &str = "lineguard_feature_mean_z";
     pub const FEATURE_STD_Z: &str = "lineguard_feature_std_z";
     pub const FEATURE_OUT_OF_RANGE: &str = "lineguard_feature_out_of_range_total";
+    pub const SHADOW_WINDOWS: &str = "lineguard_shadow_windows_total";
+    pub const SHADOW_DISAGREEMENTS: &str = "lineguard_shadow_state_disagreements_total";
+    pub const SHADOW_ABS_DIFF: &str = "lineguard_shadow_abs_diff";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +220,24 @@ pub const FAMILIES: &[Family] = &[
         Counter,
         "pipeline,feature",
         "Values outside the card's [range] (still scored).",
+    ),
+    family(
+        names::SHADOW_WINDOWS,
+        Counter,
+        "pipeline",
+        "With shadow_model: windows the shadow model scored (published on shadow_topic).",
+    ),
+    family(
+        names::SHADOW_DISAGREEMENTS,
+        Counter,
+        "pipeline",
+        "With shadow_model: windows whose state by the shadow differs from the live model's.",
+    ),
+    family(
+        names::SHADOW_ABS_DIFF,
+        Histogram,
+        "pipeline,score",
+        "With shadow_model: |shadow - live| per score the two share.",
     ),
 ];
 

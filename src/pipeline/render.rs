@@ -47,6 +47,9 @@ struct Payload<'a> {
     state: State,
     #[serde(skip_serializing_if = "Explained::is_empty")]
     explain: Explained<'a>,
+    /// On `shadow_topic`: scored by the pipeline's shadow model.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    shadow: bool,
 }
 
 /// `{"anomaly": [{"feature": "vibration_rms", "delta": 0.61}, ...], ...}`.
@@ -108,6 +111,7 @@ pub fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w:
         scores: Scores { specs, values: w.values },
         state: w.state,
         explain: Explained { specs, explain: w.explain },
+        shadow: false,
     };
     serde_json::to_writer(&mut *out, &payload).expect("writing JSON to a Vec cannot fail");
 }
@@ -150,6 +154,37 @@ pub fn score_entry(
             let payload = Record::Data { ts: w.ts, metrics }.encode();
             NewEntry { created_ms, topic: id.render(w.device), payload, retain: false, sparkplug: true }
         }
+    }
+}
+
+/// A window as the pipeline's shadow model scored it, for `shadow_topic`:
+/// the score payload of the shadow's model and scores, with `"shadow": true`.
+pub fn shadow_entry(
+    pipeline: &Pipeline,
+    topic: &TopicTemplate,
+    origin: &Origin,
+    specs: &[ScoreSpec],
+    w: &Scored,
+    created_ms: i64,
+) -> NewEntry {
+    let payload = Payload {
+        ts: w.ts,
+        device: w.device,
+        pipeline: &origin.pipeline,
+        model: &origin.model,
+        model_version: &origin.model_version,
+        scores: Scores { specs, values: w.values },
+        state: w.state,
+        explain: Explained { specs, explain: &[] },
+        shadow: true,
+    };
+    let payload = serde_json::to_vec(&payload).expect("writing JSON to a Vec cannot fail");
+    NewEntry {
+        created_ms,
+        topic: topic.render(&pipeline.input, w.device),
+        payload,
+        retain: false,
+        sparkplug: false,
     }
 }
 
@@ -333,6 +368,7 @@ mod tests {
             hop: 1,
             alarm: None,
             drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
+            shadow: None,
         };
         let values = [0.5f32];
         let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok, explain: &[] };

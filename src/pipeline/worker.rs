@@ -34,7 +34,7 @@ use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
 use crate::ops::events::{
-    DevicesEvicted, DriftEvents, EvictReason, PipelineEvents, WindowsDropped, WindowsUnreadable,
+    DevicesEvicted, DriftEvents, EvictReason, PipelineEvents, ShadowEvents, WindowsDropped, WindowsUnreadable,
 };
 use crate::ops::health::Health;
 use crate::pipeline::alarm::Alarms;
@@ -70,6 +70,40 @@ fn reader_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits:
         limits.max_json_depth,
     );
     Reader::new(pipeline, decoder)
+}
+
+/// The pipeline's shadow model: scored on every window after the live one,
+/// published on `shadow_topic`, never acted on.
+struct Shadowing {
+    model: Arc<Model>,
+    topic: crate::ingest::topic::TopicTemplate,
+    states: States,
+    scores: Vec<f32>,
+    origin: Origin,
+    events: ShadowEvents,
+    /// For each shadow score, the live score of the same name.
+    shared: Vec<Option<usize>>,
+    /// Whether this batch's shadow run succeeded.
+    ran: bool,
+}
+
+impl Shadowing {
+    fn new(pipeline: &Pipeline, model: Arc<Model>, live: &Model) -> Option<Self> {
+        let topic = pipeline.shadow.as_ref()?.topic.clone();
+        let names: Vec<String> = model.card.scores.iter().map(|s| s.name.clone()).collect();
+        let shared: Vec<Option<usize>> =
+            names.iter().map(|n| live.card.scores.iter().position(|s| &s.name == n)).collect();
+        Some(Self {
+            events: ShadowEvents::new(&pipeline.name, &names, &shared),
+            origin: Worker::origin(pipeline, &model),
+            topic,
+            model,
+            states: States::default(),
+            scores: Vec::new(),
+            shared,
+            ran: false,
+        })
+    }
 }
 
 /// The HTTP listener asking for a pipeline's devices (`/devices`).
@@ -134,6 +168,7 @@ pub struct Worker {
     explain_rows: Vec<usize>,
     /// Whether the inputs still look like the training data.
     drift: Drift,
+    shadow: Option<Shadowing>,
     drift_events: DriftEvents,
     /// Features the last drift summary named.
     drifting: Vec<String>,
@@ -148,12 +183,14 @@ impl Worker {
         index: usize,
         pipeline: Pipeline,
         model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
         limits: Limits,
         out: Outputs,
         commit_gap: Duration,
     ) -> std::io::Result<Self> {
         let card = &model.card;
         let mut w = Self {
+            shadow: shadow.and_then(|s| Shadowing::new(&pipeline, s, &model)),
             reader: reader_for(card, &pipeline, &limits),
             sparkplug_in: pipeline.input_births.as_ref().map(|_| {
                 SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)
@@ -516,7 +553,19 @@ impl Worker {
         self.out.health.counted(0, n as u64);
         match result {
             Err(e) => self.events.inference_failed(n, &e.to_string()),
-            Ok(()) => self.stage_scores(),
+            Ok(()) => {
+                if let Some(s) = &mut self.shadow {
+                    s.scores.clear();
+                    s.ran = match s.model.run_with(&mut s.states, self.batch.input(), n, &mut s.scores) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            ShadowEvents::failed(&self.pipeline.name, n, &e.to_string());
+                            false
+                        }
+                    };
+                }
+                self.stage_scores()
+            }
         }
         self.batch.clear();
     }
@@ -570,6 +619,35 @@ impl Worker {
             self.events.state(state);
             self.recent.record(&due.device, due.ts, values, state, created_ms);
             let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
+            if let Some(s) = self.shadow.as_ref().filter(|s| s.ran) {
+                let sk = s.model.score_count();
+                let sv = &s.scores[i * sk..(i + 1) * sk];
+                if sv.iter().all(|v| v.is_finite()) {
+                    let shadow_state = s.model.card.state(sv);
+                    let sw = Scored {
+                        device: &due.device,
+                        ts: due.ts,
+                        values: sv,
+                        state: shadow_state,
+                        explain: &[],
+                    };
+                    let e = render::shadow_entry(
+                        &self.pipeline,
+                        &s.topic,
+                        &s.origin,
+                        &s.model.card.scores,
+                        &sw,
+                        created_ms,
+                    );
+                    self.staged_scores.push(e);
+                    let diffs = s
+                        .shared
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(j, l)| l.map(|l| (j, f64::from((sv[j] - values[l]).abs()))));
+                    s.events.scored(shadow_state != state, diffs);
+                }
+            }
             self.staged_scores.push(render::score_entry(
                 &self.pipeline,
                 &self.origin,
@@ -710,6 +788,10 @@ impl Worker {
     /// Put a checked model in service between two batches.
     fn swap(&mut self, model: Arc<Model>) {
         self.recent.rescore(model.score_count());
+        if self.shadow.as_ref().is_some_and(|s| !s.model.card.same_input(&model.card)) {
+            tracing::warn!(pipeline = %self.pipeline.name, "the new live model reads other input than the shadow model: shadow scoring stops");
+            self.shadow = None;
+        }
         let card = &model.card;
         self.drift.recard(card.features.len(), card.normalize.clone(), card.range.clone());
         let keep = model.card.same_input(&self.model.card);
@@ -801,6 +883,7 @@ mod tests {
             hop: 1,
             alarm: None,
             drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
+            shadow: None,
         };
         let state = tempfile::tempdir().unwrap();
         let (entries_tx, entries) = mpsc::unbounded_channel();
@@ -815,7 +898,7 @@ mod tests {
             deadline: Deadline::default(),
         };
         let worker =
-            Worker::new(0, pipeline, Arc::new(model), limits(max_batch), out, Duration::from_millis(1))
+            Worker::new(0, pipeline, Arc::new(model), None, limits(max_batch), out, Duration::from_millis(1))
                 .unwrap();
         let (ack_tx, acks) = mpsc::unbounded_channel();
         Harness { worker, entries, acks, ack_tx, inbound: mpsc::channel(1024), _state: state }

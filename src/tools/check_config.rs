@@ -73,11 +73,12 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
     check_listen(settings.http_listen)
         .with_context(|| format!("{}: `http.listen`", settings.path.display()))?;
     let models = crate::model::load_pipelines(&settings)?;
+    let shadows = crate::model::load_shadows(&settings, &models)?;
     let mut out = format!("# {}: valid\n\n{}\n", settings.path.display(), settings.display_masked());
     let _ = writeln!(out, "# mqtt password: {}", settings.mqtt.password_source);
     let _ = writeln!(out, "# state.dir {}: writable", settings.state.dir.display());
     let _ = writeln!(out, "# http.listen {}: can be bound", settings.http_listen);
-    for (p, m) in settings.pipelines.iter().zip(&models) {
+    for (i, (p, m)) in settings.pipelines.iter().zip(&models).enumerate() {
         let _ = writeln!(
             out,
             "# pipeline `{}`: subscribes `{}` ({} payloads, timestamps in {}), publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
@@ -93,6 +94,16 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
             &m.sha256[..16]
         );
         let _ = writeln!(out, "#   {}", example(p, &m.card.features));
+        if let (Some(s), Some(sm)) = (&p.shadow, shadows.get(i).and_then(Option::as_ref)) {
+            let _ = writeln!(
+                out,
+                "#   shadow: model {} v{} (sha256 {}), publishes `{}`, never acted on",
+                sm.card.name,
+                sm.card.version,
+                &sm.sha256[..16],
+                s.topic.as_str()
+            );
+        }
     }
     Ok(out)
 }
