@@ -110,6 +110,33 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
         ),
         "{metrics}"
     );
+
+    // Hot swap: a shadow card that reads other input is refused (the old
+    // shadow keeps going); a good one is swapped in and shadows from then on.
+    let text = std::fs::read_to_string(&shadow_card).unwrap();
+    let reordered = text.replace("\"spindle_speed\", \"feed_rate\"", "\"feed_rate\", \"spindle_speed\"");
+    assert_ne!(reordered, text);
+    std::fs::write(&shadow_card, reordered).unwrap();
+    support::wait_until("the bad shadow refused", Duration::from_secs(15), || {
+        daemon.log().contains("new shadow model refused")
+    });
+    std::fs::write(&shadow_card, text.replace("version = \"4-strict\"", "version = \"4-stricter\"")).unwrap();
+    support::wait_until("the shadow swapped", Duration::from_secs(15), || {
+        daemon.log().contains("shadow model swapped")
+    });
+    for s in &golden.devices["line2/lathe1"] {
+        let mut s = s.clone();
+        s.ts += 10_000;
+        p.publish(&line_topic("line1/press1"), Golden::payload(&s));
+    }
+    p.flush(Duration::from_secs(10));
+    let after = shadows.collect(16, Duration::from_secs(20), Duration::from_millis(300), |_| true);
+    assert!(!after.is_empty(), "no shadow scores after the swap");
+    assert!(
+        after.iter().all(|m| m.json()["model_version"] == "4-stricter"),
+        "{:?}",
+        after.last().map(|m| m.json())
+    );
 }
 
 #[test]

@@ -46,11 +46,19 @@ impl Board {
     }
 }
 
+/// What the watcher hands a pipeline's worker.
+pub enum Swap {
+    /// A new live model.
+    Live(Arc<Model>),
+    /// A new shadow model (the worker checks it reads the live model's input).
+    Shadow(Arc<Model>),
+}
+
 /// One watched pipeline.
 pub struct Watched {
     pub index: usize,
     pub pipeline: Pipeline,
-    pub swap: mpsc::Sender<Arc<Model>>,
+    pub swap: mpsc::Sender<Swap>,
 }
 
 /// Load and self-test a model; the error says why it is refused.
@@ -81,6 +89,12 @@ pub async fn watch(
     let paths: Vec<(PathBuf, PathBuf)> =
         watched.iter().map(|w| (w.pipeline.model.clone(), w.pipeline.card.clone())).collect();
     let mut stamps: Vec<(Stamp, Stamp)> = paths.iter().map(|(m, c)| (stamp(m), stamp(c))).collect();
+    let shadow_paths: Vec<Option<(PathBuf, PathBuf)>> = watched
+        .iter()
+        .map(|w| w.pipeline.shadow.as_ref().map(|s| (s.model.clone(), s.card.clone())))
+        .collect();
+    let mut shadow_stamps: Vec<(Stamp, Stamp)> =
+        shadow_paths.iter().map(|p| p.as_ref().map_or((None, None), |(m, c)| (stamp(m), stamp(c)))).collect();
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -92,6 +106,31 @@ pub async fn watch(
                 true
             }
         };
+        for (i, w) in watched.iter().enumerate() {
+            let Some((model_path, card_path)) = shadow_paths[i].clone() else { continue };
+            let now = (stamp(&model_path), stamp(&card_path));
+            if !forced && now == shadow_stamps[i] {
+                continue;
+            }
+            shadow_stamps[i] = now;
+            let format = w.pipeline.input_format;
+            let shown = model_path.clone();
+            match tokio::task::spawn_blocking(move || load_checked(&model_path, &card_path, format)).await {
+                Ok(Ok(model)) => {
+                    if w.swap.send(Swap::Shadow(Arc::new(model))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    ModelRefused { pipeline: &w.pipeline.name, path: &shown, why: &format!("shadow: {e:#}") }
+                        .emit()
+                }
+                Err(e) => {
+                    ModelRefused { pipeline: &w.pipeline.name, path: &shown, why: &format!("shadow: {e}") }
+                        .emit()
+                }
+            }
+        }
         for (i, w) in watched.iter().enumerate() {
             let now = (stamp(&paths[i].0), stamp(&paths[i].1));
             if !forced && now == stamps[i] {
@@ -135,7 +174,7 @@ pub async fn watch(
                         sha256: &model.sha256,
                     };
                     reloaded.emit();
-                    if w.swap.send(model).await.is_err() {
+                    if w.swap.send(Swap::Live(model)).await.is_err() {
                         return; // the pipeline has stopped
                     }
                     let _ = control.send(Control::Online(board.online_payload())).await;

@@ -293,7 +293,7 @@ impl Worker {
     pub fn run(
         mut self,
         mut rx: mpsc::Receiver<Inbound>,
-        mut swaps: mpsc::Receiver<Arc<Model>>,
+        mut swaps: mpsc::Receiver<crate::ops::reload::Swap>,
         mut views: mpsc::Receiver<ViewRequest>,
         rt: Handle,
     ) {
@@ -302,7 +302,7 @@ impl Worker {
             let wake = (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
             enum Ev {
                 Msg(Option<Inbound>),
-                Swap(Arc<Model>),
+                Swap(crate::ops::reload::Swap),
                 View(ViewRequest),
                 Timer,
             }
@@ -328,9 +328,13 @@ impl Worker {
                     self.committer.finish();
                     return;
                 }
-                Ev::Swap(model) => {
+                Ev::Swap(crate::ops::reload::Swap::Live(model)) => {
                     self.score();
                     self.swap(model);
+                }
+                Ev::Swap(crate::ops::reload::Swap::Shadow(model)) => {
+                    self.score();
+                    self.swap_shadow(model);
                 }
                 Ev::View(reply) => {
                     let _ = reply.send(self.view());
@@ -783,6 +787,22 @@ impl Worker {
             &self.recent,
             |device| alarms.and_then(|a| a.state(device)),
         )
+    }
+
+    /// A changed shadow model, between two batches; refused (the old one
+    /// keeps shadowing) unless it reads what the live model reads.
+    fn swap_shadow(&mut self, model: Arc<Model>) {
+        if !model.card.same_input(&self.model.card) {
+            tracing::error!(
+                pipeline = %self.pipeline.name,
+                model = %model.path.display(),
+                "new shadow model refused: it must read what the live model reads (features, window, sampling clock)"
+            );
+            return;
+        }
+        tracing::info!(pipeline = %self.pipeline.name, model = %model.card.name, version = %model.card.version,
+                       sha256 = %model.sha256, "shadow model swapped");
+        self.shadow = Shadowing::new(&self.pipeline, model, &self.model);
     }
 
     /// Put a checked model in service between two batches.
