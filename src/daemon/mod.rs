@@ -27,7 +27,7 @@
 //! | channel | from → to | bound | why |
 //! | --- | --- | --- | --- |
 //! | inbound (one per pipeline) | router → worker | `INBOUND_QUEUE` (1024) | backpressure: a full one stops reading from the broker, which keeps the rest |
-//! | swap (one per pipeline) | model watcher → worker | 1 | a model at a time; the watcher waits for the worker to take it |
+//! | swap (one per pipeline) | model watcher → worker | 1 | a model (live or shadow) at a time; the watcher waits for the worker to take it |
 //! | committer queue (one per pipeline) | worker → committer thread | 256 turns and 8 MiB of snapshots and score rows | a stalled disk stops the worker (and so intake) instead of growing memory; bytes, because a turn's size follows the devices it touched |
 //! | entries | workers → sink | unbounded | the sink takes them at once and bounds what it keeps (`outbox_max_bytes`); a bound would stall scoring behind a broker outage |
 //! | Sparkplug entries | workers → node's sink | unbounded | the same, for Sparkplug records |

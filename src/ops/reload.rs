@@ -1,4 +1,5 @@
-//! Hot model swap: on SIGHUP, and when a model or its card changes on disk.
+//! Hot model swap: on SIGHUP, and when a model or its card changes on disk
+//! (a pipeline's live model, and its shadow model if it has one).
 //!
 //! The new model is loaded, checked against its card and self-tested on a
 //! blocking thread, away from the pipeline; only a model that passes is
