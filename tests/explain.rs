@@ -30,6 +30,31 @@ struct Window {
 
 const TOLERANCE: f64 = 1e-4;
 
+/// A daemon serving `pipeline`, the golden stream published to it, and
+/// every score message it publishes.
+fn score_the_golden_stream(
+    broker: &Broker,
+    client_id: &str,
+    dir: &std::path::Path,
+    pipeline: PipelineSpec,
+) -> Vec<support::mqtt::Message> {
+    let daemon = Daemon::start(&config(broker.port, client_id, dir, &[pipeline], ""));
+    let status_topic = format!("lineguard/{client_id}/status");
+    let status = Subscriber::new(broker.port, &[&status_topic]);
+    status.wait_for(&status_topic, "\"online\"", Duration::from_secs(30));
+    let golden = Golden::load(LINE_GOLDEN);
+    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let mut p = Publisher::new(broker.port);
+    for (device, s) in golden.interleaved() {
+        p.publish(&line_topic(device), Golden::payload(s));
+    }
+    p.flush(Duration::from_secs(10));
+    let got =
+        scores.collect(golden.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
+    assert_eq!(got.len(), golden.windows.len(), "{}", daemon.log());
+    got
+}
+
 #[test]
 fn every_explanation_equals_onnx_runtime_occlusion() {
     let fixture: Fixture = serde_json::from_str(
@@ -47,19 +72,8 @@ fn every_explanation_equals_onnx_runtime_occlusion() {
     std::fs::write(dir.path().join("line-mlp.toml"), card).unwrap();
     let model = model.display().to_string();
     let pipeline = PipelineSpec::new("press-line", &model, LINE_IN, LINE_OUT);
-    let daemon = Daemon::start(&config(broker.port, "lg-explain", dir.path(), &[pipeline], ""));
-    let status = Subscriber::new(broker.port, &["lineguard/lg-explain/status"]);
-    status.wait_for("lineguard/lg-explain/status", "\"online\"", Duration::from_secs(30));
-    let golden = Golden::load(LINE_GOLDEN);
-    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
-    let got =
-        scores.collect(fixture.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
-    assert_eq!(got.len(), fixture.windows.len(), "{}", daemon.log());
+    let got = score_the_golden_stream(&broker, "lg-explain", dir.path(), pipeline);
+    assert_eq!(got.len(), fixture.windows.len());
     let by_window: BTreeMap<(String, i64), &Window> =
         fixture.windows.iter().map(|w| ((w.device.clone(), w.ts), w)).collect();
     for m in &got {
@@ -104,25 +118,10 @@ fn every_explanation_equals_onnx_runtime_occlusion() {
 fn by_default_only_warn_and_alarm_windows_are_explained() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let daemon = Daemon::start(&config(
-        broker.port,
-        "lg-explain-default",
-        dir.path(),
-        &[support::line::line_pipeline()],
-        "",
-    ));
-    let status = Subscriber::new(broker.port, &["lineguard/lg-explain-default/status"]);
-    status.wait_for("lineguard/lg-explain-default/status", "\"online\"", Duration::from_secs(30));
-    let golden = Golden::load(LINE_GOLDEN);
-    let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
     let got =
-        scores.collect(golden.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
-    assert_eq!(got.len(), golden.windows.len(), "{}", daemon.log());
+        score_the_golden_stream(&broker, "lg-explain-default", dir.path(), support::line::line_pipeline());
+    let golden = Golden::load(LINE_GOLDEN);
+    assert_eq!(got.len(), golden.windows.len());
     let (mut explained, mut plain) = (0, 0);
     for m in &got {
         let v = m.json();

@@ -102,7 +102,13 @@ impl Serialize for Scores<'_> {
 /// numbers; the caller refuses them before getting here.
 pub fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w: &Scored) {
     out.clear();
-    let payload = Payload {
+    serde_json::to_writer(&mut *out, &payload(origin, specs, w, false))
+        .expect("writing JSON to a Vec cannot fail");
+}
+
+/// The score payload of `w`; `shadow` marks a shadow model's.
+fn payload<'a>(origin: &'a Origin, specs: &'a [ScoreSpec], w: &'a Scored, shadow: bool) -> Payload<'a> {
+    Payload {
         ts: w.ts,
         device: w.device,
         pipeline: &origin.pipeline,
@@ -111,9 +117,8 @@ pub fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w:
         scores: Scores { specs, values: w.values },
         state: w.state,
         explain: Explained { specs, explain: w.explain },
-        shadow: false,
-    };
-    serde_json::to_writer(&mut *out, &payload).expect("writing JSON to a Vec cannot fail");
+        shadow,
+    }
 }
 
 /// A window's scores as its pipeline publishes them: the JSON payload on
@@ -167,18 +172,8 @@ pub fn shadow_entry(
     w: &Scored,
     created_ms: i64,
 ) -> NewEntry {
-    let payload = Payload {
-        ts: w.ts,
-        device: w.device,
-        pipeline: &origin.pipeline,
-        model: &origin.model,
-        model_version: &origin.model_version,
-        scores: Scores { specs, values: w.values },
-        state: w.state,
-        explain: Explained { specs, explain: &[] },
-        shadow: true,
-    };
-    let payload = serde_json::to_vec(&payload).expect("writing JSON to a Vec cannot fail");
+    let payload =
+        serde_json::to_vec(&payload(origin, specs, w, true)).expect("writing JSON to a Vec cannot fail");
     NewEntry {
         created_ms,
         topic: topic.render(&pipeline.input, w.device),
