@@ -12,7 +12,7 @@ use serde::Deserialize;
 use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::Golden;
-use support::line::{is_score, line_topic, LINE_GOLDEN, LINE_IN, LINE_OUT};
+use support::line::{copy_model, is_score, publish_interleaved, wait_online, LINE_GOLDEN, LINE_IN, LINE_OUT};
 use support::mqtt::{Publisher, Subscriber};
 
 #[derive(Deserialize)]
@@ -39,16 +39,10 @@ fn score_the_golden_stream(
     pipeline: PipelineSpec,
 ) -> Vec<support::mqtt::Message> {
     let daemon = Daemon::start(&config(broker.port, client_id, dir, &[pipeline], ""));
-    let status_topic = format!("lineguard/{client_id}/status");
-    let status = Subscriber::new(broker.port, &[&status_topic]);
-    status.wait_for(&status_topic, "\"online\"", Duration::from_secs(30));
+    wait_online(broker, client_id);
     let golden = Golden::load(LINE_GOLDEN);
     let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_interleaved(&mut Publisher::new(broker.port), &golden);
     let got =
         scores.collect(golden.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
     assert_eq!(got.len(), golden.windows.len(), "{}", daemon.log());
@@ -63,9 +57,8 @@ fn every_explanation_equals_onnx_runtime_occlusion() {
     .unwrap();
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("line-mlp.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
-    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    let model = copy_model(dir.path());
+    let card = std::fs::read_to_string(dir.path().join("line-mlp.toml")).unwrap();
     let card = card
         .replace("[scores.anomaly]\n", "[scores.anomaly]\nexplain = \"always\"\n")
         .replace("[scores.quality]\n", "[scores.quality]\nexplain = \"always\"\nexplain_top = 3\n");

@@ -104,16 +104,11 @@ fn metrics_pass_promtool_and_match_the_readme() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(broker.port, "lg-promtool", state.path(), &[line_pipeline()], ""));
-    let status = Subscriber::new(broker.port, &["lineguard/lg-promtool/status"]);
-    status.wait_for("lineguard/lg-promtool/status", "\"online\"", Duration::from_secs(30));
+    support::line::wait_online(&broker, "lg-promtool");
     // Scores, so that the histograms have samples too.
     let golden = Golden::load("models/fixtures/line-mlp.golden.json");
     let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&format!("plant/{device}/telemetry"), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    support::line::publish_interleaved(&mut Publisher::new(broker.port), &golden);
     assert!(!scores.collect(1, Duration::from_secs(30), Duration::ZERO, |_| true).is_empty());
     let body = daemon.http_get("/metrics").1;
 
@@ -421,8 +416,7 @@ fn a_feature_that_drifts_is_named_in_the_retained_summary_and_no_other() {
     let extra_pipeline_keys = "drift_interval_secs = 1\ndrift_half_life = 1000\n";
     let text = config(broker.port, "lg-drift", dir.path(), &[line_pipeline()], "") + extra_pipeline_keys;
     let daemon = Daemon::start(&text);
-    let status = Subscriber::new(broker.port, &["lineguard/lg-drift/status"]);
-    status.wait_for("lineguard/lg-drift/status", "\"online\"", Duration::from_secs(30));
+    support::line::wait_online(&broker, "lg-drift");
     let topic = "lineguard/lg-drift/drift/press-line";
     let summaries = Subscriber::new(broker.port, &[topic]);
     let card: toml::Value =

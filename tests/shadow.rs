@@ -9,7 +9,9 @@ use std::time::Duration;
 use support::broker::Broker;
 use support::daemon::{config, Daemon};
 use support::golden::{card_scores, check_scores, Golden};
-use support::line::{expect_exactly, line_pipeline, line_topic, LINE_CARD, LINE_GOLDEN};
+use support::line::{
+    expect_exactly, line_pipeline, line_topic, publish_interleaved, wait_online, LINE_CARD, LINE_GOLDEN,
+};
 use support::mqtt::{Publisher, Subscriber};
 
 #[test]
@@ -33,17 +35,13 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
             shadow.display()
         );
     let daemon = Daemon::start(&text);
-    let status = Subscriber::new(broker.port, &["lineguard/lg-shadow/status"]);
-    status.wait_for("lineguard/lg-shadow/status", "\"online\"", Duration::from_secs(30));
+    wait_online(&broker, "lg-shadow");
     let live = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let shadows = Subscriber::new(broker.port, &["plant/+/+/lineguard/shadow"]);
     let alarms = Subscriber::new(broker.port, &["plant/+/+/lineguard/alarm"]);
     let golden = Golden::load(LINE_GOLDEN);
     let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_interleaved(&mut p, &golden);
 
     // The live scores are exactly what they are without a shadow.
     let live_expected = golden.expected(&card_scores(LINE_CARD), 1);

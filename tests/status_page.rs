@@ -14,16 +14,17 @@ use support::broker::Broker;
 use support::chromium::Page;
 use support::daemon::{config, Daemon, PipelineSpec};
 use support::golden::Golden;
-use support::line::{is_score, line_topic, LINE_GOLDEN, LINE_IN, LINE_OUT};
+use support::line::{
+    copy_model, is_score, line_topic, publish_interleaved, wait_online, LINE_GOLDEN, LINE_IN, LINE_OUT,
+};
 use support::mqtt::{Publisher, Subscriber};
 
 /// The shipped model with a card that grades only quality (warn below 0.8,
 /// alarm below 0.65): the golden stream's last windows then leave
 /// press1 and press2 ok, press3 warn and lathe1 in alarm.
 fn graded_model(dir: &std::path::Path) -> String {
-    let model = dir.join("line-mlp.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
-    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    let model = copy_model(dir);
+    let card = std::fs::read_to_string(dir.join("line-mlp.toml")).unwrap();
     let card = card.replacen("warn = 0.6\nalarm = 0.9\n", "", 1);
     assert!(!card.contains("alarm = 0.9"), "the shipped card changed: adjust this test");
     std::fs::write(dir.join("line-mlp.toml"), card).unwrap();
@@ -59,16 +60,12 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     let model = graded_model(dir.path());
     let pipeline = PipelineSpec::new("press-line", &model, LINE_IN, LINE_OUT);
     let daemon = Daemon::start(&config(broker.port, "lg-page", dir.path(), &[pipeline], ""));
-    let status = Subscriber::new(broker.port, &["lineguard/lg-page/status"]);
-    status.wait_for("lineguard/lg-page/status", "\"online\"", Duration::from_secs(30));
+    wait_online(&broker, "lg-page");
 
     let golden = Golden::load(LINE_GOLDEN);
     let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let mut p = Publisher::new(broker.port);
-    for (device, s) in golden.interleaved() {
-        p.publish(&line_topic(device), Golden::payload(s));
-    }
-    p.flush(Duration::from_secs(10));
+    publish_interleaved(&mut p, &golden);
     let got =
         scores.collect(golden.windows.len(), Duration::from_secs(30), Duration::from_millis(300), is_score);
     assert_eq!(got.len(), golden.windows.len());
