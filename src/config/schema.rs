@@ -346,16 +346,16 @@ pub struct PipelineConfig {
 }
 
 fn default_drift_half_life() -> f64 {
-    100_000.0
+    crate::pipeline::drift::DEFAULT_HALF_LIFE
 }
 fn default_drift_interval() -> u64 {
-    60
+    crate::pipeline::drift::DEFAULT_INTERVAL_SECS
 }
 fn default_drift_mean_z() -> f64 {
-    3.0
+    crate::pipeline::drift::DEFAULT_MEAN_Z
 }
 fn default_drift_std_ratio() -> f64 {
-    2.0
+    crate::pipeline::drift::DEFAULT_STD_RATIO
 }
 
 fn default_port() -> u16 {

@@ -439,6 +439,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::Bytes, DropReason::Age];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Bytes => "bytes",
@@ -592,7 +594,7 @@ impl ModelRefused<'_> {
 
 /// Why the state store, or all it held, was set aside.
 #[derive(Debug, Clone, Copy)]
-enum Discarded {
+pub(crate) enum Discarded {
     /// The file could not be opened as a database (moved aside).
     Unreadable,
     /// Its last commit was damaged and rolled back (windows dropped).
@@ -602,13 +604,19 @@ enum Discarded {
 }
 
 impl Discarded {
-    fn count(self) {
-        let reason = match self {
+    pub(crate) const ALL: [Discarded; 3] =
+        [Discarded::Unreadable, Discarded::RolledBack, Discarded::CorruptAtRunTime];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
             Discarded::Unreadable => "unreadable",
             Discarded::RolledBack => "rolled_back",
             Discarded::CorruptAtRunTime => "corrupt_at_run_time",
-        };
-        counter!(names::STATE_STORE_DISCARDED, "reason" => reason).increment(1);
+        }
+    }
+
+    fn count(self) {
+        counter!(names::STATE_STORE_DISCARDED, "reason" => self.as_str()).increment(1);
     }
 }
 
@@ -721,6 +729,17 @@ pub enum EvictReason {
     Capacity,
 }
 
+impl EvictReason {
+    pub const ALL: [EvictReason; 2] = [EvictReason::Idle, EvictReason::Capacity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictReason::Idle => "idle",
+            EvictReason::Capacity => "capacity",
+        }
+    }
+}
+
 /// Devices evicted (their windows dropped).
 pub struct DevicesEvicted<'a> {
     pub pipeline: &'a str,
@@ -730,10 +749,7 @@ pub struct DevicesEvicted<'a> {
 
 impl DevicesEvicted<'_> {
     pub fn emit(self) {
-        let reason = match self.reason {
-            EvictReason::Idle => "idle",
-            EvictReason::Capacity => "capacity",
-        };
+        let reason = self.reason.as_str();
         counter!(names::DEVICES_EVICTED, "pipeline" => self.pipeline.to_string(), "reason" => reason)
             .increment(self.devices as u64);
         let (pipeline, devices) = (self.pipeline, self.devices);

@@ -14,6 +14,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 
 use crate::ingest::reject::Reason;
 use crate::mqtt::protocol::Refusal;
+use crate::ops::events::{Discarded, DropReason, EvictReason};
 use crate::pipeline::window::Unrestored;
 
 /// Every metric lineguard exports, by name.
@@ -274,8 +275,9 @@ pub fn register(pipelines: &[String]) {
         }
         counter!(names::INFERENCE_ERRORS, "pipeline" => p.clone()).increment(0);
         counter!(names::WINDOWS_FAILED, "pipeline" => p.clone()).increment(0);
-        for reason in ["idle", "capacity"] {
-            counter!(names::DEVICES_EVICTED, "pipeline" => p.clone(), "reason" => reason).increment(0);
+        for reason in EvictReason::ALL {
+            counter!(names::DEVICES_EVICTED, "pipeline" => p.clone(), "reason" => reason.as_str())
+                .increment(0);
         }
         for result in ["ok", "refused"] {
             counter!(names::MODEL_RELOADS, "pipeline" => p.clone(), "result" => result).increment(0);
@@ -284,16 +286,16 @@ pub fn register(pipelines: &[String]) {
     for r in Refusal::ALL {
         counter!(names::PUBLISHES_REFUSED, "reason" => r.as_str()).increment(0);
     }
-    for reason in ["bytes", "age"] {
-        counter!(names::OUTBOX_DROPPED, "reason" => reason).increment(0);
+    for reason in DropReason::ALL {
+        counter!(names::OUTBOX_DROPPED, "reason" => reason.as_str()).increment(0);
     }
     for r in Unrestored::ALL {
         counter!(names::STATE_DROPPED, "kind" => "window", "reason" => r.as_str()).increment(0);
     }
     counter!(names::STATE_DROPPED, "kind" => "window", "reason" => "unreadable").increment(0);
     counter!(names::STATE_DROPPED, "kind" => "outbox", "reason" => "checksum").increment(0);
-    for reason in ["unreadable", "rolled_back", "corrupt_at_run_time"] {
-        counter!(names::STATE_STORE_DISCARDED, "reason" => reason).increment(0);
+    for reason in Discarded::ALL {
+        counter!(names::STATE_STORE_DISCARDED, "reason" => reason.as_str()).increment(0);
     }
     counter!(names::UNROUTABLE, "reason" => "topic_not_utf8").increment(0);
     for name in [

@@ -34,10 +34,22 @@ pub struct DriftSettings {
     pub topic: String,
 }
 
+/// The defaults of the `drift_*` keys (the config schema's, too).
+pub const DEFAULT_HALF_LIFE: f64 = 100_000.0;
+pub const DEFAULT_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_MEAN_Z: f64 = 3.0;
+pub const DEFAULT_STD_RATIO: f64 = 2.0;
+
 impl DriftSettings {
     /// The defaults of the `drift_*` keys, publishing to `topic`.
     pub fn defaults(topic: String) -> Self {
-        Self { half_life: 100_000.0, interval: Duration::from_secs(60), mean_z: 3.0, std_ratio: 2.0, topic }
+        Self {
+            half_life: DEFAULT_HALF_LIFE,
+            interval: Duration::from_secs(DEFAULT_INTERVAL_SECS),
+            mean_z: DEFAULT_MEAN_Z,
+            std_ratio: DEFAULT_STD_RATIO,
+            topic,
+        }
     }
 }
 
