@@ -135,6 +135,7 @@ fn run_states_follow_a_model_swap() {
 fn scores_do_not_depend_on_the_batch() {
     for path in [
         "models/line-mlp.onnx",
+        "models/line-ae.onnx",
         "tests/fixtures/models/seq-risk.onnx",
         "tests/fixtures/models/sk-mlp.onnx",
         "tests/fixtures/models/fixed1.onnx",

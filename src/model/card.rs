@@ -43,6 +43,18 @@ pub enum Explain {
     Never,
 }
 
+/// What a score is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreKind {
+    /// Column `index` of output `output`, `[batch, k]` (the default).
+    #[default]
+    Column,
+    /// An autoencoder's error: output `output` has the input's shape, and
+    /// the score is the mean of (normalized input − output)² over the window.
+    Reconstruction,
+}
+
 /// Which side of a threshold is bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +140,8 @@ struct RangeFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScoreFile {
+    #[serde(default)]
+    kind: ScoreKind,
     output: Option<String>,
     #[serde(default)]
     index: i64,
@@ -158,6 +172,7 @@ fn one() -> i64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoreSpec {
     pub name: String,
+    pub kind: ScoreKind,
     pub output: String,
     pub index: usize,
     pub warn: Option<f64>,
@@ -409,6 +424,11 @@ impl ModelCard {
         for (name, s) in file.scores {
             let index = usize::try_from(s.index)
                 .map_err(|_| invalid(format!("scores.{name}.index = {} must be >= 0", s.index)))?;
+            if s.kind == ScoreKind::Reconstruction && index != 0 {
+                return Err(invalid(format!(
+                    "scores.{name}: kind = \"reconstruction\" reads the whole output; index = {index} has no meaning there"
+                )));
+            }
             for (key, t) in [("warn", s.warn), ("alarm", s.alarm)] {
                 if t.is_some_and(|t| !t.is_finite()) {
                     return Err(invalid(format!("scores.{name}.{key} is not a finite number")));
@@ -449,6 +469,7 @@ impl ModelCard {
                 invalid(format!("scores.{name}.explain_top = {} must be at least 1", s.explain_top))
             })?;
             scores.push(ScoreSpec {
+                kind: s.kind,
                 explain: s.explain,
                 explain_top,
                 output: s.output.unwrap_or_else(|| name.clone()),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::model::card::{Direction, Layout, ModelCard};
+use crate::model::card::{Direction, Layout, ModelCard, ScoreKind};
 use crate::model::{BatchDim, Model};
 
 /// Check the model; returns the report, or an error saying what is wrong.
@@ -71,7 +71,11 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
     let _ = writeln!(r, "outputs    {}", outputs.join(", "));
     for s in &card.scores {
         let op = if s.direction == Direction::Above { ">=" } else { "<=" };
-        let mut line = format!("score      {:<16} <- {}[{}]", s.name, s.output, s.index);
+        let source = match s.kind {
+            ScoreKind::Column => format!("{}[{}]", s.output, s.index),
+            ScoreKind::Reconstruction => format!("mean((input - {})^2), same shape as the input", s.output),
+        };
+        let mut line = format!("score      {:<16} <- {source}", s.name);
         if let Some(w) = s.warn {
             let _ = write!(line, "  warn {op} {w}");
         }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::{GenericFactoid, InferenceFact, ShapeFactoid};
 
-use crate::model::card::{CardError, Layout, ModelCard};
+use crate::model::card::{CardError, Layout, ModelCard, ScoreKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -43,6 +43,8 @@ pub enum BatchDim {
 struct ScoreSource {
     output: usize,
     column: usize,
+    /// An autoencoder's output: the score is its error against the input.
+    reconstruction: bool,
 }
 
 type Plan = TypedRunnableModel;
@@ -229,6 +231,21 @@ impl Model {
             }
             let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
             let text = format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let reconstructed =
+                card.scores.iter().any(|s| s.output == *name && s.kind == ScoreKind::Reconstruction);
+            if reconstructed {
+                let mut want = vec![batch_dim.clone()];
+                want.extend(expected.iter().map(|&d| TDim::Val(d as i64)));
+                if dims != want {
+                    let want_text =
+                        format!("[{}]", want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+                    return Err(mismatch(format!(
+                        "output `{name}` has shape {text}; a reconstruction score needs the input's shape {want_text}"
+                    )));
+                }
+                widths.push(card.input_len());
+                continue;
+            }
             let width = match dims.as_slice() {
                 [b, k] if *b == batch_dim => k.to_i64().ok().map(|k| k as usize),
                 [b] if *b == batch_dim => Some(1),
@@ -248,7 +265,11 @@ impl Model {
                     s.name, s.index, s.output, widths[output]
                 )));
             }
-            sources.push(ScoreSource { output, column: s.index });
+            sources.push(ScoreSource {
+                output,
+                column: s.index,
+                reconstruction: s.kind == ScoreKind::Reconstruction,
+            });
         }
         let plans = match (&batch, &batch_dim) {
             (BatchDim::Fixed(b), _) => {
@@ -320,6 +341,20 @@ impl Model {
         n: usize,
         scores: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
+        self.run_detailed(states, input, n, scores, None)
+    }
+
+    /// [`Model::run_with`], and for every reconstruction score of every
+    /// window (in that order) appends to `errors` each feature's mean
+    /// squared error over the window: F values, card order.
+    pub fn run_detailed(
+        &self,
+        states: &mut States,
+        input: &[f32],
+        n: usize,
+        scores: &mut Vec<f32>,
+        mut errors: Option<&mut Vec<f32>>,
+    ) -> Result<(), ModelError> {
         let len = self.card.input_len();
         assert_eq!(input.len(), n * len, "caller builds whole windows");
         let largest = self.plans.last().expect("at least one plan").0;
@@ -339,7 +374,7 @@ impl Model {
                 &padded
             };
             let state = states.for_plan(slot, plan)?;
-            self.run_chunk(state, full, *size, rows, scores)?;
+            self.run_chunk(state, full, *size, rows, scores, errors.as_deref_mut())?;
         }
         Ok(())
     }
@@ -351,6 +386,7 @@ impl Model {
         batch: usize,
         keep: usize,
         scores: &mut Vec<f32>,
+        mut errors: Option<&mut Vec<f32>>,
     ) -> Result<(), ModelError> {
         let mut shape = vec![batch];
         shape.extend(self.card.layout_shape());
@@ -368,10 +404,38 @@ impl Model {
                 let flat = views[s.output]
                     .as_slice()
                     .ok_or_else(|| ModelError::Run("output not contiguous".into()))?;
-                scores.push(flat[row * width + s.column]);
+                if s.reconstruction {
+                    let x = &input[row * width..(row + 1) * width];
+                    let y = &flat[row * width..(row + 1) * width];
+                    scores.push(self.reconstruction_error(x, y, errors.as_deref_mut()));
+                } else {
+                    scores.push(flat[row * width + s.column]);
+                }
             }
         }
         Ok(())
+    }
+}
+
+impl Model {
+    /// Mean of (x − y)² over a window, summed feature by feature in a fixed
+    /// order (so the score's bits never depend on the batch), in f64; each
+    /// feature's own mean goes to `errors`.
+    fn reconstruction_error(&self, x: &[f32], y: &[f32], mut errors: Option<&mut Vec<f32>>) -> f32 {
+        let (f, w) = (self.card.features.len(), self.card.window);
+        let mut total = 0f64;
+        for feature in 0..f {
+            let mut sum = 0f64;
+            for t in 0..w {
+                let d = f64::from(x[t * f + feature]) - f64::from(y[t * f + feature]);
+                sum += d * d;
+            }
+            total += sum;
+            if let Some(errors) = errors.as_deref_mut() {
+                errors.push((sum / w as f64) as f32);
+            }
+        }
+        (total / x.len() as f64) as f32
     }
 }
 

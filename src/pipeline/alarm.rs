@@ -105,6 +105,7 @@ mod tests {
 
     fn spec(debounce: u32, clear: Option<f64>) -> ScoreSpec {
         ScoreSpec {
+            kind: crate::model::card::ScoreKind::Column,
             name: "anomaly".into(),
             output: "anomaly".into(),
             index: 0,
@@ -159,6 +160,7 @@ mod tests {
     fn below_direction_and_mixed_steps() {
         let mut a = Alarms::default();
         let s = ScoreSpec {
+            kind: crate::model::card::ScoreKind::Column,
             direction: Direction::Below,
             warn: Some(0.8),
             alarm: Some(0.6),

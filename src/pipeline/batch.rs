@@ -56,8 +56,16 @@ impl Batch {
     }
 
     /// One model run over the batch: `scores` gets `score_count` values per window, in order.
-    pub fn run(&self, model: &Model, states: &mut States, scores: &mut Vec<f32>) -> Result<(), ModelError> {
-        model.run_with(states, &self.input, self.due.len(), scores)
+    /// `errors`: each reconstruction score's per-feature errors (see
+    /// [`Model::run_detailed`]).
+    pub fn run(
+        &self,
+        model: &Model,
+        states: &mut States,
+        scores: &mut Vec<f32>,
+        errors: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        model.run_detailed(states, &self.input, self.due.len(), scores, Some(errors))
     }
 
     /// The windows' inputs, side by side.

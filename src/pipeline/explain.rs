@@ -9,7 +9,7 @@
 //! nothing extra; an explanation lists a score's `explain_top` features by
 //! |delta|, largest first (ties in card order).
 
-use crate::model::card::{Explain, ScoreSpec, State};
+use crate::model::card::{Explain, ScoreKind, ScoreSpec, State};
 use crate::model::{Model, ModelError, States};
 
 /// One score's explanation: features and deltas, largest |delta| first.
@@ -85,7 +85,11 @@ impl Explainer {
             return None;
         }
         let mut out = Vec::new();
-        for (s, spec) in specs.iter().enumerate().filter(|(s, spec)| wanted(spec, values[*s])) {
+        for (s, spec) in specs
+            .iter()
+            .enumerate()
+            .filter(|(s, spec)| spec.kind == ScoreKind::Column && wanted(spec, values[*s]))
+        {
             let mut ranked: Vec<(usize, f32)> =
                 (0..f).map(|feature| (feature, values[s] - occluded[feature * k + s])).collect();
             ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
@@ -97,4 +101,33 @@ impl Explainer {
         }
         Some(out)
     }
+}
+
+/// Add the explanations of a window's reconstruction scores that want one
+/// to `out`, which then lists its scores in card order. A reconstruction
+/// score is explained by its own error, without occlusion: each feature's
+/// `delta` is that feature's mean squared error over the window (largest
+/// first, ties in card order). `errors`: the window's per-feature errors,
+/// F per reconstruction score, card order (see `Model::run_detailed`).
+pub fn reconstruction(
+    out: &mut Vec<Explanation>,
+    values: &[f32],
+    errors: &[f32],
+    specs: &[ScoreSpec],
+    features: &[String],
+) {
+    let f = features.len();
+    let reconstructed = specs.iter().enumerate().filter(|(_, s)| s.kind == ScoreKind::Reconstruction);
+    for (r, (s, spec)) in reconstructed.enumerate() {
+        if !wanted(spec, values[s]) {
+            continue;
+        }
+        let Some(own) = errors.get(r * f..(r + 1) * f) else { continue };
+        let mut ranked: Vec<(usize, f32)> = own.iter().copied().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked.truncate(spec.explain_top);
+        let top = ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect();
+        out.push(Explanation { score: s, top });
+    }
+    out.sort_by_key(|e| e.score);
 }

@@ -292,6 +292,7 @@ mod tests {
 
     fn spec(name: &str) -> ScoreSpec {
         ScoreSpec {
+            kind: crate::model::card::ScoreKind::Column,
             name: name.into(),
             output: name.into(),
             index: 0,

@@ -30,7 +30,7 @@ use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::reject::{Reason, Rejection};
 use crate::ingest::Reader;
-use crate::model::card::State;
+use crate::model::card::{ScoreKind, State};
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
 use crate::ops::events::{
@@ -166,6 +166,8 @@ pub struct Worker {
     /// Explanations: the occluded windows of a batch, and which windows they are.
     explainer: Explainer,
     explain_rows: Vec<usize>,
+    /// Per-feature errors of the batch's reconstruction scores.
+    errors: Vec<f32>,
     /// Whether the inputs still look like the training data.
     drift: Drift,
     shadow: Option<Shadowing>,
@@ -213,6 +215,7 @@ impl Worker {
             recent: Recent::new(model.score_count()),
             explainer: Explainer::default(),
             explain_rows: Vec::new(),
+            errors: Vec::new(),
             drift: Drift::new(
                 pipeline.drift.clone(),
                 card.features.len(),
@@ -552,7 +555,8 @@ impl Worker {
         let n = self.batch.len();
         self.scores.clear();
         let started = Instant::now();
-        let result = self.batch.run(&self.model, &mut self.states, &mut self.scores);
+        self.errors.clear();
+        let result = self.batch.run(&self.model, &mut self.states, &mut self.scores, &mut self.errors);
         self.events.scored(n, started.elapsed().as_secs_f64());
         self.out.health.counted(0, n as u64);
         match result {
@@ -580,13 +584,19 @@ impl Worker {
         let k = self.model.score_count();
         let card = &self.model.card;
         let created_ms = crate::clock::now_ms();
+        let recon = card.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count();
+        let nf = card.features.len();
         // The windows some score explains: their occluded copies, in one run.
         let mut rows = std::mem::take(&mut self.explain_rows);
         rows.clear();
         rows.extend((0..self.batch.len()).filter(|&i| {
             let values = &self.scores[i * k..(i + 1) * k];
             values.iter().all(|v| v.is_finite())
-                && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::wanted(s, *v))
+                && card
+                    .scores
+                    .iter()
+                    .zip(values)
+                    .any(|(s, v)| s.kind == ScoreKind::Column && crate::pipeline::explain::wanted(s, *v))
         }));
         let explained = !rows.is_empty()
             && match self.explainer.run(
@@ -605,12 +615,22 @@ impl Worker {
             };
         for (i, due) in self.batch.due().iter().enumerate() {
             let values = &self.scores[i * k..(i + 1) * k];
-            let explain = match rows.binary_search(&i) {
+            let mut explain = match rows.binary_search(&i) {
                 Ok(j) if explained => {
                     self.explainer.explain(j, values, &card.scores, &card.features).unwrap_or_default()
                 }
                 _ => Vec::new(),
             };
+            if recon > 0 {
+                let errors = &self.errors[i * recon * nf..(i + 1) * recon * nf];
+                crate::pipeline::explain::reconstruction(
+                    &mut explain,
+                    values,
+                    errors,
+                    &card.scores,
+                    &card.features,
+                );
+            }
             if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
                 let detail = format!(
                     "score `{}` is {} for {} at ts {}",
