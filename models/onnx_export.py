@@ -4,6 +4,8 @@ Shared by the training script and the test-model script so that every model
 lineguard ships or tests against is built and evaluated the same way.
 """
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -53,6 +55,23 @@ def dense_graph(name, input_name, input_shape, layers, heads, extra_nodes=()):
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
+
+
+def card_header(name, version, description, script, features, window, mean, std):
+    """A flat-layout card's text up to its scores: identity, input, normalization."""
+    return f"""\
+# Model card for {name}.onnx (written by models/{script}).
+name = "{name}"
+version = "{version}"
+description = "{description}"
+features = {json.dumps(features)}
+window = {window}
+layout = "flat"
+
+[normalize]
+mean = {json.dumps(mean)}
+std = {json.dumps(std)}
+"""
 
 
 def run_ort(path, inputs):

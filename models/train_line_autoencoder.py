@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 import linesim
-from onnx_export import dense_graph, golden_stream, normalize
+from onnx_export import card_header, dense_graph, golden_stream, normalize
 from train_line_mlp import fixture_devices
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -98,19 +98,10 @@ def main():
                         {"reconstruction": (params[-2], params[-1], None)})
     onnx_path = HERE / "line-ae.onnx"
     onnx_path.write_bytes(model.SerializeToString())
-    (HERE / "line-ae.toml").write_text(f"""\
-# Model card for line-ae.onnx (written by models/train_line_autoencoder.py).
-name = "line-ae"
-version = "1"
-description = "Line process autoencoder: 16 x 8 process features, trained on healthy operation only"
-features = {json.dumps(linesim.FEATURES)}
-window = {WINDOW}
-layout = "flat"
-
-[normalize]
-mean = {json.dumps(mean)}
-std = {json.dumps(std)}
-
+    header = card_header("line-ae", "1",
+                         "Line process autoencoder: 16 x 8 process features, trained on healthy operation only",
+                         "train_line_autoencoder.py", linesim.FEATURES, WINDOW, mean, std)
+    (HERE / "line-ae.toml").write_text(header + f"""
 [scores.novelty]
 kind = "reconstruction"   # mean of (normalized input - output)^2 over the window
 output = "reconstruction"

@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 import linesim
-from onnx_export import dense_graph, golden_stream, normalize
+from onnx_export import card_header, dense_graph, golden_stream, normalize
 
 HERE = pathlib.Path(__file__).resolve().parent
 WINDOW = 16
@@ -131,19 +131,10 @@ def main():
 
     card = {"name": "line-mlp", "version": "4", "features": linesim.FEATURES, "window": WINDOW,
             "layout": "flat", "normalize": {"mean": mean, "std": std}}
-    (HERE / "line-mlp.toml").write_text(f"""\
-# Model card for line-mlp.onnx (written by models/train_line_mlp.py).
-name = "line-mlp"
-version = "4"
-description = "Line process MLP: 16 x 8 process features -> anomaly probability and predicted quality"
-features = {json.dumps(linesim.FEATURES)}
-window = {WINDOW}
-layout = "flat"
-
-[normalize]
-mean = {json.dumps(mean)}
-std = {json.dumps(std)}
-
+    header = card_header("line-mlp", "4",
+                         "Line process MLP: 16 x 8 process features -> anomaly probability and predicted quality",
+                         "train_line_mlp.py", linesim.FEATURES, WINDOW, mean, std)
+    (HERE / "line-mlp.toml").write_text(header + f"""
 [scores.anomaly]
 output = "anomaly"
 index = 0
