@@ -29,6 +29,21 @@ pub fn wanted(spec: &ScoreSpec, value: f32) -> bool {
     }
 }
 
+/// Whether `spec` explains a window where it scored `value` by occlusion
+/// (column scores; a reconstruction score is explained by its own error).
+pub fn occludes(spec: &ScoreSpec, value: f32) -> bool {
+    spec.kind == ScoreKind::Column && wanted(spec, value)
+}
+
+/// The `n` features with the largest |delta| (one delta per feature, card
+/// order), largest first, ties in card order.
+fn top(deltas: impl Iterator<Item = f32>, n: usize, features: &[String]) -> Vec<(String, f32)> {
+    let mut ranked: Vec<(usize, f32)> = deltas.enumerate().collect();
+    ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    ranked.truncate(n);
+    ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect()
+}
+
 /// The occluded windows of one batch and their scores (buffers reused).
 #[derive(Debug, Default)]
 pub struct Explainer {
@@ -85,19 +100,9 @@ impl Explainer {
             return None;
         }
         let mut out = Vec::new();
-        for (s, spec) in specs
-            .iter()
-            .enumerate()
-            .filter(|(s, spec)| spec.kind == ScoreKind::Column && wanted(spec, values[*s]))
-        {
-            let mut ranked: Vec<(usize, f32)> =
-                (0..f).map(|feature| (feature, values[s] - occluded[feature * k + s])).collect();
-            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-            ranked.truncate(spec.explain_top);
-            out.push(Explanation {
-                score: s,
-                top: ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect(),
-            });
+        for (s, spec) in specs.iter().enumerate().filter(|(s, spec)| occludes(spec, values[*s])) {
+            let deltas = (0..f).map(|feature| values[s] - occluded[feature * k + s]);
+            out.push(Explanation { score: s, top: top(deltas, spec.explain_top, features) });
         }
         Some(out)
     }
@@ -123,11 +128,8 @@ pub fn reconstruction(
             continue;
         }
         let Some(own) = errors.get(r * f..(r + 1) * f) else { continue };
-        let mut ranked: Vec<(usize, f32)> = own.iter().copied().enumerate().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(spec.explain_top);
-        let top = ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect();
-        out.push(Explanation { score: s, top });
+        // Squared errors are never negative: ranking by |delta| is by delta.
+        out.push(Explanation { score: s, top: top(own.iter().copied(), spec.explain_top, features) });
     }
     out.sort_by_key(|e| e.score);
 }

@@ -592,11 +592,7 @@ impl Worker {
         rows.extend((0..self.batch.len()).filter(|&i| {
             let values = &self.scores[i * k..(i + 1) * k];
             values.iter().all(|v| v.is_finite())
-                && card
-                    .scores
-                    .iter()
-                    .zip(values)
-                    .any(|(s, v)| s.kind == ScoreKind::Column && crate::pipeline::explain::wanted(s, *v))
+                && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::occludes(s, *v))
         }));
         let explained = !rows.is_empty()
             && match self.explainer.run(
