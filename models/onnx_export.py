@@ -57,6 +57,16 @@ def dense_graph(name, input_name, input_shape, layers, heads, extra_nodes=()):
     return model
 
 
+def adam_step(params, grads, m, v, step, lr):
+    """One Adam update (beta 0.9 / 0.999), in place; `step` counts from 1."""
+    for i, g in enumerate(grads):
+        m[i] = 0.9 * m[i] + 0.1 * g
+        v[i] = 0.999 * v[i] + 0.001 * g * g
+        mh = m[i] / (1 - 0.9 ** step)
+        vh = v[i] / (1 - 0.999 ** step)
+        params[i] -= lr * mh / (np.sqrt(vh) + 1e-8)
+
+
 def card_header(name, version, description, script, features, window, mean, std):
     """A flat-layout card's text up to its scores: identity, input, normalization."""
     return f"""\

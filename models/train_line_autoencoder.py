@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 import linesim
-from onnx_export import card_header, dense_graph, golden_stream, normalize
+from onnx_export import adam_step, card_header, dense_graph, golden_stream, normalize
 from train_line_mlp import fixture_devices
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -64,10 +64,7 @@ def train(x, rng, epochs=40, batch=256, lr=2e-3):
                 if layer > 0:
                     d = d @ params[2 * layer].T * (zs[layer - 1] > 0)
             step += 1
-            for i, g in enumerate(grads):
-                m[i] = 0.9 * m[i] + 0.1 * g
-                v[i] = 0.999 * v[i] + 0.001 * g * g
-                params[i] -= lr * (m[i] / (1 - 0.9 ** step)) / (np.sqrt(v[i] / (1 - 0.999 ** step)) + 1e-8)
+            adam_step(params, grads, m, v, step, lr)
         print(f"epoch {epoch + 1:2d}  reconstruction mse {total / len(x):.4f}")
     return params
 

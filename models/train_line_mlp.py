@@ -18,7 +18,7 @@ import pathlib
 import numpy as np
 
 import linesim
-from onnx_export import card_header, dense_graph, golden_stream, normalize
+from onnx_export import adam_step, card_header, dense_graph, golden_stream, normalize
 
 HERE = pathlib.Path(__file__).resolve().parent
 WINDOW = 16
@@ -75,12 +75,7 @@ def train(x, y, rng, epochs=30, batch=256, lr=2e-3):
             g_w1, g_b1 = xb.T @ d_h1, d_h1.sum(0)
             grads = [g_w1, g_b1, g_w2, g_b2, g_w3, g_b3]
             step += 1
-            for i, g in enumerate(grads):
-                m[i] = 0.9 * m[i] + 0.1 * g
-                v[i] = 0.999 * v[i] + 0.001 * g * g
-                mh = m[i] / (1 - 0.9 ** step)
-                vh = v[i] / (1 - 0.999 ** step)
-                params[i] -= lr * mh / (np.sqrt(vh) + 1e-8)
+            adam_step(params, grads, m, v, step, lr)
         print(f"epoch {epoch + 1:2d}  loss {total / len(x):.4f}")
     return params
 
