@@ -112,6 +112,11 @@ fn dim_text(d: &GenericFactoid<TDim>) -> String {
     }
 }
 
+/// A typed shape as `[batch, 128]`.
+fn dims_text(dims: &[TDim]) -> String {
+    format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "))
+}
+
 impl Model {
     /// Load `path` and the card beside it.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
@@ -230,15 +235,14 @@ impl Model {
                 )));
             }
             let dims: Vec<TDim> = fact.shape.iter().cloned().collect();
-            let text = format!("[{}]", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+            let text = dims_text(&dims);
             let reconstructed =
                 card.scores.iter().any(|s| s.output == *name && s.kind == ScoreKind::Reconstruction);
             if reconstructed {
                 let mut want = vec![batch_dim.clone()];
                 want.extend(expected.iter().map(|&d| TDim::Val(d as i64)));
                 if dims != want {
-                    let want_text =
-                        format!("[{}]", want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+                    let want_text = dims_text(&want);
                     return Err(mismatch(format!(
                         "output `{name}` has shape {text}; a reconstruction score needs the input's shape {want_text}"
                     )));
