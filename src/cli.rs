@@ -54,6 +54,8 @@ pub enum Command {
     Simulate(crate::tools::sim::SimulateArgs),
     /// Record every pipeline's telemetry, as it arrives, to a JSON Lines file.
     Record(crate::tools::record::RecordArgs),
+    /// Score a recording or a CSV table offline, exactly as the daemon would, and write what it would publish.
+    Replay(crate::tools::replay::ReplayArgs),
     /// Write the man pages and shell completions (for packaging).
     #[command(hide = true)]
     Assets {
@@ -94,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Record(args) => crate::tools::record::main(args),
+        Command::Replay(args) => crate::tools::replay::main(args),
         Command::Assets { out } => {
             write_assets(&out)?;
             Ok(ExitCode::SUCCESS)

@@ -235,8 +235,16 @@ fn check_config_checks_that_http_listen_can_be_bound() {
 
 #[test]
 fn every_command_and_option_has_help_text() {
-    for cmd in [&[][..], &["run"], &["check-config"], &["check-model"], &["demo"], &["simulate"], &["record"]]
-    {
+    for cmd in [
+        &[][..],
+        &["run"],
+        &["check-config"],
+        &["check-model"],
+        &["demo"],
+        &["simulate"],
+        &["record"],
+        &["replay"],
+    ] {
         let mut args: Vec<&str> = cmd.to_vec();
         args.push("-h");
         let o = lineguard(&args, &[]);

@@ -34,6 +34,9 @@ _lineguard() {
             lineguard,record)
                 cmd="lineguard__subcmd__record"
                 ;;
+            lineguard,replay)
+                cmd="lineguard__subcmd__replay"
+                ;;
             lineguard,run)
                 cmd="lineguard__subcmd__run"
                 ;;
@@ -58,6 +61,9 @@ _lineguard() {
             lineguard__subcmd__help,record)
                 cmd="lineguard__subcmd__help__subcmd__record"
                 ;;
+            lineguard__subcmd__help,replay)
+                cmd="lineguard__subcmd__help__subcmd__replay"
+                ;;
             lineguard__subcmd__help,run)
                 cmd="lineguard__subcmd__help__subcmd__run"
                 ;;
@@ -71,7 +77,7 @@ _lineguard() {
 
     case "${cmd}" in
         lineguard)
-            opts="-h -V --help --version run check-config check-model demo simulate record assets help"
+            opts="-h -V --help --version run check-config check-model demo simulate record replay assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,7 +183,7 @@ _lineguard() {
             return 0
             ;;
         lineguard__subcmd__help)
-            opts="run check-config check-model demo simulate record assets help"
+            opts="run check-config check-model demo simulate record replay assets help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -274,6 +280,20 @@ _lineguard() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lineguard__subcmd__help__subcmd__replay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lineguard__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -318,6 +338,36 @@ _lineguard() {
                     return 0
                     ;;
                 --duration)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lineguard__subcmd__replay)
+            opts="-h --config --input --output --pipeline --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --input)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pipeline)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -32,6 +32,7 @@ complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "check-model" -d
 complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "demo" -d 'Zero set-up demo: embedded broker, simulated line with faults, the daemon, live scores'
 complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "simulate" -d 'Publish a simulated line (with faults) to a real broker'
 complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "record" -d 'Record every pipeline\'s telemetry, as it arrives, to a JSON Lines file'
+complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "replay" -d 'Score a recording or a CSV table offline, exactly as the daemon would, and write what it would publish'
 complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "assets" -d 'Write the man pages and shell completions (for packaging)'
 complete -c lineguard -n "__fish_lineguard_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lineguard -n "__fish_lineguard_using_subcommand run" -l config -d 'The configuration file (TOML); LINEGUARD_* environment variables override it' -r -F
@@ -69,13 +70,19 @@ complete -c lineguard -n "__fish_lineguard_using_subcommand record" -l config -d
 complete -c lineguard -n "__fish_lineguard_using_subcommand record" -l output -d 'The JSON Lines file to write (created, or replaced)' -r -F
 complete -c lineguard -n "__fish_lineguard_using_subcommand record" -l duration -d 'Stop after this many seconds (default: until Ctrl-C)' -r
 complete -c lineguard -n "__fish_lineguard_using_subcommand record" -s h -l help -d 'Print help'
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l config -d 'The configuration file (TOML): its pipelines, models and limits (no broker is contacted)' -r -F
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l input -d 'A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`)' -r -F
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l output -d 'The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish' -r -F
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l pipeline -d 'The pipeline a CSV table is fed to (default: the only one)' -r
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -s h -l help -d 'Print help'
 complete -c lineguard -n "__fish_lineguard_using_subcommand assets" -l out -d 'Where to write `man/*.1` and `completions/{bash,zsh,fish}`' -r -F
 complete -c lineguard -n "__fish_lineguard_using_subcommand assets" -s h -l help -d 'Print help'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "run" -d 'Run the daemon'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "check-config" -d 'Validate the configuration (and its models) and print the effective settings, secrets masked'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "check-model" -d 'Load a model and its card, print what lineguard feeds and reads, run and time a test inference'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "demo" -d 'Zero set-up demo: embedded broker, simulated line with faults, the daemon, live scores'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "simulate" -d 'Publish a simulated line (with faults) to a real broker'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "record" -d 'Record every pipeline\'s telemetry, as it arrives, to a JSON Lines file'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "assets" -d 'Write the man pages and shell completions (for packaging)'
-complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record assets help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "run" -d 'Run the daemon'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "check-config" -d 'Validate the configuration (and its models) and print the effective settings, secrets masked'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "check-model" -d 'Load a model and its card, print what lineguard feeds and reads, run and time a test inference'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "demo" -d 'Zero set-up demo: embedded broker, simulated line with faults, the daemon, live scores'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "simulate" -d 'Publish a simulated line (with faults) to a real broker'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "record" -d 'Record every pipeline\'s telemetry, as it arrives, to a JSON Lines file'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "replay" -d 'Score a recording or a CSV table offline, exactly as the daemon would, and write what it would publish'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "assets" -d 'Write the man pages and shell completions (for packaging)'
+complete -c lineguard -n "__fish_lineguard_using_subcommand help; and not __fish_seen_subcommand_from run check-config check-model demo simulate record replay assets help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -271,15 +271,7 @@ fn open_db(path: &Path) -> Result<(Database, bool), OpenFailure> {
         }
         e => OpenFailure::Other(e.to_string()),
     })?;
-    let tables = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
-        let txn = db.begin_write()?;
-        txn.open_table(OUTBOX)?;
-        txn.open_table(WINDOWS)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-        Ok(())
-    }));
-    match tables {
+    match catch_unwind(AssertUnwindSafe(|| create_tables(&db))) {
         Ok(Ok(())) => Ok((db, fell_back.load(Ordering::SeqCst))),
         Ok(Err(e)) => match fault(e) {
             StoreError::Io(m) => Err(OpenFailure::Other(m)),
@@ -287,6 +279,16 @@ fn open_db(path: &Path) -> Result<(Database, bool), OpenFailure> {
         },
         Err(_) => Err(OpenFailure::Unreadable("its tables cannot be read".into())),
     }
+}
+
+/// The tables, made where they are missing.
+fn create_tables(db: &Database) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(WINDOWS)?;
+    txn.open_table(META)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// `state.redb` -> `state.redb.corrupt-20261201T101500Z` (the first free name).
@@ -352,6 +354,25 @@ impl Store {
                 }
             }
         };
+        Self::opened(path, db, recovery)
+    }
+
+    /// A store that lives in memory only, empty: for `lineguard replay`,
+    /// which runs the pipelines' whole path but keeps no state.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from("(in memory)");
+        let err = |e: redb::Error| StoreError::Open { path: path.clone(), message: e.to_string() };
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| err(e.into()))?;
+        create_tables(&db).map_err(err)?;
+        Self::opened(path.clone(), db, Recovery::default())
+    }
+
+    /// The store on `db`, opened from `path`: the next sequence number read,
+    /// rows that fail their check removed.
+    fn opened(path: PathBuf, db: Database, recovery: Recovery) -> Result<Store, StoreError> {
+        let err = |message: String| StoreError::Open { path: path.clone(), message };
         let next = {
             let read = || -> Result<u64, redb::Error> {
                 let txn = db.begin_read()?;

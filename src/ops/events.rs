@@ -77,8 +77,31 @@ fn more(suppressed: u64) -> String {
 }
 
 /// Events of one pipeline, owned by its worker thread.
+/// What a pipeline has done since it started, in plain numbers: for
+/// `lineguard replay`'s summary (the daemon's are on `/metrics`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub messages: u64,
+    pub windows: u64,
+    /// By [`State`]: ok, warn, alarm.
+    pub states: [u64; 3],
+    /// Windows not scored (a failed run, a non-finite score).
+    pub failed: u64,
+    pub duplicates: u64,
+    /// By [`Reason::ALL`]'s order.
+    pub rejected: [u64; Reason::ALL.len()],
+}
+
+impl Tally {
+    /// The reasons that rejected something, with their counts.
+    pub fn rejections(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL.into_iter().zip(self.rejected).filter(|(_, n)| *n > 0)
+    }
+}
+
 pub struct PipelineEvents {
     pipeline: String,
+    tally: Tally,
     rejects: RateLimit<Reason>,
     duplicate_lines: RateLimit<()>,
     duplicates: Counter,
@@ -105,6 +128,7 @@ impl PipelineEvents {
         let state = |s: State| counter!(names::SCORES, "pipeline" => p.clone(), "state" => s.as_str());
         Self {
             pipeline: p.clone(),
+            tally: Tally::default(),
             rejects: RateLimit::default(),
             duplicate_lines: RateLimit::default(),
             duplicates: counter!(names::DUPLICATES, "pipeline" => p.clone()),
@@ -129,13 +153,21 @@ impl PipelineEvents {
         debug!(pipeline = %self.pipeline, reason = reason.as_str(), windows, "windows started again");
     }
 
-    pub fn received(&self, bytes: usize) {
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    pub fn received(&mut self, bytes: usize) {
+        self.tally.messages += 1;
         self.messages.increment(1);
         self.bytes.increment(bytes as u64);
     }
 
     /// A sample or payload refused, with its reason.
     pub fn rejected(&mut self, topic: &str, r: &Rejection) {
+        if let Some(i) = Reason::ALL.iter().position(|x| *x == r.reason) {
+            self.tally.rejected[i] += 1;
+        }
         counter!(names::REJECTED, "pipeline" => self.pipeline.clone(), "reason" => r.reason.as_str())
             .increment(1);
         if let Some(suppressed) = self.rejects.allow(r.reason) {
@@ -153,19 +185,22 @@ impl PipelineEvents {
     /// A sample already applied came again (a redelivery after a reconnect
     /// or a restart): counted, not rejected.
     pub fn duplicate(&mut self, device: &str, ts: i64) {
+        self.tally.duplicates += 1;
         self.duplicates.increment(1);
         if let Some(suppressed) = self.duplicate_lines.allow(()) {
             debug!(pipeline = %self.pipeline, %device, ts, suppressed, "duplicate sample skipped (already applied)");
         }
     }
 
-    pub fn scored(&self, windows: usize, seconds: f64) {
+    pub fn scored(&mut self, windows: usize, seconds: f64) {
+        self.tally.windows += windows as u64;
         self.windows.increment(windows as u64);
         self.batch_size.record(windows as f64);
         self.inference.record(seconds);
     }
 
-    pub fn state(&self, state: State) {
+    pub fn state(&mut self, state: State) {
+        self.tally.states[state as usize] += 1;
         self.states[state as usize].increment(1);
     }
 
@@ -174,7 +209,8 @@ impl PipelineEvents {
     }
 
     /// A model run failed or produced NaN/inf: those windows are not published.
-    pub fn inference_failed(&self, windows: usize, detail: &str) {
+    pub fn inference_failed(&mut self, windows: usize, detail: &str) {
+        self.tally.failed += windows as u64;
         counter!(names::INFERENCE_ERRORS, "pipeline" => self.pipeline.clone()).increment(1);
         counter!(names::WINDOWS_FAILED, "pipeline" => self.pipeline.clone()).increment(windows as u64);
         error!(pipeline = %self.pipeline, windows, "inference failed, windows not scored: {detail}");

@@ -428,6 +428,16 @@ impl Windows {
         taken
     }
 
+    /// Forget which devices changed, without their snapshots (nothing will
+    /// store them: `lineguard replay`).
+    pub fn clear_dirty(&mut self) {
+        for d in self.dirty.drain(..) {
+            if let Some(ring) = self.devices.get_mut(&d) {
+                ring.dirty = false;
+            }
+        }
+    }
+
     /// Whether some device changed since the last `take_dirty`.
     pub fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()

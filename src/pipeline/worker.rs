@@ -139,7 +139,10 @@ pub struct Worker {
     /// `limits.max_future`, in the unit timestamps come in.
     max_future_ms: i64,
     out: Outputs,
-    committer: Committer,
+    /// `None`: replaying (see [`Worker::replaying`]); the turns' results
+    /// are kept in `kept` instead.
+    committer: Option<Committer>,
+    kept: Vec<NewEntry>,
     reader: Reader,
     /// For a `spBv1.0/...` input: aliases and last values per device.
     sparkplug_in: Option<SparkplugInput>,
@@ -176,6 +179,8 @@ pub struct Worker {
     drifting: Vec<String>,
     last_drift_update: Instant,
     last_sweep: Instant,
+    /// Replaying: the recording's time of the last idle sweep.
+    replay_swept_ms: i64,
     /// The store's [`Store::windows_epoch`] this worker's windows were written under.
     windows_epoch: u64,
 }
@@ -190,6 +195,49 @@ impl Worker {
         out: Outputs,
         commit_gap: Duration,
     ) -> std::io::Result<Self> {
+        let committer = Committer::start(
+            out.store.clone(),
+            &pipeline.name,
+            commit_gap,
+            Watch { health: out.health.clone(), pipeline: index, deadline: out.deadline.clone() },
+        )?;
+        Ok(Self::with(index, pipeline, model, shadow, limits, out, Some(committer)))
+    }
+
+    /// A worker for `lineguard replay`: the daemon's whole path (decode,
+    /// assembly, windows, model, states, alarms, explanations), on an empty
+    /// store in memory and with no committer. What a turn would publish is
+    /// kept, in order, for [`Worker::take_published`]; nothing is stored,
+    /// and the pipeline's dead letters and drift summaries go nowhere.
+    pub fn replaying(
+        pipeline: Pipeline,
+        model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
+        limits: Limits,
+    ) -> Result<Self, crate::durable::store::StoreError> {
+        let (entries, _) = mpsc::unbounded_channel();
+        let (control, _) = mpsc::channel(1);
+        let out = Outputs {
+            store: Arc::new(Store::in_memory()?),
+            entries,
+            sparkplug: None,
+            control,
+            dead_letter_topic: None,
+            health: Health::new(std::slice::from_ref(&pipeline.name)),
+            deadline: Deadline::default(),
+        };
+        Ok(Self::with(0, pipeline, model, shadow, limits, out, None))
+    }
+
+    fn with(
+        index: usize,
+        pipeline: Pipeline,
+        model: Arc<Model>,
+        shadow: Option<Arc<Model>>,
+        limits: Limits,
+        out: Outputs,
+        committer: Option<Committer>,
+    ) -> Self {
         let card = &model.card;
         let mut w = Self {
             shadow: shadow.and_then(|s| Shadowing::new(&pipeline, s, &model)),
@@ -227,13 +275,10 @@ impl Worker {
             last_drift_update: Instant::now(),
             origin: Self::origin(&pipeline, &model),
             states: States::default(),
-            committer: Committer::start(
-                out.store.clone(),
-                &pipeline.name,
-                commit_gap,
-                Watch { health: out.health.clone(), pipeline: index, deadline: out.deadline.clone() },
-            )?,
+            committer,
+            kept: Vec::new(),
             last_sweep: Instant::now(),
+            replay_swept_ms: i64::MIN,
             windows_epoch: out.store.windows_epoch(),
             index,
             pipeline,
@@ -242,7 +287,7 @@ impl Worker {
             out,
         };
         w.restore();
-        Ok(w)
+        w
     }
 
     fn origin(pipeline: &Pipeline, model: &Model) -> Origin {
@@ -328,7 +373,9 @@ impl Worker {
                 Ev::Msg(None) => {
                     self.score();
                     self.end_turn();
-                    self.committer.finish();
+                    if let Some(c) = &mut self.committer {
+                        c.finish();
+                    }
                     return;
                 }
                 Ev::Swap(crate::ops::reload::Swap::Live(model)) => {
@@ -448,6 +495,12 @@ impl Worker {
             Some(sp) => sp.decode(kind, device, &msg.payload, &mut self.decoded),
             None => self.reader.read(&msg.topic, device, &msg.payload, &mut self.decoded),
         }
+        self.apply_decoded(msg, device);
+    }
+
+    /// The samples `self.decoded` holds for `device` (from `msg`): its
+    /// rejections counted, each row into its window or assembly.
+    fn apply_decoded(&mut self, msg: &Inbound, device: &str) {
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
             self.reject(&msg.topic, &msg.payload, &r);
@@ -703,10 +756,20 @@ impl Worker {
             self.windows_epoch = epoch;
             self.windows.mark_all_dirty();
         }
+        if self.committer.is_none() {
+            // Replaying: what the turn publishes is kept; nothing is stored.
+            self.kept.append(&mut self.staged_scores);
+            self.staged_acks.clear();
+            self.staged_forget.clear();
+            self.windows.clear_dirty();
+            return;
+        }
         if self.staged() || self.windows.has_dirty() {
             let turn = self.take_turn();
             let (health, index) = (&self.out.health, self.index);
-            self.committer.send(turn, || health.beat(index));
+            if let Some(committer) = &self.committer {
+                committer.send(turn, || health.beat(index));
+            }
         }
     }
 
@@ -736,7 +799,12 @@ impl Worker {
 
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let idle = self.windows.evict_idle(crate::clock::now_ms());
+        self.sweep_at(crate::clock::now_ms());
+    }
+
+    /// Evict the devices idle at `now_ms` (`limits.device_idle`).
+    fn sweep_at(&mut self, now_ms: i64) {
+        let idle = self.windows.evict_idle(now_ms);
         if !idle.is_empty() {
             DevicesEvicted { pipeline: &self.pipeline.name, reason: EvictReason::Idle, devices: idle.len() }
                 .emit();
@@ -803,6 +871,97 @@ impl Worker {
             &self.recent,
             |device| alarms.and_then(|a| a.state(device)),
         )
+    }
+
+    /// Replaying: one recorded message, taken as the daemon's worker takes
+    /// it. Its windows are scored when the batch fills, or at
+    /// [`Worker::take_published`]; idle devices are evicted on the
+    /// recording's clock (`received_ms`), as the daemon does on its own.
+    pub fn replay(&mut self, msg: Inbound) {
+        self.replay_clock(msg.received_ms);
+        self.handle(msg);
+        self.report_evicted();
+    }
+
+    /// Replaying: one row of a table, for `device`, as though a message on
+    /// `topic` received at `received_ms` carried it: `Ok((ts, values))`,
+    /// values in card order and NaN for an empty cell, or why the row cannot
+    /// be read. Without a sampling clock a row with an empty cell is
+    /// rejected, as a JSON sample without that feature is.
+    pub fn replay_row(
+        &mut self,
+        topic: &str,
+        device: &str,
+        received_ms: i64,
+        row: Result<(i64, &[f64]), Rejection>,
+    ) {
+        self.replay_clock(received_ms);
+        self.events.received(0);
+        self.out.health.counted(1, 0);
+        self.decoded.clear();
+        match row {
+            Ok((_, values)) if self.model.card.clock.is_none() && values.iter().any(|v| v.is_nan()) => {
+                let missing: Vec<&str> = (self.model.card.features.iter().zip(values))
+                    .filter(|(_, v)| v.is_nan())
+                    .map(|(f, _)| f.as_str())
+                    .collect();
+                let r = Rejection::new(Reason::MissingFeature, format!("missing {}", missing.join(", ")));
+                self.decoded.rejects.push(r);
+            }
+            Ok((ts, values)) => {
+                self.decoded.ts.push(Some(ts));
+                self.decoded.values.extend_from_slice(values);
+            }
+            Err(r) => self.decoded.rejects.push(r),
+        }
+        let msg = Inbound {
+            topic: topic.to_string(),
+            payload: bytes::Bytes::new(),
+            received_ms,
+            redelivered: false,
+            oversize: None,
+            ack: None,
+        };
+        self.apply_decoded(&msg, device);
+        self.report_evicted();
+    }
+
+    /// Replaying: the daemon's idle sweep, every `SWEEP_EVERY` of the recording's time.
+    fn replay_clock(&mut self, now_ms: i64) {
+        let every = SWEEP_EVERY.as_millis() as i64;
+        if now_ms.saturating_sub(self.replay_swept_ms) >= every {
+            self.replay_swept_ms = now_ms;
+            self.sweep_at(now_ms);
+        }
+    }
+
+    /// Replaying: score the windows in hand and return what every turn so
+    /// far would have published, in the order the daemon publishes it.
+    pub fn take_published(&mut self) -> Vec<NewEntry> {
+        self.score();
+        self.end_turn();
+        std::mem::take(&mut self.kept)
+    }
+
+    /// What this pipeline has done so far.
+    pub fn tally(&self) -> &crate::ops::events::Tally {
+        self.events.tally()
+    }
+
+    /// The features its model reads, in card order.
+    pub fn features(&self) -> &[String] {
+        &self.model.card.features
+    }
+
+    /// The devices it holds windows for.
+    pub fn devices(&self) -> usize {
+        self.windows.devices()
+    }
+
+    /// The features whose inputs drift from the training data now (see
+    /// [`Drift::summary`]).
+    pub fn drifting(&mut self) -> Vec<String> {
+        self.drift.summary(&self.pipeline.name, &self.model.card.features, 0).1
     }
 
     /// A changed shadow model, between two batches; refused (the old one
@@ -1010,7 +1169,7 @@ mod tests {
         assert!(!h.turn(), "one turn took all of it");
         let scores = h.scores();
         assert_eq!(scores, (15..20).map(|i| ("l1/m1".to_string(), T0 + i * 100)).collect::<Vec<_>>());
-        h.worker.committer.finish();
+        h.worker.committer.as_mut().expect("a daemon worker").finish();
         assert_eq!(h.acked(), (1..=20).collect::<Vec<u16>>(), "every message, after the commit");
         assert_eq!(h.worker.out.store.windows("p").unwrap().len(), 1, "the window is stored");
     }
@@ -1029,7 +1188,7 @@ mod tests {
         h.feed(msgs);
         while h.turn() {}
         assert_eq!(h.scores(), [("l1/m1".to_string(), T0 + 1500)], "one window, of the 16 valid samples");
-        h.worker.committer.finish();
+        h.worker.committer.as_mut().expect("a daemon worker").finish();
         let mut acked = h.acked();
         acked.sort();
         assert_eq!(acked.len(), 19, "all acknowledged: {acked:?}");

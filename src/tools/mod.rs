@@ -1,10 +1,12 @@
-//! The commands beside the daemon: `check-config`, `demo`, `simulate`, and
-//! the embedded broker the demo (and tests without mosquitto) run on.
+//! The commands beside the daemon: `check-config`, `demo`, `simulate`,
+//! `record`, `replay`, and the embedded broker the demo (and tests without
+//! mosquitto) run on.
 
 pub mod broker;
 pub mod check_config;
 pub mod demo;
 pub mod record;
+pub mod replay;
 pub mod sim;
 
 /// The async runtime every command runs on: one thread. The async side only

@@ -1,0 +1,488 @@
+//! `lineguard replay`: a recording (from `lineguard record`) or a table of
+//! samples through every pipeline's whole path — decode, assembly, windows,
+//! model, states, alarms, explanations, shadow — with no broker and no state
+//! directory; each message the daemon would publish is written as one JSON
+//! line `{"topic", "payload"}`, in the order the daemon publishes it.
+//!
+//! It runs the daemon's own pipeline worker (see [`Worker::replaying`]), so
+//! the bytes are the daemon's: scores do not depend on which windows share a
+//! model run, and nothing here depends on the wall clock — a sample without
+//! `ts` takes the recording's `received_ms`, and idle devices are evicted on
+//! the recording's time.
+//!
+//! Not replayed: what the daemon publishes on its own clock (status, drift
+//! summaries) or on its broker session (dead letters are counted as
+//! rejections instead); a pipeline with Sparkplug B output is refused, its
+//! births and sequence numbers belonging to a live session.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use bytes::Bytes;
+use serde::de::DeserializeSeed;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{self, Output, Pipeline, Settings};
+use crate::durable::store::NewEntry;
+use crate::ingest::decode::TsSeed;
+use crate::ingest::reject::{Reason, Rejection};
+use crate::model::Model;
+use crate::pipeline::worker::Worker;
+use crate::pipeline::Inbound;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The configuration file (TOML): its pipelines, models and limits (no broker is contacted).
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`).
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish.
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The pipeline a CSV table is fed to (default: the only one).
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+}
+
+/// Pipelines' results are collected after this many input messages (and at
+/// the end): with several pipelines, that is the granularity at which their
+/// outputs interleave; each pipeline's own order is exact.
+const BLOCK: u64 = 1024;
+/// Unreadable lines or rows reported one by one, before only counting them.
+const SHOWN_UNREADABLE: u64 = 5;
+
+/// One recorded message (see `record.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recorded {
+    topic: String,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(default)]
+    payload_b64: Option<String>,
+    received_ms: i64,
+}
+
+/// One published message, as replay writes it.
+#[derive(Debug, Serialize)]
+struct Published<'a> {
+    topic: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_b64: Option<String>,
+}
+
+/// A pipeline being replayed.
+struct Lane {
+    pipeline: Pipeline,
+    worker: Worker,
+}
+
+/// What the replay did, for its closing summary.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Input lines (or rows) read.
+    read: u64,
+    /// Lines or rows that could not be read, and the first few reasons.
+    unreadable: u64,
+    /// Messages whose topic no pipeline takes.
+    unrouted: u64,
+    /// Messages written to the output.
+    written: u64,
+}
+
+pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    crate::ops::logging::init(crate::config::LogFormat::Text, "warn");
+    let settings = config::load(&args.config, std::env::vars())?;
+    let models = crate::model::load_pipelines(&settings)?;
+    let shadows = crate::model::load_shadows(&settings, &models)?;
+    let mut lanes = lanes(&settings, &models, &shadows)?;
+    let started = Instant::now();
+    let mut out = Lines::create(&args.output)?;
+    let mut counts = Counts::default();
+    let is_csv = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let (file, size) = open(&args.input)?;
+    let progress = progress_bar(size);
+    let reader = std::io::BufReader::new(progress.wrap_read(file));
+    if is_csv {
+        let lane = csv_lane(&mut lanes, args.pipeline.as_deref())?;
+        replay_csv(reader, &mut lanes[lane], &mut out, &mut counts)?;
+    } else {
+        if args.pipeline.is_some() {
+            bail!("--pipeline is for a CSV table; a recording's topics choose the pipelines");
+        }
+        replay_recording(reader, &mut lanes, &mut out, &mut counts)?;
+    }
+    collect(&mut lanes, &mut out, &mut counts)?;
+    out.finish()?;
+    progress.finish_and_clear();
+    print!("{}", summary(&args, &mut lanes, &counts, started.elapsed().as_secs_f64()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(path: &Path) -> anyhow::Result<(std::fs::File, u64)> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size))
+}
+
+/// Progress over the input's bytes, on stderr when it is a terminal.
+fn progress_bar(size: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// A worker per pipeline; Sparkplug B output refused.
+fn lanes(
+    settings: &Settings,
+    models: &[Arc<Model>],
+    shadows: &[Option<Arc<Model>>],
+) -> anyhow::Result<Vec<Lane>> {
+    let mut lanes = Vec::with_capacity(settings.pipelines.len());
+    for (i, (p, model)) in settings.pipelines.iter().zip(models).enumerate() {
+        if let Output::Sparkplug(_) = p.output {
+            bail!(
+                "pipeline `{}` publishes Sparkplug B: replay writes JSON outputs only (a Sparkplug \
+                 session's births and sequence numbers belong to a live broker connection); give it \
+                 an output_topic to replay it",
+                p.name
+            );
+        }
+        let worker = Worker::replaying(
+            p.clone(),
+            model.clone(),
+            shadows.get(i).cloned().flatten(),
+            settings.limits.clone(),
+        )?;
+        lanes.push(Lane { pipeline: p.clone(), worker });
+    }
+    Ok(lanes)
+}
+
+/// The JSON Lines output.
+struct Lines {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl Lines {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), file: std::io::BufWriter::new(file) })
+    }
+
+    fn write(&mut self, entries: &[NewEntry]) -> anyhow::Result<()> {
+        for e in entries {
+            let line = match std::str::from_utf8(&e.payload) {
+                Ok(text) => Published { topic: &e.topic, payload: Some(text), payload_b64: None },
+                Err(_) => Published {
+                    topic: &e.topic,
+                    payload: None,
+                    payload_b64: Some(base64::engine::general_purpose::STANDARD.encode(&e.payload)),
+                },
+            };
+            serde_json::to_writer(&mut self.file, &line)
+                .and_then(|()| self.file.write_all(b"\n").map_err(serde_json::Error::io))
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.file.flush().with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// Every pipeline's published messages so far, pipeline by pipeline.
+fn collect(lanes: &mut [Lane], out: &mut Lines, counts: &mut Counts) -> anyhow::Result<()> {
+    for lane in lanes {
+        let entries = lane.worker.take_published();
+        counts.written += entries.len() as u64;
+        out.write(&entries)?;
+    }
+    Ok(())
+}
+
+/// A line or row that cannot be read: counted, and the first few shown.
+fn unreadable(counts: &mut Counts, what: std::fmt::Arguments) {
+    counts.unreadable += 1;
+    if counts.unreadable <= SHOWN_UNREADABLE {
+        eprintln!("skipped {what}");
+    } else if counts.unreadable == SHOWN_UNREADABLE + 1 {
+        eprintln!("(further unreadable input is only counted)");
+    }
+}
+
+fn replay_recording(
+    reader: impl BufRead,
+    lanes: &mut [Lane],
+    out: &mut Lines,
+    counts: &mut Counts,
+) -> anyhow::Result<()> {
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.context("cannot read the recording")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        counts.read += 1;
+        let recorded = match serde_json::from_str::<Recorded>(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                unreadable(counts, format_args!("line {}: not a recorded message ({e})", n + 1));
+                continue;
+            }
+        };
+        let payload = match (recorded.payload, recorded.payload_b64) {
+            (Some(text), None) => Bytes::from(text),
+            (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()) {
+                Ok(bytes) => Bytes::from(bytes),
+                Err(e) => {
+                    unreadable(counts, format_args!("line {}: payload_b64 is not base64 ({e})", n + 1));
+                    continue;
+                }
+            },
+            _ => {
+                unreadable(counts, format_args!("line {}: needs exactly one of payload, payload_b64", n + 1));
+                continue;
+            }
+        };
+        let mut taken = false;
+        for lane in lanes.iter_mut().filter(|l| l.pipeline.takes(&recorded.topic)) {
+            taken = true;
+            lane.worker.replay(Inbound {
+                topic: recorded.topic.clone(),
+                payload: payload.clone(),
+                received_ms: recorded.received_ms,
+                redelivered: false,
+                oversize: None,
+                ack: None,
+            });
+        }
+        if !taken {
+            counts.unrouted += 1;
+        }
+        if counts.read.is_multiple_of(BLOCK) {
+            collect(lanes, out, counts)?;
+        }
+    }
+    Ok(())
+}
+
+/// The lane a CSV table goes to: `--pipeline`, or the only one.
+fn csv_lane(lanes: &mut [Lane], name: Option<&str>) -> anyhow::Result<usize> {
+    let names = || lanes.iter().map(|l| l.pipeline.name.as_str()).collect::<Vec<_>>().join(", ");
+    match name {
+        Some(name) => lanes
+            .iter()
+            .position(|l| l.pipeline.name == name)
+            .with_context(|| format!("no pipeline `{name}` (the configuration has: {})", names())),
+        None if lanes.len() == 1 => Ok(0),
+        None => bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names()),
+    }
+}
+
+/// Where each of the card's features is in a row (header `device,ts,<features...>`).
+fn columns(header: &csv::StringRecord, features: &[String]) -> anyhow::Result<Vec<usize>> {
+    let head: Vec<&str> = header.iter().map(str::trim).collect();
+    if head.len() < 2 || head[0] != "device" || head[1] != "ts" {
+        bail!(
+            "the CSV header must start with `device,ts`, then the features ({}); it is `{}`",
+            features.join(","),
+            head.join(",")
+        );
+    }
+    let unknown: Vec<&str> = head[2..].iter().copied().filter(|h| !features.iter().any(|f| f == h)).collect();
+    if !unknown.is_empty() {
+        bail!(
+            "CSV columns the model does not read: {} (its features: {})",
+            unknown.join(", "),
+            features.join(", ")
+        );
+    }
+    let mut at = Vec::with_capacity(features.len());
+    let mut missing = Vec::new();
+    for f in features {
+        match head.iter().position(|h| h == f) {
+            Some(i) => at.push(i),
+            None => missing.push(f.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!("CSV columns missing for the model's features: {}", missing.join(", "));
+    }
+    if let Some(dup) = head.iter().enumerate().find(|(i, h)| head[..*i].contains(h)) {
+        bail!("CSV column `{}` appears twice", dup.1);
+    }
+    Ok(at)
+}
+
+/// One cell: a finite number, empty (NaN: absent), or why not.
+fn cell(feature: &str, text: &str) -> Result<f64, Rejection> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(f64::NAN);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(Rejection::new(Reason::NonFinite, format!("{feature} is {v}"))),
+        Err(_) => Err(Rejection::new(Reason::NonNumeric, format!("{feature} is `{text}`, not a number"))),
+    }
+}
+
+/// The `ts` cell: a number in the pipeline's `ts_unit`, or RFC 3339.
+fn ts_cell(pipeline: &Pipeline, text: &str) -> Result<i64, Rejection> {
+    let text = text.trim();
+    let value = match text.parse::<serde_json::Number>() {
+        Ok(n) => serde_json::Value::Number(n),
+        Err(_) => serde_json::Value::String(text.to_string()),
+    };
+    let seed = TsSeed::new(pipeline.ts_unit, "ts");
+    match seed.deserialize(value) {
+        Ok(Ok(Some(ts))) => Ok(ts),
+        Ok(Ok(None)) | Err(_) => Err(Rejection::new(Reason::BadTimestamp, format!("ts is `{text}`"))),
+        Ok(Err(r)) => Err(r),
+    }
+}
+
+fn replay_csv(
+    reader: impl std::io::Read,
+    lane: &mut Lane,
+    out: &mut Lines,
+    counts: &mut Counts,
+) -> anyhow::Result<()> {
+    let mut table = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let features = lane.worker.features().to_vec();
+    let at = columns(table.headers().context("cannot read the CSV header")?, &features)?;
+    let placeholders = lane.pipeline.input.placeholders().len();
+    let mut values = vec![0.0; features.len()];
+    let mut record = csv::StringRecord::new();
+    let mut row = 1u64;
+    loop {
+        row += 1;
+        match table.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                counts.read += 1;
+                unreadable(counts, format_args!("row {row}: {e}"));
+                continue;
+            }
+        }
+        counts.read += 1;
+        let device = record.get(0).unwrap_or("").trim();
+        if device.split('/').count() != placeholders || device.split('/').any(str::is_empty) {
+            unreadable(
+                counts,
+                format_args!(
+                    "row {row}: device `{device}` must have {placeholders} `/`-separated parts, one per \
+                     placeholder of {}",
+                    lane.pipeline.input
+                ),
+            );
+            continue;
+        }
+        let topic = lane.pipeline.input.render(&lane.pipeline.input, device);
+        let ts = ts_cell(&lane.pipeline, record.get(1).unwrap_or(""));
+        let parsed = ts.and_then(|ts| {
+            for (v, (&i, f)) in values.iter_mut().zip(at.iter().zip(&features)) {
+                *v = cell(f, record.get(i).unwrap_or(""))?;
+            }
+            Ok(ts)
+        });
+        // A row without a receive time: its own `ts` stands in (the future check passes).
+        let received_ms = parsed.as_ref().copied().unwrap_or(0);
+        lane.worker.replay_row(&topic, device, received_ms, parsed.map(|ts| (ts, &values[..])));
+        if counts.read.is_multiple_of(BLOCK) {
+            collect(std::slice::from_mut(lane), out, counts)?;
+        }
+    }
+    Ok(())
+}
+
+fn summary(args: &ReplayArgs, lanes: &mut [Lane], counts: &Counts, seconds: f64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let rate = if seconds > 0.0 { counts.read as f64 / seconds } else { 0.0 };
+    let _ = writeln!(
+        s,
+        "replayed {} input {} from {} in {seconds:.2} s ({rate:.0}/s)",
+        counts.read,
+        if counts.read == 1 { "message" } else { "messages" },
+        args.input.display()
+    );
+    for lane in lanes.iter_mut() {
+        let t = lane.worker.tally().clone();
+        let [ok, warn, alarm] = t.states;
+        let _ = writeln!(
+            s,
+            "pipeline {}: {} messages, {} windows (ok {ok}, warn {warn}, alarm {alarm}), {} devices",
+            lane.pipeline.name,
+            t.messages,
+            t.windows,
+            lane.worker.devices()
+        );
+        let rejected: BTreeMap<&str, u64> = t.rejections().map(|(r, n)| (r.as_str(), n)).collect();
+        let total: u64 = rejected.values().sum();
+        let by_reason: Vec<String> = rejected.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "  rejected: {total}{}",
+            if by_reason.is_empty() { String::new() } else { format!(" ({})", by_reason.join(", ")) }
+        );
+        let _ = writeln!(s, "  duplicates skipped: {}, windows not scored: {}", t.duplicates, t.failed);
+        let drifting = lane.worker.drifting();
+        let _ = writeln!(
+            s,
+            "  drifting: {}",
+            if drifting.is_empty() { "none".to_string() } else { drifting.join(", ") }
+        );
+    }
+    if counts.unrouted > 0 {
+        let _ = writeln!(s, "not replayed: {} messages on topics no pipeline takes", counts.unrouted);
+    }
+    if counts.unreadable > 0 {
+        let _ = writeln!(s, "skipped: {} unreadable lines or rows", counts.unreadable);
+    }
+    let _ = writeln!(s, "wrote {} messages to {}", counts.written, args.output.display());
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_csv_header_names_every_feature_once() {
+        let features = vec!["a".to_string(), "b".to_string()];
+        let header = |h: &str| csv::StringRecord::from(h.split(',').collect::<Vec<_>>());
+        assert_eq!(columns(&header("device,ts,b,a"), &features).unwrap(), vec![3, 2]);
+        let err = |h: &str| columns(&header(h), &features).unwrap_err().to_string();
+        assert!(err("ts,device,a,b").contains("must start with `device,ts`"), "{}", err("ts,device,a,b"));
+        assert!(err("device,ts,a").contains("missing for the model's features: b"));
+        assert!(err("device,ts,a,b,c").contains("does not read: c"));
+        assert!(err("device,ts,a,b,a").contains("does not read") || err("device,ts,a,b,a").contains("twice"));
+    }
+
+    #[test]
+    fn cells_are_finite_numbers_or_empty() {
+        assert_eq!(cell("a", " 1.5 ").unwrap(), 1.5);
+        assert!(cell("a", "").unwrap().is_nan());
+        assert_eq!(cell("a", "x").unwrap_err().reason, Reason::NonNumeric);
+        assert_eq!(cell("a", "inf").unwrap_err().reason, Reason::NonFinite);
+    }
+}

@@ -1,0 +1,232 @@
+//! `lineguard record` and `lineguard replay`: a stream recorded off a real
+//! broker while the daemon scores it, then replayed offline, gives the same
+//! bytes the daemon published — scores, alarm states, explanations and a
+//! shadow model's scores, in the same order. And a CSV table of the same
+//! samples replays to the same bytes too.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::broker::Broker;
+use support::daemon::{config, Daemon, PipelineSpec};
+use support::golden::Golden;
+use support::line::{line_topic, wait_online, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT};
+use support::mqtt::{Message, Publisher, Subscriber};
+
+/// Alarm states (with explanations of warn and alarm windows) and an
+/// autoencoder shadowing the live model: every kind of message a JSON
+/// pipeline publishes per window.
+fn pipeline_keys() -> String {
+    format!(
+        "alarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n\
+         shadow_model = \"{}\"\nshadow_topic = \"plant/{{line}}/{{machine}}/lineguard/shadow\"\n",
+        support::repo_path("models/line-ae.onnx").display()
+    )
+}
+
+fn config_for(port: u16, client_id: &str, state: &Path) -> String {
+    let pipeline = PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT);
+    config(port, client_id, state, &[pipeline], "") + &pipeline_keys()
+}
+
+fn lineguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lineguard")).args(args).output().expect("run lineguard")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `(topic, payload)` of each line `replay` wrote.
+fn replayed(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            let keys: Vec<&String> = v.as_object().expect("an object").keys().collect();
+            assert_eq!(keys, ["payload", "topic"], "each line is {{topic, payload}}: {l}");
+            (v["topic"].as_str().unwrap().to_string(), v["payload"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The golden stream with what a plant adds: a payload that is not JSON, a
+/// sample missing a feature, and a sample sent twice.
+fn the_stream(golden: &Golden) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        golden.interleaved().iter().map(|(d, s)| (line_topic(d), Golden::payload(s))).collect();
+    out.insert(7, (line_topic("line1/press1"), "not json".into()));
+    out.insert(20, (line_topic("line1/press2"), r#"{"ts":1732400000000,"values":{"torque":1}}"#.into()));
+    let again = out[30].clone();
+    out.insert(31, again);
+    out
+}
+
+#[test]
+fn a_recording_replays_to_the_bytes_the_daemon_published() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = config_for(broker.port, "parity", support::daemon::own_state());
+    let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#"]);
+    let daemon = Daemon::start(&config_text);
+    wait_online(&broker, "parity");
+
+    // The recorder, beside the daemon, on the same configuration.
+    let record_config = dir.path().join("record.toml");
+    std::fs::write(&record_config, config_for(broker.port, "parity", &dir.path().join("unused"))).unwrap();
+    let recording = dir.path().join("recording.jsonl");
+    let recorder = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .args(["record", "--config", record_config.to_str().unwrap(), "--output"])
+        .arg(&recording)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Subscribed once a message it was sent is on file (the daemon rejects
+    // these probes: they are not JSON, and replay rejects them the same way).
+    let mut p = Publisher::new(broker.port);
+    support::wait_until("the recorder subscribed", Duration::from_secs(10), || {
+        p.publish(&line_topic("probe/m0"), "probe");
+        p.flush(Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(1200));
+        std::fs::read_to_string(&recording).is_ok_and(|t| t.contains("probe"))
+    });
+
+    let golden = Golden::load(LINE_GOLDEN);
+    for (topic, payload) in the_stream(&golden) {
+        p.publish(&topic, payload);
+    }
+    p.flush(Duration::from_secs(10));
+    // Every window scored (and shadowed); a second of quiet for the rest.
+    let published = outputs.collect(
+        2 * golden.windows.len(),
+        Duration::from_secs(30),
+        Duration::from_millis(1500),
+        |m: &Message| !m.topic.is_empty(),
+    );
+    support::broker::signal(recorder.id(), "INT");
+    let recorded = recorder.wait_with_output().unwrap();
+    assert!(recorded.status.success(), "{}", text(&recorded));
+
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, config_for(1, "parity", &dir.path().join("never-made"))).unwrap();
+    let out = dir.path().join("replayed.jsonl");
+    let run = lineguard(&[
+        "replay",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        recording.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(!dir.path().join("never-made").exists(), "replay made a state directory");
+
+    let daemon_said: Vec<(String, String)> = published
+        .iter()
+        .map(|m| (m.topic.clone(), String::from_utf8(m.payload.clone()).expect("JSON is UTF-8")))
+        .collect();
+    let replay_said = replayed(&out);
+    let kinds = |v: &[(String, String)], end: &str| v.iter().filter(|(t, _)| t.ends_with(end)).count();
+    assert_eq!(kinds(&daemon_said, "/scores"), golden.windows.len(), "{}", daemon.log());
+    assert_eq!(kinds(&daemon_said, "/shadow"), golden.windows.len(), "{}", daemon.log());
+    assert!(kinds(&daemon_said, "/alarm") >= 3, "alarm states: {daemon_said:?}");
+    assert!(daemon_said.iter().any(|(_, p)| p.contains("\"explain\"")), "no explanation was published");
+    for (i, (d, r)) in daemon_said.iter().zip(&replay_said).enumerate() {
+        assert_eq!(d, r, "message {i}: the daemon published the first, replay wrote the second");
+    }
+    assert_eq!(daemon_said.len(), replay_said.len(), "as many messages");
+
+    // The summary: messages, windows, rejections by reason, states.
+    let summary = String::from_utf8_lossy(&run.stdout).to_string();
+    let windows = golden.windows.len();
+    assert!(summary.contains(&format!("{windows} windows (ok ")), "{summary}");
+    assert!(summary.contains("invalid_json"), "{summary}");
+    assert!(summary.contains("missing_feature 1"), "{summary}");
+    assert!(summary.contains(&format!("wrote {} messages", replay_said.len())), "{summary}");
+}
+
+/// The same samples as a table: `device,ts,<features...>`, in any column
+/// order, the device key filling the input template's placeholders.
+#[test]
+fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Golden::load(LINE_GOLDEN);
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, config_for(1, "csv", &dir.path().join("never-made"))).unwrap();
+    let mut recording = String::new();
+    let mut features = golden.features.clone();
+    features.reverse();
+    let mut table = format!("device,ts,{}\n", features.join(","));
+    for (device, s) in golden.interleaved() {
+        let line = serde_json::json!({"topic": line_topic(device), "payload": Golden::payload(s), "received_ms": s.ts});
+        recording.push_str(&format!("{line}\n"));
+        let cells: Vec<String> = features.iter().map(|f| format!("{:?}", s.values[f])).collect();
+        table.push_str(&format!("{device},{},{}\n", s.ts, cells.join(",")));
+    }
+    // One row a table can get wrong: a cell that is not a number.
+    table.push_str("line1/press1,1732400099000,x,1,1,1,1,1,1,1\n");
+    let (rec, csv) = (dir.path().join("r.jsonl"), dir.path().join("t.csv"));
+    std::fs::write(&rec, recording).unwrap();
+    std::fs::write(&csv, table).unwrap();
+    let replay = |input: &Path, out: &str| {
+        let out = dir.path().join(out);
+        let run = lineguard(&[
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", text(&run));
+        (replayed(&out), String::from_utf8_lossy(&run.stdout).to_string())
+    };
+    let (from_recording, _) = replay(&rec, "a.jsonl");
+    let (from_table, summary) = replay(&csv, "b.jsonl");
+    assert_eq!(from_recording.iter().filter(|(t, _)| t.ends_with("/scores")).count(), golden.windows.len());
+    assert!(from_recording == from_table, "the table's replay differs from the recording's");
+    assert!(summary.contains("non_numeric 1"), "{summary}");
+}
+
+#[test]
+fn replay_says_what_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, config_for(1, "bad", &dir.path().join("never-made"))).unwrap();
+    let out = dir.path().join("o.jsonl");
+    let run_on = |name: &str, content: &str, extra: &[&str]| {
+        let input = dir.path().join(name);
+        std::fs::write(&input, content).unwrap();
+        let mut args = vec![
+            "replay",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        lineguard(&args)
+    };
+    // A table without a feature the model reads: refused, naming it.
+    let run = run_on("t.csv", "device,ts,torque\nline1/press1,1,2\n", &[]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("missing for the model's features"), "{}", text(&run));
+    // A table for a pipeline that is not there.
+    let run = run_on("t.csv", "device,ts\n", &["--pipeline", "nope"]);
+    assert!(!run.status.success() && text(&run).contains("no pipeline `nope`"), "{}", text(&run));
+    // Lines that are not recorded messages: skipped, counted, the first shown.
+    let run = run_on("r.jsonl", "{\"topic\":\"plant/l1/m1/telemetry\"}\nnot json\n", &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("line 1: not a recorded message"), "{}", text(&run));
+    assert!(text(&run).contains("skipped: 2 unreadable lines"), "{}", text(&run));
+}
