@@ -16,6 +16,8 @@
 //!    score); the difference is what lineguard adds.
 //! 4. Peak RSS of lineguard with 1k and 10k devices (window 16 x 8), and its
 //!    CPU seconds per 10k messages.
+//! 5. `lineguard replay` of the same stream as a recording: windows per
+//!    second, against the daemon's scores per second of step 2.
 //!
 //! Publisher and subscribers are the lean clients of `support/loadgen.rs`
 //! so that the broker, not the load generator, sets the peer.
@@ -72,7 +74,8 @@ fn publish_range(p: &mut Publisher, devices: usize, ks: std::ops::Range<usize>) 
     p.send();
 }
 
-fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
+/// The benchmark's configuration: the shipped model for `devices` devices.
+fn bench_config(port: u16, id: &str, state: &std::path::Path, devices: usize) -> String {
     let spec = PipelineSpec::new(
         "bench",
         "models/line-mlp.onnx",
@@ -80,8 +83,11 @@ fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
         "plant/{line}/{machine}/lineguard/scores",
     );
     let extra = format!("[limits]\nmax_devices_per_pipeline = {}\n", devices + 10);
-    let text = config(broker.port, id, support::daemon::own_state(), &[spec], &extra)
-        .replace("level = \"debug\"", "level = \"warn\"");
+    config(port, id, state, &[spec], &extra).replace("level = \"debug\"", "level = \"warn\"")
+}
+
+fn start_daemon(broker: &Broker, id: &str, devices: usize) -> Daemon {
+    let text = bench_config(broker.port, id, support::daemon::own_state(), devices);
     let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("LINEGUARD__")).collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let d = Daemon::start_with_env(&text, &env);
@@ -316,6 +322,63 @@ fn scoring_rate(devices: usize) -> Scoring {
     Scoring { broker, daemon, sub, p, rate, broker_busy, loadgen_busy, cpu_per_10k }
 }
 
+/// `lineguard replay` of the stream `scoring_rate` sends (windows filled,
+/// then three runs of `N`) as a recording: (windows/s over its own replay
+/// time, windows scored, seconds of the whole process with the model load).
+fn replay_rate(devices: usize) -> (f64, u64, f64) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("recording.jsonl");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&recording).unwrap());
+    for k in 0..devices * 16 + 3 * N {
+        let (d, sample) = (k % devices, k / devices);
+        let ts = TS0 + sample as i64 * 100;
+        let line = serde_json::json!({"topic": topic(d), "payload": payload(ts, k), "received_ms": ts});
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, bench_config(1, "bench-replay", &dir.path().join("state"), devices)).unwrap();
+    let started = Instant::now();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--input")
+        .arg(&recording)
+        .arg("--output")
+        .arg(dir.path().join("scores.jsonl"))
+        .output()
+        .unwrap();
+    let whole = started.elapsed().as_secs_f64();
+    let summary = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(run.status.success(), "replay failed: {summary}{}", String::from_utf8_lossy(&run.stderr));
+    // "replayed M input messages from F in S s (R/s)" and "pipeline bench: M messages, W windows ...".
+    let seconds: f64 = summary
+        .split(" in ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no time in the summary: {summary}"));
+    let windows: u64 = summary
+        .split(" windows (")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no window count in the summary: {summary}"));
+    (windows as f64 / seconds, windows, whole)
+}
+
+fn print_replay(devices: usize, daemon_rate: f64) {
+    let (rate, windows, whole) = replay_rate(devices);
+    println!(
+        "{:<58} {:>12.0}",
+        format!("lineguard replay, windows/s ({windows} windows, {whole:.1} s with start-up)"),
+        rate
+    );
+    println!("{:<58} {:>12.2}", "ratio replay / the daemon's scoring rate", rate / daemon_rate);
+}
+
 /// Where the time goes, from lineguard's own commit, inference and batch histograms.
 fn print_histograms(daemon: &Daemon) {
     let (_, metrics) = daemon.http_get("/metrics");
@@ -453,6 +516,14 @@ fn main() {
         drop(daemon);
         return;
     }
+    // `BENCH_ONLY=replay`: `lineguard replay`'s windows/s against the daemon's scores/s.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("replay") {
+        let s = scoring_rate(1000);
+        println!("lineguard scoring rate, scores/s (median of 3): {:.0}", s.rate);
+        drop(s.daemon);
+        print_replay(1000, s.rate);
+        return;
+    }
     // `BENCH_ONLY=rate`: only lineguard's scoring rate, its CPU and batch sizes.
     if std::env::var("BENCH_ONLY").as_deref() == Ok("rate") {
         let s = scoring_rate(1000);
@@ -573,4 +644,5 @@ fn main() {
         format!("{rss_1k} / {rss_10k}")
     );
     println!("{:<58} {:>12.3}", "lineguard CPU seconds per 10k messages", cpu_per_10k);
+    print_replay(devices, lg_rate);
 }

@@ -81,17 +81,23 @@ fn main() {
         let o = ort[batch.to_string()].as_f64().unwrap();
         println!("{batch:<8} {t:>16.3} {o:>20.3} {:>14.2}", t / o);
     }
-    let (plain, explained) = explained_vs_plain(&model, &inputs);
+    let (plain, checked, explained) = explained_vs_plain(&model, &inputs);
     println!(
         "explained window (batch 32, explain = always, {} features): {explained:.3} us vs {plain:.3} us scored alone: {:.2} windows' worth",
         model.card.features.len(),
         explained / plain
     );
+    println!(
+        "unexplained window (batch 32, scored and checked for explaining): {checked:.3} us vs {plain:.3} us: {:.3}",
+        checked / plain
+    );
 }
 
-/// Median us per window of scoring a batch of 32, and of scoring and
-/// explaining every window of it.
-fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64) {
+/// Median us per window of scoring a batch of 32; of scoring it and
+/// checking which windows to explain (the worker's check: what an
+/// unexplained window costs beyond its run);
+/// and of scoring and explaining every window of it.
+fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64, f64) {
     use lineguard::pipeline::explain::Explainer;
     let len = model.card.input_len();
     let batch = 32;
@@ -100,7 +106,13 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64) {
     let mut states = States::default();
     let mut explainer = Explainer::default();
     let mut scores = Vec::new();
-    let mut time = |explain: bool| -> f64 {
+    #[derive(PartialEq)]
+    enum Mode {
+        Plain,
+        Checked,
+        Explained,
+    }
+    let mut time = |mode: Mode| -> f64 {
         let mut samples = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
@@ -108,7 +120,21 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64) {
                 scores.clear();
                 let t = Instant::now();
                 model.run_with(&mut states, c, batch, &mut scores).unwrap();
-                if explain {
+                if mode == Mode::Checked {
+                    let k = model.score_count();
+                    let explained = (0..batch).filter(|&i| {
+                        let values = &scores[i * k..(i + 1) * k];
+                        values.iter().all(|v| v.is_finite())
+                            && model
+                                .card
+                                .scores
+                                .iter()
+                                .zip(values)
+                                .any(|(s, v)| lineguard::pipeline::explain::occludes(s, *v))
+                    });
+                    std::hint::black_box(explained.count());
+                }
+                if mode == Mode::Explained {
                     explainer
                         .run(model, &mut states, c, &rows, model.card.window, &model.card.baseline)
                         .unwrap();
@@ -129,7 +155,8 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64) {
         samples.sort_by(f64::total_cmp);
         samples[samples.len() / 2] * 1e6
     };
-    let plain = time(false);
-    let explained = time(true);
-    (plain, explained)
+    let plain = time(Mode::Plain);
+    let checked = time(Mode::Checked);
+    let explained = time(Mode::Explained);
+    (plain, checked, explained)
 }

@@ -32,8 +32,19 @@ fn config_for(port: u16, client_id: &str, state: &Path) -> String {
     config(port, client_id, state, &[pipeline], "") + &pipeline_keys()
 }
 
-fn lineguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lineguard")).args(args).output().expect("run lineguard")
+/// `lineguard replay --config CFG --input INPUT --output OUT [extra...]`.
+fn replay(cfg: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .arg("replay")
+        .arg("--config")
+        .arg(cfg)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run lineguard")
 }
 
 fn text(out: &Output) -> String {
@@ -116,15 +127,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     let cfg = dir.path().join("replay.toml");
     std::fs::write(&cfg, config_for(1, "parity", &dir.path().join("never-made"))).unwrap();
     let out = dir.path().join("replayed.jsonl");
-    let run = lineguard(&[
-        "replay",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--input",
-        recording.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let run = replay(&cfg, &recording, &out, &[]);
     assert!(run.status.success(), "{}", text(&run));
     assert!(!dir.path().join("never-made").exists(), "replay made a state directory");
 
@@ -175,22 +178,14 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let (rec, csv) = (dir.path().join("r.jsonl"), dir.path().join("t.csv"));
     std::fs::write(&rec, recording).unwrap();
     std::fs::write(&csv, table).unwrap();
-    let replay = |input: &Path, out: &str| {
+    let replay_to = |input: &Path, out: &str| {
         let out = dir.path().join(out);
-        let run = lineguard(&[
-            "replay",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ]);
+        let run = replay(&cfg, input, &out, &[]);
         assert!(run.status.success(), "{}", text(&run));
         (replayed(&out), String::from_utf8_lossy(&run.stdout).to_string())
     };
-    let (from_recording, _) = replay(&rec, "a.jsonl");
-    let (from_table, summary) = replay(&csv, "b.jsonl");
+    let (from_recording, _) = replay_to(&rec, "a.jsonl");
+    let (from_table, summary) = replay_to(&csv, "b.jsonl");
     assert_eq!(from_recording.iter().filter(|(t, _)| t.ends_with("/scores")).count(), golden.windows.len());
     assert!(from_recording == from_table, "the table's replay differs from the recording's");
     assert!(summary.contains("non_numeric 1"), "{summary}");
@@ -205,17 +200,7 @@ fn replay_says_what_it_cannot_read() {
     let run_on = |name: &str, content: &str, extra: &[&str]| {
         let input = dir.path().join(name);
         std::fs::write(&input, content).unwrap();
-        let mut args = vec![
-            "replay",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        lineguard(&args)
+        replay(&cfg, &input, &out, extra)
     };
     // A table without a feature the model reads: refused, naming it.
     let run = run_on("t.csv", "device,ts,torque\nline1/press1,1,2\n", &[]);
