@@ -215,3 +215,39 @@ fn replay_says_what_it_cannot_read() {
     assert!(text(&run).contains("line 1: not a recorded message"), "{}", text(&run));
     assert!(text(&run).contains("skipped: 2 unreadable lines"), "{}", text(&run));
 }
+
+/// Several pipelines: each message goes to every pipeline that takes its
+/// topic, as the router sends it; `--pipeline` replays one of them.
+#[test]
+fn a_recording_feeds_every_pipeline_or_the_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Golden::load(LINE_GOLDEN);
+    let pipelines = [
+        PipelineSpec::new("a", LINE_MODEL, LINE_IN, "plant/{line}/{machine}/a"),
+        PipelineSpec::new("b", LINE_MODEL, LINE_IN, "plant/{line}/{machine}/b"),
+    ];
+    let cfg = dir.path().join("two.toml");
+    std::fs::write(&cfg, config(1, "two", &dir.path().join("never-made"), &pipelines, "")).unwrap();
+    let rec = dir.path().join("r.jsonl");
+    let lines: Vec<String> = golden
+        .interleaved()
+        .iter()
+        .map(|(d, s)| {
+            serde_json::json!({"topic": line_topic(d), "payload": Golden::payload(s), "received_ms": s.ts})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&rec, lines.join("\n")).unwrap();
+    let out = dir.path().join("o.jsonl");
+    let count = |v: &[(String, String)], end: &str| v.iter().filter(|(t, _)| t.ends_with(end)).count();
+    let run = replay(&cfg, &rec, &out, &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let both = replayed(&out);
+    assert_eq!((count(&both, "/a"), count(&both, "/b")), (golden.windows.len(), golden.windows.len()));
+    let run = replay(&cfg, &rec, &out, &["--pipeline", "b"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let only_b = replayed(&out);
+    assert_eq!((count(&only_b, "/a"), count(&only_b, "/b")), (0, golden.windows.len()));
+    let b_of_both: Vec<&(String, String)> = both.iter().filter(|(t, _)| t.ends_with("/b")).collect();
+    assert!(only_b.iter().eq(b_of_both), "pipeline b alone publishes what it publishes beside a");
+}

@@ -47,7 +47,7 @@ pub struct ReplayArgs {
     /// The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
-    /// The pipeline a CSV table is fed to (default: the only one).
+    /// Replay only this pipeline: the one a CSV table is fed to (default: the only one), or one of a recording's.
     #[arg(long, value_name = "NAME")]
     pub pipeline: Option<String>,
 }
@@ -113,13 +113,16 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let (file, size) = open(&args.input)?;
     let progress = progress_bar(size);
     let reader = std::io::BufReader::new(progress.wrap_read(file));
+    if let Some(name) = &args.pipeline {
+        let lane = lanes.swap_remove(named(&lanes, name)?);
+        lanes = vec![lane];
+    }
     if is_csv {
-        let lane = csv_lane(&mut lanes, args.pipeline.as_deref())?;
-        replay_csv(reader, &mut lanes[lane], &mut out, &mut counts)?;
-    } else {
-        if args.pipeline.is_some() {
-            bail!("--pipeline is for a CSV table; a recording's topics choose the pipelines");
+        if lanes.len() != 1 {
+            bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&lanes));
         }
+        replay_csv(reader, &mut lanes[0], &mut out, &mut counts)?;
+    } else {
         replay_recording(reader, &mut lanes, &mut out, &mut counts)?;
     }
     collect(&mut lanes, &mut out, &mut counts)?;
@@ -283,17 +286,16 @@ fn replay_recording(
     Ok(())
 }
 
-/// The lane a CSV table goes to: `--pipeline`, or the only one.
-fn csv_lane(lanes: &mut [Lane], name: Option<&str>) -> anyhow::Result<usize> {
-    let names = || lanes.iter().map(|l| l.pipeline.name.as_str()).collect::<Vec<_>>().join(", ");
-    match name {
-        Some(name) => lanes
-            .iter()
-            .position(|l| l.pipeline.name == name)
-            .with_context(|| format!("no pipeline `{name}` (the configuration has: {})", names())),
-        None if lanes.len() == 1 => Ok(0),
-        None => bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names()),
-    }
+fn names(lanes: &[Lane]) -> String {
+    lanes.iter().map(|l| l.pipeline.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// The lane of the pipeline `--pipeline` names.
+fn named(lanes: &[Lane], name: &str) -> anyhow::Result<usize> {
+    lanes
+        .iter()
+        .position(|l| l.pipeline.name == name)
+        .with_context(|| format!("no pipeline `{name}` (the configuration has: {})", names(lanes)))
 }
 
 /// Where each of the card's features is in a row (header `device,ts,<features...>`).
