@@ -217,7 +217,8 @@ fn replay_says_what_it_cannot_read() {
 }
 
 /// Several pipelines: each message goes to every pipeline that takes its
-/// topic, as the router sends it; `--pipeline` replays one of them.
+/// topic, as the router sends it, and the output is in input order;
+/// `--pipeline` replays one of them.
 #[test]
 fn a_recording_feeds_every_pipeline_or_the_one_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,6 +245,12 @@ fn a_recording_feeds_every_pipeline_or_the_one_named() {
     assert!(run.status.success(), "{}", text(&run));
     let both = replayed(&out);
     assert_eq!((count(&both, "/a"), count(&both, "/b")), (golden.windows.len(), golden.windows.len()));
+    // In input order: what one message causes, pipeline by pipeline.
+    for pair in both.chunks(2) {
+        let device = |m: &(String, String)| m.0.rsplit_once('/').unwrap().0.to_string();
+        assert!(pair[0].0.ends_with("/a") && pair[1].0.ends_with("/b"), "{pair:?}");
+        assert_eq!(device(&pair[0]), device(&pair[1]), "{pair:?}");
+    }
     let run = replay(&cfg, &rec, &out, &["--pipeline", "b"]);
     assert!(run.status.success(), "{}", text(&run));
     let only_b = replayed(&out);

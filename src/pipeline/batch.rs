@@ -18,6 +18,8 @@ pub struct Due {
     pub device: Arc<str>,
     /// Its newest sample's.
     pub ts: i64,
+    /// Replaying: the input message that made it due (0 in the daemon).
+    pub cause: u64,
 }
 
 #[derive(Debug)]
@@ -46,13 +48,14 @@ impl Batch {
         self.due.len() >= self.max
     }
 
-    /// Copy `device`'s window (`window_len` values) in, stamped `ts`.
-    pub fn push(&mut self, windows: &Windows, device: &str, ts: i64, window_len: usize) {
+    /// Copy `device`'s window (`window_len` values) in, stamped `ts`, made
+    /// due by input message `cause`.
+    pub fn push(&mut self, windows: &Windows, device: &str, ts: i64, window_len: usize, cause: u64) {
         let start = self.input.len();
         self.input.resize(start + window_len, 0.0);
         windows.write_window(device, &mut self.input[start..]);
         let device = windows.key(device).expect("a due window's device is held");
-        self.due.push(Due { device, ts });
+        self.due.push(Due { device, ts, cause });
     }
 
     /// One model run over the batch: `scores` gets `score_count` values per window, in order.

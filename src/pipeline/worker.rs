@@ -140,9 +140,13 @@ pub struct Worker {
     max_future_ms: i64,
     out: Outputs,
     /// `None`: replaying (see [`Worker::replaying`]); the turns' results
-    /// are kept in `kept` instead.
+    /// are kept in `kept` instead, each with the input message that caused it.
     committer: Option<Committer>,
-    kept: Vec<NewEntry>,
+    kept: Vec<(u64, NewEntry)>,
+    /// Replaying: the input message being handled, and the one that caused
+    /// each of `staged_scores` (as far as it is filled in).
+    replay_cause: u64,
+    staged_causes: Vec<u64>,
     reader: Reader,
     /// For a `spBv1.0/...` input: aliases and last values per device.
     sparkplug_in: Option<SparkplugInput>,
@@ -277,6 +281,8 @@ impl Worker {
             states: States::default(),
             committer,
             kept: Vec::new(),
+            replay_cause: 0,
+            staged_causes: Vec::new(),
             last_sweep: Instant::now(),
             replay_swept_ms: i64::MIN,
             windows_epoch: out.store.windows_epoch(),
@@ -595,7 +601,7 @@ impl Worker {
                 if self.batch.is_full() {
                     self.score();
                 }
-                self.batch.push(&self.windows, device, ts, len);
+                self.batch.push(&self.windows, device, ts, len, self.replay_cause);
             }
         }
     }
@@ -662,7 +668,14 @@ impl Worker {
                     false
                 }
             };
+        // Replaying: what each window staged, its input message caused.
+        let replaying = self.committer.is_none();
+        let mut cause = None;
         for (i, due) in self.batch.due().iter().enumerate() {
+            if let Some(c) = cause {
+                self.staged_causes.resize(self.staged_scores.len(), c);
+            }
+            cause = replaying.then_some(due.cause);
             let values = &self.scores[i * k..(i + 1) * k];
             let mut explain = match rows.binary_search(&i) {
                 Ok(j) if explained => {
@@ -744,6 +757,9 @@ impl Worker {
                 }
             }
         }
+        if let Some(c) = cause {
+            self.staged_causes.resize(self.staged_scores.len(), c);
+        }
         self.explain_rows = rows;
     }
 
@@ -758,7 +774,8 @@ impl Worker {
         }
         if self.committer.is_none() {
             // Replaying: what the turn publishes is kept; nothing is stored.
-            self.kept.append(&mut self.staged_scores);
+            self.staged_causes.resize(self.staged_scores.len(), self.replay_cause);
+            self.kept.extend(self.staged_causes.drain(..).zip(self.staged_scores.drain(..)));
             self.staged_acks.clear();
             self.staged_forget.clear();
             self.windows.clear_dirty();
@@ -877,7 +894,9 @@ impl Worker {
     /// it. Its windows are scored when the batch fills, or at
     /// [`Worker::take_published`]; idle devices are evicted on the
     /// recording's clock (`received_ms`), as the daemon does on its own.
-    pub fn replay(&mut self, msg: Inbound) {
+    /// `cause` numbers the message: see [`Worker::take_published`].
+    pub fn replay(&mut self, cause: u64, msg: Inbound) {
+        self.replay_cause = cause;
         self.replay_clock(msg.received_ms);
         self.handle(msg);
         self.report_evicted();
@@ -890,11 +909,13 @@ impl Worker {
     /// rejected, as a JSON sample without that feature is.
     pub fn replay_row(
         &mut self,
+        cause: u64,
         topic: &str,
         device: &str,
         received_ms: i64,
         row: Result<(i64, &[f64]), Rejection>,
     ) {
+        self.replay_cause = cause;
         self.replay_clock(received_ms);
         self.events.received(0);
         self.out.health.counted(1, 0);
@@ -936,8 +957,9 @@ impl Worker {
     }
 
     /// Replaying: score the windows in hand and return what every turn so
-    /// far would have published, in the order the daemon publishes it.
-    pub fn take_published(&mut self) -> Vec<NewEntry> {
+    /// far would have published, in the order the daemon publishes it, each
+    /// with the number of the input message that caused it.
+    pub fn take_published(&mut self) -> Vec<(u64, NewEntry)> {
         self.score();
         self.end_turn();
         std::mem::take(&mut self.kept)

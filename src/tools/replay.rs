@@ -53,8 +53,7 @@ pub struct ReplayArgs {
 }
 
 /// Pipelines' results are collected after this many input messages (and at
-/// the end): with several pipelines, that is the granularity at which their
-/// outputs interleave; each pipeline's own order is exact.
+/// the end): what is held in memory at once.
 const BLOCK: u64 = 1024;
 /// Unreadable lines or rows reported one by one, before only counting them.
 const SHOWN_UNREADABLE: u64 = 5;
@@ -189,7 +188,7 @@ impl Lines {
         Ok(Self { path: path.to_path_buf(), file: std::io::BufWriter::new(file) })
     }
 
-    fn write(&mut self, entries: &[NewEntry]) -> anyhow::Result<()> {
+    fn write<'a>(&mut self, entries: impl Iterator<Item = &'a NewEntry>) -> anyhow::Result<()> {
         for e in entries {
             let line = match std::str::from_utf8(&e.payload) {
                 Ok(text) => Published { topic: &e.topic, payload: Some(text), payload_b64: None },
@@ -211,14 +210,19 @@ impl Lines {
     }
 }
 
-/// Every pipeline's published messages so far, pipeline by pipeline.
+/// Every pipeline's published messages so far, in input order: by the
+/// message that caused them, then by pipeline (each pipeline's own are in
+/// that order already; the sort is stable).
 fn collect(lanes: &mut [Lane], out: &mut Lines, counts: &mut Counts) -> anyhow::Result<()> {
-    for lane in lanes {
-        let entries = lane.worker.take_published();
-        counts.written += entries.len() as u64;
-        out.write(&entries)?;
+    let mut all: Vec<(u64, usize, NewEntry)> = Vec::new();
+    for (l, lane) in lanes.iter_mut().enumerate() {
+        all.extend(lane.worker.take_published().into_iter().map(|(cause, e)| (cause, l, e)));
     }
-    Ok(())
+    if lanes.len() > 1 {
+        all.sort_by_key(|(cause, l, _)| (*cause, *l));
+    }
+    counts.written += all.len() as u64;
+    out.write(all.iter().map(|(_, _, e)| e))
 }
 
 /// A line or row that cannot be read: counted, and the first few shown.
@@ -267,14 +271,17 @@ fn replay_recording(
         let mut taken = false;
         for lane in lanes.iter_mut().filter(|l| l.pipeline.takes(&recorded.topic)) {
             taken = true;
-            lane.worker.replay(Inbound {
-                topic: recorded.topic.clone(),
-                payload: payload.clone(),
-                received_ms: recorded.received_ms,
-                redelivered: false,
-                oversize: None,
-                ack: None,
-            });
+            lane.worker.replay(
+                counts.read,
+                Inbound {
+                    topic: recorded.topic.clone(),
+                    payload: payload.clone(),
+                    received_ms: recorded.received_ms,
+                    redelivered: false,
+                    oversize: None,
+                    ack: None,
+                },
+            );
         }
         if !taken {
             counts.unrouted += 1;
@@ -408,7 +415,7 @@ fn replay_csv(
         });
         // A row without a receive time: its own `ts` stands in (the future check passes).
         let received_ms = parsed.as_ref().copied().unwrap_or(0);
-        lane.worker.replay_row(&topic, device, received_ms, parsed.map(|ts| (ts, &values[..])));
+        lane.worker.replay_row(counts.read, &topic, device, received_ms, parsed.map(|ts| (ts, &values[..])));
         if counts.read.is_multiple_of(BLOCK) {
             collect(std::slice::from_mut(lane), out, counts)?;
         }
