@@ -7,7 +7,7 @@
 //! also prints the batch sizes the model kept plans for: a batch larger than
 //! the largest runs as chunks of that size, which is why the ratio grows with
 //! the batch above it. Last, the cost of explaining every window of a
-//! batch of 32 (`explain = "always"`: the occluded copies in one more run)
+//! batch of 32 (`explain = "always"`: the occluded copies in the batch's run)
 //! against scoring it alone; the goal is about F + 1 = 9 windows' worth.
 //! ONNX Runtime runs in
 //! Python (`pip install -r models/requirements.txt`); without it the
@@ -106,6 +106,7 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64, f64) {
     let mut states = States::default();
     let mut explainer = Explainer::default();
     let mut scores = Vec::new();
+    let mut together = Vec::new();
     #[derive(PartialEq)]
     enum Mode {
         Plain,
@@ -119,7 +120,19 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64, f64) {
             for c in &chunks {
                 scores.clear();
                 let t = Instant::now();
-                model.run_with(&mut states, c, batch, &mut scores).unwrap();
+                if mode == Mode::Explained {
+                    // As the worker does: the copies appended, one run for all.
+                    together.clear();
+                    together.extend_from_slice(c);
+                    Explainer::append_all(&mut together, batch, model.card.window, &model.card.baseline);
+                    let f = model.card.features.len();
+                    model.run_with(&mut states, &together, batch * (f + 1), &mut scores).unwrap();
+                    let k = model.score_count();
+                    explainer.scored(&scores[batch * k..], f, k);
+                    scores.truncate(batch * k);
+                } else {
+                    model.run_with(&mut states, c, batch, &mut scores).unwrap();
+                }
                 if mode == Mode::Checked {
                     let k = model.score_count();
                     let explained = (0..batch).filter(|&i| {
@@ -135,9 +148,6 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64, f64) {
                     std::hint::black_box(explained.count());
                 }
                 if mode == Mode::Explained {
-                    explainer
-                        .run(model, &mut states, c, &rows, model.card.window, &model.card.baseline)
-                        .unwrap();
                     let k = model.score_count();
                     for (j, &i) in rows.iter().enumerate() {
                         let e = explainer.explain(

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::model::{Model, ModelError, States};
+use crate::pipeline::explain::Explainer;
 use crate::pipeline::window::Windows;
 
 /// A window in the batch, waiting for its scores.
@@ -69,6 +70,25 @@ impl Batch {
         errors: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
         model.run_detailed(states, &self.input, self.due.len(), scores, Some(errors))
+    }
+
+    /// [`Batch::run`], with the F occluded copies of every window in the
+    /// same run (see [`Explainer::append_all`]): `scores` gets the batch's
+    /// scores, then the copies'. The batch's input is as before afterwards.
+    pub fn run_occluded(
+        &mut self,
+        model: &Model,
+        states: &mut States,
+        scores: &mut Vec<f32>,
+        errors: &mut Vec<f32>,
+    ) -> Result<(), ModelError> {
+        let (n, kept) = (self.due.len(), self.input.len());
+        let card = &model.card;
+        Explainer::append_all(&mut self.input, n, card.window, &card.baseline);
+        let rows = n * (card.features.len() + 1);
+        let result = model.run_detailed(states, &self.input, rows, scores, Some(errors));
+        self.input.truncate(kept);
+        result
     }
 
     /// The windows' inputs, side by side.

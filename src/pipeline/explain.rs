@@ -3,10 +3,13 @@
 //! The contribution of feature `f` to score `s` of a window is
 //! `s(window) − s(window with f replaced at every time step by its
 //! baseline)` — the baseline in the model's units (the card's `baseline`,
-//! normalized; else the normalization's mean, which is 0). The F occluded
-//! copies of every explained window of a batch go through the model in one
-//! run after the batch's own, so a batch with no explained window costs
-//! nothing extra; an explanation lists a score's `explain_top` features by
+//! normalized; else the normalization's mean, which is 0). When a score
+//! explains every window (`explain = "always"`), the F occluded copies of
+//! each window run in the batch's own model run ([`Explainer::append_all`]).
+//! Otherwise which windows to explain is known only from their scores
+//! (`"alarm"`: warn or alarm), so the copies of those go through the model
+//! in one run after the batch's, and a batch with no explained window costs
+//! nothing extra. An explanation lists a score's `explain_top` features by
 //! |delta|, largest first (ties in card order).
 
 use crate::model::card::{Explain, ScoreKind, ScoreSpec, State};
@@ -44,6 +47,14 @@ fn top(deltas: impl Iterator<Item = f32>, n: usize, features: &[String]) -> Vec<
     ranked.into_iter().map(|(feature, d)| (features[feature].clone(), d)).collect()
 }
 
+/// Replace `feature` by `baseline` at every time step of `w` (`window × f`
+/// values; time-major in both layouts: x[t * F + f]).
+fn occlude(w: &mut [f32], window: usize, f: usize, feature: usize, baseline: f32) {
+    for t in 0..window {
+        w[t * f + feature] = baseline;
+    }
+}
+
 /// The occluded windows of one batch and their scores (buffers reused).
 #[derive(Debug, Default)]
 pub struct Explainer {
@@ -54,6 +65,36 @@ pub struct Explainer {
 }
 
 impl Explainer {
+    /// Whether a card's explanations go in the batch's own run: some column
+    /// score explains every window.
+    pub fn in_batch_run(specs: &[ScoreSpec]) -> bool {
+        specs.iter().any(|s| s.kind == ScoreKind::Column && s.explain == Explain::Always)
+    }
+
+    /// Append the F occluded copies of each of the `n` windows `input`
+    /// starts with (`window × F` values each) to `input` itself, window by
+    /// window, feature by feature: for one model run over all of them.
+    pub fn append_all(input: &mut Vec<f32>, n: usize, window: usize, baseline: &[f32]) {
+        let f = baseline.len();
+        let len = window * f;
+        input.reserve(n * f * len);
+        for i in 0..n {
+            for (feature, &b) in baseline.iter().enumerate() {
+                let start = input.len();
+                input.extend_from_within(i * len..(i + 1) * len);
+                occlude(&mut input[start..], window, f, feature, b);
+            }
+        }
+    }
+
+    /// The scores of the copies [`Explainer::append_all`] made, from the
+    /// run over them (`features` per window, `score_count` values each).
+    pub fn scored(&mut self, scores: &[f32], features: usize, score_count: usize) {
+        (self.features, self.score_count) = (features, score_count);
+        self.scores.clear();
+        self.scores.extend_from_slice(scores);
+    }
+
     /// Score the occluded copies of windows `rows` of `windows` (a batch's
     /// input, `window × features` values each): one model run.
     pub fn run(
@@ -74,10 +115,7 @@ impl Explainer {
             for (feature, &b) in baseline.iter().enumerate() {
                 let start = self.input.len();
                 self.input.extend_from_slice(w);
-                // Time-major in both layouts: x[t * F + f].
-                for t in 0..window {
-                    self.input[start + t * f + feature] = b;
-                }
+                occlude(&mut self.input[start..], window, f, feature, b);
             }
         }
         self.scores.clear();
@@ -132,4 +170,48 @@ pub fn reconstruction(
         out.push(Explanation { score: s, top: top(own.iter().copied(), spec.explain_top, features) });
     }
     out.sort_by_key(|e| e.score);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The copies made for the batch's own run are the copies made for a
+    /// run of their own: the same windows, so (scores not depending on the
+    /// batch) the same explanations.
+    #[test]
+    fn copies_in_the_batch_run_equal_copies_run_apart() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/line-mlp.onnx");
+        let model = Model::load(&path).expect("the shipped model");
+        let card = &model.card;
+        let (n, len, f, k) = (5, card.input_len(), card.features.len(), model.score_count());
+        let windows: Vec<f32> = (0..n * len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let mut states = States::default();
+
+        let mut apart = Explainer::default();
+        let rows: Vec<usize> = (0..n).collect();
+        apart.run(&model, &mut states, &windows, &rows, card.window, &card.baseline).unwrap();
+
+        let mut input = windows.clone();
+        Explainer::append_all(&mut input, n, card.window, &card.baseline);
+        assert_eq!(input.len(), n * (f + 1) * len);
+        assert_eq!(&input[..n * len], &windows[..], "the batch's own windows come first, untouched");
+        let mut scores = Vec::new();
+        model.run_with(&mut states, &input, n * (f + 1), &mut scores).unwrap();
+        let mut together = Explainer::default();
+        together.scored(&scores[n * k..], f, k);
+
+        let mut own = Vec::new();
+        model.run_with(&mut states, &windows, n, &mut own).unwrap();
+        assert_eq!(&scores[..n * k], &own[..], "the windows score as they do alone");
+        let specs: Vec<ScoreSpec> =
+            card.scores.iter().map(|s| ScoreSpec { explain: Explain::Always, ..s.clone() }).collect();
+        for i in 0..n {
+            let values = &own[i * k..(i + 1) * k];
+            let a = apart.explain(i, values, &specs, &card.features).unwrap();
+            let b = together.explain(i, values, &specs, &card.features).unwrap();
+            assert_eq!(a, b, "window {i}");
+            assert_eq!(a.len(), k);
+        }
+    }
 }

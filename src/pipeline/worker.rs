@@ -175,6 +175,8 @@ pub struct Worker {
     explain_rows: Vec<usize>,
     /// Per-feature errors of the batch's reconstruction scores.
     errors: Vec<f32>,
+    /// The batch's run scored every window's occluded copies too.
+    occluded_in_run: bool,
     /// Whether the inputs still look like the training data.
     drift: Drift,
     shadow: Option<Shadowing>,
@@ -268,6 +270,7 @@ impl Worker {
             explainer: Explainer::default(),
             explain_rows: Vec::new(),
             errors: Vec::new(),
+            occluded_in_run: false,
             drift: Drift::new(
                 pipeline.drift.clone(),
                 card.features.len(),
@@ -615,7 +618,23 @@ impl Worker {
         self.scores.clear();
         let started = Instant::now();
         self.errors.clear();
-        let result = self.batch.run(&self.model, &mut self.states, &mut self.scores, &mut self.errors);
+        let card = &self.model.card;
+        // `explain = "always"`: the windows' occluded copies run with them.
+        let in_run = Explainer::in_batch_run(&card.scores);
+        let result = match in_run {
+            true => {
+                self.batch.run_occluded(&self.model, &mut self.states, &mut self.scores, &mut self.errors)
+            }
+            false => self.batch.run(&self.model, &mut self.states, &mut self.scores, &mut self.errors),
+        };
+        if in_run && result.is_ok() {
+            let (k, f) = (self.model.score_count(), card.features.len());
+            let recon = card.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count();
+            self.explainer.scored(&self.scores[n * k..], f, k);
+            self.scores.truncate(n * k);
+            self.errors.truncate(n * recon * f);
+        }
+        self.occluded_in_run = in_run;
         self.events.scored(n, started.elapsed().as_secs_f64());
         self.out.health.counted(0, n as u64);
         match result {
@@ -654,20 +673,21 @@ impl Worker {
                 && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::occludes(s, *v))
         }));
         let explained = !rows.is_empty()
-            && match self.explainer.run(
-                &self.model,
-                &mut self.states,
-                self.batch.input(),
-                &rows,
-                card.window,
-                &card.baseline,
-            ) {
-                Ok(()) => true,
-                Err(e) => {
-                    self.events.explanation_failed(rows.len(), &e.to_string());
-                    false
-                }
-            };
+            && (self.occluded_in_run
+                || match self.explainer.run(
+                    &self.model,
+                    &mut self.states,
+                    self.batch.input(),
+                    &rows,
+                    card.window,
+                    &card.baseline,
+                ) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.events.explanation_failed(rows.len(), &e.to_string());
+                        false
+                    }
+                });
         // Replaying: what each window staged, its input message caused.
         let replaying = self.committer.is_none();
         let mut cause = None;
@@ -679,6 +699,8 @@ impl Worker {
             let values = &self.scores[i * k..(i + 1) * k];
             let mut explain = match rows.binary_search(&i) {
                 Ok(j) if explained => {
+                    // The explainer holds every window's copies, or the explained ones'.
+                    let j = if self.occluded_in_run { i } else { j };
                     self.explainer.explain(j, values, &card.scores, &card.features).unwrap_or_default()
                 }
                 _ => Vec::new(),
