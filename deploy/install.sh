@@ -13,7 +13,7 @@ install -d -m 0755 /etc/lineguard /usr/share/lineguard/models /usr/share/doc/lin
 # Never overwrite an edited configuration.
 [ -e /etc/lineguard/lineguard.toml ] || install -m 0644 deploy/lineguard.toml /etc/lineguard/lineguard.toml
 [ -e /etc/lineguard/mqtt-password ] || install -m 0600 /dev/null /etc/lineguard/mqtt-password
-install -m 0644 models/line-mlp.onnx models/line-mlp.toml /usr/share/lineguard/models/
+install -m 0644 models/line-mlp.onnx models/line-mlp.toml models/line-ae.onnx models/line-ae.toml /usr/share/lineguard/models/
 install -m 0644 README.md /usr/share/doc/lineguard/README.md
 install -m 0644 deploy/grafana-lineguard.json /usr/share/lineguard/
 install -d -m 0755 /usr/share/man/man1

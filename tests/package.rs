@@ -65,6 +65,8 @@ fn the_debian_package_installs_the_files_where_the_unit_expects_them() {
         "./etc/lineguard/lineguard.toml",
         "./usr/share/lineguard/models/line-mlp.onnx",
         "./usr/share/lineguard/models/line-mlp.toml",
+        "./usr/share/lineguard/models/line-ae.onnx",
+        "./usr/share/lineguard/models/line-ae.toml",
         "./usr/share/lineguard/grafana-lineguard.json",
         "./usr/share/doc/lineguard/README.md",
         "./usr/share/doc/lineguard/copyright",
