@@ -177,7 +177,11 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     table.push_str("line1/press1,1732400099000,x,1,1,1,1,1,1,1\n");
     let (rec, csv) = (dir.path().join("r.jsonl"), dir.path().join("t.csv"));
     std::fs::write(&rec, recording).unwrap();
-    std::fs::write(&csv, table).unwrap();
+    std::fs::write(&csv, &table).unwrap();
+    // As a spreadsheet exports it in many locales: a byte-order mark, `;`
+    // between cells and a decimal comma.
+    let euro = dir.path().join("euro.csv");
+    std::fs::write(&euro, format!("\u{feff}{}", table.replace(',', ";").replace('.', ","))).unwrap();
     let replay_to = |input: &Path, out: &str| {
         let out = dir.path().join(out);
         let run = replay(&cfg, input, &out, &[]);
@@ -188,6 +192,8 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let (from_table, summary) = replay_to(&csv, "b.jsonl");
     assert_eq!(from_recording.iter().filter(|(t, _)| t.ends_with("/scores")).count(), golden.windows.len());
     assert!(from_recording == from_table, "the table's replay differs from the recording's");
+    let (from_euro, _) = replay_to(&euro, "c.jsonl");
+    assert!(from_recording == from_euro, "the `;` table's replay differs from the recording's");
     assert!(summary.contains("non_numeric 1"), "{summary}");
 }
 

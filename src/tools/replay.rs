@@ -340,13 +340,36 @@ fn columns(header: &csv::StringRecord, features: &[String]) -> anyhow::Result<Ve
     Ok(at)
 }
 
-/// One cell: a finite number, empty (NaN: absent), or why not.
-fn cell(feature: &str, text: &str) -> Result<f64, Rejection> {
+/// The header's delimiter: `,`, or `;` or a tab where the header uses that
+/// instead (a spreadsheet's export in many locales uses `;`).
+fn delimiter(head: &[u8]) -> u8 {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or(head);
+    let count = |c: u8| line.iter().filter(|b| **b == c).count();
+    let (comma, semicolon, tab) = (count(b','), count(b';'), count(b'\t'));
+    if semicolon > comma && semicolon >= tab {
+        b';'
+    } else if tab > comma && tab > semicolon {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
+/// One cell: a finite number, empty (NaN: absent), or why not. With
+/// `decimal_comma` (a `;`-separated table), `1,5` is 1.5.
+fn cell(feature: &str, text: &str, decimal_comma: bool) -> Result<f64, Rejection> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(f64::NAN);
     }
-    match text.parse::<f64>() {
+    let swapped;
+    let number = if decimal_comma && text.contains(',') && !text.contains('.') {
+        swapped = text.replace(',', ".");
+        swapped.as_str()
+    } else {
+        text
+    };
+    match number.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
         Ok(v) => Err(Rejection::new(Reason::NonFinite, format!("{feature} is {v}"))),
         Err(_) => Err(Rejection::new(Reason::NonNumeric, format!("{feature} is `{text}`, not a number"))),
@@ -369,12 +392,14 @@ fn ts_cell(pipeline: &Pipeline, text: &str) -> Result<i64, Rejection> {
 }
 
 fn replay_csv(
-    reader: impl std::io::Read,
+    mut reader: impl BufRead,
     lane: &mut Lane,
     out: &mut Lines,
     counts: &mut Counts,
 ) -> anyhow::Result<()> {
-    let mut table = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
+    let delimiter = delimiter(reader.fill_buf().context("cannot read the CSV table")?);
+    let mut table =
+        csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(delimiter).from_reader(reader);
     let features = lane.worker.features().to_vec();
     let at = columns(table.headers().context("cannot read the CSV header")?, &features)?;
     let placeholders = lane.pipeline.input.placeholders().len();
@@ -409,7 +434,7 @@ fn replay_csv(
         let ts = ts_cell(&lane.pipeline, record.get(1).unwrap_or(""));
         let parsed = ts.and_then(|ts| {
             for (v, (&i, f)) in values.iter_mut().zip(at.iter().zip(&features)) {
-                *v = cell(f, record.get(i).unwrap_or(""))?;
+                *v = cell(f, record.get(i).unwrap_or(""), delimiter == b';')?;
             }
             Ok(ts)
         });
@@ -489,9 +514,20 @@ mod tests {
 
     #[test]
     fn cells_are_finite_numbers_or_empty() {
-        assert_eq!(cell("a", " 1.5 ").unwrap(), 1.5);
-        assert!(cell("a", "").unwrap().is_nan());
-        assert_eq!(cell("a", "x").unwrap_err().reason, Reason::NonNumeric);
-        assert_eq!(cell("a", "inf").unwrap_err().reason, Reason::NonFinite);
+        assert_eq!(cell("a", " 1.5 ", false).unwrap(), 1.5);
+        assert!(cell("a", "", false).unwrap().is_nan());
+        assert_eq!(cell("a", "x", false).unwrap_err().reason, Reason::NonNumeric);
+        assert_eq!(cell("a", "inf", false).unwrap_err().reason, Reason::NonFinite);
+        assert_eq!(cell("a", "1,5", false).unwrap_err().reason, Reason::NonNumeric);
+        assert_eq!(cell("a", "1,5", true).unwrap(), 1.5);
+        assert_eq!(cell("a", "1.5", true).unwrap(), 1.5);
+    }
+
+    #[test]
+    fn a_spreadsheet_export_may_use_semicolons_or_tabs() {
+        assert_eq!(delimiter(b"device,ts,a,b\nx;y"), b',');
+        assert_eq!(delimiter(b"device;ts;a;b\n1,5;2"), b';');
+        assert_eq!(delimiter(b"device\tts\ta\n"), b'\t');
+        assert_eq!(delimiter(b"device"), b',');
     }
 }
