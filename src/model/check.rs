@@ -67,7 +67,18 @@ pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<Stri
             let _ = writeln!(r, "normalize  none: raw values go to the model");
         }
     }
-    let outputs: Vec<String> = model.outputs.iter().map(|(n, k)| format!("{n} [batch, {k}]")).collect();
+    // A reconstruction output has the input's shape (checked at load); the
+    // others are [batch, width].
+    let reconstructs =
+        |n: &str| card.scores.iter().any(|s| s.kind == ScoreKind::Reconstruction && s.output == n);
+    let outputs: Vec<String> = model
+        .outputs
+        .iter()
+        .map(|(n, k)| match reconstructs(n) {
+            true => format!("{n} {shape}"),
+            false => format!("{n} [batch, {k}]"),
+        })
+        .collect();
     let _ = writeln!(r, "outputs    {}", outputs.join(", "));
     for s in &card.scores {
         let op = if s.direction == Direction::Above { ">=" } else { "<=" };
