@@ -215,6 +215,29 @@ fn replay_says_what_it_cannot_read() {
     // A table for a pipeline that is not there.
     let run = run_on("t.csv", "device,ts\n", &["--pipeline", "nope"]);
     assert!(!run.status.success() && text(&run).contains("no pipeline `nope`"), "{}", text(&run));
+    // A pipeline publishing Sparkplug B: refused, saying why and what to do.
+    let spb = dir.path().join("spb.toml");
+    let mut spb_text = config(
+        1,
+        "spb",
+        &dir.path().join("never-made"),
+        &[],
+        "[sparkplug]\ngroup_id = \"g\"\nedge_node_id = \"n\"\n",
+    );
+    spb_text.push_str(&format!(
+        "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"{LINE_IN}\"\nformat = \"sparkplug\"\n",
+        support::repo_path(LINE_MODEL).display()
+    ));
+    std::fs::write(&spb, spb_text).unwrap();
+    let input = dir.path().join("r.jsonl");
+    std::fs::write(&input, "").unwrap();
+    let run = replay(&spb, &input, &out, &[]);
+    assert!(!run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains("publishes Sparkplug B") && text(&run).contains("output_topic"),
+        "{}",
+        text(&run)
+    );
     // Lines that are not recorded messages: skipped, counted, the first shown.
     let run = run_on("r.jsonl", "{\"topic\":\"plant/l1/m1/telemetry\"}\nnot json\n", &[]);
     assert!(run.status.success(), "{}", text(&run));

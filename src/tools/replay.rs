@@ -104,22 +104,22 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let settings = config::load(&args.config, std::env::vars())?;
     let models = crate::model::load_pipelines(&settings)?;
     let shadows = crate::model::load_shadows(&settings, &models)?;
-    let mut lanes = lanes(&settings, &models, &shadows)?;
-    let started = Instant::now();
-    let mut out = Lines::create(&args.output)?;
-    let mut counts = Counts::default();
+    let chosen: Vec<usize> = match &args.pipeline {
+        Some(name) => vec![named(&settings.pipelines, name)?],
+        None => (0..settings.pipelines.len()).collect(),
+    };
     let is_csv = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    if is_csv && chosen.len() != 1 {
+        bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&settings.pipelines));
+    }
+    let mut lanes = lanes(&settings, &chosen, &models, &shadows)?;
     let (file, size) = open(&args.input)?;
+    let mut out = Lines::create(&args.output)?;
+    let started = Instant::now();
+    let mut counts = Counts::default();
     let progress = progress_bar(size);
     let reader = std::io::BufReader::new(progress.wrap_read(file));
-    if let Some(name) = &args.pipeline {
-        let lane = lanes.swap_remove(named(&lanes, name)?);
-        lanes = vec![lane];
-    }
     if is_csv {
-        if lanes.len() != 1 {
-            bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&lanes));
-        }
         replay_csv(reader, &mut lanes[0], &mut out, &mut counts)?;
     } else {
         replay_recording(reader, &mut lanes, &mut out, &mut counts)?;
@@ -148,14 +148,16 @@ fn progress_bar(size: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// A worker per pipeline; Sparkplug B output refused.
+/// A worker for each `chosen` pipeline; Sparkplug B output refused.
 fn lanes(
     settings: &Settings,
+    chosen: &[usize],
     models: &[Arc<Model>],
     shadows: &[Option<Arc<Model>>],
 ) -> anyhow::Result<Vec<Lane>> {
-    let mut lanes = Vec::with_capacity(settings.pipelines.len());
-    for (i, (p, model)) in settings.pipelines.iter().zip(models).enumerate() {
+    let mut lanes = Vec::with_capacity(chosen.len());
+    for &i in chosen {
+        let (p, model) = (&settings.pipelines[i], &models[i]);
         if let Output::Sparkplug(_) = p.output {
             bail!(
                 "pipeline `{}` publishes Sparkplug B: replay writes JSON outputs only (a Sparkplug \
@@ -293,16 +295,16 @@ fn replay_recording(
     Ok(())
 }
 
-fn names(lanes: &[Lane]) -> String {
-    lanes.iter().map(|l| l.pipeline.name.as_str()).collect::<Vec<_>>().join(", ")
+fn names(pipelines: &[Pipeline]) -> String {
+    pipelines.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// The lane of the pipeline `--pipeline` names.
-fn named(lanes: &[Lane], name: &str) -> anyhow::Result<usize> {
-    lanes
+/// The pipeline `--pipeline` names.
+fn named(pipelines: &[Pipeline], name: &str) -> anyhow::Result<usize> {
+    pipelines
         .iter()
-        .position(|l| l.pipeline.name == name)
-        .with_context(|| format!("no pipeline `{name}` (the configuration has: {})", names(lanes)))
+        .position(|p| p.name == name)
+        .with_context(|| format!("no pipeline `{name}` (the configuration has: {})", names(pipelines)))
 }
 
 /// Where each of the card's features is in a row (header `device,ts,<features...>`).
