@@ -6,7 +6,8 @@
 //! sinks at once, and each turn's changes to its committer, which makes
 //! them durable and only then releases the messages' acknowledgements.
 //!
-//! - `worker`: the turn: decode, window, batch, score, stage;
+//! - `worker`: the turn: decode, window, batch, score, stage (and, in
+//!   `worker/replay.rs`, the same worker driven by `lineguard replay`);
 //! - [`window`]: per-device ring buffers, normalized on arrival;
 //! - [`grid`]: the sampling clock, forming samples on the card's grid;
 //! - `batch`: the windows of one model run;

@@ -4,7 +4,7 @@
 //! directory; each message the daemon would publish is written as one JSON
 //! line `{"topic", "payload"}`, in the order the daemon publishes it.
 //!
-//! It runs the daemon's own pipeline worker (see [`Worker::replaying`]), so
+//! It runs the daemon's own pipeline worker (see `Worker::replaying`), so
 //! the bytes are the daemon's: scores do not depend on which windows share a
 //! model run, and nothing here depends on the wall clock — a sample without
 //! `ts` takes the recording's `received_ms`, and idle devices are evicted on
