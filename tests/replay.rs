@@ -287,3 +287,43 @@ fn a_recording_feeds_every_pipeline_or_the_one_named() {
     let b_of_both: Vec<&(String, String)> = both.iter().filter(|(t, _)| t.ends_with("/b")).collect();
     assert!(only_b.iter().eq(b_of_both), "pipeline b alone publishes what it publishes beside a");
 }
+
+/// `-` for standard input and output, for pipes (`zcat rec.jsonl.gz |
+/// lineguard replay --input - --output - | jq ...`): the same lines, the
+/// summary on stderr; a table is told from a recording by its first byte.
+#[test]
+fn replay_reads_standard_input_and_writes_standard_output() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Golden::load(LINE_GOLDEN);
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, config_for(1, "pipe", &dir.path().join("never-made"))).unwrap();
+    let mut recording = String::new();
+    let mut table = format!("device,ts,{}\n", golden.features.join(","));
+    for (device, s) in golden.interleaved() {
+        let line = serde_json::json!({"topic": line_topic(device), "payload": Golden::payload(s), "received_ms": s.ts});
+        recording.push_str(&format!("{line}\n"));
+        let cells: Vec<String> = golden.features.iter().map(|f| format!("{:?}", s.values[f])).collect();
+        table.push_str(&format!("{device},{},{}\n", s.ts, cells.join(",")));
+    }
+    let rec = dir.path().join("r.jsonl");
+    std::fs::write(&rec, &recording).unwrap();
+    let file_out = dir.path().join("o.jsonl");
+    let run = replay(&cfg, &rec, &file_out, &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let from_file = std::fs::read_to_string(&file_out).unwrap();
+    for input in [recording, table] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+            .args(["replay", "--config", cfg.to_str().unwrap(), "--input", "-", "--output", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), from_file, "stdout is the output, and only it");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("windows (ok "), "{}", text(&out));
+    }
+}

@@ -71,8 +71,8 @@ complete -c lineguard -n "__fish_lineguard_using_subcommand record" -l output -d
 complete -c lineguard -n "__fish_lineguard_using_subcommand record" -l duration -d 'Stop after this many seconds (default: until Ctrl-C)' -r
 complete -c lineguard -n "__fish_lineguard_using_subcommand record" -s h -l help -d 'Print help'
 complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l config -d 'The configuration file (TOML): its pipelines, models and limits (no broker is contacted)' -r -F
-complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l input -d 'A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`)' -r -F
-complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l output -d 'The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish' -r -F
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l input -d 'A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`); `-`: standard input' -r -F
+complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l output -d 'The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish; `-`: standard output' -r -F
 complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -l pipeline -d 'Replay only this pipeline: the one a CSV table is fed to (default: the only one), or one of a recording\'s' -r
 complete -c lineguard -n "__fish_lineguard_using_subcommand replay" -s h -l help -d 'Print help'
 complete -c lineguard -n "__fish_lineguard_using_subcommand assets" -l out -d 'Where to write `man/*.1` and `completions/{bash,zsh,fish}`' -r -F

@@ -41,10 +41,10 @@ pub struct ReplayArgs {
     /// The configuration file (TOML): its pipelines, models and limits (no broker is contacted).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
-    /// A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`).
+    /// A recording (JSON Lines, from `lineguard record`) or a table of samples (`.csv`, header `device,ts,<features...>`); `-`: standard input.
     #[arg(long, value_name = "FILE")]
     pub input: PathBuf,
-    /// The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish.
+    /// The JSON Lines file to write: one `{"topic", "payload"}` per message the daemon would publish; `-`: standard output.
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
     /// Replay only this pipeline: the one a CSV table is fed to (default: the only one), or one of a recording's.
@@ -108,17 +108,23 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(name) => vec![named(&settings.pipelines, name)?],
         None => (0..settings.pipelines.len()).collect(),
     };
-    let is_csv = args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let (input, size) = open(&args.input)?;
+    let progress = progress_bar(size);
+    let mut reader = std::io::BufReader::new(progress.wrap_read(input));
+    let is_csv = match is_stdio(&args.input) {
+        // Piped in: a recording's lines are JSON objects; anything else is a table.
+        true => {
+            !reader.fill_buf().context("cannot read standard input")?.trim_ascii_start().starts_with(b"{")
+        }
+        false => args.input.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+    };
     if is_csv && chosen.len() != 1 {
         bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&settings.pipelines));
     }
     let mut lanes = lanes(&settings, &chosen, &models, &shadows)?;
-    let (file, size) = open(&args.input)?;
     let mut out = Lines::create(&args.output)?;
     let started = Instant::now();
     let mut counts = Counts::default();
-    let progress = progress_bar(size);
-    let reader = std::io::BufReader::new(progress.wrap_read(file));
     if is_csv {
         replay_csv(reader, &mut lanes[0], &mut out, &mut counts)?;
     } else {
@@ -127,22 +133,41 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     collect(&mut lanes, &mut out, &mut counts)?;
     out.finish()?;
     progress.finish_and_clear();
-    print!("{}", summary(&args, &mut lanes, &counts, started.elapsed().as_secs_f64()));
+    let summary = summary(&args, &mut lanes, &counts, started.elapsed().as_secs_f64());
+    // The output on stdout keeps it to itself.
+    match is_stdio(&args.output) {
+        true => eprint!("{summary}"),
+        false => print!("{summary}"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn open(path: &Path) -> anyhow::Result<(std::fs::File, u64)> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    Ok((file, size))
+/// `-`: standard input (or output).
+fn is_stdio(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
-/// Progress over the input's bytes, on stderr when it is a terminal.
-fn progress_bar(size: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(size);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-    ) {
+/// The input, and its size when it is a file.
+fn open(path: &Path) -> anyhow::Result<(Box<dyn std::io::Read>, Option<u64>)> {
+    if is_stdio(path) {
+        return Ok((Box::new(std::io::stdin().lock()), None));
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata().ok().map(|m| m.len());
+    Ok((Box::new(file), size))
+}
+
+/// Progress through the input (its bytes, of its size when known), on
+/// stderr when that is a terminal.
+fn progress_bar(size: Option<u64>) -> indicatif::ProgressBar {
+    let (bar, template) = match size {
+        Some(size) => (
+            indicatif::ProgressBar::new(size),
+            "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+        ),
+        None => (indicatif::ProgressBar::new_spinner(), "{spinner} replaying {bytes} ({bytes_per_sec})"),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
@@ -180,13 +205,17 @@ fn lanes(
 /// The JSON Lines output.
 struct Lines {
     path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::io::BufWriter<Box<dyn Write>>,
 }
 
 impl Lines {
     fn create(path: &Path) -> anyhow::Result<Self> {
-        let file =
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file: Box<dyn Write> = match is_stdio(path) {
+            true => Box::new(std::io::stdout().lock()),
+            false => Box::new(
+                std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            ),
+        };
         Ok(Self { path: path.to_path_buf(), file: std::io::BufWriter::new(file) })
     }
 
