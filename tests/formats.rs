@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use support::broker::Broker;
 use support::daemon::{config, own_state, Daemon};
-use support::golden::{card_scores, check_scores_at_least_once, expected_window, Expected, Golden, Sample};
+use support::golden::{card_scores, check_scores_at_least_once, Expected, Golden, Sample};
 use support::line::{
     collect_every_window, copy_model, expect_exactly, line_pipeline, line_topic, score_topic, wait_online,
     LINE_CARD, LINE_GOLDEN,
 };
 use support::mqtt::{Publisher, Subscriber};
+use support::tags::{model_on_a_clock, tag_expected, tag_fixture, tag_message, TagFixture, TagMessage};
 
 /// A config for the line pipeline with `keys` added to it.
 fn line_config(broker: &Broker, client_id: &str, model: Option<&str>, keys: &str) -> String {
@@ -152,44 +153,6 @@ fn timestamps_in_seconds_need_ts_unit() {
     expect_exactly(&sub, &golden.expected(&card_scores(LINE_CARD), 1));
 }
 
-/// The shipped model, its card given a sampling clock of `period` ms.
-fn model_on_a_clock(dir: &std::path::Path, period: i64) -> String {
-    let model = copy_model(dir);
-    let card = dir.join("line-mlp.toml");
-    let text = std::fs::read_to_string(&card).unwrap();
-    std::fs::write(&card, format!("sample_period_ms = {period}\n{text}")).unwrap();
-    model.display().to_string()
-}
-
-#[derive(serde::Deserialize)]
-struct TagFixture {
-    sample_period_ms: i64,
-    resets: std::collections::BTreeMap<String, u64>,
-    messages: Vec<TagMessage>,
-    windows: Vec<TagWindow>,
-}
-
-#[derive(serde::Deserialize)]
-struct TagMessage {
-    ts: i64,
-    device: String,
-    feature: String,
-    value: f64,
-}
-
-#[derive(serde::Deserialize)]
-struct TagWindow {
-    device: String,
-    ts: i64,
-    outputs: std::collections::BTreeMap<String, Vec<f32>>,
-}
-
-fn tag_fixture() -> TagFixture {
-    let text =
-        std::fs::read_to_string(support::repo_path("models/fixtures/line-mlp.tags.golden.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// A daemon for the line model on the fixture's clock, reading
 /// `input_topic` with the pipeline `keys`; the models' directory must
 /// outlive it.
@@ -214,16 +177,6 @@ fn tag_daemon(broker: &Broker, client_id: &str, fixture: &TagFixture) -> (Daemon
     clocked_daemon(broker, client_id, fixture, "uns/{line}/{machine}/{feature}", "input_format = \"tag\"\n")
 }
 
-/// The fixture's `i`th tag message: HiveMQ Edge's shape, every fifth value
-/// as a string, as some gateways send it.
-fn tag_message(i: usize, m: &TagMessage) -> (String, String) {
-    let payload = match i % 5 {
-        0 => serde_json::json!({"value": m.value.to_string(), "timestamp": m.ts}),
-        _ => serde_json::json!({"value": m.value, "timestamp": m.ts}),
-    };
-    (format!("uns/{}/{}", m.device, m.feature), payload.to_string())
-}
-
 /// The fixture's values gathered per device into messages of at most `max`
 /// values, each feature at most once per message (a message of data points
 /// names each once), in publishing order: a device's message goes out when
@@ -240,11 +193,6 @@ fn gathered(fixture: &TagFixture, max: usize) -> Vec<(&str, Vec<&TagMessage>)> {
     }
     out.extend(pending.into_iter().filter(|(_, points)| !points.is_empty()));
     out
-}
-
-fn tag_expected(fixture: &TagFixture) -> Vec<Expected> {
-    let scores = card_scores(LINE_CARD);
-    fixture.windows.iter().map(|w| expected_window(&w.device, w.ts, &w.outputs, &scores)).collect()
 }
 
 /// One value per topic (`uns/{line}/{machine}/{feature}`), each tag at its

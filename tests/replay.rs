@@ -1,8 +1,9 @@
 //! `lineguard record` and `lineguard replay`: a stream recorded off a real
 //! broker while the daemon scores it, then replayed offline, gives the same
 //! bytes the daemon published — scores, alarm states, explanations and a
-//! shadow model's scores, in the same order. And a CSV table of the same
-//! samples replays to the same bytes too.
+//! shadow model's scores, in the same order. A CSV table of the same
+//! samples replays to the same bytes too, and a recording of tags on a
+//! sampling clock replays to ONNX Runtime's scores.
 
 mod support;
 
@@ -326,4 +327,45 @@ fn replay_reads_standard_input_and_writes_standard_output() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), from_file, "stdout is the output, and only it");
         assert!(String::from_utf8_lossy(&out.stderr).contains("windows (ok "), "{}", text(&out));
     }
+}
+
+/// A recording of one value per message on a sampling clock (tags at their
+/// own jittered times, one falling silent): replay forms the grid samples
+/// and scores each window as ONNX Runtime scores the fixture's
+/// (`models/make_tag_fixture.py`), nothing missing, nothing extra.
+#[test]
+fn a_recording_on_a_sampling_clock_replays_to_onnx_runtime_scores() {
+    use support::tags::{model_on_a_clock, tag_expected, tag_fixture, tag_message};
+    let fixture = tag_fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_on_a_clock(dir.path(), fixture.sample_period_ms);
+    let mut spec = PipelineSpec::new("press-line", LINE_MODEL, "uns/{line}/{machine}/{feature}", LINE_OUT);
+    spec.model = &model;
+    let cfg = dir.path().join("tags.toml");
+    let cfg_text = config(1, "tags", &dir.path().join("never-made"), &[spec], "")
+        .replace("hop = 1\n", "hop = 1\ninput_format = \"tag\"\n");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let lines: Vec<String> = (fixture.messages.iter().enumerate())
+        .map(|(i, m)| {
+            let (topic, payload) = tag_message(i, m);
+            serde_json::json!({"topic": topic, "payload": payload, "received_ms": m.ts}).to_string()
+        })
+        .collect();
+    let rec = dir.path().join("tags.jsonl");
+    std::fs::write(&rec, lines.join("\n")).unwrap();
+    let out = dir.path().join("o.jsonl");
+    let run = replay(&cfg, &rec, &out, &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let scores: Vec<Message> = replayed(&out)
+        .into_iter()
+        .map(|(topic, payload)| Message {
+            topic,
+            payload: payload.into_bytes(),
+            retain: false,
+            received: std::time::Instant::now(),
+        })
+        .collect();
+    let expected = tag_expected(&fixture);
+    assert_eq!(scores.len(), expected.len(), "{}", text(&run));
+    support::golden::check_scores(&scores, &expected, "press-line", "line-mlp", support::line::score_topic);
 }

@@ -9,6 +9,7 @@ pub mod golden;
 pub mod line;
 pub mod mqtt;
 pub mod sparkplug;
+pub mod tags;
 pub mod tmpfs;
 
 use std::path::PathBuf;
