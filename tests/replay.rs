@@ -156,6 +156,20 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     assert!(summary.contains(&format!("wrote {} messages", replay_said.len())), "{summary}");
 }
 
+/// The golden stream as a recording (JSON lines, `received_ms` = each
+/// sample's `ts`) and as a table with the feature columns in `features`' order.
+fn recording_and_table(golden: &Golden, features: &[String]) -> (String, String) {
+    let mut recording = String::new();
+    let mut table = format!("device,ts,{}\n", features.join(","));
+    for (device, s) in golden.interleaved() {
+        let line = serde_json::json!({"topic": line_topic(device), "payload": Golden::payload(s), "received_ms": s.ts});
+        recording.push_str(&format!("{line}\n"));
+        let cells: Vec<String> = features.iter().map(|f| format!("{:?}", s.values[f])).collect();
+        table.push_str(&format!("{device},{},{}\n", s.ts, cells.join(",")));
+    }
+    (recording, table)
+}
+
 /// The same samples as a table: `device,ts,<features...>`, in any column
 /// order, the device key filling the input template's placeholders.
 #[test]
@@ -164,16 +178,9 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let golden = Golden::load(LINE_GOLDEN);
     let cfg = dir.path().join("replay.toml");
     std::fs::write(&cfg, config_for(1, "csv", &dir.path().join("never-made"))).unwrap();
-    let mut recording = String::new();
     let mut features = golden.features.clone();
     features.reverse();
-    let mut table = format!("device,ts,{}\n", features.join(","));
-    for (device, s) in golden.interleaved() {
-        let line = serde_json::json!({"topic": line_topic(device), "payload": Golden::payload(s), "received_ms": s.ts});
-        recording.push_str(&format!("{line}\n"));
-        let cells: Vec<String> = features.iter().map(|f| format!("{:?}", s.values[f])).collect();
-        table.push_str(&format!("{device},{},{}\n", s.ts, cells.join(",")));
-    }
+    let (recording, mut table) = recording_and_table(&golden, &features);
     // One row a table can get wrong: a cell that is not a number.
     table.push_str("line1/press1,1732400099000,x,1,1,1,1,1,1,1\n");
     let (rec, csv) = (dir.path().join("r.jsonl"), dir.path().join("t.csv"));
@@ -260,15 +267,7 @@ fn a_recording_feeds_every_pipeline_or_the_one_named() {
     let cfg = dir.path().join("two.toml");
     std::fs::write(&cfg, config(1, "two", &dir.path().join("never-made"), &pipelines, "")).unwrap();
     let rec = dir.path().join("r.jsonl");
-    let lines: Vec<String> = golden
-        .interleaved()
-        .iter()
-        .map(|(d, s)| {
-            serde_json::json!({"topic": line_topic(d), "payload": Golden::payload(s), "received_ms": s.ts})
-                .to_string()
-        })
-        .collect();
-    std::fs::write(&rec, lines.join("\n")).unwrap();
+    std::fs::write(&rec, recording_and_table(&golden, &golden.features).0).unwrap();
     let out = dir.path().join("o.jsonl");
     let count = |v: &[(String, String)], end: &str| v.iter().filter(|(t, _)| t.ends_with(end)).count();
     let run = replay(&cfg, &rec, &out, &[]);
@@ -299,14 +298,7 @@ fn replay_reads_standard_input_and_writes_standard_output() {
     let golden = Golden::load(LINE_GOLDEN);
     let cfg = dir.path().join("replay.toml");
     std::fs::write(&cfg, config_for(1, "pipe", &dir.path().join("never-made"))).unwrap();
-    let mut recording = String::new();
-    let mut table = format!("device,ts,{}\n", golden.features.join(","));
-    for (device, s) in golden.interleaved() {
-        let line = serde_json::json!({"topic": line_topic(device), "payload": Golden::payload(s), "received_ms": s.ts});
-        recording.push_str(&format!("{line}\n"));
-        let cells: Vec<String> = golden.features.iter().map(|f| format!("{:?}", s.values[f])).collect();
-        table.push_str(&format!("{device},{},{}\n", s.ts, cells.join(",")));
-    }
+    let (recording, table) = recording_and_table(&golden, &golden.features);
     let rec = dir.path().join("r.jsonl");
     std::fs::write(&rec, &recording).unwrap();
     let file_out = dir.path().join("o.jsonl");
