@@ -1,8 +1,9 @@
 //! The status page and `/devices`, as an operator sees them: a running
 //! daemon with devices in ok, warn and alarm, its page opened in a real
 //! headless Chromium (no console errors, every device with its state, and
-//! the page updating itself when a state changes), and `/devices` agreeing
-//! with the scores on MQTT.
+//! the page updating itself when a state changes, what drove a device's
+//! alarm on its row), and `/devices` agreeing with the scores on MQTT,
+//! explanations included.
 
 mod support;
 
@@ -100,6 +101,10 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
             "{name}: one point per scored window"
         );
         assert!(d["last_seen_ms"].as_i64().unwrap() > 0, "{name}");
+        // What drove it: the score payload's explanation, as published (by
+        // default warn and alarm windows are explained, ok ones not).
+        assert_eq!(d.get("explain"), mqtt.get("explain"), "{name}: /devices {d}\nMQTT {mqtt}");
+        assert_eq!(d.get("explain").is_some(), mqtt["state"] != "ok", "{name}: {d}");
     }
     assert_eq!(all["connections"]["telemetry"], true, "{all}");
     assert_eq!(all["connections"]["scores"], true, "{all}");
@@ -132,6 +137,21 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     );
     assert_eq!(connections, "[\"scores=true\",\"telemetry=true\"]");
     assert_eq!(page.eval("document.querySelector('#pipelines td').textContent"), "press-line");
+    // Why lathe1 is in alarm, on its row: its explained scores' top features.
+    let explain = newest["line2/lathe1"]["explain"].as_object().expect("lathe1's alarm is explained").clone();
+    let why = page.eval("document.querySelector('tr[data-device=\"line2/lathe1\"] td.why').textContent");
+    let mut want_why: Vec<String> = explain
+        .iter()
+        .map(|(score, top)| {
+            let features: Vec<&str> =
+                top.as_array().unwrap().iter().map(|c| c["feature"].as_str().unwrap()).collect();
+            format!("{score}: {}", features.join(", "))
+        })
+        .collect();
+    want_why.sort();
+    assert_eq!(why, want_why.join("; "), "lathe1's reasons on the page");
+    let ok_why = page.eval("document.querySelector('tr[data-device=\"line1/press2\"] td.why').textContent");
+    assert_eq!(ok_why, "–", "an ok window has no reasons");
 
     // press1 goes into alarm: it sends what lathe1 sent, later. The page
     // follows by itself.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::model::card::State;
+use crate::pipeline::explain::Explanation;
 
 /// Scored windows kept per device for the trend.
 pub const TREND: usize = 30;
@@ -18,6 +19,8 @@ struct DeviceRecent {
     state: State,
     /// The last window's scores, card order.
     values: Box<[f32]>,
+    /// The last window's explanations (none: it was not explained).
+    explain: Vec<Explanation>,
     /// The last [`TREND`] windows' scores, `TREND × scores`, oldest at `head`.
     trend: Box<[f32]>,
     head: usize,
@@ -36,8 +39,16 @@ impl Recent {
         Self { scores, devices: HashMap::new() }
     }
 
-    /// A window scored: `values` in card order.
-    pub fn record(&mut self, device: &str, ts: i64, values: &[f32], state: State, now_ms: i64) {
+    /// A window scored: `values` in card order, and what explains it.
+    pub fn record(
+        &mut self,
+        device: &str,
+        ts: i64,
+        values: &[f32],
+        explain: &[Explanation],
+        state: State,
+        now_ms: i64,
+    ) {
         debug_assert_eq!(values.len(), self.scores);
         let k = self.scores;
         let d = match self.devices.get_mut(device) {
@@ -47,6 +58,7 @@ impl Recent {
                 scored_ms: now_ms,
                 state,
                 values: vec![0.0; k].into_boxed_slice(),
+                explain: Vec::new(),
                 trend: vec![0.0; k * TREND].into_boxed_slice(),
                 head: 0,
                 len: 0,
@@ -54,6 +66,10 @@ impl Recent {
         };
         (d.ts, d.scored_ms, d.state) = (ts, now_ms, state);
         d.values.copy_from_slice(values);
+        // A window that is not explained leaves nothing to copy (and
+        // nothing allocated): the previous window's reasons no longer hold.
+        d.explain.clear();
+        d.explain.extend_from_slice(explain);
         let slot = (d.head + d.len) % TREND;
         d.trend[slot * k..(slot + 1) * k].copy_from_slice(values);
         if d.len < TREND {
@@ -89,7 +105,15 @@ impl Recent {
                 (name.clone(), series)
             })
             .collect();
-        Some(Scores { ts: d.ts, scored_ms: d.scored_ms, state: d.state, values, trend })
+        let explain = d
+            .explain
+            .iter()
+            .filter_map(|e| {
+                let top = e.top.iter().map(|(f, delta)| Contribution { feature: f.clone(), delta: *delta });
+                Some((names.get(e.score)?.clone(), top.collect()))
+            })
+            .collect();
+        Some(Scores { ts: d.ts, scored_ms: d.scored_ms, state: d.state, values, explain, trend })
     }
 }
 
@@ -98,7 +122,16 @@ struct Scores {
     scored_ms: i64,
     state: State,
     values: std::collections::BTreeMap<String, f64>,
+    explain: std::collections::BTreeMap<String, Vec<Contribution>>,
     trend: std::collections::BTreeMap<String, Vec<f64>>,
+}
+
+/// A feature's part in a score, as the score payload's `explain` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Contribution {
+    pub feature: String,
+    /// As published: f32, so that `/devices` writes the payload's digits.
+    pub delta: f32,
 }
 
 /// One device, as `/devices` shows it.
@@ -121,6 +154,10 @@ pub struct DeviceView {
     pub state: Option<State>,
     /// The debounced alarm state (with `alarm_topic`).
     pub alarm: Option<State>,
+    /// What drove the last scored window, per explained score (the score
+    /// payload's `explain`); absent when it was not explained.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub explain: std::collections::BTreeMap<String, Vec<Contribution>>,
     /// The last scored windows' scores, oldest first.
     pub trend: std::collections::BTreeMap<String, Vec<f64>>,
 }
@@ -165,6 +202,7 @@ pub fn pipeline_view<'a>(
                 state: scores.as_ref().map(|s| s.state),
                 alarm: alarm(w.device),
                 scores: scores.as_ref().map(|s| s.values.clone()).unwrap_or_default(),
+                explain: scores.as_ref().map(|s| s.explain.clone()).unwrap_or_default(),
                 trend: scores.map(|s| s.trend).unwrap_or_default(),
             }
         })
@@ -180,9 +218,13 @@ mod tests {
     fn keeps_the_latest_scores_and_a_bounded_trend_oldest_first() {
         let mut r = Recent::new(2);
         for i in 0..(TREND + 5) {
-            r.record("m1", i as i64, &[i as f32, -(i as f32)], State::Ok, 1000 + i as i64);
+            r.record("m1", i as i64, &[i as f32, -(i as f32)], &[], State::Ok, 1000 + i as i64);
         }
-        r.record("m2", 7, &[0.5, 0.25], State::Alarm, 9);
+        let why = [Explanation { score: 1, top: vec![("torque".into(), 0.5), ("feed".into(), -0.25)] }];
+        r.record("m2", 6, &[0.5, 0.25], &why, State::Alarm, 8);
+        r.record("m4", 1, &[0.1, 0.2], &why, State::Warn, 2);
+        r.record("m4", 2, &[0.1, 0.2], &[], State::Ok, 3);
+        r.record("m2", 7, &[0.5, 0.25], &why, State::Alarm, 9);
         let names = ["anomaly".to_string(), "quality".to_string()];
         let fills = [
             WindowFill { device: "m1", fill: 99, newest_ts: Some(40), last_seen_ms: Some(5) },
@@ -197,6 +239,16 @@ mod tests {
         assert_eq!(m1.trend["anomaly"][0], 5.0, "oldest first");
         assert_eq!(*m1.trend["quality"].last().unwrap(), -((TREND + 4) as f64));
         assert_eq!((v.devices[1].state, v.devices[1].alarm), (Some(State::Alarm), Some(State::Warn)));
+        let quality = &v.devices[1].explain["quality"];
+        assert_eq!(
+            quality,
+            &[
+                Contribution { feature: "torque".into(), delta: 0.5 },
+                Contribution { feature: "feed".into(), delta: -0.25 }
+            ]
+        );
+        assert!(m1.explain.is_empty(), "never explained");
+        assert!(r.view("m4", &names).unwrap().explain.is_empty(), "its last window was not explained");
         assert_eq!(v.devices[2].state, None, "not scored yet");
         assert!(v.devices[2].scores.is_empty());
         r.forget(&["m1".to_string()]);

@@ -702,7 +702,7 @@ impl Worker {
             }
             let state: State = card.state(values);
             self.events.state(state);
-            self.recent.record(&due.device, due.ts, values, state, created_ms);
+            self.recent.record(&due.device, due.ts, values, &explain, state, created_ms);
             let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
             if let Some(s) = self.shadow.as_ref().filter(|s| s.ran) {
                 let sk = s.model.score_count();
