@@ -60,7 +60,10 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     let dir = tempfile::tempdir().unwrap();
     let model = graded_model(dir.path());
     let pipeline = PipelineSpec::new("press-line", &model, LINE_IN, LINE_OUT);
-    let daemon = Daemon::start(&config(broker.port, "lg-page", dir.path(), &[pipeline], ""));
+    // A drift summary every second, to compare the page's drifting inputs with.
+    let text = config(broker.port, "lg-page", dir.path(), &[pipeline], "")
+        .replace("hop = 1\n", "hop = 1\ndrift_interval_secs = 1\n");
+    let daemon = Daemon::start(&text);
     wait_online(&broker, "lg-page");
 
     let golden = Golden::load(LINE_GOLDEN);
@@ -106,6 +109,22 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
         assert_eq!(d.get("explain"), mqtt.get("explain"), "{name}: /devices {d}\nMQTT {mqtt}");
         assert_eq!(d.get("explain").is_some(), mqtt["state"] != "ok", "{name}: {d}");
     }
+    // The inputs that drift: what the retained drift summary names.
+    let drift_topic = "lineguard/lg-page/drift/press-line";
+    let after = support::daemon::now_ms();
+    let summary = Subscriber::new(broker.port, &[drift_topic]);
+    let named = loop {
+        let m = summary.next(Duration::from_secs(10)).expect("a drift summary every second");
+        if m.json()["ts"].as_i64().unwrap() > after {
+            break m.json()["drifting"].clone();
+        }
+    };
+    assert!(
+        named.as_array().is_some_and(|a| !a.is_empty()),
+        "the golden stream's faults move some inputs: {named}"
+    );
+    let drifting = devices(&daemon, "")["pipelines"][0]["drifting"].clone();
+    assert_eq!(drifting, named, "/devices and the drift summary");
     assert_eq!(all["connections"]["telemetry"], true, "{all}");
     assert_eq!(all["connections"]["scores"], true, "{all}");
     assert_eq!(all["pipelines"][0]["model"], "line-mlp", "{all}");
@@ -137,6 +156,8 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     );
     assert_eq!(connections, "[\"scores=true\",\"telemetry=true\"]");
     assert_eq!(page.eval("document.querySelector('#pipelines td').textContent"), "press-line");
+    let names: Vec<&str> = named.as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert_eq!(page.eval("document.querySelector('#pipelines td.drift').textContent"), names.join(", "));
     // Why lathe1 is in alarm, on its row: its explained scores' top features.
     let explain = newest["line2/lathe1"]["explain"].as_object().expect("lathe1's alarm is explained").clone();
     let why = page.eval("document.querySelector('tr[data-device=\"line2/lathe1\"] td.why').textContent");

@@ -1,7 +1,8 @@
 //! `GET /devices`: the state of the line, read from the pipelines
 //! themselves. Each pipeline's worker answers a request between two turns
-//! with its devices (window fill, newest sample, latest scores, states and
-//! trend); nothing is kept or copied for it on the scoring path.
+//! with its devices (window fill, newest sample, latest scores, states,
+//! explanations and trend) and the features whose inputs drift; nothing is
+//! kept or copied for it on the scoring path.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -96,11 +97,20 @@ pub struct Overview {
     /// Each broker connection: up or not.
     pub connections: std::collections::BTreeMap<&'static str, bool>,
     /// The models in service.
-    pub pipelines: Vec<ModelStatus>,
+    pub pipelines: Vec<PipelineStatus>,
     /// Worst first: alarm, warn, ok, not yet scored; then by pipeline and device.
     pub devices: Vec<DeviceView>,
     /// Pipelines that did not answer in time (busy or stopping).
     pub unanswered: Vec<String>,
+}
+
+/// A pipeline: its model, and the features whose inputs drift from the
+/// training data now (`null` when the pipeline did not answer).
+#[derive(Debug, Serialize)]
+pub struct PipelineStatus {
+    #[serde(flatten)]
+    pub model: ModelStatus,
+    pub drifting: Option<Vec<String>>,
 }
 
 /// The order of the status page: the worse of a device's state and alarm
@@ -151,13 +161,17 @@ impl DeviceViews {
         }
         let mut devices = Vec::new();
         let mut unanswered = Vec::new();
+        let mut drifting = std::collections::HashMap::new();
         for (name, answer) in pending {
             let view = match answer {
                 Some(a) => tokio::time::timeout(ANSWER_WITHIN, a).await.ok().and_then(Result::ok),
                 None => None,
             };
             match view {
-                Some(v) => devices.extend(v.devices.into_iter().filter(|d| filter.keeps(d))),
+                Some(v) => {
+                    devices.extend(v.devices.into_iter().filter(|d| filter.keeps(d)));
+                    drifting.insert(name, v.drifting);
+                }
                 None => unanswered.push(name),
             }
         }
@@ -167,6 +181,7 @@ impl DeviceViews {
         let pipelines = models
             .into_iter()
             .filter(|m| filter.pipeline.as_ref().is_none_or(|p| *p == m.pipeline))
+            .map(|model| PipelineStatus { drifting: drifting.remove(&model.pipeline), model })
             .collect();
         Overview {
             client_id: client_id.to_string(),

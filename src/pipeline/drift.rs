@@ -175,17 +175,26 @@ impl Drift {
     /// next one is due an interval from now.
     pub fn summary(&mut self, pipeline: &str, features: &[String], now_ms: i64) -> (Vec<u8>, Vec<String>) {
         self.last_summary = Instant::now();
-        let current = self.current();
+        let s = self.summarize(pipeline, features, now_ms);
+        let drifting = s.drifting.iter().map(|f| f.to_string()).collect();
+        (serde_json::to_vec(&s).expect("a summary is plain JSON"), drifting)
+    }
+
+    /// The features drifting now (what the next summary would name).
+    pub fn drifting(&self, features: &[String]) -> Vec<String> {
+        self.summarize("", features, 0).drifting.into_iter().map(str::to_string).collect()
+    }
+
+    fn summarize<'a>(&self, pipeline: &'a str, features: &'a [String], now_ms: i64) -> Summary<'a> {
         let mut s = Summary { pipeline, ts: now_ms, features: BTreeMap::new(), drifting: Vec::new() };
-        for ((name, m), d) in features.iter().zip(&self.moments).zip(current) {
+        for ((name, m), d) in features.iter().zip(&self.moments).zip(self.current()) {
             let Some(d) = d else { continue };
             s.features.insert(name, d);
             if self.drifts(m, d) {
                 s.drifting.push(name);
             }
         }
-        let drifting = s.drifting.iter().map(|f| f.to_string()).collect();
-        (serde_json::to_vec(&s).expect("a summary is plain JSON"), drifting)
+        s
     }
 }
 

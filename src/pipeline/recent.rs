@@ -171,11 +171,12 @@ pub struct WindowFill<'a> {
     pub last_seen_ms: Option<i64>,
 }
 
-/// Every device of one pipeline.
+/// Every device of one pipeline, and the features whose inputs drift.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineView {
     pub pipeline: String,
     pub devices: Vec<DeviceView>,
+    pub drifting: Vec<String>,
 }
 
 /// Build a pipeline's view from its windows, latest scores and alarm states.
@@ -207,7 +208,7 @@ pub fn pipeline_view<'a>(
             }
         })
         .collect();
-    PipelineView { pipeline: pipeline.to_string(), devices }
+    PipelineView { pipeline: pipeline.to_string(), devices, drifting: Vec::new() }
 }
 
 #[cfg(test)]

@@ -879,14 +879,16 @@ impl Worker {
     fn view(&self) -> PipelineView {
         let names: Vec<String> = self.model.card.scores.iter().map(|s| s.name.clone()).collect();
         let alarms = self.pipeline.alarm.as_ref().map(|_| &self.alarms);
-        recent::pipeline_view(
+        let mut view = recent::pipeline_view(
             &self.pipeline.name,
             self.model.card.window,
             &names,
             self.windows.fills(),
             &self.recent,
             |device| alarms.and_then(|a| a.state(device)),
-        )
+        );
+        view.drifting = self.drift.drifting(&self.model.card.features);
+        view
     }
 
     /// A changed shadow model, between two batches; refused (the old one

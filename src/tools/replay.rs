@@ -133,7 +133,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     collect(&mut lanes, &mut out, &mut counts)?;
     out.finish()?;
     progress.finish_and_clear();
-    let summary = summary(&args, &mut lanes, &counts, started.elapsed().as_secs_f64());
+    let summary = summary(&args, &lanes, &counts, started.elapsed().as_secs_f64());
     // The output on stdout keeps it to itself.
     match is_stdio(&args.output) {
         true => eprint!("{summary}"),
@@ -479,7 +479,7 @@ fn replay_csv(
     Ok(())
 }
 
-fn summary(args: &ReplayArgs, lanes: &mut [Lane], counts: &Counts, seconds: f64) -> String {
+fn summary(args: &ReplayArgs, lanes: &[Lane], counts: &Counts, seconds: f64) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let rate = if seconds > 0.0 { counts.read as f64 / seconds } else { 0.0 };
@@ -490,7 +490,7 @@ fn summary(args: &ReplayArgs, lanes: &mut [Lane], counts: &Counts, seconds: f64)
         if counts.read == 1 { "message" } else { "messages" },
         args.input.display()
     );
-    for lane in lanes.iter_mut() {
+    for lane in lanes {
         let t = lane.worker.tally().clone();
         let [ok, warn, alarm] = t.states;
         let _ = writeln!(

@@ -134,7 +134,7 @@ impl Worker {
 
     /// The features whose inputs drift from the training data now (see
     /// [`Drift::summary`](crate::pipeline::drift::Drift::summary)).
-    pub fn drifting(&mut self) -> Vec<String> {
-        self.drift.summary(&self.pipeline.name, &self.model.card.features, 0).1
+    pub fn drifting(&self) -> Vec<String> {
+        self.drift.drifting(&self.model.card.features)
     }
 }
