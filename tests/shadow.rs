@@ -108,6 +108,18 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
         ),
         "{metrics}"
     );
+    // The shipped Grafana dashboard's shadow panels read what this daemon exports.
+    let dashboard = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    let mut read: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lineguard_shadow_"))
+        .collect();
+    read.sort();
+    read.dedup();
+    assert!(read.len() >= 3, "the dashboard shows the shadow model: {read:?}");
+    for m in read {
+        assert!(metrics.contains(&format!("{m}{{")), "the dashboard queries {m}, not exported:\n{metrics}");
+    }
 
     // Hot swap: a shadow card that reads other input is refused (the old
     // shadow keeps going); a good one is swapped in and shadows from then on.
