@@ -154,6 +154,24 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     assert!(summary.contains("invalid_json"), "{summary}");
     assert!(summary.contains("missing_feature 1"), "{summary}");
     assert!(summary.contains(&format!("wrote {} messages", replay_said.len())), "{summary}");
+    // The shadow's disagreements: windows whose shadow state is not the live one's.
+    let state_of = |end: &str| -> std::collections::BTreeMap<(String, i64), String> {
+        (replay_said.iter().filter(|(t, _)| t.ends_with(end)))
+            .map(|(_, p)| {
+                let v: serde_json::Value = serde_json::from_str(p).unwrap();
+                (
+                    (v["device"].as_str().unwrap().to_string(), v["ts"].as_i64().unwrap()),
+                    v["state"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let (live, shadow) = (state_of("/scores"), state_of("/shadow"));
+    let differ = live.iter().filter(|(k, s)| shadow.get(*k) != Some(*s)).count();
+    assert!(
+        summary.contains(&format!("shadow line-ae v1: {windows} windows, {differ} in another state")),
+        "{summary}"
+    );
 }
 
 /// The golden stream as a recording (JSON lines, `received_ms` = each

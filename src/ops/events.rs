@@ -289,6 +289,8 @@ pub struct ShadowEvents {
     windows: Counter,
     disagreements: Counter,
     diffs: Vec<Option<Histogram>>,
+    /// (windows, disagreements), in plain numbers, for `lineguard replay`'s summary.
+    tally: std::cell::Cell<(u64, u64)>,
 }
 
 impl ShadowEvents {
@@ -304,10 +306,18 @@ impl ShadowEvents {
                     live.map(|_| histogram!(names::SHADOW_ABS_DIFF, "pipeline" => pipeline.to_string(), "score" => name.clone()))
                 })
                 .collect(),
+            tally: Default::default(),
         }
     }
 
+    /// Windows the shadow scored, and those whose state differed from the live one's.
+    pub fn tally(&self) -> (u64, u64) {
+        self.tally.get()
+    }
+
     pub fn scored(&self, disagrees: bool, diffs: impl Iterator<Item = (usize, f64)>) {
+        let (windows, disagreements) = self.tally.get();
+        self.tally.set((windows + 1, disagreements + u64::from(disagrees)));
         self.windows.increment(1);
         if disagrees {
             self.disagreements.increment(1);

@@ -510,6 +510,12 @@ fn summary(args: &ReplayArgs, lanes: &[Lane], counts: &Counts, seconds: f64) -> 
             if by_reason.is_empty() { String::new() } else { format!(" ({})", by_reason.join(", ")) }
         );
         let _ = writeln!(s, "  duplicates skipped: {}, windows not scored: {}", t.duplicates, t.failed);
+        if let Some((model, windows, disagreements)) = lane.worker.shadow_tally() {
+            let _ = writeln!(
+                s,
+                "  shadow {model}: {windows} windows, {disagreements} in another state than the live model's"
+            );
+        }
         let drifting = lane.worker.drifting();
         let _ = writeln!(
             s,

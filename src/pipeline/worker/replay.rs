@@ -122,6 +122,14 @@ impl Worker {
         self.events.tally()
     }
 
+    /// Its shadow model, if any: `name vN`, the windows it scored, and
+    /// those whose state differed from the live model's.
+    pub fn shadow_tally(&self) -> Option<(String, u64, u64)> {
+        let s = self.shadow.as_ref()?;
+        let (windows, disagreements) = s.events.tally();
+        Some((format!("{} v{}", s.model.card.name, s.model.card.version), windows, disagreements))
+    }
+
     /// The features its model reads, in card order.
     pub fn features(&self) -> &[String] {
         &self.model.card.features
