@@ -2,7 +2,8 @@
 //! samples through every pipeline's whole path — decode, assembly, windows,
 //! model, states, alarms, explanations, shadow — with no broker and no state
 //! directory; each message the daemon would publish is written as one JSON
-//! line `{"topic", "payload"}`, in the order the daemon publishes it.
+//! line `{"topic", "payload"}`: each pipeline's in the order the daemon
+//! publishes them, and the pipelines' interleaved in input order.
 //!
 //! It runs the daemon's own pipeline worker (see `Worker::replaying`), so
 //! the bytes are the daemon's: scores do not depend on which windows share a
@@ -58,9 +59,9 @@ const BLOCK: u64 = 1024;
 /// Unreadable lines or rows reported one by one, before only counting them.
 const SHOWN_UNREADABLE: u64 = 5;
 
-/// One recorded message (see `record.rs`).
+/// One recorded message (see `record.rs`); other keys a tool adds
+/// (`qos`, `retain`, ...) are ignored.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Recorded {
     topic: String,
     #[serde(default)]
