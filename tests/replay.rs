@@ -1,7 +1,7 @@
 //! `lineguard record` and `lineguard replay`: a stream recorded off a real
 //! broker while the daemon scores it, then replayed offline, gives the same
-//! bytes the daemon published — scores, alarm states, explanations and a
-//! shadow model's scores, in the same order. A CSV table of the same
+//! bytes the daemon published — scores, alarm states, explanations, a
+//! shadow model's scores and dead letters, in the same order. A CSV table of the same
 //! samples replays to the same bytes too, and a recording of tags on a
 //! sampling clock replays to ONNX Runtime's scores.
 
@@ -29,8 +29,15 @@ fn pipeline_keys() -> String {
 }
 
 fn config_for(port: u16, client_id: &str, state: &Path) -> String {
+    config_with(port, client_id, state, "")
+}
+
+/// Rejected messages, with the reason, on this topic (`limits.dead_letter_topic`).
+const DEAD: &str = "lineguard/parity/dead";
+
+fn config_with(port: u16, client_id: &str, state: &Path, extra: &str) -> String {
     let pipeline = PipelineSpec::new("press-line", LINE_MODEL, LINE_IN, LINE_OUT);
-    config(port, client_id, state, &[pipeline], "") + &pipeline_keys()
+    config(port, client_id, state, &[pipeline], extra) + &pipeline_keys()
 }
 
 /// `lineguard replay --config CFG --input INPUT --output OUT [extra...]`.
@@ -51,6 +58,9 @@ fn replay(cfg: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
 fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
+
+/// A published message: `(topic, payload)`.
+type Said = (String, String);
 
 /// `(topic, payload)` of each line `replay` wrote.
 fn replayed(path: &Path) -> Vec<(String, String)> {
@@ -83,8 +93,9 @@ fn the_stream(golden: &Golden) -> Vec<(String, String)> {
 fn a_recording_replays_to_the_bytes_the_daemon_published() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let config_text = config_for(broker.port, "parity", support::daemon::own_state());
-    let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#"]);
+    let dead = format!("[limits]\ndead_letter_topic = \"{DEAD}\"\n");
+    let config_text = config_with(broker.port, "parity", support::daemon::own_state(), &dead);
+    let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#", DEAD]);
     let daemon = Daemon::start(&config_text);
     wait_online(&broker, "parity");
 
@@ -126,17 +137,26 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     assert!(recorded.status.success(), "{}", text(&recorded));
 
     let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, config_for(1, "parity", &dir.path().join("never-made"))).unwrap();
+    std::fs::write(&cfg, config_with(1, "parity", &dir.path().join("never-made"), &dead)).unwrap();
     let out = dir.path().join("replayed.jsonl");
     let run = replay(&cfg, &recording, &out, &[]);
     assert!(run.status.success(), "{}", text(&run));
     assert!(!dir.path().join("never-made").exists(), "replay made a state directory");
 
-    let daemon_said: Vec<(String, String)> = published
+    let daemon_all: Vec<(String, String)> = published
         .iter()
         .map(|m| (m.topic.clone(), String::from_utf8(m.payload.clone()).expect("JSON is UTF-8")))
         .collect();
-    let replay_said = replayed(&out);
+    let replay_all = replayed(&out);
+    // Dead letters go out on a queue of their own: compared apart, in their
+    // own order, without the probes the recorder may have missed.
+    let split = |all: &[Said]| -> (Vec<Said>, Vec<Said>) {
+        let (dead, said): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|(t, _)| t == DEAD);
+        (dead.into_iter().filter(|(_, p)| !p.contains("probe")).collect(), said)
+    };
+    let ((daemon_dead, daemon_said), (replay_dead, replay_said)) = (split(&daemon_all), split(&replay_all));
+    assert!(daemon_dead.len() >= 2, "the stream's bad messages as dead letters: {daemon_dead:?}");
+    assert_eq!(daemon_dead, replay_dead, "dead letters: the daemon's, then replay's");
     let kinds = |v: &[(String, String)], end: &str| v.iter().filter(|(t, _)| t.ends_with(end)).count();
     assert_eq!(kinds(&daemon_said, "/scores"), golden.windows.len(), "{}", daemon.log());
     assert_eq!(kinds(&daemon_said, "/shadow"), golden.windows.len(), "{}", daemon.log());
@@ -153,7 +173,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     assert!(summary.contains(&format!("{windows} windows (ok ")), "{summary}");
     assert!(summary.contains("invalid_json"), "{summary}");
     assert!(summary.contains("missing_feature 1"), "{summary}");
-    assert!(summary.contains(&format!("wrote {} messages", replay_said.len())), "{summary}");
+    assert!(summary.contains(&format!("wrote {} messages", replay_all.len())), "{summary}");
     // The shadow's disagreements: windows whose shadow state is not the live one's.
     let state_of = |end: &str| -> std::collections::BTreeMap<(String, i64), String> {
         (replay_said.iter().filter(|(t, _)| t.ends_with(end)))

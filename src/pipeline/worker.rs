@@ -431,8 +431,15 @@ impl Worker {
                 "payload": String::from_utf8_lossy(shown),
                 "truncated": len > shown.len() as u64,
             });
-            let msg = Control::DeadLetter { topic: dl.clone(), payload: body.to_string().into_bytes() };
-            if self.out.control.try_send(msg).is_err() {
+            let payload = body.to_string().into_bytes();
+            if self.committer.is_none() {
+                // Replaying: in the output, with the message that caused it.
+                self.staged_causes.resize(self.staged_scores.len(), self.replay_cause);
+                let e =
+                    NewEntry { created_ms: 0, topic: dl.clone(), payload, retain: false, sparkplug: false };
+                self.staged_scores.push(e);
+                self.staged_causes.push(self.replay_cause);
+            } else if self.out.control.try_send(Control::DeadLetter { topic: dl.clone(), payload }).is_err() {
                 self.events.dead_letter_dropped();
             }
         }

@@ -11,10 +11,10 @@
 //! `ts` takes the recording's `received_ms`, and idle devices are evicted on
 //! the recording's time.
 //!
-//! Not replayed: what the daemon publishes on its own clock (status, drift
-//! summaries) or on its broker session (dead letters are counted as
-//! rejections instead); a pipeline with Sparkplug B output is refused, its
-//! births and sequence numbers belonging to a live session.
+//! Dead letters (with `limits.dead_letter_topic`) are written after the
+//! message they refuse. Not replayed: what the daemon publishes on its own
+//! clock (status, drift summaries); a pipeline with Sparkplug B output is
+//! refused, its births and sequence numbers belonging to a live session.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};

@@ -20,8 +20,9 @@ impl Worker {
     /// A worker for `lineguard replay`: the daemon's whole path (decode,
     /// assembly, windows, model, states, alarms, explanations), on an empty
     /// store in memory and with no committer. What a turn would publish is
-    /// kept, in order, for [`Worker::take_published`]; nothing is stored,
-    /// and the pipeline's dead letters and drift summaries go nowhere.
+    /// kept, in order, for [`Worker::take_published`] (dead letters with
+    /// it, after the message they refuse); nothing is stored, and drift
+    /// summaries (on the wall clock) go nowhere.
     pub fn replaying(
         pipeline: Pipeline,
         model: Arc<Model>,
@@ -35,7 +36,7 @@ impl Worker {
             entries,
             sparkplug: None,
             control,
-            dead_letter_topic: None,
+            dead_letter_topic: limits.dead_letter_topic.clone(),
             health: Health::new(std::slice::from_ref(&pipeline.name)),
             deadline: Deadline::default(),
         };
