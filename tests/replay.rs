@@ -221,6 +221,8 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let (recording, mut table) = recording_and_table(&golden, &features);
     // One row a table can get wrong: a cell that is not a number.
     table.push_str("line1/press1,1732400099000,x,1,1,1,1,1,1,1\n");
+    // And a cell left empty: without a sampling clock, a missing feature.
+    table.push_str("line1/press1,1732400099100,,1,1,1,1,1,1,1\n");
     let (rec, csv) = (dir.path().join("r.jsonl"), dir.path().join("t.csv"));
     std::fs::write(&rec, recording).unwrap();
     std::fs::write(&csv, &table).unwrap();
@@ -241,6 +243,7 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let (from_euro, _) = replay_to(&euro, "c.jsonl");
     assert!(from_recording == from_euro, "the `;` table's replay differs from the recording's");
     assert!(summary.contains("non_numeric 1"), "{summary}");
+    assert!(summary.contains("missing_feature 1"), "{summary}");
 }
 
 #[test]

@@ -453,12 +453,7 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
         }
     };
     if problem.is_none() {
-        let row = &out.values[start..];
-        if row.iter().any(|v| v.is_nan()) {
-            let missing: Vec<&str> =
-                dec.features.iter().zip(row).filter(|(_, v)| v.is_nan()).map(|(f, _)| f.as_str()).collect();
-            problem = Some(Rejection::new(Reason::MissingFeature, format!("missing {}", missing.join(", "))));
-        }
+        problem = missing_features(&dec.features, &out.values[start..]);
     }
     match problem {
         None => out.ts.push(ts),
@@ -468,6 +463,17 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
         }
     }
     Ok(())
+}
+
+/// A sample (`row`, one value per feature, NaN: absent) that lacks some of
+/// `features`: the rejection naming them.
+pub(crate) fn missing_features(features: &[String], row: &[f64]) -> Option<Rejection> {
+    if !row.iter().any(|v| v.is_nan()) {
+        return None;
+    }
+    let missing: Vec<&str> =
+        features.iter().zip(row).filter(|(_, v)| v.is_nan()).map(|(f, _)| f.as_str()).collect();
+    Some(Rejection::new(Reason::MissingFeature, format!("missing {}", missing.join(", "))))
 }
 
 /// A timestamp: a number in the pipeline's `ts_unit` (integer or

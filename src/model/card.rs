@@ -513,6 +513,12 @@ impl ModelCard {
         self.window * self.features.len()
     }
 
+    /// How many of its scores are reconstruction errors (each gives F
+    /// per-feature errors per window, see `Model::run_detailed`).
+    pub fn reconstruction_scores(&self) -> usize {
+        self.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count()
+    }
+
     /// The worst state over all scores of one window.
     pub fn state(&self, scores: &[f32]) -> State {
         self.scores.iter().zip(scores).map(|(s, &v)| s.state(v)).max().unwrap_or(State::Ok)

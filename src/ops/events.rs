@@ -76,7 +76,6 @@ fn more(suppressed: u64) -> String {
     }
 }
 
-/// Events of one pipeline, owned by its worker thread.
 /// What a pipeline has done since it started, in plain numbers: for
 /// `lineguard replay`'s summary (the daemon's are on `/metrics`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -99,6 +98,7 @@ impl Tally {
     }
 }
 
+/// Events of one pipeline, owned by its worker thread.
 pub struct PipelineEvents {
     pipeline: String,
     tally: Tally,

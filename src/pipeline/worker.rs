@@ -30,7 +30,7 @@ use crate::durable::store::{Entry, NewEntry, Part, Store};
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::reject::{Reason, Rejection};
 use crate::ingest::Reader;
-use crate::model::card::{ScoreKind, State};
+use crate::model::card::State;
 use crate::model::{Model, States};
 use crate::mqtt::ack::Ack;
 use crate::ops::events::{
@@ -613,7 +613,7 @@ impl Worker {
         };
         if in_run && result.is_ok() {
             let (k, f) = (self.model.score_count(), card.features.len());
-            let recon = card.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count();
+            let recon = card.reconstruction_scores();
             self.explainer.scored(&self.scores[n * k..], f, k);
             self.scores.truncate(n * k);
             self.errors.truncate(n * recon * f);
@@ -646,7 +646,7 @@ impl Worker {
         let k = self.model.score_count();
         let card = &self.model.card;
         let created_ms = crate::clock::now_ms();
-        let recon = card.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count();
+        let recon = card.reconstruction_scores();
         let nf = card.features.len();
         // The windows some score explains: their occluded copies, in one run.
         let mut rows = std::mem::take(&mut self.explain_rows);

@@ -11,7 +11,8 @@ use super::{Outputs, Worker, SWEEP_EVERY};
 use crate::clock::Deadline;
 use crate::config::{Limits, Pipeline};
 use crate::durable::store::{NewEntry, Store, StoreError};
-use crate::ingest::reject::{Reason, Rejection};
+use crate::ingest::decode::missing_features;
+use crate::ingest::reject::Rejection;
 use crate::model::Model;
 use crate::ops::health::Health;
 use crate::pipeline::Inbound;
@@ -73,15 +74,13 @@ impl Worker {
         self.events.received(0);
         self.out.health.counted(1, 0);
         self.decoded.clear();
+        let card = &self.model.card;
+        let row =
+            row.and_then(|(ts, values)| match (&card.clock, missing_features(&card.features, values)) {
+                (None, Some(r)) => Err(r),
+                _ => Ok((ts, values)),
+            });
         match row {
-            Ok((_, values)) if self.model.card.clock.is_none() && values.iter().any(|v| v.is_nan()) => {
-                let missing: Vec<&str> = (self.model.card.features.iter().zip(values))
-                    .filter(|(_, v)| v.is_nan())
-                    .map(|(f, _)| f.as_str())
-                    .collect();
-                let r = Rejection::new(Reason::MissingFeature, format!("missing {}", missing.join(", ")));
-                self.decoded.rejects.push(r);
-            }
             Ok((ts, values)) => {
                 self.decoded.ts.push(Some(ts));
                 self.decoded.values.extend_from_slice(values);
