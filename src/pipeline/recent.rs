@@ -179,7 +179,8 @@ pub struct PipelineView {
     pub drifting: Vec<String>,
 }
 
-/// Build a pipeline's view from its windows, latest scores and alarm states.
+/// Build a pipeline's view from its windows, latest scores and alarm
+/// states, and the features `drifting` now.
 pub fn pipeline_view<'a>(
     pipeline: &str,
     window: usize,
@@ -187,6 +188,7 @@ pub fn pipeline_view<'a>(
     windows: impl Iterator<Item = WindowFill<'a>>,
     recent: &Recent,
     alarm: impl Fn(&str) -> Option<State>,
+    drifting: Vec<String>,
 ) -> PipelineView {
     let devices = windows
         .map(|w| {
@@ -208,7 +210,7 @@ pub fn pipeline_view<'a>(
             }
         })
         .collect();
-    PipelineView { pipeline: pipeline.to_string(), devices, drifting: Vec::new() }
+    PipelineView { pipeline: pipeline.to_string(), devices, drifting }
 }
 
 #[cfg(test)]
@@ -232,7 +234,17 @@ mod tests {
             WindowFill { device: "m2", fill: 3, newest_ts: Some(7), last_seen_ms: Some(9) },
             WindowFill { device: "m3", fill: 1, newest_ts: Some(1), last_seen_ms: Some(2) },
         ];
-        let v = pipeline_view("p", 10, &names, fills.into_iter(), &r, |d| (d == "m2").then_some(State::Warn));
+        let drifting = vec!["torque".to_string()];
+        let v = pipeline_view(
+            "p",
+            10,
+            &names,
+            fills.into_iter(),
+            &r,
+            |d| (d == "m2").then_some(State::Warn),
+            drifting,
+        );
+        assert_eq!(v.drifting, ["torque"]);
         let m1 = &v.devices[0];
         assert_eq!(m1.window_fill, 10);
         assert_eq!(m1.scores["anomaly"], (TREND + 4) as f64);

@@ -177,8 +177,6 @@ pub struct Worker {
     explain_rows: Vec<usize>,
     /// Per-feature errors of the batch's reconstruction scores.
     errors: Vec<f32>,
-    /// The batch's run scored every window's occluded copies too.
-    occluded_in_run: bool,
     /// Whether the inputs still look like the training data.
     drift: Drift,
     shadow: Option<Shadowing>,
@@ -247,7 +245,6 @@ impl Worker {
             explainer: Explainer::default(),
             explain_rows: Vec::new(),
             errors: Vec::new(),
-            occluded_in_run: false,
             drift: Drift::new(
                 pipeline.drift.clone(),
                 card.features.len(),
@@ -618,7 +615,6 @@ impl Worker {
             self.scores.truncate(n * k);
             self.errors.truncate(n * recon * f);
         }
-        self.occluded_in_run = in_run;
         self.events.scored(n, started.elapsed().as_secs_f64());
         self.out.health.counted(0, n as u64);
         match result {
@@ -648,7 +644,9 @@ impl Worker {
         let created_ms = crate::clock::now_ms();
         let recon = card.reconstruction_scores();
         let nf = card.features.len();
-        // The windows some score explains: their occluded copies, in one run.
+        // The windows some score explains. Their occluded copies ran with
+        // the batch (`explain = "always"`), or go through the model now, in one run.
+        let in_run = Explainer::in_batch_run(&card.scores);
         let mut rows = std::mem::take(&mut self.explain_rows);
         rows.clear();
         rows.extend((0..self.batch.len()).filter(|&i| {
@@ -657,7 +655,7 @@ impl Worker {
                 && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::occludes(s, *v))
         }));
         let explained = !rows.is_empty()
-            && (self.occluded_in_run
+            && (in_run
                 || match self.explainer.run(
                     &self.model,
                     &mut self.states,
@@ -684,7 +682,7 @@ impl Worker {
             let mut explain = match rows.binary_search(&i) {
                 Ok(j) if explained => {
                     // The explainer holds every window's copies, or the explained ones'.
-                    let j = if self.occluded_in_run { i } else { j };
+                    let j = if in_run { i } else { j };
                     self.explainer.explain(j, values, &card.scores, &card.features).unwrap_or_default()
                 }
                 _ => Vec::new(),
@@ -886,16 +884,15 @@ impl Worker {
     fn view(&self) -> PipelineView {
         let names: Vec<String> = self.model.card.scores.iter().map(|s| s.name.clone()).collect();
         let alarms = self.pipeline.alarm.as_ref().map(|_| &self.alarms);
-        let mut view = recent::pipeline_view(
+        recent::pipeline_view(
             &self.pipeline.name,
             self.model.card.window,
             &names,
             self.windows.fills(),
             &self.recent,
             |device| alarms.and_then(|a| a.state(device)),
-        );
-        view.drifting = self.drift.drifting(&self.model.card.features);
-        view
+            self.drift.drifting(&self.model.card.features),
+        )
     }
 
     /// A changed shadow model, between two batches; refused (the old one
