@@ -81,12 +81,6 @@ struct Published<'a> {
     payload_b64: Option<String>,
 }
 
-/// A pipeline being replayed.
-struct Lane {
-    pipeline: Pipeline,
-    worker: Worker,
-}
-
 /// What the replay did, for its closing summary.
 #[derive(Debug, Default)]
 struct Counts {
@@ -122,19 +116,19 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if is_csv && chosen.len() != 1 {
         bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&settings.pipelines));
     }
-    let mut lanes = lanes(&settings, &chosen, &models, &shadows)?;
+    let mut workers = start(&settings, &chosen, &models, &shadows)?;
     let mut out = Lines::create(&args.output)?;
     let started = Instant::now();
     let mut counts = Counts::default();
     if is_csv {
-        replay_csv(reader, &mut lanes[0], &mut out, &mut counts)?;
+        replay_csv(reader, &mut workers[0], &mut out, &mut counts)?;
     } else {
-        replay_recording(reader, &mut lanes, &mut out, &mut counts)?;
+        replay_recording(reader, &mut workers, &mut out, &mut counts)?;
     }
-    collect(&mut lanes, &mut out, &mut counts)?;
+    collect(&mut workers, &mut out, &mut counts)?;
     out.finish()?;
     progress.finish_and_clear();
-    let summary = summary(&args, &lanes, &counts, started.elapsed().as_secs_f64());
+    let summary = summary(&args, &workers, &counts, started.elapsed().as_secs_f64());
     // The output on stdout keeps it to itself.
     match is_stdio(&args.output) {
         true => eprint!("{summary}"),
@@ -175,13 +169,13 @@ fn progress_bar(size: Option<u64>) -> indicatif::ProgressBar {
 }
 
 /// A worker for each `chosen` pipeline; Sparkplug B output refused.
-fn lanes(
+fn start(
     settings: &Settings,
     chosen: &[usize],
     models: &[Arc<Model>],
     shadows: &[Option<Arc<Model>>],
-) -> anyhow::Result<Vec<Lane>> {
-    let mut lanes = Vec::with_capacity(chosen.len());
+) -> anyhow::Result<Vec<Worker>> {
+    let mut workers = Vec::with_capacity(chosen.len());
     for &i in chosen {
         let (p, model) = (&settings.pipelines[i], &models[i]);
         if let Output::Sparkplug(_) = p.output {
@@ -198,9 +192,9 @@ fn lanes(
             shadows.get(i).cloned().flatten(),
             settings.limits.clone(),
         )?;
-        lanes.push(Lane { pipeline: p.clone(), worker });
+        workers.push(worker);
     }
-    Ok(lanes)
+    Ok(workers)
 }
 
 /// The JSON Lines output.
@@ -245,12 +239,12 @@ impl Lines {
 /// Every pipeline's published messages so far, in input order: by the
 /// message that caused them, then by pipeline (each pipeline's own are in
 /// that order already; the sort is stable).
-fn collect(lanes: &mut [Lane], out: &mut Lines, counts: &mut Counts) -> anyhow::Result<()> {
+fn collect(workers: &mut [Worker], out: &mut Lines, counts: &mut Counts) -> anyhow::Result<()> {
     let mut all: Vec<(u64, usize, NewEntry)> = Vec::new();
-    for (l, lane) in lanes.iter_mut().enumerate() {
-        all.extend(lane.worker.take_published().into_iter().map(|(cause, e)| (cause, l, e)));
+    for (l, worker) in workers.iter_mut().enumerate() {
+        all.extend(worker.take_published().into_iter().map(|(cause, e)| (cause, l, e)));
     }
-    if lanes.len() > 1 {
+    if workers.len() > 1 {
         all.sort_by_key(|(cause, l, _)| (*cause, *l));
     }
     counts.written += all.len() as u64;
@@ -269,7 +263,7 @@ fn unreadable(counts: &mut Counts, what: std::fmt::Arguments) {
 
 fn replay_recording(
     reader: impl BufRead,
-    lanes: &mut [Lane],
+    workers: &mut [Worker],
     out: &mut Lines,
     counts: &mut Counts,
 ) -> anyhow::Result<()> {
@@ -301,9 +295,9 @@ fn replay_recording(
             }
         };
         let mut taken = false;
-        for lane in lanes.iter_mut().filter(|l| l.pipeline.takes(&recorded.topic)) {
+        for worker in workers.iter_mut().filter(|w| w.pipeline().takes(&recorded.topic)) {
             taken = true;
-            lane.worker.replay(
+            worker.replay(
                 counts.read,
                 Inbound {
                     topic: recorded.topic.clone(),
@@ -319,7 +313,7 @@ fn replay_recording(
             counts.unrouted += 1;
         }
         if counts.read.is_multiple_of(BLOCK) {
-            collect(lanes, out, counts)?;
+            collect(workers, out, counts)?;
         }
     }
     Ok(())
@@ -425,16 +419,16 @@ fn ts_cell(pipeline: &Pipeline, text: &str) -> Result<i64, Rejection> {
 
 fn replay_csv(
     mut reader: impl BufRead,
-    lane: &mut Lane,
+    worker: &mut Worker,
     out: &mut Lines,
     counts: &mut Counts,
 ) -> anyhow::Result<()> {
     let delimiter = delimiter(reader.fill_buf().context("cannot read the CSV table")?);
     let mut table =
         csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(delimiter).from_reader(reader);
-    let features = lane.worker.features().to_vec();
+    let features = worker.features().to_vec();
     let at = columns(table.headers().context("cannot read the CSV header")?, &features)?;
-    let placeholders = lane.pipeline.input.placeholders().len();
+    let placeholders = worker.pipeline().input.placeholders().len();
     let mut values = vec![0.0; features.len()];
     let mut record = csv::StringRecord::new();
     let mut row = 1u64;
@@ -457,13 +451,13 @@ fn replay_csv(
                 format_args!(
                     "row {row}: device `{device}` must have {placeholders} `/`-separated parts, one per \
                      placeholder of {}",
-                    lane.pipeline.input
+                    worker.pipeline().input
                 ),
             );
             continue;
         }
-        let topic = lane.pipeline.input.render(&lane.pipeline.input, device);
-        let ts = ts_cell(&lane.pipeline, record.get(1).unwrap_or(""));
+        let topic = worker.pipeline().input.render(&worker.pipeline().input, device);
+        let ts = ts_cell(worker.pipeline(), record.get(1).unwrap_or(""));
         let parsed = ts.and_then(|ts| {
             for (v, (&i, f)) in values.iter_mut().zip(at.iter().zip(&features)) {
                 *v = cell(f, record.get(i).unwrap_or(""), delimiter == b';')?;
@@ -472,15 +466,15 @@ fn replay_csv(
         });
         // A row without a receive time: its own `ts` stands in (the future check passes).
         let received_ms = parsed.as_ref().copied().unwrap_or(0);
-        lane.worker.replay_row(counts.read, &topic, device, received_ms, parsed.map(|ts| (ts, &values[..])));
+        worker.replay_row(counts.read, &topic, device, received_ms, parsed.map(|ts| (ts, &values[..])));
         if counts.read.is_multiple_of(BLOCK) {
-            collect(std::slice::from_mut(lane), out, counts)?;
+            collect(std::slice::from_mut(worker), out, counts)?;
         }
     }
     Ok(())
 }
 
-fn summary(args: &ReplayArgs, lanes: &[Lane], counts: &Counts, seconds: f64) -> String {
+fn summary(args: &ReplayArgs, workers: &[Worker], counts: &Counts, seconds: f64) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let rate = if seconds > 0.0 { counts.read as f64 / seconds } else { 0.0 };
@@ -491,16 +485,16 @@ fn summary(args: &ReplayArgs, lanes: &[Lane], counts: &Counts, seconds: f64) -> 
         if counts.read == 1 { "message" } else { "messages" },
         args.input.display()
     );
-    for lane in lanes {
-        let t = lane.worker.tally().clone();
+    for worker in workers {
+        let t = worker.tally().clone();
         let [ok, warn, alarm] = t.states;
         let _ = writeln!(
             s,
             "pipeline {}: {} messages, {} windows (ok {ok}, warn {warn}, alarm {alarm}), {} devices",
-            lane.pipeline.name,
+            worker.pipeline().name,
             t.messages,
             t.windows,
-            lane.worker.devices()
+            worker.devices()
         );
         let rejected: BTreeMap<&str, u64> = t.rejections().map(|(r, n)| (r.as_str(), n)).collect();
         let total: u64 = rejected.values().sum();
@@ -511,13 +505,13 @@ fn summary(args: &ReplayArgs, lanes: &[Lane], counts: &Counts, seconds: f64) -> 
             if by_reason.is_empty() { String::new() } else { format!(" ({})", by_reason.join(", ")) }
         );
         let _ = writeln!(s, "  duplicates skipped: {}, windows not scored: {}", t.duplicates, t.failed);
-        if let Some((model, windows, disagreements)) = lane.worker.shadow_tally() {
+        if let Some((model, windows, disagreements)) = worker.shadow_tally() {
             let _ = writeln!(
                 s,
                 "  shadow {model}: {windows} windows, {disagreements} in another state than the live model's"
             );
         }
-        let drifting = lane.worker.drifting();
+        let drifting = worker.drifting();
         let _ = writeln!(
             s,
             "  drifting: {}",

@@ -130,6 +130,11 @@ impl Worker {
         Some((format!("{} v{}", s.model.card.name, s.model.card.version), windows, disagreements))
     }
 
+    /// The pipeline it serves.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
     /// The features its model reads, in card order.
     pub fn features(&self) -> &[String] {
         &self.model.card.features
