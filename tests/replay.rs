@@ -28,6 +28,14 @@ fn pipeline_keys() -> String {
     )
 }
 
+/// `dir/replay.toml`: the pipeline for replay (no broker; a `state.dir`,
+/// `dir/never-made`, that replay must not create), with `extra` keys.
+fn replay_config(dir: &Path, client_id: &str, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("replay.toml");
+    std::fs::write(&cfg, config_with(1, client_id, &dir.join("never-made"), extra)).unwrap();
+    cfg
+}
+
 fn config_for(port: u16, client_id: &str, state: &Path) -> String {
     config_with(port, client_id, state, "")
 }
@@ -136,8 +144,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     let recorded = recorder.wait_with_output().unwrap();
     assert!(recorded.status.success(), "{}", text(&recorded));
 
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, config_with(1, "parity", &dir.path().join("never-made"), &dead)).unwrap();
+    let cfg = replay_config(dir.path(), "parity", &dead);
     let out = dir.path().join("replayed.jsonl");
     let run = replay(&cfg, &recording, &out, &[]);
     assert!(run.status.success(), "{}", text(&run));
@@ -214,8 +221,7 @@ fn recording_and_table(golden: &Golden, features: &[String]) -> (String, String)
 fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
     let dir = tempfile::tempdir().unwrap();
     let golden = Golden::load(LINE_GOLDEN);
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, config_for(1, "csv", &dir.path().join("never-made"))).unwrap();
+    let cfg = replay_config(dir.path(), "csv", "");
     let mut features = golden.features.clone();
     features.reverse();
     let (recording, mut table) = recording_and_table(&golden, &features);
@@ -249,8 +255,7 @@ fn a_csv_table_replays_like_the_recording_of_the_same_samples() {
 #[test]
 fn replay_says_what_it_cannot_read() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, config_for(1, "bad", &dir.path().join("never-made"))).unwrap();
+    let cfg = replay_config(dir.path(), "bad", "");
     let out = dir.path().join("o.jsonl");
     let run_on = |name: &str, content: &str, extra: &[&str]| {
         let input = dir.path().join(name);
@@ -337,8 +342,7 @@ fn replay_reads_standard_input_and_writes_standard_output() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let golden = Golden::load(LINE_GOLDEN);
-    let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, config_for(1, "pipe", &dir.path().join("never-made"))).unwrap();
+    let cfg = replay_config(dir.path(), "pipe", "");
     let (recording, table) = recording_and_table(&golden, &golden.features);
     let rec = dir.path().join("r.jsonl");
     std::fs::write(&rec, &recording).unwrap();
