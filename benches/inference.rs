@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lineguard::model::{Model, States};
+use lineguard::model::{Model, PlanStates};
 use rand::{Rng, SeedableRng};
 
 fn main() {
@@ -37,7 +37,7 @@ fn main() {
     for batch in [1usize, 16, 32, 64, 128, 256] {
         let mut scores = Vec::with_capacity(batch * 2);
         // As the pipeline runs it: tract's run states kept between runs.
-        let mut states = States::default();
+        let mut states = PlanStates::default();
         let chunks: Vec<&[f32]> = inputs.chunks(batch * len).collect();
         for c in chunks.iter().take(20) {
             scores.clear();
@@ -103,7 +103,7 @@ fn explained_vs_plain(model: &Model, inputs: &[f32]) -> (f64, f64, f64) {
     let batch = 32;
     let rows: Vec<usize> = (0..batch).collect();
     let chunks: Vec<&[f32]> = inputs.chunks(batch * len).collect();
-    let mut states = States::default();
+    let mut states = PlanStates::default();
     let mut explainer = Explainer::default();
     let mut scores = Vec::new();
     let mut together = Vec::new();

@@ -4,7 +4,7 @@
 
 mod support;
 
-use lineguard::model::{Model, States};
+use lineguard::model::{Model, PlanStates};
 use lineguard::pipeline::window::{Pushed, Windows};
 use support::golden::{assert_close, Golden};
 
@@ -47,7 +47,7 @@ fn check(model_path: &str, fixture: &str) {
     let mut batched = Vec::new();
     model.run(&inputs, n, &mut batched).unwrap();
     let mut single = Vec::new();
-    let mut states = States::default();
+    let mut states = PlanStates::default();
     for w in inputs.chunks(len) {
         model.run_with(&mut states, w, 1, &mut single).unwrap();
     }
@@ -117,7 +117,7 @@ fn run_states_follow_a_model_swap() {
     let (mut fresh_a, mut fresh_b) = (Vec::new(), Vec::new());
     a.run(&wa, 1, &mut fresh_a).unwrap();
     b.run(&wb, 1, &mut fresh_b).unwrap();
-    let mut states = States::default();
+    let mut states = PlanStates::default();
     let (mut kept_a, mut kept_b) = (Vec::new(), Vec::new());
     a.run_with(&mut states, &wa, 1, &mut kept_a).unwrap();
     b.run_with(&mut states, &wb, 1, &mut kept_b).unwrap();
@@ -155,7 +155,7 @@ fn scores_do_not_depend_on_the_batch() {
         for w in input.chunks(len) {
             model.run(w, 1, &mut alone).unwrap();
         }
-        let mut states = States::default();
+        let mut states = PlanStates::default();
         for size in (2..=34).chain([63, 64, 65, 100, 127, 128, 129, 255, 256, 257, 300, 520]) {
             let mut batched = Vec::new();
             for chunk in input.chunks(size * len) {

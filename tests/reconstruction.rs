@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lineguard::model::card::ModelCard;
-use lineguard::model::{Model, States};
+use lineguard::model::{Model, PlanStates};
 use serde::Deserialize;
 use support::broker::Broker;
 use support::daemon::{config, Daemon, PipelineSpec};
@@ -54,7 +54,7 @@ fn scores_and_feature_errors_equal_onnx_runtime() {
     let inputs: Vec<f32> = fixture.windows.iter().flat_map(|w| w.input.iter().copied()).collect();
     let n = fixture.windows.len();
     let (mut scores, mut errors) = (Vec::new(), Vec::new());
-    model.run_detailed(&mut States::default(), &inputs, n, &mut scores, Some(&mut errors)).unwrap();
+    model.run_detailed(&mut PlanStates::default(), &inputs, n, &mut scores, Some(&mut errors)).unwrap();
     assert_eq!((scores.len(), errors.len()), (n, n * 8));
     for (i, w) in fixture.windows.iter().enumerate() {
         let what = format!("{} ts {}", w.device, w.ts);

@@ -14,11 +14,7 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use schema::Config;
-pub use schema::{LogFormat, Protocol};
-pub use settings::{
-    Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings, Shadow, SparkplugSettings,
-    StateSettings, TlsMaterial,
-};
+pub use settings::Settings;
 
 pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
 
@@ -100,6 +96,7 @@ fn explain(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::{PasswordSource, Protocol};
 
     const MINIMAL: &str = r#"
 [mqtt]
@@ -133,9 +130,9 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
     fn spec_example_loads_with_defaults() {
         let s = load_text(MINIMAL, &[]).unwrap();
         assert_eq!(s.pipelines[0].hop, 1);
-        assert_eq!(s.pipelines[0].input.filter(), "plant/+/+/telemetry");
-        assert_eq!(s.pipelines[0].card, Path::new("/usr/share/lineguard/models/line-mlp.toml"));
-        assert_eq!(s.status_topic(), "lineguard/lineguard-gw01/status");
+        assert_eq!(s.pipelines[0].input.topic.filter(), "plant/+/+/telemetry");
+        assert_eq!(s.pipelines[0].model.card, Path::new("/usr/share/lineguard/models/line-mlp.toml"));
+        assert_eq!(s.mqtt.status_topic(), "lineguard/lineguard-gw01/status");
         let shown = s.display_masked();
         assert!(!shown.contains("s3cret") && shown.contains("********"), "{shown}");
     }
@@ -171,7 +168,7 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         assert_eq!(s.mqtt.username.as_deref(), Some("1e3"));
         assert_eq!(s.mqtt.keep_alive, std::time::Duration::from_secs(45));
         assert_eq!(s.limits.dead_letter_topic.as_deref(), Some("true"));
-        assert_eq!(s.status_topic(), "lineguard/007/status");
+        assert_eq!(s.mqtt.status_topic(), "lineguard/007/status");
     }
 
     #[test]
@@ -268,7 +265,7 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let sp = s.sparkplug.as_ref().unwrap();
         assert_eq!(sp.node.edge_node_id, "lineguard-gw01", "defaults to the client id");
         assert_eq!(sp.client_id, "lineguard-gw01-sparkplug");
-        assert_eq!(s.publisher_client_id(), "lineguard-gw01-scores");
+        assert_eq!(s.mqtt.publisher_client_id(), "lineguard-gw01-scores");
         let clash = with_node
             .replace("group_id = \"plant\"", "group_id = \"plant\"\nclient_id = \"lineguard-gw01-scores\"");
         assert!(load_text(&clash, &[]).unwrap_err().to_string().contains("sparkplug.client_id"));
@@ -283,8 +280,8 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
 
         let input = MINIMAL.replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/DDATA/gw/{machine}");
         let s = load_text(&input, &[]).unwrap();
-        assert_eq!(s.pipelines[0].filters(), ["spBv1.0/+/DDATA/gw/+", "spBv1.0/+/DBIRTH/gw/+"]);
-        assert!(s.pipelines[0].takes("spBv1.0/l1/DBIRTH/gw/m1"));
+        assert_eq!(s.pipelines[0].input.filters(), ["spBv1.0/+/DDATA/gw/+", "spBv1.0/+/DBIRTH/gw/+"]);
+        assert!(s.pipelines[0].input.takes("spBv1.0/l1/DBIRTH/gw/m1"));
         let wrong = MINIMAL.replace("plant/{line}/{machine}/telemetry", "spBv1.0/{line}/NDATA/{machine}");
         assert!(load_text(&wrong, &[]).unwrap_err().to_string().contains("DDATA"));
         // The node's own DDATA must not feed a Sparkplug input.

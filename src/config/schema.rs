@@ -7,6 +7,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mqtt::Protocol;
+use crate::ops::logging::LogFormat;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -96,38 +99,6 @@ pub struct MqttConfig {
     pub receive_maximum: u16,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub enum Protocol {
-    #[serde(rename = "5")]
-    V5,
-    #[default]
-    #[serde(rename = "3.1.1")]
-    V311,
-}
-
-/// `"5"` or `"3.1.1"`; also a bare `5`, as TOML allows.
-impl<'de> Deserialize<'de> for Protocol {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Number(i64),
-            Text(String),
-        }
-        let text = match Raw::deserialize(d)? {
-            Raw::Number(n) => n.to_string(),
-            Raw::Text(t) => t,
-        };
-        match text.as_str() {
-            "5" => Ok(Protocol::V5),
-            "3.1.1" => Ok(Protocol::V311),
-            _ => Err(serde::de::Error::custom(format!(
-                "MQTT version `{text}` is not one lineguard speaks: \"5\" or \"3.1.1\""
-            ))),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
@@ -186,15 +157,6 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self { listen: "127.0.0.1:9898".parse().expect("literal") }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Plain lines without timestamps or colour: journald adds both.
-    #[default]
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -7,18 +7,21 @@ use std::time::Duration;
 use super::schema::{
     Config, LimitsConfig, MqttConfig, OutputFormat, PipelineConfig, SparkplugConfig, StateConfig,
 };
-use super::settings::{
-    publisher_client_id, Limits, LogSettings, MqttSettings, Output, PasswordSource, Pipeline, Settings,
-    Shadow, SparkplugSettings, StateSettings, TlsMaterial,
-};
+use super::settings::Settings;
 use super::ConfigError;
+use crate::durable::StateSettings;
 use crate::ingest::format::{InputFormat, TsUnit};
+use crate::ingest::input::Input;
 use crate::ingest::kepware::TagId;
 use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
+use crate::model::ModelFiles;
+use crate::mqtt::{publisher_client_id, MqttSettings, PasswordSource, TlsMaterial};
+use crate::ops::logging::LogSettings;
 use crate::pipeline::drift::DriftSettings;
+use crate::pipeline::{Limits, Output, Pipeline, Shadow};
 use crate::sparkplug::node::NodeConfig;
-use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate};
+use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate, SparkplugSettings};
 
 /// An error about `key` in the file at `path`.
 struct Blame<'a> {
@@ -364,12 +367,10 @@ fn pipeline(
         return Err(blame.invalid(key("hop"), "must be at least 1 (1 = score on every new sample)"));
     }
     // Relative model paths are relative to the config file, not the cwd of systemd.
-    let model = base.join(&p.model);
-    let card = p
-        .card
-        .as_ref()
-        .map(|c| base.join(c))
-        .unwrap_or_else(|| crate::model::card::ModelCard::path_for(&model));
+    let model = match &p.card {
+        Some(card) => ModelFiles { onnx: base.join(&p.model), card: base.join(card) },
+        None => ModelFiles::beside(base.join(&p.model)),
+    };
     let alarm = p
         .alarm_topic
         .as_ref()
@@ -382,10 +383,9 @@ fn pipeline(
     let shadow = match (&p.shadow_model, &p.shadow_topic) {
         (None, None) => None,
         (Some(m), Some(t)) => {
-            let model = base.join(m);
             let topic = TopicTemplate::parse_output(t, &input)
                 .map_err(|e| blame.invalid(key("shadow_topic"), format!("`{t}`: {e}")))?;
-            Some(Shadow { card: crate::model::card::ModelCard::path_for(&model), model, topic })
+            Some(Shadow { model: ModelFiles::beside(base.join(m)), topic })
         }
         (Some(_), None) => {
             return Err(
@@ -397,13 +397,7 @@ fn pipeline(
     Ok(Pipeline {
         name: p.name.clone(),
         model,
-        card,
-        input,
-        input_format,
-        ts_unit,
-        tag_keys,
-        tag_id,
-        input_births,
+        input: Input { topic: input, format: input_format, ts_unit, tag_keys, tag_id, births: input_births },
         output,
         hop: p.hop,
         alarm,
@@ -509,7 +503,9 @@ fn no_feedback(
             (Output::Sparkplug(_), None) => continue,
         };
         for q in pipelines {
-            if q.takes(&published) || matches!(&p.output, Output::Json(t) if t.as_str() == q.input.as_str()) {
+            if q.input.takes(&published)
+                || matches!(&p.output, Output::Json(t) if t.as_str() == q.input.topic.as_str())
+            {
                 return Err(blame.invalid(
                     format!("pipelines[{i}].output_topic"),
                     format!(

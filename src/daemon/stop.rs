@@ -27,9 +27,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
 
 use crate::clock::Deadline;
+use crate::ops::events::daemon::DaemonEvents;
 
 /// The phases of a stop, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +128,7 @@ impl Stop {
             self.trackers[i].close();
             let left = until.saturating_duration_since(Instant::now());
             if tokio::time::timeout(left, self.trackers[i].wait()).await.is_err() {
-                warn!(phase = phase.name(), "stop: {} did not finish in time", phase.name());
+                DaemonEvents.phase_overran(phase.name());
             }
         }
         self.root.cancel();

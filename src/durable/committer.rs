@@ -12,22 +12,27 @@
 //! the worker back once it is full (and so intake: the broker keeps the
 //! telemetry), `/healthz` says why, and the log says it once, then every
 //! ten seconds, then when commits resume. The store reopens its file by
-//! itself (see `store.rs`), so this heals without a restart. At a stop the
+//! itself (see [`Store`]), so this heals without a restart. At a stop the
 //! retries end at the stop's [`Deadline`]: what is still uncommitted stays
 //! unacknowledged, to be redelivered at the next start. A store found
-//! corrupt at run time cannot hold anything any more: the process exits,
-//! and the next start sets the file aside.
+//! corrupt at run time cannot hold anything any more: the committer asks
+//! the daemon to stop ([`Watch::corrupt`]) and ends, leaving what it holds
+//! unacknowledged, and the next start sets the file aside.
+//!
+//! The daemon makes each pipeline's [`queue`] and runs [`run`] on a thread
+//! of its own; the worker holds the [`CommitQueue`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::clock::Deadline;
+use crate::durable::ack::Ack;
 use crate::durable::store::{Part, Store};
-use crate::mqtt::ack::Ack;
-use crate::ops::events::{CommitEvents, StoreCorrupt};
+use crate::ops::events::durable::CommitEvents;
 use crate::ops::health::Health;
 
 /// Turns waiting for a commit before the worker waits: far more than one
@@ -55,93 +60,95 @@ pub struct Turn {
     pub acks: Vec<Ack>,
 }
 
-pub struct Committer {
-    tx: Option<SyncSender<(Turn, usize)>>,
-    thread: Option<JoinHandle<()>>,
-    /// Bytes of the turns queued and not yet taken by the thread.
-    queued: Arc<AtomicUsize>,
+/// What the worker and its committer share about the queue between them.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Bytes of the turns queued and not yet taken by the committer.
+    queued: AtomicUsize,
+    /// The committer has ended (the stop's deadline, or a corrupt store).
+    ended: AtomicBool,
 }
 
-/// Where a committer reports: its pipeline's health slot, and the stop deadline.
+/// The worker's end of its committer's queue.
+pub struct CommitQueue {
+    tx: SyncSender<(Turn, usize)>,
+    shared: Arc<Shared>,
+}
+
+/// The committer's end of the queue.
+pub struct Turns {
+    rx: Receiver<(Turn, usize)>,
+    shared: Arc<Shared>,
+}
+
+/// Where a committer reports: its pipeline's health slot, the stop
+/// deadline, and the token that stops the daemon when the store is corrupt.
 #[derive(Clone)]
 pub struct Watch {
     pub health: Arc<Health>,
     pub pipeline: usize,
     pub deadline: Deadline,
+    pub corrupt: CancellationToken,
 }
 
-impl Committer {
-    /// `gap`: at most one commit per this long (`state.commit_interval_ms`),
-    /// which bounds the fsync rate under light load, a turn per message.
-    pub fn start(
-        store: Arc<Store>,
-        pipeline: &str,
-        gap: Duration,
-        watch: Watch,
-    ) -> std::io::Result<Committer> {
-        let (tx, rx) = sync_channel(QUEUE);
-        let name = pipeline.to_string();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let taken = Arc::clone(&queued);
-        let thread = std::thread::Builder::new()
-            .name(format!("commit-{pipeline}"))
-            .spawn(move || run(&store, &name, gap, rx, &taken, &watch))?;
-        Ok(Committer { tx: Some(tx), thread: Some(thread), queued })
-    }
+/// A worker's queue of turns to commit: at most [`QUEUE`] turns and about
+/// [`QUEUE_BYTES`] of them, so that a stalled disk holds the worker (and so
+/// intake) back instead of growing memory.
+pub fn queue() -> (CommitQueue, Turns) {
+    let (tx, rx) = sync_channel(QUEUE);
+    let shared = Arc::new(Shared::default());
+    (CommitQueue { tx, shared: shared.clone() }, Turns { rx, shared })
+}
 
+impl CommitQueue {
     /// Queue a turn. While the queue is full (commits are failing or slow)
     /// this waits, calling `waiting` every so often: the worker's loop is
     /// held up by the disk, not stuck.
     pub fn send(&self, turn: Turn, mut waiting: impl FnMut()) {
-        let Some(tx) = &self.tx else { return };
         let bytes = turn.part.bytes();
+        let queued = &self.shared.queued;
         // A turn larger than the budget still goes, alone. Room comes with
         // the next commit, so look often at first; a disk that refuses
         // commits keeps the queue full, and then a look every LOOK_UP will do.
         let started = Instant::now();
-        while self.queued.load(Ordering::Acquire) > 0
-            && self.queued.load(Ordering::Acquire) + bytes > QUEUE_BYTES
-        {
+        while queued.load(Ordering::Acquire) > 0 && queued.load(Ordering::Acquire) + bytes > QUEUE_BYTES {
             waiting();
             let soon = started.elapsed() < Duration::from_millis(20);
             std::thread::sleep(if soon { ROOM_LOOK_UP } else { LOOK_UP });
-            if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            if self.shared.ended.load(Ordering::Acquire) {
                 return;
             }
         }
-        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        queued.fetch_add(bytes, Ordering::AcqRel);
         let mut turn = (turn, bytes);
         loop {
-            match tx.try_send(turn) {
+            match self.tx.try_send(turn) {
                 Ok(()) => return,
                 Err(TrySendError::Full(t)) => {
                     turn = t;
                     waiting();
                     std::thread::sleep(LOOK_UP);
                 }
-                // The thread is gone: it gave up at the stop deadline; the
-                // turn's telemetry stays unacknowledged.
+                // The committer has ended: it gave up at the stop deadline,
+                // or the store is corrupt; the turn's telemetry stays
+                // unacknowledged.
                 Err(TrySendError::Disconnected(_)) => return,
             }
         }
     }
-
-    /// Commit everything queued (or give up at the stop deadline), then stop the thread.
-    pub fn finish(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.finish();
-    }
+/// The committer: commit what `turns` brings until the worker drops its
+/// end (then commit what is left, or give up at the stop's deadline).
+/// `gap`: at most one commit per this long (`state.commit_interval_ms`),
+/// which bounds the fsync rate under light load, a turn per message.
+pub fn run(store: Arc<Store>, pipeline: &str, gap: Duration, turns: Turns, watch: Watch) {
+    let shared = turns.shared.clone();
+    commit(&store, pipeline, gap, turns.rx, &shared.queued, &watch);
+    shared.ended.store(true, Ordering::Release);
 }
 
-fn run(
+fn commit(
     store: &Store,
     pipeline: &str,
     gap: Duration,
@@ -211,7 +218,13 @@ fn run(
                 retrying = false;
                 turns.drain(..).flat_map(|t| t.acks).for_each(Ack::done);
             }
-            Err(e) if e.is_corrupt() => StoreCorrupt { pipeline, why: &e.to_string() }.emit(),
+            Err(e) if e.is_corrupt() => {
+                // Dropped unacknowledged: the broker delivers them again
+                // to the next start, which sets the file aside.
+                events.corrupt(&e.to_string());
+                watch.corrupt.cancel();
+                return;
+            }
             Err(e) => {
                 events.failed(&e.to_string(), turns.len());
                 watch.health.set_commit_error(watch.pipeline, Some(e.to_string()));
@@ -237,12 +250,24 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::ack::AckId;
     use crate::durable::store::NewEntry;
-    use crate::mqtt::ack::AckId;
     use rumqttc::QoS;
 
     fn watch() -> Watch {
-        Watch { health: Health::new(&["p".into()]), pipeline: 0, deadline: Deadline::default() }
+        Watch {
+            health: Health::new(&["p".into()]),
+            pipeline: 0,
+            deadline: Deadline::default(),
+            corrupt: CancellationToken::new(),
+        }
+    }
+
+    /// A committer on its own thread, as the daemon runs one.
+    fn start(store: &Arc<Store>, gap: Duration) -> (CommitQueue, std::thread::JoinHandle<()>) {
+        let (queue, turns) = queue();
+        let store = store.clone();
+        (queue, std::thread::spawn(move || run(store, "p", gap, turns, watch())))
     }
 
     /// The queue holds at most `QUEUE_BYTES` of turns: a worker sending
@@ -255,7 +280,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
         // A gap of 50 ms between commits: the disk is the slow side.
-        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(50), watch()).unwrap();
+        let (c, committer) = start(&store, Duration::from_millis(50));
         let snapshot = vec![7u8; QUEUE_BYTES / 4];
         let mut peak = 0;
         for i in 0..12u16 {
@@ -263,24 +288,27 @@ mod tests {
                 Part { windows: vec![(format!("d{i}").into(), snapshot.clone())], ..Default::default() };
             let id = AckId { pkid: 1 + i, qos: QoS::AtLeastOnce };
             c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) }, || {});
-            peak = peak.max(c.queued.load(Ordering::Acquire));
+            peak = peak.max(c.shared.queued.load(Ordering::Acquire));
         }
         assert!(peak <= QUEUE_BYTES + snapshot.len() + 64, "queued {peak} bytes");
-        c.finish();
-        assert_eq!(c.queued.load(Ordering::Acquire), 0);
+        let shared = c.shared.clone();
+        drop(c);
+        committer.join().unwrap();
+        assert_eq!(shared.queued.load(Ordering::Acquire), 0);
         let acked = std::iter::from_fn(|| acks.try_recv().ok()).count();
         assert_eq!(acked, 12, "every turn committed and acknowledged");
         assert_eq!(store.windows("p").unwrap().len(), 12);
     }
 
     /// Turns are committed in order, merged, and their telemetry is
-    /// acknowledged only once durable; `finish` commits what is queued.
+    /// acknowledged only once durable; what is queued when the worker
+    /// lets go of the queue is committed before the committer ends.
     #[test]
     fn turns_are_committed_in_order_then_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
-        let mut c = Committer::start(store.clone(), "p", Duration::from_millis(5), watch()).unwrap();
+        let (c, committer) = start(&store, Duration::from_millis(5));
         for i in 0..20u8 {
             let id = AckId { pkid: 100 + u16::from(i), qos: QoS::AtLeastOnce };
             let new = NewEntry {
@@ -295,7 +323,8 @@ mod tests {
             let part = Part { windows: vec![(format!("d{}", i % 4).into(), vec![i])], forget, scores };
             c.send(Turn { part, acks: Ack::split(id, 1, &ack_tx) }, || {});
         }
-        c.finish();
+        drop(c);
+        committer.join().unwrap();
         let acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();
         assert_eq!(acked, (100..120).collect::<Vec<_>>(), "every turn acknowledged, in order");
         let windows = store.windows("p").unwrap();

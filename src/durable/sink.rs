@@ -38,13 +38,11 @@ use bytes::Bytes;
 use rumqttc::QoS;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::clock::Deadline;
+use crate::durable::link::{Gone, Link, Publisher, Refusal};
 use crate::durable::store::{Entry, Store};
-use crate::mqtt::link::Link;
-use crate::mqtt::protocol::{Client, ClientError, Refusal};
-use crate::ops::events::{DropReason, SinkEvents};
+use crate::ops::events::durable::{Overflow, SinkEvents};
 use crate::sparkplug::node::OutMessage;
 use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
 
@@ -140,7 +138,7 @@ fn remove(store: &Store, seqs: &[u64], durable: bool) -> Option<Undeleted> {
     None
 }
 
-type SendFuture = Pin<Box<dyn Future<Output = Result<(), ClientError>> + Send>>;
+type SendFuture = Pin<Box<dyn Future<Output = Result<(), Gone>> + Send>>;
 
 /// What the run loop does after a [`Link`].
 enum Flow {
@@ -152,8 +150,8 @@ enum Flow {
 /// Dead letters and status queued at most (QoS 0 extras: beyond, dropped and counted).
 const DEAD_LETTERS_QUEUED: usize = 1000;
 
-pub struct Sink {
-    client: Client,
+pub struct Sink<P: Publisher> {
+    client: P,
     store: Arc<Store>,
     config: SinkConfig,
     slots: VecDeque<Slot>,
@@ -172,7 +170,7 @@ pub struct Sink {
     deleting: Option<tokio::task::JoinHandle<()>>,
     /// What the last delete could not delete, and why: tried again.
     undeleted: Arc<Mutex<Option<Undeleted>>>,
-    events: SinkEvents,
+    events: SinkEvents<Refusal>,
     /// Where refused publishes are reported (`/healthz`).
     health: Option<Arc<crate::ops::health::Health>>,
     /// The NDEATH of a session being ended on purpose, to publish first.
@@ -187,9 +185,9 @@ pub struct Sink {
     node: Option<Session>,
 }
 
-impl Sink {
+impl<P: Publisher> Sink<P> {
     /// A sink holding what the store still has from before.
-    pub fn new(client: Client, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink {
+    pub fn new(client: P, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink<P> {
         let mut sink = Sink {
             client,
             store,
@@ -213,7 +211,7 @@ impl Sink {
             node: None,
         };
         if !backlog.is_empty() {
-            info!(scores = backlog.len(), "outbox: scores from before the last stop will be published");
+            sink.events.backlog(backlog.len());
         }
         sink.add(backlog);
         sink
@@ -236,7 +234,7 @@ impl Sink {
         self.enforce_bounds();
     }
 
-    fn drop_front(&mut self, reason: DropReason) {
+    fn drop_front(&mut self, reason: Overflow) {
         if let Some(s) = self.slots.pop_front() {
             self.bytes -= (s.topic.len() + s.payload.len()) as u64;
             self.cursor = self.cursor.saturating_sub(1);
@@ -249,11 +247,11 @@ impl Sink {
 
     fn enforce_bounds(&mut self) {
         while self.bytes > self.config.max_bytes {
-            self.drop_front(DropReason::Bytes);
+            self.drop_front(Overflow::Bytes);
         }
         let oldest_allowed = crate::clock::now_ms() - self.config.max_age.as_millis() as i64;
         while self.slots.front().is_some_and(|s| s.created_ms < oldest_allowed) {
-            self.drop_front(DropReason::Age);
+            self.drop_front(Overflow::Age);
         }
         self.events.level(self.slots.len(), self.bytes);
     }
@@ -300,13 +298,13 @@ impl Sink {
     }
 
     /// Report refused publishes to `health`.
-    pub fn with_health(mut self, health: Arc<crate::ops::health::Health>) -> Sink {
+    pub fn with_health(mut self, health: Arc<crate::ops::health::Health>) -> Sink<P> {
         self.health = Some(health);
         self
     }
 
     /// This sink publishes for a Sparkplug Edge Node (its records only).
-    pub fn with_node(mut self, node: Session) -> Sink {
+    pub fn with_node(mut self, node: Session) -> Sink<P> {
         self.node = Some(node);
         self
     }
@@ -371,7 +369,7 @@ impl Sink {
             let node = self.node.as_mut().expect("born above");
             match node.render(&s.topic, &s.payload) {
                 Err(UnreadableRecord) => {
-                    warn!(seq, "outbox: unreadable Sparkplug record dropped");
+                    self.events.unreadable_record(seq);
                     self.acked(seq);
                 }
                 Ok(Some(m)) => {
@@ -512,10 +510,7 @@ impl Sink {
         let (seqs, store) = (self.deletable(), self.store.clone());
         if let Ok(Some((left, why))) = tokio::task::spawn_blocking(move || remove(&store, &seqs, true)).await
         {
-            warn!(
-                scores = left.len(),
-                "stop: acknowledged scores stay in the outbox (published again at the next start): {why}"
-            );
+            self.events.last_deletes_failed(left.len(), &why);
         }
     }
 
@@ -548,10 +543,7 @@ impl Sink {
                 let done = !entries_open && self.all_acked() && self.control.is_empty();
                 if done || Instant::now() >= deadline {
                     if !done {
-                        warn!(
-                            unacknowledged = self.slots.iter().filter(|s| !s.acked).count(),
-                            "stop: drain timeout; unpublished scores stay in the outbox for the next start"
-                        );
+                        self.events.drain_timeout(self.slots.iter().filter(|s| !s.acked).count());
                     }
                     break;
                 }
@@ -591,7 +583,7 @@ impl Sink {
         }
         drop(sending);
         if tokio::time::timeout(self.config.farewell, self.final_deletes()).await.is_err() {
-            warn!("stop: the store did not take the last deletes in time; those scores are published again at the next start");
+            self.events.last_deletes_late();
         }
         self.farewell().await;
     }
@@ -629,7 +621,7 @@ impl Sink {
                 // QoS 0 (Sparkplug): written is as far as it goes.
                 Some(Ref::Data(seq)) => self.acked(seq),
                 Some(Ref::Control | Ref::EndSession) => {}
-                None => warn!(pkid, "outbox: publish event without a matching send"),
+                None => self.events.unmatched_send(pkid),
             },
             Link::Acked { pkid, refused: None } => match self.pkids.remove(&pkid) {
                 Some(Ref::Data(seq)) => self.acked(seq),
@@ -705,7 +697,7 @@ impl Sink {
             let _ = self.client.disconnect().await;
         };
         if tokio::time::timeout(self.config.farewell, farewell).await.is_err() {
-            warn!("stop: broker unreachable; the last will says `offline`");
+            self.events.farewell_unsent();
         }
     }
 }
@@ -714,12 +706,24 @@ impl Sink {
 mod tests {
     use super::*;
 
-    fn sink(max_bytes: u64, max_age: Duration) -> (Sink, tempfile::TempDir) {
+    /// A connection that takes nothing (these tests drive the sink by hand).
+    #[derive(Clone)]
+    struct Nowhere;
+
+    impl Publisher for Nowhere {
+        async fn publish(&self, _: String, _: QoS, _: bool, _: Bytes) -> Result<(), Gone> {
+            Err(Gone)
+        }
+
+        async fn disconnect(&self) -> Result<(), Gone> {
+            Err(Gone)
+        }
+    }
+
+    fn sink(max_bytes: u64, max_age: Duration) -> (Sink<Nowhere>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        // Never polled: nothing connects.
-        let (client, _eventloop) =
-            crate::mqtt::protocol::v311(rumqttc::MqttOptions::new("t", "127.0.0.1", 1));
+        let client = Nowhere;
         let config = SinkConfig {
             status_topic: "s".into(),
             offline: Vec::new(),
@@ -743,7 +747,7 @@ mod tests {
         // 100 bytes
     }
 
-    fn seqs(s: &Sink) -> Vec<u64> {
+    fn seqs(s: &Sink<Nowhere>) -> Vec<u64> {
         s.slots.iter().map(|s| s.seq).collect()
     }
 

@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::ops::events::durable::StoreEvents;
+
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const WINDOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("windows");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -220,6 +222,7 @@ pub struct Store {
     reopen: Mutex<Reopen>,
     seqs: Mutex<Seqs>,
     recovery: Recovery,
+    events: StoreEvents,
     /// Told after every successful commit (the Sparkplug sink waits on it).
     commits: tokio::sync::Notify,
     /// One more each time a reopen at run time fell back to an earlier
@@ -357,18 +360,6 @@ impl Store {
         Self::opened(path, db, recovery)
     }
 
-    /// A store that lives in memory only, empty: for `lineguard replay`,
-    /// which runs the pipelines' whole path but keeps no state.
-    pub fn in_memory() -> Result<Store, StoreError> {
-        let path = PathBuf::from("(in memory)");
-        let err = |e: redb::Error| StoreError::Open { path: path.clone(), message: e.to_string() };
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| err(e.into()))?;
-        create_tables(&db).map_err(err)?;
-        Self::opened(path.clone(), db, Recovery::default())
-    }
-
     /// The store on `db`, opened from `path`: the next sequence number read,
     /// rows that fail their check removed.
     fn opened(path: PathBuf, db: Database, recovery: Recovery) -> Result<Store, StoreError> {
@@ -385,6 +376,7 @@ impl Store {
             read().map_err(|e| err(e.to_string()))?
         };
         let store = Store {
+            events: StoreEvents::new(&path),
             path,
             db: RwLock::new(Some(db)),
             reopen: Mutex::new(Reopen {
@@ -404,6 +396,21 @@ impl Store {
         let mut store = store;
         store.recovery.outbox_dropped = bad.len();
         Ok(store)
+    }
+
+    /// Say what opening the store found and did (see [`Recovery`]): logged
+    /// and counted, a line for each thing set aside.
+    pub fn report_recovery(&self) {
+        let r = &self.recovery;
+        if let Some((aside, why)) = &r.moved_aside {
+            self.events.moved_aside(aside, why);
+        }
+        if r.rolled_back {
+            self.events.rolled_back();
+        }
+        if r.outbox_dropped > 0 {
+            self.events.outbox_dropped(r.outbox_dropped);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -473,7 +480,7 @@ impl Store {
                 r.delay = REOPEN_AFTER;
                 drop(db);
                 drop(r);
-                tracing::info!(path = %self.path.display(), "state store reopened");
+                self.events.reopened();
                 if rolled_back {
                     self.forget_stored_windows();
                 }
@@ -501,11 +508,7 @@ impl Store {
             Ok(())
         });
         self.windows_epoch.fetch_add(1, Ordering::SeqCst);
-        tracing::error!(
-            ?cleared,
-            "state store: reopening it rolled back its last commit; stored windows removed and written again \
-             from memory (scores waiting in the outbox may be published twice or, after a crash, lost)"
-        );
+        self.events.rolled_back_while_running(&cleared);
     }
 
     fn unreadable_outbox_rows(&self) -> Result<Vec<u64>, StoreError> {

@@ -166,7 +166,8 @@ impl Decoder {
         self
     }
 
-    pub fn features(&self) -> usize {
+    /// How many features a row holds.
+    pub fn feature_count(&self) -> usize {
         self.features.len()
     }
 
@@ -389,7 +390,7 @@ fn sample_from_map<'de, A: MapAccess<'de>>(
         Batch::Key(k) if outer => Some(k),
         _ => None,
     };
-    let nf = dec.features();
+    let nf = dec.feature_count();
     // The row is taken when the values come, so that a batch's samples,
     // written before, never land inside it.
     let mut row_start: Option<usize> = None;

@@ -361,7 +361,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             out.rejects.push(r);
             return Ok(());
         }
-        let nf = self.r.dec.features();
+        let nf = self.r.dec.feature_count();
         let start = out.values.len();
         out.values.resize(start + nf, f64::NAN);
         out.values[start + f] = value.expect("checked above");

@@ -22,6 +22,7 @@
 
 pub mod decode;
 pub mod format;
+pub mod input;
 pub mod kepware;
 pub mod opcua;
 pub mod reject;

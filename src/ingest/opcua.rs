@@ -73,7 +73,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             let point = map.next_value_seed(PointSeed { unit: self.unit })?;
             match point {
                 Ok((ts, v)) => {
-                    let nf = self.dec.features();
+                    let nf = self.dec.feature_count();
                     let start = self.out.values.len();
                     self.out.values.resize(start + nf, f64::NAN);
                     self.out.values[start + feature] = v;

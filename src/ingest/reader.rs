@@ -2,37 +2,37 @@
 //! `input_format`, with that format's settings. (Sparkplug B, which keeps
 //! per-device aliases, is read by `sparkplug::input`.)
 
-use crate::config::Pipeline;
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::format::InputFormat;
+use crate::ingest::input::Input;
 use crate::ingest::{kepware, opcua, tag};
 
 /// Reads the JSON formats of one pipeline into rows of its card's features.
 #[derive(Debug, Clone)]
 pub struct Reader {
-    pipeline: Pipeline,
+    input: Input,
     decoder: Decoder,
 }
 
 impl Reader {
-    pub fn new(pipeline: &Pipeline, decoder: Decoder) -> Self {
-        Self { pipeline: pipeline.clone(), decoder: decoder.reading(pipeline.input_format, pipeline.ts_unit) }
+    pub fn new(input: &Input, decoder: Decoder) -> Self {
+        Self { input: input.clone(), decoder: decoder.reading(input.format, input.ts_unit) }
     }
 
-    /// The card's features, in order.
-    pub fn features(&self) -> usize {
-        self.decoder.features()
+    /// How many features a row holds (the card's).
+    pub fn feature_count(&self) -> usize {
+        self.decoder.feature_count()
     }
 
     /// Decode the message on `topic` of device `device` (the topic's key)
     /// into `out`.
     pub fn read(&self, topic: &str, device: &str, payload: &[u8], out: &mut Decoded) {
-        let (p, dec) = (&self.pipeline, &self.decoder);
-        match p.input_format {
+        let (p, dec) = (&self.input, &self.decoder);
+        match p.format {
             InputFormat::Tag => {
                 // A tag the model does not use is skipped, as a name in `values` is.
-                match p.input.feature(topic).and_then(|f| dec.feature_index(f)) {
-                    Some(f) => tag::decode(&p.tag_keys, p.ts_unit, f, dec.features(), payload, out),
+                match p.topic.feature(topic).and_then(|f| dec.feature_index(f)) {
+                    Some(f) => tag::decode(&p.tag_keys, p.ts_unit, f, dec.feature_count(), payload, out),
                     None => out.clear(),
                 }
             }
@@ -48,12 +48,12 @@ impl Reader {
     /// in `features`, values 1, 2, 3, ...: `(topic, payload)`. `None` for
     /// Sparkplug B (protobuf).
     pub fn example(&self, features: &[String]) -> Option<(String, String)> {
-        let p = &self.pipeline;
+        let p = &self.input;
         let ts = 1_732_400_000_123i64;
         let values = || features.iter().enumerate().map(|(i, f)| (f.as_str(), i + 1));
         let object = |pairs: Vec<String>| format!("{{{}}}", pairs.join(","));
-        let topic = p.input.example(features.first().map_or("feature", String::as_str));
-        let payload = match p.input_format {
+        let topic = p.topic.example(features.first().map_or("feature", String::as_str));
+        let payload = match p.format {
             InputFormat::Sparkplug => return None,
             InputFormat::Lineguard => {
                 let v = values().map(|(f, v)| format!("{f:?}:{v}")).collect();

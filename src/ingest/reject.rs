@@ -5,7 +5,10 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// Payload larger than `limits.max_payload_bytes`.
     PayloadTooLarge,
@@ -48,50 +51,9 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, for the counters that start at 0.
-    pub const ALL: [Reason; 18] = [
-        Reason::PayloadTooLarge,
-        Reason::InvalidJson,
-        Reason::BadShape,
-        Reason::MissingFeature,
-        Reason::NonNumeric,
-        Reason::NonFinite,
-        Reason::DuplicateKey,
-        Reason::BadTimestamp,
-        Reason::OutOfOrder,
-        Reason::FutureTimestamp,
-        Reason::EmptyBatch,
-        Reason::TooDeep,
-        Reason::TooManyKeys,
-        Reason::TooManySamples,
-        Reason::InvalidSparkplug,
-        Reason::UnknownAlias,
-        Reason::BadQuality,
-        Reason::Late,
-    ];
-
-    /// Metric label.
+    /// Metric label (`lineguard_rejected_total{reason}`), and the dead letter's `reason`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::PayloadTooLarge => "payload_too_large",
-            Reason::InvalidJson => "invalid_json",
-            Reason::BadShape => "bad_shape",
-            Reason::MissingFeature => "missing_feature",
-            Reason::NonNumeric => "non_numeric",
-            Reason::NonFinite => "non_finite",
-            Reason::DuplicateKey => "duplicate_key",
-            Reason::BadTimestamp => "bad_timestamp",
-            Reason::OutOfOrder => "out_of_order",
-            Reason::FutureTimestamp => "future_timestamp",
-            Reason::EmptyBatch => "empty_batch",
-            Reason::TooDeep => "too_deep",
-            Reason::TooManyKeys => "too_many_keys",
-            Reason::TooManySamples => "too_many_samples",
-            Reason::InvalidSparkplug => "invalid_sparkplug",
-            Reason::UnknownAlias => "unknown_alias",
-            Reason::BadQuality => "bad_quality",
-            Reason::Late => "late",
-        }
+        self.into()
     }
 }
 

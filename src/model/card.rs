@@ -67,8 +67,20 @@ pub enum Direction {
 }
 
 /// Score state, ordered from best to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum State {
     Ok,
     Warn,
@@ -76,12 +88,9 @@ pub enum State {
 }
 
 impl State {
+    /// As payloads and metrics write it: `ok`, `warn`, `alarm`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Warn => "warn",
-            State::Alarm => "alarm",
-        }
+        self.into()
     }
 }
 

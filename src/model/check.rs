@@ -9,19 +9,21 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::model::card::{Direction, Layout, ModelCard, ScoreKind};
-use crate::model::{BatchDim, Model};
+use crate::model::card::{Direction, Layout, ScoreKind};
+use crate::model::{BatchDim, ModelFiles};
 
 /// Check the model; returns the report, or an error saying what is wrong.
 pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<String> {
-    let card_path = card_path.map(Path::to_path_buf).unwrap_or_else(|| ModelCard::path_for(model_path));
-    let card = ModelCard::load(&card_path)?;
-    let model = Model::load_with_card(model_path, card)?;
+    let files = match card_path {
+        Some(card) => ModelFiles { onnx: model_path.to_path_buf(), card: card.to_path_buf() },
+        None => ModelFiles::beside(model_path.to_path_buf()),
+    };
+    let model = crate::model::load(&files, None, None)?;
     let card = &model.card;
     let mut r = String::new();
     let nf = card.features.len();
     let _ = writeln!(r, "model      {}", model.path.display());
-    let _ = writeln!(r, "sha256     {}", model.sha256);
+    let _ = writeln!(r, "sha256     {}", model.id.sha256);
     let _ = writeln!(r, "card       {}", card.path.display());
     let _ = writeln!(r, "name       {} (version {})", card.name, card.version);
     if let Some(d) = &card.description {

@@ -8,80 +8,64 @@
 
 pub mod card;
 pub mod check;
-pub mod onnx;
+mod onnx;
 
-pub use onnx::*;
+pub use onnx::{BatchDim, Model, ModelError, ModelId, PlanStates, SelfTest};
 
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use anyhow::Context;
-use tracing::{info, warn};
-
-use crate::config::Settings;
 use crate::ingest::format::InputFormat;
+use card::ModelCard;
 
-/// Whether a model with `card` can serve a pipeline reading `format`: one
-/// value per message makes no sample without the card's sampling clock.
-pub fn serves(format: InputFormat, card: &card::ModelCard) -> anyhow::Result<()> {
-    if format.per_value() && card.clock.is_none() {
-        anyhow::bail!(
-            "input_format = \"{}\" brings one value per message; the model card {} must set \
-             `sample_period_ms` (the rate the model was trained at) so that lineguard can form its samples",
-            format.as_str(),
-            card.path.display()
-        );
+/// Where a model and its card are: a pipeline's `model` (and `card`), or
+/// its `shadow_model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    pub onnx: PathBuf,
+    pub card: PathBuf,
+}
+
+impl ModelFiles {
+    /// `onnx` with its card beside it (`line-mlp.onnx`, `line-mlp.toml`).
+    pub fn beside(onnx: PathBuf) -> ModelFiles {
+        ModelFiles { card: ModelCard::path_for(&onnx), onnx }
     }
-    Ok(())
 }
 
-/// Load every pipeline's model and card; any failure stops start-up.
-/// Each pipeline's shadow model, if it has one, checked like a live model
-/// and refused unless it reads the same input as `live` (the pipeline's
-/// model): the same features in the same order, window and sampling clock.
-pub fn load_shadows(settings: &Settings, live: &[Arc<Model>]) -> anyhow::Result<Vec<Option<Arc<Model>>>> {
-    settings
-        .pipelines
-        .iter()
-        .zip(live)
-        .map(|(p, live)| {
-            let Some(s) = &p.shadow else { return Ok(None) };
-            let context = || format!("pipeline `{}`: shadow_model {}", p.name, s.model.display());
-            let card = card::ModelCard::load(&s.card).with_context(context)?;
-            serves(p.input_format, &card).with_context(context)?;
-            anyhow::ensure!(
-                card.same_input(&live.card),
-                "{}: it must read what the live model reads (features {:?}, window {}, the same sampling clock); \
-                 its card says features {:?}, window {}",
-                context(),
-                live.card.features,
-                live.card.window,
-                card.features,
-                card.window
-            );
-            let model = Model::load_with_card(&s.model, card).with_context(context)?;
-            model.self_test().with_context(context)?;
-            info!(pipeline = %p.name, model = %model.card.name, version = %model.card.version,
-                  sha256 = %model.sha256, "shadow model loaded");
-            Ok(Some(Arc::new(model)))
-        })
-        .collect()
+/// Load a model as every user of one does (start-up, a reload, a shadow,
+/// `check-model`): its card; whether it can serve a pipeline reading
+/// `format` (`None`: not asked) and, for a shadow, whether it reads what
+/// the live model `shadowing` reads; the ONNX graph, checked against the
+/// card; then a self-test run. The error says why the model is refused.
+pub fn load(
+    files: &ModelFiles,
+    format: Option<InputFormat>,
+    shadowing: Option<&Model>,
+) -> Result<Model, ModelError> {
+    let card = ModelCard::load(&files.card)?;
+    // One value per message makes no sample without the card's sampling clock.
+    if let Some(f) = format.filter(|f| f.per_value() && card.clock.is_none()) {
+        return Err(ModelError::NoClock { format: f.as_str(), card: card.path.clone() });
+    }
+    if let Some(live) = shadowing {
+        check_shadow(&card, &live.card)?;
+    }
+    let model = Model::load_with_card(&files.onnx, card)?;
+    model.self_test()?;
+    Ok(model)
 }
 
-pub fn load_pipelines(settings: &Settings) -> anyhow::Result<Vec<Arc<Model>>> {
-    settings
-        .pipelines
-        .iter()
-        .map(|p| {
-            let card = card::ModelCard::load(&p.card)?;
-            serves(p.input_format, &card).with_context(|| format!("pipeline `{}`", p.name))?;
-            let model = Model::load_with_card(&p.model, card).with_context(|| format!("pipeline `{}`", p.name))?;
-            model.self_test().with_context(|| format!("pipeline `{}`", p.name))?;
-            if !model.card.unknown_keys.is_empty() {
-                warn!(pipeline = %p.name, keys = ?model.card.unknown_keys, "model card has keys lineguard does not use");
-            }
-            info!(pipeline = %p.name, model = %model.card.name, version = %model.card.version,
-                  sha256 = %model.sha256, "model loaded");
-            Ok(Arc::new(model))
-        })
-        .collect()
+/// A shadow model must read exactly what the live model reads: the same
+/// features in the same order, window and sampling clock.
+pub fn check_shadow(shadow: &ModelCard, live: &ModelCard) -> Result<(), ModelError> {
+    if shadow.same_input(live) {
+        return Ok(());
+    }
+    Err(ModelError::OtherInput {
+        card: shadow.path.clone(),
+        live_features: live.features.clone(),
+        live_window: live.window,
+        features: shadow.features.clone(),
+        window: shadow.window,
+    })
 }

@@ -27,6 +27,24 @@ pub enum ModelError {
     Mismatch { path: PathBuf, card: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error(
+        "input_format = \"{format}\" brings one value per message; the model card {} must set \
+         `sample_period_ms` (the rate the model was trained at) so that lineguard can form its samples",
+        card.display()
+    )]
+    NoClock { format: &'static str, card: PathBuf },
+    #[error(
+        "{} must read what the live model reads (features {live_features:?}, window {live_window}, \
+         the same sampling clock); its card says features {features:?}, window {window}",
+        card.display()
+    )]
+    OtherInput {
+        card: PathBuf,
+        live_features: Vec<String>,
+        live_window: usize,
+        features: Vec<String>,
+        window: usize,
+    },
 }
 
 /// How many windows one run takes.
@@ -48,19 +66,19 @@ struct ScoreSource {
 }
 
 type Plan = TypedRunnableModel;
-type State = TypedSimpleState;
+type RunState = TypedSimpleState;
 
 /// tract run states kept between runs of a model, one per plan (batch
 /// size), made on first use. Owned by the thread that runs the model: the
 /// scratch a state uses lives in that thread's storage and is freed when the
 /// state is dropped there.
 #[derive(Default)]
-pub struct States(Vec<Option<State>>);
+pub struct PlanStates(Vec<Option<RunState>>);
 
-impl States {
+impl PlanStates {
     /// The state for plan number `slot`, made anew unless the one there was
     /// made for this very plan (after a model swap it was not).
-    fn for_plan(&mut self, slot: usize, plan: &Arc<Plan>) -> Result<&mut State, ModelError> {
+    fn for_plan(&mut self, slot: usize, plan: &Arc<Plan>) -> Result<&mut RunState, ModelError> {
         if self.0.len() <= slot {
             self.0.resize_with(slot + 1, || None);
         }
@@ -72,9 +90,44 @@ impl States {
     }
 }
 
-impl std::fmt::Debug for States {
+impl std::fmt::Debug for PlanStates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "States({} made)", self.0.iter().flatten().count())
+        write!(f, "PlanStates({} made)", self.0.iter().flatten().count())
+    }
+}
+
+/// Which model this is: what the status topic, `/metrics` and every score
+/// payload name it by.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelId {
+    /// The card's `name`.
+    #[serde(rename = "model")]
+    pub name: String,
+    /// The card's `version`.
+    #[serde(rename = "model_version")]
+    pub version: String,
+    /// Of the ONNX file's bytes, hex.
+    pub sha256: String,
+}
+
+impl crate::ops::events::model::Identity for ModelId {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+}
+
+impl std::fmt::Display for ModelId {
+    /// `line-mlp v3`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} v{}", self.name, self.version)
     }
 }
 
@@ -82,7 +135,7 @@ impl std::fmt::Debug for States {
 pub struct Model {
     pub path: PathBuf,
     pub card: ModelCard,
-    pub sha256: String,
+    pub id: ModelId,
     pub input_name: String,
     pub batch: BatchDim,
     /// Output names (card order of first use) and widths.
@@ -303,8 +356,8 @@ impl Model {
         };
         Ok(Self {
             path: path.to_path_buf(),
+            id: ModelId { name: card.name.clone(), version: card.version.clone(), sha256 },
             card,
-            sha256,
             input_name,
             batch,
             outputs: outputs.into_iter().zip(widths).collect(),
@@ -331,7 +384,7 @@ impl Model {
     /// next plan size (at most twice its size), and the padding's scores
     /// are dropped.
     pub fn run(&self, input: &[f32], n: usize, scores: &mut Vec<f32>) -> Result<(), ModelError> {
-        self.run_with(&mut States::default(), input, n, scores)
+        self.run_with(&mut PlanStates::default(), input, n, scores)
     }
 
     /// [`Model::run`], keeping tract's run states in `states` for the next
@@ -340,7 +393,7 @@ impl Model {
     /// state made for another model's plan is replaced, never reused.
     pub fn run_with(
         &self,
-        states: &mut States,
+        states: &mut PlanStates,
         input: &[f32],
         n: usize,
         scores: &mut Vec<f32>,
@@ -353,7 +406,7 @@ impl Model {
     /// squared error over the window: F values, card order.
     pub fn run_detailed(
         &self,
-        states: &mut States,
+        states: &mut PlanStates,
         input: &[f32],
         n: usize,
         scores: &mut Vec<f32>,
@@ -385,7 +438,7 @@ impl Model {
 
     fn run_chunk(
         &self,
-        state: &mut State,
+        state: &mut RunState,
         input: &[f32],
         batch: usize,
         keep: usize,

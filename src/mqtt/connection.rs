@@ -28,17 +28,31 @@ use rumqttc::QoS;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
-use crate::mqtt::link::Link;
-use crate::mqtt::protocol::AckId;
+use crate::durable::ack::AckId;
+use crate::durable::link::Link;
 use crate::mqtt::protocol::{Client, Event, EventLoop};
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::Router;
-use crate::ops::events::{ConnectionEvents, ConnectionName, SubscriptionRefused};
+use crate::mqtt::MqttSettings;
+use crate::ops::events::mqtt::ConnectionEvents;
 use crate::ops::health::Health;
 
 /// Run before every connect (the Sparkplug node registers its next NDEATH will).
 pub type BeforeConnect = Box<dyn FnMut(&mut EventLoop) + Send>;
+
+/// Which of the daemon's broker connections, as `lineguard_connection_up{connection}` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum ConnectionName {
+    /// Intake and our PUBACKs for it.
+    #[strum(serialize = "telemetry")]
+    Telemetry,
+    /// Scores, status and dead letters.
+    #[strum(serialize = "scores")]
+    Publisher,
+    /// The Sparkplug Edge Node's.
+    #[strum(serialize = "sparkplug")]
+    Sparkplug,
+}
 
 /// What a connection is for.
 pub enum Role {
@@ -79,13 +93,12 @@ pub struct Connection {
 impl Connection {
     /// A connection to the configured broker, subscribing `filters` at every connect.
     pub fn new(
-        settings: &Settings,
+        m: &MqttSettings,
         filters: Vec<String>,
         link: mpsc::UnboundedSender<Link>,
         health: Option<Arc<Health>>,
         role: Role,
     ) -> Connection {
-        let m = &settings.mqtt;
         let name = match role {
             Role::Telemetry(_) => ConnectionName::Telemetry,
             Role::Publisher => ConnectionName::Publisher,
@@ -98,7 +111,7 @@ impl Connection {
             backoff: Backoff::new(m.reconnect_min, m.reconnect_max),
             link,
             health,
-            events: ConnectionEvents::new(name),
+            events: ConnectionEvents::new(name.into()),
             role,
         }
     }
@@ -219,7 +232,7 @@ impl Connection {
                         let filter =
                             subscribing.iter().position(|p| *p == pkid).and_then(|i| self.filters.get(i));
                         let filter = filter.map_or("?", String::as_str);
-                        SubscriptionRefused { filter }.emit();
+                        self.events.subscription_refused(filter);
                         refusals += 1;
                         if let (Some(h), Role::Telemetry(_)) = (&self.health, &self.role) {
                             h.subscription_refused(filter);

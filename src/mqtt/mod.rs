@@ -11,12 +11,13 @@
 //! In: the broker's packets. Out: `Inbound` messages to the pipelines, and
 //! [`link::Link`] news to the sinks.
 
-pub mod ack;
+pub mod acker;
 pub mod connection;
-pub mod link;
 pub mod options;
 pub mod protocol;
 pub mod relay;
 pub mod router;
+mod settings;
 
-pub use options::*;
+pub use options::{publisher, recorder, relay_limit, sparkplug, telemetry, Will};
+pub use settings::{publisher_client_id, MqttSettings, PasswordSource, Protocol, TlsMaterial};

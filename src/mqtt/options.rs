@@ -7,10 +7,9 @@
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
-use crate::config::{Protocol, Settings, SparkplugSettings};
 use crate::mqtt::protocol::{self, Client, EventLoop};
 use crate::mqtt::relay::Relay;
-use crate::ops::status;
+use crate::mqtt::{MqttSettings, Protocol};
 
 /// Extra room above the payload limit for topic and packet headers.
 const PACKET_OVERHEAD: usize = 64 * 1024;
@@ -19,37 +18,55 @@ const TOPIC_ROOM: usize = 2 * 64 * 1024;
 /// Score publishes in flight at once (the broker may allow fewer).
 const OUTGOING_INFLIGHT: u16 = 1000;
 
+/// A connection's last will: retained, QoS 1 (the daemon's `offline` status).
+#[derive(Debug, Clone)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
 /// The telemetry connection: a persistent session, manual acknowledgements
 /// (telemetry is acknowledged only after its effect is committed, see
-/// ack.rs), and `offline` as the retained will on the status topic. It
-/// publishes nothing: scores go out on [`publisher`]'s connection.
+/// [`Ack`](crate::durable::ack::Ack)), and `will` (the daemon's `offline`).
+/// It publishes nothing: scores go out on [`publisher`]'s connection.
+/// `max_payload` is the largest telemetry payload lineguard reads
+/// (`limits.max_payload_bytes`).
 ///
-/// Over MQTT 3.1.1 it runs through `relay` (see `relay.rs`), which keeps
+/// Over MQTT 3.1.1 it runs through `relay` (see [`Relay`]), which keeps
 /// any PUBLISH above [`relay_limit`] from reaching rumqttc.
-pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop) {
-    let m = &settings.mqtt;
-    let will = offline_will(settings);
+pub fn telemetry(
+    m: &MqttSettings,
+    will: &Will,
+    max_payload: usize,
+    relay: Option<&Relay>,
+) -> (Client, EventLoop) {
     match m.protocol {
         Protocol::V5 => {
             use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
-            let mut o = base5(settings, &m.client_id);
+            let mut o = base5(m, &m.client_id, max_payload);
             o.set_clean_start(false);
             // 0xFFFFFFFF: the session never expires, as a 3.1.1 persistent
             // session (0, the default, would end it at every disconnect).
             o.set_session_expiry_interval(Some(u32::MAX));
             o.set_receive_maximum(Some(m.receive_maximum));
             o.set_manual_acks(true);
-            o.set_last_will(Will5::new(will.0, will.1, QoS5::AtLeastOnce, true, None));
+            o.set_last_will(Will5::new(
+                will.topic.clone(),
+                will.payload.clone(),
+                QoS5::AtLeastOnce,
+                true,
+                None,
+            ));
             protocol::v5(o)
         }
         Protocol::V311 => {
             let mut o = match relay {
-                Some(r) => via_relay(settings, &m.client_id, r),
-                None => base(settings, &m.client_id),
+                Some(r) => via_relay(m, &m.client_id, r, max_payload),
+                None => base(m, &m.client_id, max_payload),
             };
             o.set_clean_session(false);
             o.set_manual_acks(true);
-            o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
+            o.set_last_will(LastWill::new(will.topic.clone(), will.payload.clone(), QoS::AtLeastOnce, true));
             protocol::v311(o)
         }
     }
@@ -75,37 +92,37 @@ pub fn connect(settings: &Settings, relay: Option<&Relay>) -> (Client, EventLoop
 /// nothing for the broker to keep. Its will is `offline`, like the
 /// telemetry connection's: either one lost says the daemon is not doing its
 /// job.
-pub fn publisher(settings: &Settings) -> (Client, EventLoop) {
-    let id = settings.publisher_client_id();
-    let will = offline_will(settings);
-    match settings.mqtt.scores_protocol {
+pub fn publisher(m: &MqttSettings, will: &Will, max_payload: usize) -> (Client, EventLoop) {
+    let id = m.publisher_client_id();
+    match m.scores_protocol {
         Protocol::V5 => {
             use rumqttc::v5::mqttbytes::{v5::LastWill as Will5, QoS as QoS5};
-            let mut o = base5(settings, &id);
+            let mut o = base5(m, &id, max_payload);
             o.set_clean_start(true);
-            o.set_last_will(Will5::new(will.0, will.1, QoS5::AtLeastOnce, true, None));
+            o.set_last_will(Will5::new(
+                will.topic.clone(),
+                will.payload.clone(),
+                QoS5::AtLeastOnce,
+                true,
+                None,
+            ));
             protocol::v5(o)
         }
         Protocol::V311 => {
-            let mut o = base(settings, &id);
+            let mut o = base(m, &id, max_payload);
             o.set_clean_session(true);
-            o.set_last_will(LastWill::new(will.0, will.1, QoS::AtLeastOnce, true));
+            o.set_last_will(LastWill::new(will.topic.clone(), will.payload.clone(), QoS::AtLeastOnce, true));
             protocol::v311(o)
         }
     }
-}
-
-/// The will both connections leave: `offline` on the status topic (retained, QoS 1).
-fn offline_will(settings: &Settings) -> (String, Vec<u8>) {
-    (settings.status_topic(), status::offline(&settings.mqtt.client_id))
 }
 
 /// The Sparkplug Edge Node's connection: MQTT 3.1.1, which every Sparkplug
 /// host speaks, and a clean session, as Sparkplug requires (births are
 /// republished at every connect), with the NDEATH of the coming session as
 /// its will (see [`EventLoop::set_will`]).
-pub fn sparkplug(settings: &Settings, sp: &SparkplugSettings) -> (Client, EventLoop) {
-    let mut o = base(settings, &sp.client_id);
+pub fn sparkplug(m: &MqttSettings, client_id: &str, max_payload: usize) -> (Client, EventLoop) {
+    let mut o = base(m, client_id, max_payload);
     o.set_clean_session(true);
     o.set_manual_acks(false);
     protocol::v311(o)
@@ -114,8 +131,8 @@ pub fn sparkplug(settings: &Settings, sp: &SparkplugSettings) -> (Client, EventL
 /// `lineguard record`'s connection: MQTT 3.1.1, a clean session under
 /// `{client_id}-record`, so it never takes over the daemon's session (nor
 /// its queued telemetry); acknowledged as it reads.
-pub fn recorder(settings: &Settings) -> (Client, EventLoop) {
-    let mut o = base(settings, &format!("{}-record", settings.mqtt.client_id));
+pub fn recorder(m: &MqttSettings, max_payload: usize) -> (Client, EventLoop) {
+    let mut o = base(m, &format!("{}-record", m.client_id), max_payload);
     o.set_clean_session(true);
     o.set_manual_acks(false);
     protocol::v311(o)
@@ -124,38 +141,36 @@ pub fn recorder(settings: &Settings) -> (Client, EventLoop) {
 /// Larger than any payload we accept, so an oversized message reaches our
 /// own check (and is rejected and acknowledged) instead of killing the
 /// connection and being redelivered forever by the persistent session.
-fn incoming_limit(settings: &Settings) -> usize {
-    settings.limits.max_payload_bytes.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
+fn incoming_limit(max_payload: usize) -> usize {
+    max_payload.saturating_mul(4).saturating_add(PACKET_OVERHEAD)
 }
 
 /// What a PUBLISH may be before the relay puts a stand-in in its place: the
 /// largest payload lineguard reads, and room for the topic. rumqttc reads
 /// up to this much.
-pub fn relay_limit(settings: &Settings) -> usize {
-    settings.limits.max_payload_bytes.saturating_add(TOPIC_ROOM)
+pub fn relay_limit(max_payload: usize) -> usize {
+    max_payload.saturating_add(TOPIC_ROOM)
 }
 
-fn base(settings: &Settings, client_id: &str) -> MqttOptions {
-    let m = &settings.mqtt;
+fn base(m: &MqttSettings, client_id: &str, max_payload: usize) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, m.host.clone(), m.port);
-    common(settings, &mut o, incoming_limit(settings));
-    if let Some(t) = transport(settings) {
+    common(m, &mut o, incoming_limit(max_payload));
+    if let Some(t) = transport(m) {
         o.set_transport(t);
     }
     o
 }
 
 /// To the broker through the relay's socket (which does TLS if configured).
-fn via_relay(settings: &Settings, client_id: &str, relay: &Relay) -> MqttOptions {
+fn via_relay(m: &MqttSettings, client_id: &str, relay: &Relay, max_payload: usize) -> MqttOptions {
     let mut o = MqttOptions::new(client_id, relay.socket().display().to_string(), 0);
-    common(settings, &mut o, relay_limit(settings));
+    common(m, &mut o, relay_limit(max_payload));
     o.set_transport(Transport::Unix);
     o
 }
 
-fn common(settings: &Settings, o: &mut MqttOptions, incoming: usize) {
-    let m = &settings.mqtt;
-    o.set_keep_alive(settings.mqtt.keep_alive);
+fn common(m: &MqttSettings, o: &mut MqttOptions, incoming: usize) {
+    o.set_keep_alive(m.keep_alive);
     o.set_max_packet_size(incoming, 1024 * 1024);
     o.set_request_channel_capacity(1024);
     o.set_inflight(OUTGOING_INFLIGHT);
@@ -164,25 +179,24 @@ fn common(settings: &Settings, o: &mut MqttOptions, incoming: usize) {
     }
 }
 
-fn base5(settings: &Settings, client_id: &str) -> rumqttc::v5::MqttOptions {
-    let m = &settings.mqtt;
+fn base5(m: &MqttSettings, client_id: &str, max_payload: usize) -> rumqttc::v5::MqttOptions {
     let mut o = rumqttc::v5::MqttOptions::new(client_id, m.host.clone(), m.port);
-    o.set_keep_alive(settings.mqtt.keep_alive);
+    o.set_keep_alive(m.keep_alive);
     // Told to the broker in CONNECT: it does not send us anything larger.
-    o.set_max_packet_size(Some(u32::try_from(incoming_limit(settings)).unwrap_or(u32::MAX)));
+    o.set_max_packet_size(Some(u32::try_from(incoming_limit(max_payload)).unwrap_or(u32::MAX)));
     o.set_request_channel_capacity(1024);
     o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     if let Some(user) = &m.username {
         o.set_credentials(user.clone(), m.password.clone().unwrap_or_default());
     }
-    if let Some(t) = transport(settings) {
+    if let Some(t) = transport(m) {
         o.set_transport(t);
     }
     o
 }
 
-fn transport(settings: &Settings) -> Option<Transport> {
-    let tls = settings.mqtt.tls.as_ref()?;
+fn transport(m: &MqttSettings) -> Option<Transport> {
+    let tls = m.tls.as_ref()?;
     install_crypto_provider();
     Some(Transport::tls_with_config(TlsConfiguration::Simple {
         ca: tls.ca.clone(),

@@ -20,12 +20,8 @@ use rumqttc::v5::mqttbytes::v5 as p5;
 use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{Outgoing, QoS};
 
-/// What a PUBACK for a received message needs: its packet id and QoS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckId {
-    pub pkid: u16,
-    pub qos: QoS,
-}
+use crate::durable::ack::AckId;
+use crate::durable::link::{Gone, Publisher, Refusal};
 
 /// What the connection task acts on, whatever the protocol.
 #[derive(Debug)]
@@ -62,11 +58,6 @@ pub enum Event {
     Disconnected,
     Other,
 }
-
-/// Sending requests to the event loop failed: it is gone.
-#[derive(Debug, thiserror::Error)]
-#[error("the MQTT event loop is gone")]
-pub struct ClientError;
 
 #[derive(Clone)]
 pub enum Client {
@@ -106,49 +97,47 @@ pub fn v311(options: rumqttc::MqttOptions) -> (Client, EventLoop) {
     (Client::V311(c), EventLoop::V311(Box::new(l)))
 }
 
-impl Client {
-    pub async fn publish(
-        &self,
-        topic: String,
-        qos: QoS,
-        retain: bool,
-        payload: Bytes,
-    ) -> Result<(), ClientError> {
+impl Publisher for Client {
+    async fn publish(&self, topic: String, qos: QoS, retain: bool, payload: Bytes) -> Result<(), Gone> {
         match self {
-            Client::V5(c) => {
-                c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| ClientError)
-            }
-            Client::V311(c) => c.publish_bytes(topic, qos, retain, payload).await.map_err(|_| ClientError),
+            Client::V5(c) => c.publish_bytes(topic, qos5(qos), retain, payload).await.map_err(|_| Gone),
+            Client::V311(c) => c.publish_bytes(topic, qos, retain, payload).await.map_err(|_| Gone),
         }
     }
 
-    pub async fn subscribe(&self, filter: String, qos: QoS) -> Result<(), ClientError> {
+    async fn disconnect(&self) -> Result<(), Gone> {
+        Client::disconnect(self).await
+    }
+}
+
+impl Client {
+    pub async fn subscribe(&self, filter: String, qos: QoS) -> Result<(), Gone> {
         match self {
-            Client::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|_| ClientError),
-            Client::V311(c) => c.subscribe(filter, qos).await.map_err(|_| ClientError),
+            Client::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|_| Gone),
+            Client::V311(c) => c.subscribe(filter, qos).await.map_err(|_| Gone),
         }
     }
 
     /// PUBACK for a message received under manual acknowledgement.
-    pub async fn ack(&self, id: AckId) -> Result<(), ClientError> {
+    pub async fn ack(&self, id: AckId) -> Result<(), Gone> {
         match self {
             Client::V5(c) => {
                 let mut p = p5::Publish::new("", qos5(id.qos), Vec::new(), None);
                 p.pkid = id.pkid;
-                c.ack(&p).await.map_err(|_| ClientError)
+                c.ack(&p).await.map_err(|_| Gone)
             }
             Client::V311(c) => {
                 let mut p = rumqttc::Publish::new("", id.qos, Vec::new());
                 p.pkid = id.pkid;
-                c.ack(&p).await.map_err(|_| ClientError)
+                c.ack(&p).await.map_err(|_| Gone)
             }
         }
     }
 
-    pub async fn disconnect(&self) -> Result<(), ClientError> {
+    pub async fn disconnect(&self) -> Result<(), Gone> {
         match self {
-            Client::V5(c) => c.disconnect().await.map_err(|_| ClientError),
-            Client::V311(c) => c.disconnect().await.map_err(|_| ClientError),
+            Client::V5(c) => c.disconnect().await.map_err(|_| Gone),
+            Client::V311(c) => c.disconnect().await.map_err(|_| Gone),
         }
     }
 }
@@ -247,42 +236,6 @@ impl EventLoop {
             EventLoop::V311(l) => {
                 l.mqtt_options.set_last_will(rumqttc::LastWill::new(topic, payload, QoS::AtLeastOnce, false));
             }
-        }
-    }
-}
-
-/// Why the broker refused a publish (an MQTT 5 PUBACK reason code of 0x80 and up).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    NotAuthorized,
-    TopicNameInvalid,
-    QuotaExceeded,
-    PayloadFormatInvalid,
-    PacketIdentifierInUse,
-    ImplementationSpecificError,
-    UnspecifiedError,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 7] = [
-        Refusal::NotAuthorized,
-        Refusal::TopicNameInvalid,
-        Refusal::QuotaExceeded,
-        Refusal::PayloadFormatInvalid,
-        Refusal::PacketIdentifierInUse,
-        Refusal::ImplementationSpecificError,
-        Refusal::UnspecifiedError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NotAuthorized => "not authorized",
-            Refusal::TopicNameInvalid => "topic name invalid",
-            Refusal::QuotaExceeded => "quota exceeded",
-            Refusal::PayloadFormatInvalid => "payload format invalid",
-            Refusal::PacketIdentifierInUse => "packet identifier in use",
-            Refusal::ImplementationSpecificError => "implementation specific error",
-            Refusal::UnspecifiedError => "unspecified error",
         }
     }
 }

@@ -41,10 +41,10 @@ use rumqttc::tokio_rustls::TlsConnector;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 
-use crate::config::TlsMaterial;
+use crate::mqtt::TlsMaterial;
 
 /// Bytes of an oversize payload kept for the dead letter.
-pub const HEAD: usize = 4096;
+pub const HEAD: usize = crate::pipeline::DEAD_LETTER_SHOWS;
 const MARKER: &[u8; 16] = b"\0lineguard:big\0\0";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;

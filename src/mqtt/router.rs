@@ -12,11 +12,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
-use crate::config::Pipeline;
-use crate::mqtt::ack::Ack;
-use crate::mqtt::protocol::AckId;
+use crate::durable::ack::{Ack, AckId};
+use crate::ingest::input::Input;
 use crate::mqtt::relay;
-use crate::ops::events::TopicNotUtf8;
+use crate::ops::events::mqtt::RouterEvents;
 use crate::pipeline::Inbound;
 
 /// Messages waiting for a pipeline before the connection stops reading:
@@ -26,17 +25,18 @@ pub const INBOUND_QUEUE: usize = 1024;
 
 /// One pipeline's input.
 pub struct Route {
-    pub pipeline: Pipeline,
+    pub input: Input,
     pub tx: mpsc::Sender<Inbound>,
 }
 
 pub struct Router {
     routes: Vec<Route>,
+    events: RouterEvents,
 }
 
 impl Router {
     pub fn new(routes: Vec<Route>) -> Router {
-        Router { routes }
+        Router { routes, events: RouterEvents::default() }
     }
 
     /// Stop routing: the pipelines see their channels close.
@@ -56,7 +56,7 @@ impl Router {
     ) -> i64 {
         let received_ms = now_ms();
         let Some(topic) = topic else {
-            TopicNotUtf8.emit();
+            self.events.topic_not_utf8();
             Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
             return received_ms;
         };
@@ -64,13 +64,13 @@ impl Router {
             Some(o) => (o.head, Some(o.len)),
             None => (payload, None),
         };
-        let holders = self.routes.iter().filter(|r| r.pipeline.takes(&topic)).count();
+        let holders = self.routes.iter().filter(|r| r.input.takes(&topic)).count();
         if holders == 0 {
             Ack::split(id, 1, acks).into_iter().for_each(Ack::done);
             return received_ms;
         }
         let mut shares = Ack::split(id, holders, acks);
-        for r in self.routes.iter().filter(|r| r.pipeline.takes(&topic)) {
+        for r in self.routes.iter().filter(|r| r.input.takes(&topic)) {
             let msg = Inbound {
                 topic: topic.clone(),
                 payload: payload.clone(),

@@ -15,46 +15,57 @@ use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use serde::{Deserialize, Serialize};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Registry};
 
-use crate::config::LogFormat;
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain lines without timestamps or colour: journald adds both.
+    #[default]
+    Text,
+    Json,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter (`RUST_LOG` wins).
+    pub level: String,
+}
 
 /// Install the process's log subscriber (once; later calls do nothing).
 ///
 /// `level` is a tracing filter; the embedded broker's own logging is off
 /// (its connection-teardown errors are noise to an operator).
 pub fn init(format: LogFormat, level: &str) {
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(format!("{level},rumqttd=off")))
-            .unwrap_or_else(|_| EnvFilter::new("info"))
-    };
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("{level},rumqttd=off")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let journal = stderr_is_journal(std::env::var("JOURNAL_STREAM").ok().as_deref());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init().map_err(|e| e.to_string()),
+    let lines = || tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => lines().json().flatten_event(true).boxed(),
         LogFormat::Text if journal => match journald() {
-            Some(layer) => tracing_subscriber::registry()
-                .with(filter())
-                .with(layer)
-                .try_init()
-                .map_err(|e| e.to_string()),
-            None => builder
-                .event_format(SyslogPrefix(Format::default().without_time().with_ansi(false)))
-                .try_init()
-                .map_err(|e| e.to_string()),
+            Some(layer) => layer.boxed(),
+            None => {
+                lines().event_format(SyslogPrefix(Format::default().without_time().with_ansi(false))).boxed()
+            }
         },
         LogFormat::Text if !std::io::stderr().is_terminal() => {
-            builder.without_time().with_ansi(false).try_init().map_err(|e| e.to_string())
+            lines().without_time().with_ansi(false).boxed()
         }
-        LogFormat::Text => builder.try_init().map_err(|e| e.to_string()),
+        LogFormat::Text => lines().boxed(),
     };
+    let _ = tracing_subscriber::registry().with(output).with(filter).try_init();
 }
 
 /// The journal's native protocol, with the priorities above and field

@@ -1,21 +1,16 @@
 //! The catalogue of what `/metrics` exports: every family's name, type,
-//! labels and help text (rendered as `# HELP`), the label values every
-//! labelled counter starts with at 0 (so a dashboard shows 0, not "No
-//! data", and `increase()` sees the first event), `lineguard_build_info`,
+//! labels and help text (rendered as `# HELP`), `lineguard_build_info`,
 //! and the process's own metrics (resident memory, CPU, open files, start
-//! time) from `metrics-process`, read at every scrape.
+//! time) from `metrics-process`, read at every scrape. The series
+//! themselves are registered, at 0, by the event handles that count them
+//! (see [`events`](crate::ops::events)).
 //!
 //! The README's metric table lists the same families; a test compares it
 //! with a live `/metrics`.
 
 use std::sync::LazyLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
-
-use crate::ingest::reject::Reason;
-use crate::mqtt::protocol::Refusal;
-use crate::ops::events::{Discarded, DropReason, EvictReason};
-use crate::pipeline::window::Unrestored;
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge};
 
 /// Every metric lineguard exports, by name.
 pub mod names {
@@ -256,9 +251,9 @@ pub const PROCESS_FAMILIES: &[&str] = &[
 
 static PROCESS: LazyLock<metrics_process::Collector> = LazyLock::new(metrics_process::Collector::default);
 
-/// Describe every family and start what is known at start-up at 0.
-/// Call once the recorder is installed.
-pub fn register(pipelines: &[String]) {
+/// Describe every family, and say which build runs. Call once the
+/// recorder is installed.
+pub fn describe() {
     for f in FAMILIES {
         match f.kind {
             Kind::Counter => describe_counter!(f.name, f.help),
@@ -269,43 +264,6 @@ pub fn register(pipelines: &[String]) {
     PROCESS.describe();
     PROCESS.collect();
     gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "target" => target()).set(1.0);
-    for p in pipelines {
-        for r in Reason::ALL {
-            counter!(names::REJECTED, "pipeline" => p.clone(), "reason" => r.as_str()).increment(0);
-        }
-        counter!(names::INFERENCE_ERRORS, "pipeline" => p.clone()).increment(0);
-        counter!(names::WINDOWS_FAILED, "pipeline" => p.clone()).increment(0);
-        for reason in EvictReason::ALL {
-            counter!(names::DEVICES_EVICTED, "pipeline" => p.clone(), "reason" => reason.as_str())
-                .increment(0);
-        }
-        for result in ["ok", "refused"] {
-            counter!(names::MODEL_RELOADS, "pipeline" => p.clone(), "result" => result).increment(0);
-        }
-    }
-    for r in Refusal::ALL {
-        counter!(names::PUBLISHES_REFUSED, "reason" => r.as_str()).increment(0);
-    }
-    for reason in DropReason::ALL {
-        counter!(names::OUTBOX_DROPPED, "reason" => reason.as_str()).increment(0);
-    }
-    for r in Unrestored::ALL {
-        counter!(names::STATE_DROPPED, "kind" => "window", "reason" => r.as_str()).increment(0);
-    }
-    counter!(names::STATE_DROPPED, "kind" => "window", "reason" => "unreadable").increment(0);
-    counter!(names::STATE_DROPPED, "kind" => "outbox", "reason" => "checksum").increment(0);
-    for reason in Discarded::ALL {
-        counter!(names::STATE_STORE_DISCARDED, "reason" => reason.as_str()).increment(0);
-    }
-    counter!(names::UNROUTABLE, "reason" => "topic_not_utf8").increment(0);
-    for name in [
-        names::DEAD_LETTERS_DROPPED,
-        names::SUBSCRIPTIONS_REFUSED,
-        names::SCORES_PUBLISHED,
-        names::ALARMS_PUBLISHED,
-    ] {
-        counter!(name).increment(0);
-    }
 }
 
 /// Read the process's own metrics (at every scrape).

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{Model, ModelError, States};
+use crate::model::{Model, ModelError, PlanStates};
 use crate::pipeline::explain::Explainer;
 use crate::pipeline::window::Windows;
 
@@ -65,7 +65,7 @@ impl Batch {
     pub fn run(
         &self,
         model: &Model,
-        states: &mut States,
+        states: &mut PlanStates,
         scores: &mut Vec<f32>,
         errors: &mut Vec<f32>,
     ) -> Result<(), ModelError> {
@@ -78,7 +78,7 @@ impl Batch {
     pub fn run_occluded(
         &mut self,
         model: &Model,
-        states: &mut States,
+        states: &mut PlanStates,
         scores: &mut Vec<f32>,
         errors: &mut Vec<f32>,
     ) -> Result<(), ModelError> {

@@ -13,7 +13,7 @@
 //! |delta|, largest first (ties in card order).
 
 use crate::model::card::{Explain, ScoreKind, ScoreSpec, State};
-use crate::model::{Model, ModelError, States};
+use crate::model::{Model, ModelError, PlanStates};
 
 /// One score's explanation: features and deltas, largest |delta| first.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,7 @@ impl Explainer {
     pub fn run(
         &mut self,
         model: &Model,
-        states: &mut States,
+        states: &mut PlanStates,
         windows: &[f32],
         rows: &[usize],
         window: usize,
@@ -186,7 +186,7 @@ mod tests {
         let card = &model.card;
         let (n, len, f, k) = (5, card.input_len(), card.features.len(), model.score_count());
         let windows: Vec<f32> = (0..n * len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-        let mut states = States::default();
+        let mut states = PlanStates::default();
 
         let mut apart = Explainer::default();
         let rows: Vec<usize> = (0..n).collect();

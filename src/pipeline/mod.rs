@@ -27,14 +27,23 @@ pub(crate) mod batch;
 pub mod drift;
 pub mod explain;
 pub mod grid;
+mod models;
 pub mod recent;
 pub(crate) mod render;
+mod settings;
 pub mod window;
 pub(crate) mod worker;
 
 use bytes::Bytes;
 
-use crate::mqtt::ack::Ack;
+pub use models::{ModelsError, PipelineModels};
+pub use settings::{Limits, Output, Pipeline, Shadow};
+
+use crate::durable::ack::Ack;
+
+/// The first bytes of a refused payload that its dead letter shows (the
+/// telemetry connection's relay keeps as much of a message too large to read).
+pub const DEAD_LETTER_SHOWS: usize = 4096;
 
 /// A telemetry message routed to a pipeline.
 #[derive(Debug)]

@@ -5,12 +5,13 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::config::{Output, Pipeline};
 use crate::durable::store::NewEntry;
 use crate::ingest::topic::TopicTemplate;
 use crate::model::card::{Explain, ScoreSpec, State};
+use crate::model::ModelId;
 use crate::pipeline::alarm::Transition;
 use crate::pipeline::explain::Explanation;
+use crate::pipeline::{Output, Pipeline};
 use crate::sparkplug::node::{Record, RecordValue};
 use crate::sparkplug::DeviceIdTemplate;
 
@@ -28,12 +29,11 @@ pub struct Scored<'a> {
     pub explain: &'a [Explanation],
 }
 
-/// Identity of the model that scored a window.
+/// Which pipeline and model scored a window.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub pipeline: String,
-    pub model: String,
-    pub model_version: String,
+    pub model: ModelId,
 }
 
 #[derive(Serialize)]
@@ -112,8 +112,8 @@ fn payload<'a>(origin: &'a Origin, specs: &'a [ScoreSpec], w: &'a Scored, shadow
         ts: w.ts,
         device: w.device,
         pipeline: &origin.pipeline,
-        model: &origin.model,
-        model_version: &origin.model_version,
+        model: &origin.model.name,
+        model_version: &origin.model.version,
         scores: Scores { specs, values: w.values },
         state: w.state,
         explain: Explained { specs, explain: w.explain },
@@ -134,7 +134,7 @@ pub fn score_entry(
         Output::Json(template) => {
             let mut payload = Vec::with_capacity(256);
             write_payload(&mut payload, origin, specs, w);
-            let topic = template.render(&pipeline.input, w.device);
+            let topic = template.render(&pipeline.input.topic, w.device);
             NewEntry { created_ms, topic, payload, retain: false, sparkplug: false }
         }
         Output::Sparkplug(id) => {
@@ -165,7 +165,7 @@ pub fn score_entry(
 /// A window as the pipeline's shadow model scored it, for `shadow_topic`:
 /// the score payload of the shadow's model and scores, with `"shadow": true`.
 pub fn shadow_entry(
-    pipeline: &Pipeline,
+    input: &TopicTemplate,
     topic: &TopicTemplate,
     origin: &Origin,
     specs: &[ScoreSpec],
@@ -174,17 +174,12 @@ pub fn shadow_entry(
 ) -> NewEntry {
     let payload =
         serde_json::to_vec(&payload(origin, specs, w, true)).expect("writing JSON to a Vec cannot fail");
-    NewEntry {
-        created_ms,
-        topic: topic.render(&pipeline.input, w.device),
-        payload,
-        retain: false,
-        sparkplug: false,
-    }
+    NewEntry { created_ms, topic: topic.render(input, w.device), payload, retain: false, sparkplug: false }
 }
 
 /// The alarm payload (retained on `alarm_topic`). Fields in name order and
-/// scores widened to f64, as it has always been written.
+/// scores widened to f64, unlike the score payload: retained alarm states
+/// are compared byte for byte (a duplicate must equal the first copy).
 #[derive(Serialize)]
 struct AlarmPayload<'a> {
     active: &'a [String],
@@ -225,8 +220,8 @@ pub fn alarm_entry(
     let body = AlarmPayload {
         active: &t.active,
         device: w.device,
-        model: &origin.model,
-        model_version: &origin.model_version,
+        model: &origin.model.name,
+        model_version: &origin.model.version,
         pipeline: &origin.pipeline,
         previous: t.previous,
         scores: WideScores(Scores { specs, values: w.values }),
@@ -307,11 +302,12 @@ mod tests {
     }
 
     fn origin() -> Origin {
-        Origin { pipeline: "press-line".into(), model: "line-mlp".into(), model_version: "3".into() }
+        let model = ModelId { name: "line-mlp".into(), version: "3".into(), sha256: "00".into() };
+        Origin { pipeline: "press-line".into(), model }
     }
 
-    /// The alarm payload is the bytes it has always been: what serde_json's
-    /// map writes (keys in name order, scores as f64).
+    /// The alarm payload's bytes are what serde_json's map writes (keys in
+    /// name order, scores as f64), as subscribers read them.
     #[test]
     fn alarm_payload_shape() {
         let input = TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap();
@@ -352,14 +348,8 @@ mod tests {
         let id = DeviceIdTemplate::parse("{line}.{machine}", input.placeholders()).unwrap();
         let pipeline = Pipeline {
             name: "p".into(),
-            model: "m.onnx".into(),
-            card: "m.toml".into(),
-            input,
-            input_format: crate::ingest::format::InputFormat::Lineguard,
-            ts_unit: crate::ingest::format::TsUnit::Ms,
-            tag_keys: Default::default(),
-            tag_id: Default::default(),
-            input_births: None,
+            model: crate::model::ModelFiles::beside("m.onnx".into()),
+            input: crate::ingest::input::Input::lineguard(input),
             output: Output::Sparkplug(id.clone()),
             hop: 1,
             alarm: None,

@@ -30,6 +30,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use strum::VariantArray;
+
 use crate::ingest::reject::{Reason, Rejection};
 use crate::model::card::{Normalize, SampleClock};
 use crate::pipeline::grid::{self, Assembly, Step};
@@ -84,27 +86,17 @@ pub struct Windows {
     /// The card's sampling clock: samples are formed on its grid.
     clock: Option<SampleClock>,
     /// Windows started again since the last [`Windows::take_resets`], by [`Reset`].
-    resets: [u64; Reset::ALL.len()],
+    resets: [u64; Reset::VARIANTS.len()],
 }
 
 /// Why a device's window started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reset {
     /// A sample came more than the card's `max_gap_ms` after the previous one.
     Gap,
     /// A grid point where some feature had no value within `stale_after_ms`.
     Stale,
-}
-
-impl Reset {
-    pub const ALL: [Reset; 2] = [Reset::Gap, Reset::Stale];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reset::Gap => "gap",
-            Reset::Stale => "stale",
-        }
-    }
 }
 
 /// Snapshot format 3: format and card fingerprint first, a CRC-32 of
@@ -119,7 +111,10 @@ const SNAPSHOT_HEADER: usize = 1 + 8 + 4 + 4 + 8 + 8 + 8;
 const CHECKSUM: usize = 4;
 
 /// Why a stored window was not restored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::VariantArray, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Unrestored {
     /// The bytes fail their checksum (a damaged page).
     Checksum,
@@ -131,25 +126,13 @@ pub enum Unrestored {
     Future,
     /// The store rolled back its last commit: no stored window can be trusted.
     RolledBack,
+    /// The stored windows could not be read at all (counted once, not per window).
+    Unreadable,
 }
 
 impl Unrestored {
-    pub const ALL: [Unrestored; 5] = [
-        Unrestored::Checksum,
-        Unrestored::Format,
-        Unrestored::Card,
-        Unrestored::Future,
-        Unrestored::RolledBack,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Unrestored::Checksum => "checksum",
-            Unrestored::Format => "format",
-            Unrestored::Card => "card",
-            Unrestored::Future => "future",
-            Unrestored::RolledBack => "rolled_back",
-        }
+        self.into()
     }
 }
 
@@ -172,7 +155,7 @@ impl Windows {
             dirty: Vec::new(),
             max_gap_ms: None,
             clock: None,
-            resets: [0; Reset::ALL.len()],
+            resets: [0; Reset::VARIANTS.len()],
         }
     }
 
@@ -192,8 +175,8 @@ impl Windows {
     }
 
     /// Windows started again since the last call, by [`Reset`] (in
-    /// [`Reset::ALL`] order).
-    pub fn take_resets(&mut self) -> [u64; Reset::ALL.len()] {
+    /// [`Reset`]'s order).
+    pub fn take_resets(&mut self) -> [u64; Reset::VARIANTS.len()] {
         std::mem::take(&mut self.resets)
     }
 

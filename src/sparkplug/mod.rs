@@ -9,11 +9,18 @@
 //! must be its NDEATH, while the main connection's will is lineguard's
 //! `offline` status, and MQTT gives each connection one will.
 
-pub mod edge;
 pub mod input;
 pub mod node;
 pub mod proto;
 pub mod session;
+
+/// `[sparkplug]`, validated: lineguard as an Edge Node.
+#[derive(Debug, Clone)]
+pub struct SparkplugSettings {
+    pub node: node::NodeConfig,
+    /// The Edge Node's own connection.
+    pub client_id: String,
+}
 
 /// How a Sparkplug device id is made from a device's placeholder values:
 /// `{line}.{machine}` → `line1.press3`. Placeholders may sit anywhere in the

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tracing::{info, warn};
 
 use crate::clock::now_ms;
+use crate::ops::events::sparkplug::NodeEvents;
 use crate::sparkplug::node::{Command, EdgeNode, OutMessage, Record};
 
 /// An outbox record that is not a Sparkplug record.
@@ -38,11 +38,12 @@ pub struct Session {
     end: mpsc::UnboundedSender<()>,
     /// Per device, the newest pending data record (by `seq`).
     newest_pending: Option<HashMap<String, u64>>,
+    events: NodeEvents,
 }
 
 impl Session {
     pub fn new(node: EdgeNode, bd_seq: Arc<AtomicU64>, end: mpsc::UnboundedSender<()>) -> Session {
-        Session { node, bd_seq, end, newest_pending: None }
+        Session { node, bd_seq, end, newest_pending: None, events: NodeEvents }
     }
 
     fn bd_seq(&self) -> u64 {
@@ -64,7 +65,7 @@ impl Session {
     pub fn births(&mut self) -> Vec<OutMessage> {
         let births = self.node.births(self.bd_seq(), now_ms());
         if !births.is_empty() {
-            info!(devices = births.len() - 1, "sparkplug: births published");
+            self.events.births(births.len() - 1);
         }
         births
     }
@@ -73,7 +74,7 @@ impl Session {
     pub fn command(&mut self, topic: &str, payload: &[u8]) -> Reaction {
         match self.node.command(topic, payload) {
             Command::Births => {
-                info!(%topic, "sparkplug: rebirth");
+                self.events.rebirth(topic);
                 Reaction::Births(self.births())
             }
             // Sparkplug 3.0: an Edge Node that disconnects on purpose
@@ -81,13 +82,11 @@ impl Session {
             // connection disconnects cleanly (so the will does not say it a
             // second time) and connects again.
             Command::EndSession => {
-                warn!(
-                    "sparkplug: the primary host went offline; ending the session (NDEATH) and reconnecting"
-                );
+                self.events.primary_host_offline();
                 Reaction::End(self.ndeath())
             }
             Command::Ignored(why) => {
-                tracing::debug!(%topic, "sparkplug: {why}");
+                self.events.ignored(topic, &why);
                 Reaction::None
             }
         }

@@ -11,15 +11,16 @@ use anyhow::Context;
 use crate::config;
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::Reader;
+use crate::pipeline::{Pipeline, PipelineModels};
 
 /// What one example message of the pipeline's format turns into, so that
 /// a wrong mapping shows before any telemetry comes.
-fn example(p: &config::Pipeline, features: &[String]) -> String {
-    let reader = Reader::new(p, Decoder::new(features));
+fn example(p: &Pipeline, features: &[String]) -> String {
+    let reader = Reader::new(&p.input, Decoder::new(features));
     let Some((topic, payload)) = reader.example(features) else {
         return "reads Sparkplug B DDATA by the metric names (or aliases) of each device's DBIRTH".into();
     };
-    let Some(device) = p.input.device_key(&topic) else {
+    let Some(device) = p.input.topic.device_key(&topic) else {
         return format!("example topic `{topic}` does not match (a bug)");
     };
     let mut out = Decoded::default();
@@ -72,35 +73,35 @@ pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> an
         .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;
     check_listen(settings.http_listen)
         .with_context(|| format!("{}: `http.listen`", settings.path.display()))?;
-    let models = crate::model::load_pipelines(&settings)?;
-    let shadows = crate::model::load_shadows(&settings, &models)?;
+    let models: Vec<PipelineModels> =
+        settings.pipelines.iter().map(Pipeline::load_models).collect::<Result<_, _>>()?;
     let mut out = format!("# {}: valid\n\n{}\n", settings.path.display(), settings.display_masked());
     let _ = writeln!(out, "# mqtt password: {}", settings.mqtt.password_source);
     let _ = writeln!(out, "# state.dir {}: writable", settings.state.dir.display());
     let _ = writeln!(out, "# http.listen {}: can be bound", settings.http_listen);
-    for (i, (p, m)) in settings.pipelines.iter().zip(&models).enumerate() {
+    for (p, PipelineModels { live: m, shadow }) in settings.pipelines.iter().zip(&models) {
         let _ = writeln!(
             out,
             "# pipeline `{}`: subscribes `{}` ({} payloads, timestamps in {}), publishes `{}`, model {} v{} ({} x {} features, sha256 {})",
             p.name,
-            p.filters().join("` and `"),
-            p.input_format.as_str(),
-            p.ts_unit.as_str(),
-            p.output_display(settings.sparkplug.as_ref().map(|s| &s.node)),
-            m.card.name,
-            m.card.version,
+            p.input.filters().join("` and `"),
+            p.input.format.as_str(),
+            p.input.ts_unit.as_str(),
+            p.output_display(settings.node()),
+            m.id.name,
+            m.id.version,
             m.card.window,
             m.card.features.len(),
-            &m.sha256[..16]
+            &m.id.sha256[..16]
         );
         let _ = writeln!(out, "#   {}", example(p, &m.card.features));
-        if let (Some(s), Some(sm)) = (&p.shadow, shadows.get(i).and_then(Option::as_ref)) {
+        if let (Some(s), Some(sm)) = (&p.shadow, shadow) {
             let _ = writeln!(
                 out,
                 "#   shadow: model {} v{} (sha256 {}), publishes `{}`, never acted on",
-                sm.card.name,
-                sm.card.version,
-                &sm.sha256[..16],
+                sm.id.name,
+                sm.id.version,
+                &sm.id.sha256[..16],
                 s.topic.as_str()
             );
         }

@@ -79,8 +79,8 @@ fn rank(state: &str) -> u8 {
 
 /// `lineguard demo`: logs at `warn` (the view is the output), on its own runtime.
 pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    crate::ops::logging::init(crate::config::LogFormat::Text, "warn");
-    super::runtime()?.block_on(run(args))
+    crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
+    crate::daemon::runtime()?.block_on(run(args))
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -135,7 +135,7 @@ model = "{model}"
     let settings_http = settings.http_listen;
 
     let stop = CancellationToken::new();
-    crate::ops::signals::on_signals(stop.clone())?;
+    crate::daemon::signals::on_signals(stop.clone())?;
     let daemon_stop = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(settings, daemon_stop.clone(), None));
 

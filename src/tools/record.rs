@@ -62,19 +62,19 @@ fn line(topic: &str, payload: &[u8], received_ms: i64) -> Vec<u8> {
 }
 
 pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
-    crate::ops::logging::init(crate::config::LogFormat::Text, "warn");
+    crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
     let settings = config::load(&args.config, std::env::vars())?;
-    super::runtime()?.block_on(record(settings, args))
+    crate::daemon::runtime()?.block_on(record(settings, args))
 }
 
 async fn record(settings: crate::config::Settings, args: RecordArgs) -> anyhow::Result<ExitCode> {
     let file = std::fs::File::create(&args.output)
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut out = std::io::BufWriter::new(file);
-    let mut filters: Vec<String> = settings.pipelines.iter().flat_map(|p| p.filters()).collect();
+    let mut filters: Vec<String> = settings.pipelines.iter().flat_map(|p| p.input.filters()).collect();
     filters.sort();
     filters.dedup();
-    let (client, mut eventloop) = crate::mqtt::recorder(&settings);
+    let (client, mut eventloop) = crate::mqtt::recorder(&settings.mqtt, settings.limits.max_payload_bytes);
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
     let started = Instant::now();
     let (mut messages, mut bytes) = (0u64, 0u64);

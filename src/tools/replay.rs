@@ -5,7 +5,7 @@
 //! line `{"topic", "payload"}`: each pipeline's in the order the daemon
 //! publishes them, and the pipelines' interleaved in input order.
 //!
-//! It runs the daemon's own pipeline worker (see `Worker::replaying`), so
+//! It runs the daemon's own pipeline worker (in [`Mode::Replay`]), so
 //! the bytes are the daemon's: scores do not depend on which windows share a
 //! model run, and nothing here depends on the wall clock — a sample without
 //! `ts` takes the recording's `received_ms`, and idle devices are evicted on
@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -29,13 +28,13 @@ use bytes::Bytes;
 use serde::de::DeserializeSeed;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, Output, Pipeline, Settings};
+use crate::config::{self, Settings};
 use crate::durable::store::NewEntry;
 use crate::ingest::decode::TsSeed;
 use crate::ingest::reject::{Reason, Rejection};
-use crate::model::Model;
-use crate::pipeline::worker::Worker;
-use crate::pipeline::Inbound;
+use crate::model::card::State;
+use crate::pipeline::worker::{Mode, Worker};
+use crate::pipeline::{Inbound, Output, Pipeline, PipelineModels};
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
@@ -95,10 +94,10 @@ struct Counts {
 }
 
 pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    crate::ops::logging::init(crate::config::LogFormat::Text, "warn");
+    crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
     let settings = config::load(&args.config, std::env::vars())?;
-    let models = crate::model::load_pipelines(&settings)?;
-    let shadows = crate::model::load_shadows(&settings, &models)?;
+    let models: Vec<PipelineModels> =
+        settings.pipelines.iter().map(Pipeline::load_models).collect::<Result<_, _>>()?;
     let chosen: Vec<usize> = match &args.pipeline {
         Some(name) => vec![named(&settings.pipelines, name)?],
         None => (0..settings.pipelines.len()).collect(),
@@ -116,7 +115,7 @@ pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if is_csv && chosen.len() != 1 {
         bail!("a CSV table goes to one pipeline: name it with --pipeline ({})", names(&settings.pipelines));
     }
-    let mut workers = start(&settings, &chosen, &models, &shadows)?;
+    let mut workers = start(&settings, &chosen, &models)?;
     let mut out = Lines::create(&args.output)?;
     let started = Instant::now();
     let mut counts = Counts::default();
@@ -169,15 +168,10 @@ fn progress_bar(size: Option<u64>) -> indicatif::ProgressBar {
 }
 
 /// A worker for each `chosen` pipeline; Sparkplug B output refused.
-fn start(
-    settings: &Settings,
-    chosen: &[usize],
-    models: &[Arc<Model>],
-    shadows: &[Option<Arc<Model>>],
-) -> anyhow::Result<Vec<Worker>> {
+fn start(settings: &Settings, chosen: &[usize], models: &[PipelineModels]) -> anyhow::Result<Vec<Worker>> {
     let mut workers = Vec::with_capacity(chosen.len());
     for &i in chosen {
-        let (p, model) = (&settings.pipelines[i], &models[i]);
+        let (p, m) = (&settings.pipelines[i], &models[i]);
         if let Output::Sparkplug(_) = p.output {
             bail!(
                 "pipeline `{}` publishes Sparkplug B: replay writes JSON outputs only (a Sparkplug \
@@ -186,13 +180,8 @@ fn start(
                 p.name
             );
         }
-        let worker = Worker::replaying(
-            p.clone(),
-            model.clone(),
-            shadows.get(i).cloned().flatten(),
-            settings.limits.clone(),
-        )?;
-        workers.push(worker);
+        let mode = Mode::Replay(Default::default());
+        workers.push(Worker::new(p.clone(), m.live.clone(), m.shadow.clone(), settings.limits.clone(), mode));
     }
     Ok(workers)
 }
@@ -295,7 +284,7 @@ fn replay_recording(
             }
         };
         let mut taken = false;
-        for worker in workers.iter_mut().filter(|w| w.pipeline().takes(&recorded.topic)) {
+        for worker in workers.iter_mut().filter(|w| w.pipeline().input.takes(&recorded.topic)) {
             taken = true;
             worker.replay(
                 counts.read,
@@ -409,7 +398,7 @@ fn ts_cell(pipeline: &Pipeline, text: &str) -> Result<i64, Rejection> {
         Ok(n) => serde_json::Value::Number(n),
         Err(_) => serde_json::Value::String(text.to_string()),
     };
-    let seed = TsSeed::new(pipeline.ts_unit, "ts");
+    let seed = TsSeed::new(pipeline.input.ts_unit, "ts");
     match seed.deserialize(value) {
         Ok(Ok(Some(ts))) => Ok(ts),
         Ok(Ok(None)) | Err(_) => Err(Rejection::new(Reason::BadTimestamp, format!("ts is `{text}`"))),
@@ -426,9 +415,9 @@ fn replay_csv(
     let delimiter = delimiter(reader.fill_buf().context("cannot read the CSV table")?);
     let mut table =
         csv::ReaderBuilder::new().has_headers(true).flexible(true).delimiter(delimiter).from_reader(reader);
-    let features = worker.features().to_vec();
+    let features = worker.feature_names().to_vec();
     let at = columns(table.headers().context("cannot read the CSV header")?, &features)?;
-    let placeholders = worker.pipeline().input.placeholders().len();
+    let placeholders = worker.pipeline().input.topic.placeholders().len();
     let mut values = vec![0.0; features.len()];
     let mut record = csv::StringRecord::new();
     let mut row = 1u64;
@@ -451,12 +440,13 @@ fn replay_csv(
                 format_args!(
                     "row {row}: device `{device}` must have {placeholders} `/`-separated parts, one per \
                      placeholder of {}",
-                    worker.pipeline().input
+                    worker.pipeline().input.topic
                 ),
             );
             continue;
         }
-        let topic = worker.pipeline().input.render(&worker.pipeline().input, device);
+        let input = &worker.pipeline().input.topic;
+        let topic = input.render(input, device);
         let ts = ts_cell(worker.pipeline(), record.get(1).unwrap_or(""));
         let parsed = ts.and_then(|ts| {
             for (v, (&i, f)) in values.iter_mut().zip(at.iter().zip(&features)) {
@@ -486,8 +476,8 @@ fn summary(args: &ReplayArgs, workers: &[Worker], counts: &Counts, seconds: f64)
         args.input.display()
     );
     for worker in workers {
-        let t = worker.tally().clone();
-        let [ok, warn, alarm] = t.states;
+        let t = worker.tally();
+        let [ok, warn, alarm] = [State::Ok, State::Warn, State::Alarm].map(|s| t.in_state(s));
         let _ = writeln!(
             s,
             "pipeline {}: {} messages, {} windows (ok {ok}, warn {warn}, alarm {alarm}), {} devices",

@@ -356,8 +356,8 @@ pub struct SimulateArgs {
 /// `lineguard simulate`: the simulated line against a real broker, on its
 /// own runtime.
 pub fn main(args: SimulateArgs) -> anyhow::Result<()> {
-    crate::ops::logging::init(crate::config::LogFormat::Text, "info");
-    super::runtime()?.block_on(simulate(args))
+    crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "info");
+    crate::daemon::runtime()?.block_on(simulate(args))
 }
 
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
@@ -368,7 +368,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
     let stop = CancellationToken::new();
-    crate::ops::signals::on_signals(stop.clone()).context("signals")?;
+    crate::daemon::signals::on_signals(stop.clone()).context("signals")?;
     if let Some(secs) = args.duration {
         let s = stop.clone();
         tokio::spawn(async move {

@@ -3,11 +3,12 @@
 //!
 //! The handlers are installed before anything slow (loading models) starts:
 //! a signal's default action is to kill the process, so a SIGHUP that came
-//! while a large model loaded used to end the daemon.
+//! while a large model loaded would end the daemon.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+
+use crate::ops::events::daemon::DaemonEvents;
 
 /// The daemon's signals, installed.
 pub struct Signals {
@@ -32,8 +33,8 @@ pub fn on_signals(token: CancellationToken) -> std::io::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
         tokio::select! {
-            _ = term.recv() => info!("SIGTERM received"),
-            _ = int.recv() => info!("SIGINT received"),
+            _ = term.recv() => DaemonEvents.signal("SIGTERM"),
+            _ = int.recv() => DaemonEvents.signal("SIGINT"),
         }
         token.cancel();
     });

@@ -1,42 +1,52 @@
-//! One pipeline's worker: telemetry in, committed scores out.
+//! One pipeline's worker: telemetry in, scores out.
 //!
 //! It runs on its own OS thread, off the async runtime, so inference never
-//! stalls MQTT keep-alives. Each turn it takes the messages that arrive
-//! within `limits.batch_wait_us` of the turn's first (up to the batch limit),
-//! decodes them, pushes samples into the device windows and copies each
-//! window that becomes due straight into the batch input (normalized); one
-//! model run then scores the whole batch.
+//! stalls MQTT keep-alives. A turn, in stages:
+//! 1. **gather** the messages that arrive within `limits.batch_wait_us` of
+//!    the turn's first (up to the batch limit);
+//! 2. **read** each one: its topic names the device, its payload decodes
+//!    into rows of the card's features (or rejections);
+//! 3. **window** each row: into the device's window (or, on a sampling
+//!    clock, its assembly), and a window that becomes due is copied straight
+//!    into the batch input, normalized;
+//! 4. **score** the batch in one model run (and the shadow model's);
+//! 5. **stage** what each scored window publishes: its score, its alarm
+//!    state if that changed, its shadow score;
+//! 6. **hand over**, at the turn's end, as the [`Mode`] says: in the daemon
+//!    the scores go to the sinks at once and the turn's changes to the
+//!    committer, which writes them in one group commit and only then
+//!    acknowledges the telemetry behind them; replaying, they are kept.
 //!
-//! Durability (at-least-once end to end): at the end of each turn the new
-//! scores go to the sink at once, and the turn's changes (scores and changed
-//! window tails) go to the pipeline's [`Committer`], which writes what has
-//! queued in one group commit and only then acknowledges the telemetry that
-//! caused them. Scoring and publishing never wait for the disk. After a
-//! crash, unacknowledged telemetry is redelivered and either re-applied (its
+//! Scoring and publishing never wait for the disk. After a crash,
+//! unacknowledged telemetry is redelivered and either re-applied (its
 //! effect was not committed) or recognised by `ts` (it was).
 
+mod mode;
+mod replay;
+mod shadow;
+mod staging;
+mod swap;
+
+pub use mode::{Daemon, Mode, ReplayLog};
+pub use swap::Swap;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use strum::VariantArray;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::clock::Deadline;
-use crate::config::{Limits, Output, Pipeline};
-use crate::durable::committer::{Committer, Turn, Watch};
 use crate::durable::sink::Control;
-use crate::durable::store::{Entry, NewEntry, Part, Store};
+use crate::durable::store::NewEntry;
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::reject::{Reason, Rejection};
 use crate::ingest::Reader;
-use crate::model::card::State;
-use crate::model::{Model, States};
-use crate::mqtt::ack::Ack;
-use crate::ops::events::{
-    DevicesEvicted, DriftEvents, EvictReason, PipelineEvents, ShadowEvents, WindowsDropped, WindowsUnreadable,
-};
-use crate::ops::health::Health;
+use crate::model::card::{ModelCard, State};
+use crate::model::{Model, PlanStates};
+use crate::ops::events::pipeline::{DriftEvents, PipelineEvents, PipelineLabels};
 use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::drift::Drift;
@@ -44,13 +54,31 @@ use crate::pipeline::explain::Explainer;
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
-use crate::pipeline::Inbound;
+use crate::pipeline::{Inbound, Limits, Output, Pipeline};
 use crate::sparkplug::input::{Kind, SparkplugInput};
+use shadow::Shadowing;
+use staging::Staged;
 
-mod replay;
+/// The label values a pipeline's events count by.
+pub struct Labels;
+
+impl PipelineLabels for Labels {
+    type Rejection = Reason;
+    type State = State;
+    type Reset = Reset;
+    type Unrestored = Unrestored;
+}
+
+/// The HTTP listener asking for a pipeline's devices (`/devices`).
+pub type ViewRequest = tokio::sync::oneshot::Sender<PipelineView>;
+
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The loop goes round at least this often, idle or not: its heartbeat is
+/// what the systemd watchdog and `/healthz` watch.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// The windows of a pipeline serving `card`.
-fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits) -> Windows {
+fn windows_for(card: &ModelCard, hop: usize, limits: &Limits) -> Windows {
     Windows::with_limits(
         card.window,
         card.features.len(),
@@ -64,109 +92,44 @@ fn windows_for(card: &crate::model::card::ModelCard, hop: usize, limits: &Limits
     .on_clock(card.clock)
 }
 
-fn reader_for(card: &crate::model::card::ModelCard, pipeline: &Pipeline, limits: &Limits) -> Reader {
+fn reader_for(card: &ModelCard, pipeline: &Pipeline, limits: &Limits) -> Reader {
     let decoder = Decoder::with_limits(
         &card.features,
         limits.max_samples_per_message,
         limits.max_keys_per_sample,
         limits.max_json_depth,
     );
-    Reader::new(pipeline, decoder)
+    Reader::new(&pipeline.input, decoder)
 }
-
-/// The pipeline's shadow model: scored on every window after the live one,
-/// published on `shadow_topic`, never acted on.
-struct Shadowing {
-    model: Arc<Model>,
-    topic: crate::ingest::topic::TopicTemplate,
-    states: States,
-    scores: Vec<f32>,
-    origin: Origin,
-    events: ShadowEvents,
-    /// For each shadow score, the live score of the same name.
-    shared: Vec<Option<usize>>,
-    /// Whether this batch's shadow run succeeded.
-    ran: bool,
-}
-
-impl Shadowing {
-    fn new(pipeline: &Pipeline, model: Arc<Model>, live: &Model) -> Option<Self> {
-        let topic = pipeline.shadow.as_ref()?.topic.clone();
-        let names: Vec<String> = model.card.scores.iter().map(|s| s.name.clone()).collect();
-        let shared: Vec<Option<usize>> =
-            names.iter().map(|n| live.card.scores.iter().position(|s| &s.name == n)).collect();
-        Some(Self {
-            events: ShadowEvents::new(&pipeline.name, &names, &shared),
-            origin: Worker::origin(pipeline, &model),
-            topic,
-            model,
-            states: States::default(),
-            scores: Vec::new(),
-            shared,
-            ran: false,
-        })
-    }
-}
-
-/// The HTTP listener asking for a pipeline's devices (`/devices`).
-pub type ViewRequest = tokio::sync::oneshot::Sender<PipelineView>;
-
-/// Where the worker's results go.
-#[derive(Clone)]
-pub struct Outputs {
-    pub store: Arc<Store>,
-    pub entries: mpsc::UnboundedSender<Vec<Entry>>,
-    /// Sparkplug records, for the Edge Node's sink.
-    pub sparkplug: Option<mpsc::UnboundedSender<Vec<Entry>>>,
-    pub control: mpsc::Sender<Control>,
-    pub dead_letter_topic: Option<String>,
-    pub health: Arc<Health>,
-    /// When a stop gives up on commits that keep failing.
-    pub deadline: Deadline,
-}
-
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// The loop goes round at least this often, idle or not: its heartbeat is
-/// what the systemd watchdog and `/healthz` watch.
-const HEARTBEAT: Duration = Duration::from_secs(1);
 
 pub struct Worker {
-    index: usize,
     pipeline: Pipeline,
     model: Arc<Model>,
-    /// tract's run states for `model`, kept between batches (see `States`).
-    states: States,
+    /// tract's run states for `model`, kept between batches (see [`PlanStates`]).
+    states: PlanStates,
     origin: Origin,
     limits: Limits,
     /// `limits.max_future`, in the unit timestamps come in.
     max_future_ms: i64,
-    out: Outputs,
-    /// `None`: replaying (see [`Worker::replaying`]); the turns' results
-    /// are kept in `kept` instead, each with the input message that caused it.
-    committer: Option<Committer>,
-    kept: Vec<(u64, NewEntry)>,
-    /// Replaying: the input message being handled, and the one that caused
-    /// each of `staged_scores` (as far as it is filled in).
-    replay_cause: u64,
-    staged_causes: Vec<u64>,
+    mode: Mode,
     reader: Reader,
     /// For a `spBv1.0/...` input: aliases and last values per device.
     sparkplug_in: Option<SparkplugInput>,
     windows: Windows,
-    events: PipelineEvents,
+    events: PipelineEvents<Labels>,
     decoded: Decoded,
     /// The windows due for the next model run.
     batch: Batch,
-    /// The device key of the row being offered, reused (see `handle`).
+    /// The device key of the row being offered, reused (see `read`).
     row_key: String,
-    /// The device key the message's topic names, reused (see `handle`).
+    /// The device key the message's topic names, reused (see `read`).
     device_key: String,
-    /// The order `handle` takes a message's rows in, reused.
+    /// The order `window_rows` takes a message's rows in, reused.
     row_order: Vec<usize>,
     scores: Vec<f32>,
-    staged_scores: Vec<NewEntry>,
-    staged_acks: Vec<Ack>,
-    staged_forget: Vec<String>,
+    staged: Staged,
+    /// Messages and windows of the turn so far (for `/healthz`'s totals).
+    turn_counts: (u64, u64),
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
     alarms: Alarms,
@@ -183,47 +146,26 @@ pub struct Worker {
     drift_events: DriftEvents,
     /// Features the last drift summary named.
     drifting: Vec<String>,
-    last_drift_update: Instant,
-    last_sweep: Instant,
-    /// Replaying: the recording's time of the last idle sweep.
-    replay_swept_ms: i64,
-    /// The store's [`Store::windows_epoch`] this worker's windows were written under.
+    /// The store's [`Store::windows_epoch`](crate::durable::store::Store::windows_epoch)
+    /// this worker's windows were written under (in the daemon).
     windows_epoch: u64,
 }
 
 impl Worker {
+    /// A worker serving `model` (and `shadow`, if any) for `pipeline`, run
+    /// as `mode` says. In the daemon it starts from the windows the store holds.
     pub fn new(
-        index: usize,
         pipeline: Pipeline,
         model: Arc<Model>,
         shadow: Option<Arc<Model>>,
         limits: Limits,
-        out: Outputs,
-        commit_gap: Duration,
-    ) -> std::io::Result<Self> {
-        let committer = Committer::start(
-            out.store.clone(),
-            &pipeline.name,
-            commit_gap,
-            Watch { health: out.health.clone(), pipeline: index, deadline: out.deadline.clone() },
-        )?;
-        Ok(Self::with(index, pipeline, model, shadow, limits, out, Some(committer)))
-    }
-
-    fn with(
-        index: usize,
-        pipeline: Pipeline,
-        model: Arc<Model>,
-        shadow: Option<Arc<Model>>,
-        limits: Limits,
-        out: Outputs,
-        committer: Option<Committer>,
+        mode: Mode,
     ) -> Self {
         let card = &model.card;
         let mut w = Self {
             shadow: shadow.and_then(|s| Shadowing::new(&pipeline, s, &model)),
             reader: reader_for(card, &pipeline, &limits),
-            sparkplug_in: pipeline.input_births.as_ref().map(|_| {
+            sparkplug_in: pipeline.input.births.as_ref().map(|_| {
                 SparkplugInput::new(&card.features, limits.max_devices_per_pipeline)
                     .per_value(card.clock.is_some())
             }),
@@ -236,9 +178,8 @@ impl Worker {
             row_order: Vec::new(),
             scores: Vec::new(),
             decoded: Decoded::default(),
-            staged_scores: Vec::new(),
-            staged_acks: Vec::new(),
-            staged_forget: Vec::new(),
+            staged: Staged::default(),
+            turn_counts: (0, 0),
             evicted: Vec::new(),
             alarms: Alarms::default(),
             recent: Recent::new(model.score_count()),
@@ -253,49 +194,44 @@ impl Worker {
             ),
             drift_events: DriftEvents::new(&pipeline.name, &card.features),
             drifting: Vec::new(),
-            last_drift_update: Instant::now(),
-            origin: Self::origin(&pipeline, &model),
-            states: States::default(),
-            committer,
-            kept: Vec::new(),
-            replay_cause: 0,
-            staged_causes: Vec::new(),
-            last_sweep: Instant::now(),
-            replay_swept_ms: i64::MIN,
-            windows_epoch: out.store.windows_epoch(),
-            index,
+            origin: Origin { pipeline: pipeline.name.clone(), model: model.id.clone() },
+            states: PlanStates::default(),
+            windows_epoch: 0,
+            mode,
             pipeline,
             model,
             limits,
-            out,
         };
         w.restore();
         w
     }
 
-    fn origin(pipeline: &Pipeline, model: &Model) -> Origin {
-        Origin {
-            pipeline: pipeline.name.clone(),
-            model: model.card.name.clone(),
-            model_version: model.card.version.clone(),
+    /// The input message being handled, in replay's numbering (0 in the daemon).
+    fn cause(&self) -> u64 {
+        match &self.mode {
+            Mode::Replay(log) => log.cause,
+            Mode::Daemon(_) => 0,
         }
     }
 
-    /// Windows from the store, as they were at the last commit. A stored
-    /// window that cannot be trusted (see `Windows::restore`, and a store
-    /// that rolled back a commit) is dropped; one summary line says how many
-    /// and why.
+    /// In the daemon: the windows from the store, as they were at the last
+    /// commit. A stored window that cannot be trusted (see
+    /// [`Windows::restore`], and a store that rolled back a commit) is
+    /// dropped; one summary line says how many and why.
     fn restore(&mut self) {
-        let stored = match self.out.store.windows(&self.pipeline.name) {
+        let Mode::Daemon(d) = &self.mode else { return };
+        let store = d.store.clone();
+        self.windows_epoch = store.windows_epoch();
+        let stored = match store.windows(&self.pipeline.name) {
             Ok(s) => s,
             Err(e) => {
-                WindowsUnreadable { pipeline: &self.pipeline.name, why: &e.to_string() }.emit();
+                self.events.windows_unreadable(Unrestored::Unreadable, &e.to_string());
                 return;
             }
         };
         let newest_allowed = crate::clock::now_ms().saturating_add(self.max_future_ms);
-        let trusted = self.out.store.windows_trusted();
-        let mut dropped: std::collections::BTreeMap<Unrestored, usize> = Default::default();
+        let trusted = store.windows_trusted();
+        let mut dropped: BTreeMap<Unrestored, usize> = BTreeMap::new();
         let mut restored = 0;
         for (device, snap) in stored {
             let result = match trusted {
@@ -306,34 +242,37 @@ impl Worker {
                 Ok(()) => restored += 1,
                 Err(reason) => {
                     *dropped.entry(reason).or_default() += 1;
-                    self.staged_forget.push(device);
+                    self.staged.forget.push(device);
                 }
             }
         }
         if !dropped.is_empty() {
-            WindowsDropped { pipeline: &self.pipeline.name, by_reason: &dropped, kept: restored }.emit();
+            self.events.windows_dropped(&dropped, restored);
         }
         if restored > 0 {
-            tracing::info!(pipeline = %self.pipeline.name, devices = restored, "windows restored from the state store");
+            self.events.windows_restored(restored);
         }
         self.events.devices(self.windows.devices());
     }
 
-    /// Run until `rx` closes (intake stopped): finish the batch in hand,
-    /// commit it, and return. Messages still queued are not acknowledged.
+    /// The daemon's loop: turns until `rx` closes (intake stopped), then
+    /// score the batch in hand, hand it over and return. Messages still
+    /// queued are not acknowledged.
     pub fn run(
         mut self,
         mut rx: mpsc::Receiver<Inbound>,
-        mut swaps: mpsc::Receiver<crate::ops::reload::Swap>,
+        mut swaps: mpsc::Receiver<Swap>,
         mut views: mpsc::Receiver<ViewRequest>,
         rt: Handle,
     ) {
+        let mut last_sweep = Instant::now();
+        let mut last_drift_update = Instant::now();
         loop {
-            self.out.health.beat(self.index);
-            let wake = (self.last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
+            self.beat();
+            let wake = (last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
             enum Ev {
                 Msg(Option<Inbound>),
-                Swap(crate::ops::reload::Swap),
+                Swap(Swap),
                 View(ViewRequest),
                 Timer,
             }
@@ -356,44 +295,45 @@ impl Worker {
                 Ev::Msg(None) => {
                     self.score();
                     self.end_turn();
-                    if let Some(c) = &mut self.committer {
-                        c.finish();
-                    }
                     return;
                 }
-                Ev::Swap(crate::ops::reload::Swap::Live(model)) => {
-                    self.score();
-                    self.swap(model);
-                }
-                Ev::Swap(crate::ops::reload::Swap::Shadow(model)) => {
-                    self.score();
-                    self.swap_shadow(model);
-                }
+                Ev::Swap(swap) => self.take_swap(swap),
                 Ev::View(reply) => {
                     let _ = reply.send(self.view());
                 }
                 Ev::Timer => {}
             }
-            if self.last_sweep.elapsed() >= SWEEP_EVERY {
-                self.sweep();
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep(crate::clock::now_ms());
             }
-            self.report_drift();
+            if last_drift_update.elapsed() >= Duration::from_secs(1) {
+                last_drift_update = Instant::now();
+                self.report_drift(last_drift_update);
+            }
             self.end_turn();
         }
     }
 
-    /// Handle `first` and the messages that arrive within
-    /// `limits.batch_wait_us` of it, until `max_batch` windows are ready. The
-    /// wait is a plain sleep of this thread (tokio's timer would round it up
-    /// to whole milliseconds); if intake closes meanwhile, the run loop's next
-    /// `recv` sees it.
+    /// The loop went round (`/healthz` and the watchdog watch it).
+    fn beat(&self) {
+        if let Mode::Daemon(d) = &self.mode {
+            d.health.beat(d.index);
+        }
+    }
+
+    /// Stage 1: handle `first` and the messages that arrive within
+    /// `limits.batch_wait_us` of it, until `max_batch` windows are ready.
+    /// The wait is a plain sleep of this thread (tokio's timer would round
+    /// it up to whole milliseconds); if intake closes meanwhile, the run
+    /// loop's next `recv` sees it.
     fn gather(&mut self, first: Inbound, rx: &mut mpsc::Receiver<Inbound>) {
         let deadline = Instant::now() + self.limits.batch_wait;
-        self.handle(first);
+        self.read(first);
         loop {
             while !self.batch.is_full() {
                 match rx.try_recv() {
-                    Ok(msg) => self.handle(msg),
+                    Ok(msg) => self.read(msg),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }
@@ -406,47 +346,48 @@ impl Worker {
         }
     }
 
-    fn staged(&self) -> bool {
-        !self.staged_scores.is_empty() || !self.staged_acks.is_empty() || !self.staged_forget.is_empty()
-    }
-
     fn reject(&mut self, topic: &str, payload: &[u8], r: &Rejection) {
         self.reject_sized(topic, payload, payload.len() as u64, r);
     }
 
     /// A rejection of a message `len` bytes long, of which `payload` is
-    /// what was read (all of it, or the head of one too large to read).
+    /// what was read (all of it, or the head of one too large to read):
+    /// counted, logged, and with `limits.dead_letter_topic` dead-lettered.
     fn reject_sized(&mut self, topic: &str, payload: &[u8], len: u64, r: &Rejection) {
-        self.events.rejected(topic, r);
-        if let Some(dl) = &self.out.dead_letter_topic {
-            let shown = &payload[..payload.len().min(crate::mqtt::relay::HEAD)];
-            let body = serde_json::json!({
-                "pipeline": self.pipeline.name,
-                "topic": topic,
-                "reason": r.reason.as_str(),
-                "detail": r.detail,
-                "payload": String::from_utf8_lossy(shown),
-                "truncated": len > shown.len() as u64,
-            });
-            let payload = body.to_string().into_bytes();
-            if self.committer.is_none() {
-                // Replaying: in the output, with the message that caused it.
-                self.staged_causes.resize(self.staged_scores.len(), self.replay_cause);
+        self.events.rejected(topic, r.reason, &r.detail);
+        let Some(dl) = &self.limits.dead_letter_topic else { return };
+        let shown = &payload[..payload.len().min(crate::pipeline::DEAD_LETTER_SHOWS)];
+        let body = serde_json::json!({
+            "pipeline": self.pipeline.name,
+            "topic": topic,
+            "reason": r.reason.as_str(),
+            "detail": r.detail,
+            "payload": String::from_utf8_lossy(shown),
+            "truncated": len > shown.len() as u64,
+        });
+        let payload = body.to_string().into_bytes();
+        match &self.mode {
+            // In the output, after the message that caused it.
+            Mode::Replay(log) => {
                 let e =
                     NewEntry { created_ms: 0, topic: dl.clone(), payload, retain: false, sparkplug: false };
-                self.staged_scores.push(e);
-                self.staged_causes.push(self.replay_cause);
-            } else if self.out.control.try_send(Control::DeadLetter { topic: dl.clone(), payload }).is_err() {
-                self.events.dead_letter_dropped();
+                self.staged.publish(log.cause, e);
+            }
+            Mode::Daemon(d) => {
+                if d.control.try_send(Control::DeadLetter { topic: dl.clone(), payload }).is_err() {
+                    self.events.dead_letter_dropped();
+                }
             }
         }
     }
 
-    fn handle(&mut self, mut msg: Inbound) {
+    /// Stage 2: one message, its topic naming the device; rejected whole
+    /// when too large.
+    fn read(&mut self, mut msg: Inbound) {
         self.events.received(msg.payload.len());
-        self.out.health.counted(1, 0);
+        self.turn_counts.0 += 1;
         if let Some(a) = msg.ack.take() {
-            self.staged_acks.push(a);
+            self.staged.acks.push(a);
         }
         let len = msg.oversize.unwrap_or(msg.payload.len() as u64);
         if len > self.limits.max_payload_bytes as u64 {
@@ -459,43 +400,36 @@ impl Worker {
         }
         // The device key goes into a reused buffer: no allocation per message.
         let mut device = std::mem::take(&mut self.device_key);
-        let kind = if self.pipeline.input.device_key_into(&msg.topic, &mut device) {
+        let input = &self.pipeline.input;
+        let kind = if input.topic.device_key_into(&msg.topic, &mut device) {
             Some(Kind::Data)
-        } else if self
-            .pipeline
-            .input_births
-            .as_ref()
-            .is_some_and(|t| t.device_key_into(&msg.topic, &mut device))
-        {
+        } else if input.births.as_ref().is_some_and(|t| t.device_key_into(&msg.topic, &mut device)) {
             Some(Kind::Birth)
         } else {
             None
         };
         match kind {
-            Some(kind) => self.handle_device(&msg, &device, kind),
+            Some(kind) => {
+                match &mut self.sparkplug_in {
+                    Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
+                    None => self.reader.read(&msg.topic, &device, &msg.payload, &mut self.decoded),
+                }
+                self.window_rows(&msg, &device);
+            }
             // The router only sends matching topics; a mismatch is a bug, not input.
             None => debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name),
         }
         self.device_key = device;
     }
 
-    /// The rest of [`Worker::handle`], once the topic has named the device.
-    fn handle_device(&mut self, msg: &Inbound, device: &str, kind: Kind) {
-        match &mut self.sparkplug_in {
-            Some(sp) => sp.decode(kind, device, &msg.payload, &mut self.decoded),
-            None => self.reader.read(&msg.topic, device, &msg.payload, &mut self.decoded),
-        }
-        self.apply_decoded(msg, device);
-    }
-
-    /// The samples `self.decoded` holds for `device` (from `msg`): its
-    /// rejections counted, each row into its window or assembly.
-    fn apply_decoded(&mut self, msg: &Inbound, device: &str) {
+    /// Stage 3: the rows `self.decoded` holds for `device` (from `msg`):
+    /// its rejections counted, each row into its window or assembly.
+    fn window_rows(&mut self, msg: &Inbound, device: &str) {
         for i in 0..self.decoded.rejects.len() {
             let r = self.decoded.rejects[i].clone();
             self.reject(&msg.topic, &msg.payload, &r);
         }
-        let nf = self.reader.features();
+        let nf = self.reader.feature_count();
         let len = self.model.card.input_len();
         let latest = msg.received_ms.saturating_add(self.max_future_ms);
         // On a sampling clock the rows go in time order, whatever order the
@@ -547,7 +481,7 @@ impl Worker {
             }
         }
         self.row_order = order;
-        for (reason, n) in Reset::ALL.into_iter().zip(self.windows.take_resets()) {
+        for (reason, n) in Reset::VARIANTS.iter().copied().zip(self.windows.take_resets()) {
             if n > 0 {
                 self.events.windows_reset(reason, n);
             }
@@ -561,7 +495,7 @@ impl Worker {
         let len = self.model.card.input_len();
         match self.windows.admit(device, ts, msg.received_ms, &mut self.evicted) {
             Ok(()) => {
-                let nf = self.reader.features();
+                let nf = self.reader.feature_count();
                 self.drift.observe(&self.decoded.values[i * nf..(i + 1) * nf]);
             }
             Err(_) if msg.redelivered => return self.events.duplicate(device, ts),
@@ -570,7 +504,7 @@ impl Worker {
         while let Some(pushed) = self.windows.advance(device, ts) {
             self.pushed(device, pushed, len);
         }
-        let nf = self.reader.features();
+        let nf = self.reader.feature_count();
         if self.windows.hold(device, ts, &self.decoded.values[i * nf..(i + 1) * nf]) {
             self.events.duplicate(device, ts);
         }
@@ -585,12 +519,14 @@ impl Worker {
                 if self.batch.is_full() {
                     self.score();
                 }
-                self.batch.push(&self.windows, device, ts, len, self.replay_cause);
+                let cause = self.cause();
+                self.batch.push(&self.windows, device, ts, len, cause);
             }
         }
     }
 
-    /// Score every window in the batch in one model run and stage what they publish.
+    /// Stage 4: every window in the batch in one model run (the shadow
+    /// model's after it), then stage what they publish.
     fn score(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -616,19 +552,12 @@ impl Worker {
             self.errors.truncate(n * recon * f);
         }
         self.events.scored(n, started.elapsed().as_secs_f64());
-        self.out.health.counted(0, n as u64);
+        self.turn_counts.1 += n as u64;
         match result {
             Err(e) => self.events.inference_failed(n, &e.to_string()),
             Ok(()) => {
                 if let Some(s) = &mut self.shadow {
-                    s.scores.clear();
-                    s.ran = match s.model.run_with(&mut s.states, self.batch.input(), n, &mut s.scores) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            ShadowEvents::failed(&self.pipeline.name, n, &e.to_string());
-                            false
-                        }
-                    };
+                    s.run(self.batch.input(), n);
                 }
                 self.stage_scores()
             }
@@ -636,8 +565,8 @@ impl Worker {
         self.batch.clear();
     }
 
-    /// Each scored window's payload, and its alarm state if that changed;
-    /// a window with a non-finite score publishes nothing.
+    /// Stage 5: each scored window's payload, its shadow's, and its alarm
+    /// state if that changed; a window with a non-finite score publishes nothing.
     fn stage_scores(&mut self) {
         let k = self.model.score_count();
         let card = &self.model.card;
@@ -670,14 +599,7 @@ impl Worker {
                         false
                     }
                 });
-        // Replaying: what each window staged, its input message caused.
-        let replaying = self.committer.is_none();
-        let mut cause = None;
         for (i, due) in self.batch.due().iter().enumerate() {
-            if let Some(c) = cause {
-                self.staged_causes.resize(self.staged_scores.len(), c);
-            }
-            cause = replaying.then_some(due.cause);
             let values = &self.scores[i * k..(i + 1) * k];
             let mut explain = match rows.binary_search(&i) {
                 Ok(j) if explained => {
@@ -709,45 +631,14 @@ impl Worker {
             self.events.state(state);
             self.recent.record(&due.device, due.ts, values, &explain, state, created_ms);
             let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
-            if let Some(s) = self.shadow.as_ref().filter(|s| s.ran) {
-                let sk = s.model.score_count();
-                let sv = &s.scores[i * sk..(i + 1) * sk];
-                if sv.iter().all(|v| v.is_finite()) {
-                    let shadow_state = s.model.card.state(sv);
-                    let sw = Scored {
-                        device: &due.device,
-                        ts: due.ts,
-                        values: sv,
-                        state: shadow_state,
-                        explain: &[],
-                    };
-                    let e = render::shadow_entry(
-                        &self.pipeline,
-                        &s.topic,
-                        &s.origin,
-                        &s.model.card.scores,
-                        &sw,
-                        created_ms,
-                    );
-                    self.staged_scores.push(e);
-                    let diffs = s
-                        .shared
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, l)| l.map(|l| (j, f64::from((sv[j] - values[l]).abs()))));
-                    s.events.scored(shadow_state != state, diffs);
-                }
+            let input = &self.pipeline.input.topic;
+            if let Some(e) = self.shadow.as_mut().and_then(|s| s.stage(i, &w, input, created_ms)) {
+                self.staged.publish(due.cause, e);
             }
-            self.staged_scores.push(render::score_entry(
-                &self.pipeline,
-                &self.origin,
-                &card.scores,
-                &w,
-                created_ms,
-            ));
+            let e = render::score_entry(&self.pipeline, &self.origin, &card.scores, &w, created_ms);
+            self.staged.publish(due.cause, e);
             if let Some(alarm_topic) = &self.pipeline.alarm {
                 if let Some(t) = self.alarms.update(&due.device, &card.scores, values) {
-                    let input = &self.pipeline.input;
                     let e = render::alarm_entry(
                         input,
                         alarm_topic,
@@ -757,78 +648,45 @@ impl Worker {
                         &t,
                         created_ms,
                     );
-                    self.staged_scores.push(e);
+                    self.staged.publish(due.cause, e);
                 }
             }
-        }
-        if let Some(c) = cause {
-            self.staged_causes.resize(self.staged_scores.len(), c);
         }
         self.explain_rows = rows;
     }
 
-    /// End a turn: its new scores to the sink at once, its changes (and the
-    /// acknowledgements they release) to the committer.
+    /// Stage 6: end a turn, handing over what it staged as the mode says.
     fn end_turn(&mut self) {
-        let epoch = self.out.store.windows_epoch();
-        if epoch != self.windows_epoch {
-            // The store lost its windows: write every one again.
-            self.windows_epoch = epoch;
-            self.windows.mark_all_dirty();
-        }
-        if self.committer.is_none() {
-            // Replaying: what the turn publishes is kept; nothing is stored.
-            self.staged_causes.resize(self.staged_scores.len(), self.replay_cause);
-            self.kept.extend(self.staged_causes.drain(..).zip(self.staged_scores.drain(..)));
-            self.staged_acks.clear();
-            self.staged_forget.clear();
-            self.windows.clear_dirty();
-            return;
-        }
-        if self.staged() || self.windows.has_dirty() {
-            let turn = self.take_turn();
-            let (health, index) = (&self.out.health, self.index);
-            if let Some(committer) = &self.committer {
-                committer.send(turn, || health.beat(index));
+        let counts = std::mem::take(&mut self.turn_counts);
+        match &mut self.mode {
+            Mode::Replay(log) => {
+                // What the turn publishes is kept; nothing is stored.
+                log.kept.append(&mut self.staged.published);
+                self.staged.clear();
+                self.windows.clear_dirty();
+            }
+            Mode::Daemon(d) => {
+                d.health.counted(counts.0, counts.1);
+                let epoch = d.store.windows_epoch();
+                if epoch != self.windows_epoch {
+                    // The store lost its windows: write every one again.
+                    self.windows_epoch = epoch;
+                    self.windows.mark_all_dirty();
+                }
+                if !self.staged.is_empty() || self.windows.has_dirty() {
+                    let windows = self.windows.take_dirty();
+                    let (health, index) = (&d.health, d.index);
+                    d.hand_over(&mut self.staged, windows, || health.beat(index));
+                }
             }
         }
-    }
-
-    /// The staged changes as a turn; the scores are handed to the sinks now.
-    fn take_turn(&mut self) -> Turn {
-        let entries = &self.out.entries;
-        let sparkplug_entries = &self.out.sparkplug;
-        let (scores, ()) = self.out.store.reserve(std::mem::take(&mut self.staged_scores), |committed| {
-            let (sparkplug, plain): (Vec<Entry>, Vec<Entry>) =
-                committed.into_iter().partition(|e| e.sparkplug);
-            if !plain.is_empty() {
-                let _ = entries.send(plain);
-            }
-            if let (Some(tx), false) = (sparkplug_entries, sparkplug.is_empty()) {
-                let _ = tx.send(sparkplug);
-            }
-        });
-        Turn {
-            part: Part {
-                windows: self.windows.take_dirty(),
-                forget: std::mem::take(&mut self.staged_forget),
-                scores,
-            },
-            acks: std::mem::take(&mut self.staged_acks),
-        }
-    }
-
-    fn sweep(&mut self) {
-        self.last_sweep = Instant::now();
-        self.sweep_at(crate::clock::now_ms());
     }
 
     /// Evict the devices idle at `now_ms` (`limits.device_idle`).
-    fn sweep_at(&mut self, now_ms: i64) {
+    fn sweep(&mut self, now_ms: i64) {
         let idle = self.windows.evict_idle(now_ms);
         if !idle.is_empty() {
-            DevicesEvicted { pipeline: &self.pipeline.name, reason: EvictReason::Idle, devices: idle.len() }
-                .emit();
+            self.events.evicted_idle(idle.len());
             self.forget(idle);
         }
         self.events.devices(self.windows.devices());
@@ -837,9 +695,7 @@ impl Worker {
     /// Devices evicted at the cap: counted and logged once per turn.
     fn report_evicted(&mut self) {
         if !self.evicted.is_empty() {
-            let n = self.evicted.len();
-            DevicesEvicted { pipeline: &self.pipeline.name, reason: EvictReason::Capacity, devices: n }
-                .emit();
+            self.events.evicted_at_capacity(self.evicted.len());
             let evicted = std::mem::take(&mut self.evicted);
             self.forget(evicted);
         }
@@ -854,30 +710,30 @@ impl Worker {
             devices.iter().for_each(|d| sp.forget(d));
         }
         if let Output::Sparkplug(id) = &self.pipeline.output {
-            let created_ms = crate::clock::now_ms();
-            self.staged_scores.extend(devices.iter().map(|d| render::death_entry(id, d, created_ms)));
+            let (created_ms, cause) = (crate::clock::now_ms(), self.cause());
+            for d in &devices {
+                self.staged.publish(cause, render::death_entry(id, d, created_ms));
+            }
         }
-        self.staged_forget.extend(devices);
+        self.staged.forget.extend(devices);
     }
 
-    /// The drift gauges, at most once a second; the retained summary every
-    /// `drift_interval_secs`.
-    fn report_drift(&mut self) {
-        let now = Instant::now();
-        if now.duration_since(self.last_drift_update) < Duration::from_secs(1) {
-            return;
-        }
-        self.last_drift_update = now;
-        self.drift_events.update(&self.drift.current(), &self.drift.take_out_of_range());
+    /// The drift gauges (at most once a second, as the run loop calls it),
+    /// and the retained summary every `drift_interval_secs`.
+    fn report_drift(&mut self, now: Instant) {
+        let moments = self.drift.current();
+        self.drift_events
+            .update(moments.iter().map(|d| d.map(|d| (d.mean_z, d.std_z))), &self.drift.take_out_of_range());
+        let Mode::Daemon(d) = &self.mode else { return };
         if !self.drift.due(now) {
             return;
         }
         let (payload, drifting) =
             self.drift.summary(&self.pipeline.name, &self.model.card.features, crate::clock::now_ms());
-        DriftEvents::drifting(&self.pipeline.name, &drifting, &self.drifting);
+        self.drift_events.drifting(&drifting, &self.drifting);
         self.drifting = drifting;
         let topic = self.drift.topic().to_string();
-        let _ = self.out.control.try_send(Control::Summary { topic, payload });
+        let _ = d.control.try_send(Control::Summary { topic, payload });
     }
 
     /// Every device: its window, latest scores and alarm state.
@@ -894,77 +750,25 @@ impl Worker {
             self.drift.drifting(&self.model.card.features),
         )
     }
-
-    /// A changed shadow model, between two batches; refused (the old one
-    /// keeps shadowing) unless it reads what the live model reads.
-    fn swap_shadow(&mut self, model: Arc<Model>) {
-        if !model.card.same_input(&self.model.card) {
-            tracing::error!(
-                pipeline = %self.pipeline.name,
-                model = %model.path.display(),
-                "new shadow model refused: it must read what the live model reads (features, window, sampling clock)"
-            );
-            return;
-        }
-        tracing::info!(pipeline = %self.pipeline.name, model = %model.card.name, version = %model.card.version,
-                       sha256 = %model.sha256, "shadow model swapped");
-        self.shadow = Shadowing::new(&self.pipeline, model, &self.model);
-    }
-
-    /// Put a checked model in service between two batches.
-    fn swap(&mut self, model: Arc<Model>) {
-        self.recent.rescore(model.score_count());
-        if self.shadow.as_ref().is_some_and(|s| !s.model.card.same_input(&model.card)) {
-            tracing::warn!(pipeline = %self.pipeline.name, "the new live model reads other input than the shadow model: shadow scoring stops");
-            self.shadow = None;
-        }
-        let card = &model.card;
-        self.drift.recard(card.features.len(), card.normalize.clone(), card.range.clone());
-        let keep = model.card.same_input(&self.model.card);
-        if !keep {
-            let forgotten = self.windows.clear();
-            self.staged_forget.extend(forgotten);
-            let c = &model.card;
-            self.windows = windows_for(c, self.pipeline.hop, &self.limits);
-            self.reader = reader_for(c, &self.pipeline, &self.limits);
-            if self.sparkplug_in.is_some() {
-                self.sparkplug_in = Some(
-                    SparkplugInput::new(&c.features, self.limits.max_devices_per_pipeline)
-                        .per_value(c.clock.is_some()),
-                );
-            }
-        } else {
-            // Same features and window: the held windows stay, under the new constants.
-            self.windows.renormalize(model.card.normalize.clone());
-        }
-        tracing::info!(
-            pipeline = %self.pipeline.name,
-            from = %format!("{} v{}", self.model.card.name, self.model.card.version),
-            to = %format!("{} v{}", model.card.name, model.card.version),
-            windows_kept = keep,
-            "model swapped"
-        );
-        self.origin = Self::origin(&self.pipeline, &model);
-        // The next window of each device publishes its state under the new model.
-        self.alarms = Alarms::default();
-        self.model = model;
-        // Not only for safety (a state for another plan is never reused):
-        // the old states hold the old model's plans and scratch in memory.
-        self.states = States::default();
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Output;
+    use crate::durable::ack::{Ack, AckId};
+    use crate::durable::committer::{self, Watch};
+    use crate::durable::store::{Entry, Store};
+    use crate::ingest::input::Input;
     use crate::ingest::topic::TopicTemplate;
-    use crate::mqtt::ack::AckId;
+    use crate::model::ModelFiles;
+    use crate::ops::health::Health;
     use bytes::Bytes;
     use rumqttc::QoS;
 
     struct Harness {
         worker: Worker,
+        store: Arc<Store>,
+        committer: std::thread::JoinHandle<()>,
         entries: mpsc::UnboundedReceiver<Vec<Entry>>,
         acks: mpsc::UnboundedReceiver<AckId>,
         ack_tx: mpsc::UnboundedSender<AckId>,
@@ -990,21 +794,15 @@ mod tests {
 
     /// A worker on the shipped model, with its committer on a fresh store.
     fn harness(max_batch: usize) -> Harness {
-        let model =
-            Model::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/line-mlp.onnx"))
-                .expect("the shipped model");
+        let onnx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/line-mlp.onnx");
+        let files = ModelFiles::beside(onnx);
+        let model = crate::model::load(&files, None, None).expect("the shipped model");
         let input = TopicTemplate::parse_input("plant/{line}/{machine}/telemetry").unwrap();
         let output = TopicTemplate::parse_output("plant/{line}/{machine}/scores", &input).unwrap();
         let pipeline = Pipeline {
             name: "p".into(),
-            model: model.path.clone(),
-            card: model.card.path.clone(),
-            input,
-            input_format: crate::ingest::format::InputFormat::Lineguard,
-            ts_unit: crate::ingest::format::TsUnit::Ms,
-            tag_keys: Default::default(),
-            tag_id: Default::default(),
-            input_births: None,
+            model: files,
+            input: Input::lineguard(input),
             output: Output::Json(output),
             hop: 1,
             alarm: None,
@@ -1012,22 +810,41 @@ mod tests {
             shadow: None,
         };
         let state = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(state.path()).unwrap());
         let (entries_tx, entries) = mpsc::unbounded_channel();
         let (control, _) = mpsc::channel(16);
-        let out = Outputs {
-            store: Arc::new(Store::open(state.path()).unwrap()),
+        let health = Health::new(&["p".into()]);
+        let (queue, turns) = committer::queue();
+        let watch = Watch {
+            health: health.clone(),
+            pipeline: 0,
+            deadline: Default::default(),
+            corrupt: Default::default(),
+        };
+        let s = store.clone();
+        let committer =
+            std::thread::spawn(move || committer::run(s, "p", Duration::from_millis(1), turns, watch));
+        let mode = Mode::Daemon(Daemon {
+            index: 0,
+            store: store.clone(),
+            committer: queue,
             entries: entries_tx,
             sparkplug: None,
             control,
-            dead_letter_topic: None,
-            health: Health::new(&["p".into()]),
-            deadline: Deadline::default(),
-        };
-        let worker =
-            Worker::new(0, pipeline, Arc::new(model), None, limits(max_batch), out, Duration::from_millis(1))
-                .unwrap();
+            health,
+        });
+        let worker = Worker::new(pipeline, Arc::new(model), None, limits(max_batch), mode);
         let (ack_tx, acks) = mpsc::unbounded_channel();
-        Harness { worker, entries, acks, ack_tx, inbound: mpsc::channel(1024), _state: state }
+        Harness {
+            worker,
+            store,
+            committer,
+            entries,
+            acks,
+            ack_tx,
+            inbound: mpsc::channel(1024),
+            _state: state,
+        }
     }
 
     impl Harness {
@@ -1069,6 +886,13 @@ mod tests {
             true
         }
 
+        /// The worker lets go of its committer's queue, which commits what is left.
+        fn finish(self) -> (mpsc::UnboundedReceiver<AckId>, Arc<Store>) {
+            drop(self.worker);
+            self.committer.join().unwrap();
+            (self.acks, self.store)
+        }
+
         fn scores(&mut self) -> Vec<(String, i64)> {
             let mut out = Vec::new();
             while let Ok(batch) = self.entries.try_recv() {
@@ -1078,10 +902,6 @@ mod tests {
                 }
             }
             out
-        }
-
-        fn acked(&mut self) -> Vec<u16> {
-            std::iter::from_fn(|| self.acks.try_recv().ok()).map(|a| a.pkid).collect()
         }
     }
 
@@ -1100,9 +920,10 @@ mod tests {
         assert!(!h.turn(), "one turn took all of it");
         let scores = h.scores();
         assert_eq!(scores, (15..20).map(|i| ("l1/m1".to_string(), T0 + i * 100)).collect::<Vec<_>>());
-        h.worker.committer.as_mut().expect("a daemon worker").finish();
-        assert_eq!(h.acked(), (1..=20).collect::<Vec<u16>>(), "every message, after the commit");
-        assert_eq!(h.worker.out.store.windows("p").unwrap().len(), 1, "the window is stored");
+        let (mut acks, store) = h.finish();
+        let acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();
+        assert_eq!(acked, (1..=20).collect::<Vec<u16>>(), "every message, after the commit");
+        assert_eq!(store.windows("p").unwrap().len(), 1, "the window is stored");
     }
 
     /// Rejected and duplicate samples release their messages' acknowledgements
@@ -1119,8 +940,8 @@ mod tests {
         h.feed(msgs);
         while h.turn() {}
         assert_eq!(h.scores(), [("l1/m1".to_string(), T0 + 1500)], "one window, of the 16 valid samples");
-        h.worker.committer.as_mut().expect("a daemon worker").finish();
-        let mut acked = h.acked();
+        let (mut acks, _store) = h.finish();
+        let mut acked: Vec<u16> = std::iter::from_fn(|| acks.try_recv().ok()).map(|a| a.pkid).collect();
         acked.sort();
         assert_eq!(acked.len(), 19, "all acknowledged: {acked:?}");
     }

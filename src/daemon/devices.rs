@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::daemon::status::ModelStatus;
 use crate::model::card::State;
 use crate::ops::health::Health;
-use crate::ops::status::ModelStatus;
 use crate::pipeline::recent::DeviceView;
 use crate::pipeline::worker::ViewRequest;
 
@@ -130,11 +130,9 @@ impl DeviceViews {
         Arc::default()
     }
 
-    /// A pipeline to ask; its worker answers on the receiver.
-    pub fn register(&self, pipeline: &str) -> mpsc::Receiver<ViewRequest> {
-        let (tx, rx) = mpsc::channel(8);
-        self.pipelines.write().unwrap_or_else(|p| p.into_inner()).push((pipeline.to_string(), tx));
-        rx
+    /// A pipeline to ask, on the channel its worker answers.
+    pub fn register(&self, pipeline: &str, asks: mpsc::Sender<ViewRequest>) {
+        self.pipelines.write().unwrap_or_else(|p| p.into_inner()).push((pipeline.to_string(), asks));
     }
 
     /// Ask every pipeline `filter` names for its devices.

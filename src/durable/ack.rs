@@ -1,20 +1,24 @@
 //! Acknowledging telemetry only once its effect is durable.
 //!
-//! With rumqttc's manual acks, the broker keeps (and after a reconnect
+//! With manual acknowledgements, the broker keeps (and after a reconnect
 //! redelivers) every QoS 1 message we have not acknowledged. A message routed
 //! to several pipelines is acknowledged when the last of them has committed
 //! what it did with it. A message dropped before that (intake stopped, crash)
-//! is never acknowledged, so the broker delivers it again.
+//! is never acknowledged, so the broker delivers it again. The acknowledgements
+//! themselves go out on the telemetry connection (`mqtt::acker`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rumqttc::QoS;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc::UnboundedSender;
 
-pub use crate::mqtt::protocol::AckId;
-use crate::mqtt::protocol::Client;
+/// What a PUBACK for a received message needs: its packet id and QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckId {
+    pub pkid: u16,
+    pub qos: QoS,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -43,30 +47,6 @@ impl Ack {
             let _ = self.0.tx.send(self.0.id);
         }
     }
-}
-
-/// The acker: PUBACKs for telemetry whose effect is committed, on the
-/// telemetry connection. When `done` is cancelled (the stop, once the
-/// committers are through) it sends what they left and then DISCONNECT, in
-/// that order on the one connection.
-pub async fn acker(client: Client, mut acks: UnboundedReceiver<AckId>, done: CancellationToken) {
-    loop {
-        let id = tokio::select! {
-            biased;
-            id = acks.recv() => id,
-            _ = done.cancelled() => break,
-        };
-        match id {
-            Some(id) if client.ack(id).await.is_ok() => {}
-            _ => return,
-        }
-    }
-    while let Ok(id) = acks.try_recv() {
-        if client.ack(id).await.is_err() {
-            return;
-        }
-    }
-    let _ = client.disconnect().await;
 }
 
 #[cfg(test)]

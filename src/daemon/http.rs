@@ -18,10 +18,11 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::devices::{DeviceViews, Filter};
-use crate::ops::events::names;
+use crate::daemon::devices::{DeviceViews, Filter};
+use crate::daemon::status::Board;
+use crate::ops::events::daemon::DaemonEvents;
 use crate::ops::health::Health;
-use crate::ops::reload::Board;
+use crate::ops::metrics::names;
 
 /// The status page: one file, no external assets (gateways are often offline).
 const STATUS_PAGE: &str = include_str!("status_page.html");
@@ -82,7 +83,7 @@ async fn devices(State(s): State<AppState>, uri: Uri) -> axum::response::Respons
         Ok(f) => f,
         Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    let models = s.board.models.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let models = s.board.models();
     let overview = s.views.overview(&filter, &s.board.client_id, &s.health, models).await;
     match serde_json::to_vec(&overview) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
@@ -141,9 +142,9 @@ pub async fn serve(
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = server.await {
-            tracing::error!("http server stopped: {e}");
+            DaemonEvents.http_failed(&e);
         }
     });
-    tracing::info!(%addr, "serving the status page (/), /devices, /metrics and /healthz");
+    DaemonEvents.serving(addr);
     Ok(addr)
 }

@@ -52,7 +52,7 @@ pub async fn watchdog(health: Arc<Health>, stop: CancellationToken) {
             let _ = sd_notify::notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
         } else {
             if !stalled.is_empty() {
-                tracing::error!(pipelines = ?stalled, "pipeline loop stalled: not pinging the watchdog");
+                crate::ops::events::daemon::DaemonEvents.stalled(&stalled);
             }
             let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
         }

@@ -1,0 +1,16 @@
+//! The state directory's settings (`[state]`), validated (see `config`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `[state]`, validated.
+#[derive(Debug, Clone)]
+pub struct StateSettings {
+    pub dir: PathBuf,
+    /// At most one group commit (fsync) per this long.
+    pub commit_interval: Duration,
+    pub outbox_max_bytes: u64,
+    pub outbox_max_age: Duration,
+    /// How long a stop may take, from the signal to the exit.
+    pub drain_timeout: Duration,
+}

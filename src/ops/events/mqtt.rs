@@ -1,0 +1,97 @@
+//! The broker connections' events: up, down, refused subscriptions, and
+//! telemetry no pipeline can take.
+
+use std::time::{Duration, Instant};
+
+use metrics::{counter, gauge, Counter, Gauge};
+use tracing::{error, info, warn};
+
+use super::{names, zeroed, RateLimit};
+
+/// Events of one broker connection, named as `lineguard_connection_up{connection}` says it.
+#[derive(Debug)]
+pub struct ConnectionEvents {
+    name: &'static str,
+    connected: Gauge,
+    reconnects: Counter,
+    subscriptions_refused: Counter,
+    errors: RateLimit<()>,
+    down_since: Option<Instant>,
+}
+
+impl ConnectionEvents {
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            connected: gauge!(names::CONNECTION_UP, "connection" => name),
+            reconnects: zeroed(counter!(names::CONNECTION_RECONNECTS, "connection" => name)),
+            subscriptions_refused: zeroed(counter!(names::SUBSCRIPTIONS_REFUSED)),
+            errors: RateLimit::default(),
+            down_since: None,
+        }
+    }
+
+    pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
+        self.connected.set(1.0);
+        let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
+        info!(
+            connection = self.name,
+            %host,
+            port,
+            session_present,
+            "connected to broker{}",
+            after.unwrap_or_default()
+        );
+    }
+
+    pub fn connection_failed(&mut self, error: &str, retry_in: Duration) {
+        self.connected.set(0.0);
+        self.reconnects.increment(1);
+        self.down_since.get_or_insert_with(Instant::now);
+        if let Some(suppressed) = self.errors.allow(()) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more failures since last report)")
+            } else {
+                String::new()
+            };
+            warn!(
+                connection = self.name,
+                "broker connection lost or refused: {error}; retrying in {:.1} s{more}",
+                retry_in.as_secs_f64()
+            );
+        }
+    }
+
+    /// The broker refused a subscription: nothing comes in on it.
+    pub fn subscription_refused(&self, filter: &str) {
+        self.subscriptions_refused.increment(1);
+        error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
+    }
+}
+
+/// Events of the router: messages no pipeline can take.
+#[derive(Debug)]
+pub struct RouterEvents {
+    topic_not_utf8: Counter,
+    lines: RateLimit<()>,
+}
+
+impl Default for RouterEvents {
+    fn default() -> Self {
+        Self {
+            topic_not_utf8: zeroed(counter!(names::UNROUTABLE, "reason" => "topic_not_utf8")),
+            lines: RateLimit::default(),
+        }
+    }
+}
+
+impl RouterEvents {
+    /// A message whose topic is not UTF-8 (MQTT 5 hands topics over as
+    /// bytes): no pipeline can take it; it is acknowledged, counted and logged.
+    pub fn topic_not_utf8(&mut self) {
+        self.topic_not_utf8.increment(1);
+        if let Some(suppressed) = self.lines.allow(()) {
+            warn!(suppressed, "message dropped: its topic is not UTF-8");
+        }
+    }
+}
