@@ -189,9 +189,9 @@ fn broker_with_acl(acl: &'static str) -> Broker {
 }
 
 /// An ACL that refuses the score topic: every refused score is logged as an
-/// ERROR naming the topic, counted as refused and not as published, and
-/// `/healthz` says so (the score connection speaks MQTT 5, whose PUBACK
-/// carries the broker's reason).
+/// ERROR naming the topic (rate-limited, and so is rumqttc's own warning),
+/// counted as refused and not as published, and `/healthz` says so (the
+/// score connection speaks MQTT 5, whose PUBACK carries the broker's reason).
 #[test]
 fn a_publish_the_broker_refuses_is_not_counted_as_published() {
     let broker = broker_with_acl(
@@ -228,6 +228,10 @@ fn a_publish_the_broker_refuses_is_not_counted_as_published() {
         log.contains("ERROR") && log.contains(&format!("the broker refused a publish to {topic}")),
         "{log}"
     );
+    // rumqttc's own line for each refused publish goes through the same
+    // rate limit: the first, not five.
+    let dependency = log.lines().filter(|l| l.contains("rumqttc") && l.contains("NotAuthorized")).count();
+    assert_eq!(dependency, 1, "rumqttc's lines, rate-limited:\n{log}");
 }
 
 /// A subscription the broker grants but that delivers nothing (an ACL that

@@ -10,19 +10,30 @@
 //! (`PIPELINE=line`, `REASON=bad_shape`, ...); where its socket cannot be
 //! reached, the lines on stderr carry the priority as sd-daemon(3)'s `<N>`
 //! prefix, which journald's stream reader understands.
+//!
+//! A dependency's lines (rumqttc warns once per refused publish, for one)
+//! reach the output through the same rate limit as lineguard's own
+//! ([`DependencyLimit`]): the first of each at once, then at most one per
+//! [`LOG_EVERY`](crate::ops::events::LOG_EVERY); lineguard's own line for
+//! the same fault says how many.
 
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::{Format, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
+
+use crate::ops::events::RateLimit;
 
 /// `log.format`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -65,7 +76,28 @@ pub fn init(format: LogFormat, level: &str) {
         }
         LogFormat::Text => lines().boxed(),
     };
-    let _ = tracing_subscriber::registry().with(output).with(filter).try_init();
+    let _ =
+        tracing_subscriber::registry().with(output).with(DependencyLimit::default()).with(filter).try_init();
+}
+
+/// Holds a dependency's lines to lineguard's rate: per line of its code,
+/// the first at once, then at most one per [`LOG_EVERY`](crate::ops::events::LOG_EVERY).
+#[derive(Debug, Default)]
+pub struct DependencyLimit {
+    seen: Mutex<RateLimit<String>>,
+}
+
+impl<S: Subscriber> Layer<S> for DependencyLimit {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        // A `log` record (rumqttc's) shows its own target and line once normalized.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        if meta.target().starts_with(env!("CARGO_CRATE_NAME")) {
+            return true;
+        }
+        let key = format!("{}:{}:{}", meta.target(), meta.file().unwrap_or(""), meta.line().unwrap_or(0));
+        self.seen.lock().map(|mut s| s.allow(key).is_some()).unwrap_or(true)
+    }
 }
 
 /// The journal's native protocol, with the priorities above and field
