@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -14,17 +14,17 @@ pub fn now_ms() -> i64 {
 /// begins (epoch ms), read by the committer threads, which then leave what
 /// they could not commit unacknowledged (the broker keeps it) and return.
 #[derive(Debug, Clone, Default)]
-pub struct Deadline(Arc<AtomicI64>);
+pub(crate) struct Deadline(Arc<AtomicI64>);
 
 impl Deadline {
     /// Give up at `now + within`.
-    pub fn arm(&self, within: Duration) {
+    pub(crate) fn arm(&self, within: Duration) {
         let at = now_ms().saturating_add(within.as_millis() as i64);
         self.0.store(at.max(1), Ordering::SeqCst);
     }
 
     /// Time left, once armed.
-    pub fn remaining(&self) -> Option<Duration> {
+    pub(crate) fn remaining(&self) -> Option<Duration> {
         match self.0.load(Ordering::SeqCst) {
             0 => None,
             at => Some(Duration::from_millis(at.saturating_sub(now_ms()).max(0) as u64)),
@@ -32,7 +32,7 @@ impl Deadline {
     }
 
     /// Armed, and the time has come.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         let at = self.0.load(Ordering::SeqCst);
         at != 0 && now_ms() >= at
     }

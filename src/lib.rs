@@ -14,15 +14,17 @@
 //!   systemd, logging, model reloads;
 //! - [`tools`]: `check-config`, `demo`, `simulate` and the embedded broker.
 
+#![warn(unreachable_pub)]
+
 pub mod cli;
-pub(crate) mod clock;
-pub mod config;
-pub mod daemon;
+mod clock;
+mod config;
+mod daemon;
 pub mod durable;
 pub mod ingest;
 pub mod model;
-pub(crate) mod mqtt;
-pub mod ops;
+mod mqtt;
+mod ops;
 pub mod pipeline;
 pub mod sparkplug;
 pub mod tools;

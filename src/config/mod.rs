@@ -14,12 +14,12 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 use schema::Config;
-pub use settings::Settings;
+pub(crate) use settings::Settings;
 
-pub const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/lineguard/lineguard.toml";
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{path}: {message}")]
     Load { path: PathBuf, message: String },
     /// A `LINEGUARD__...` variable that the file alone would not have failed on.
@@ -36,7 +36,10 @@ pub enum ConfigError {
 /// for a string key); numeric and boolean keys still read them as numbers
 /// and booleans. An error that one variable causes on its own is blamed on
 /// that variable, not on the file.
-pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+pub(crate) fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Settings, ConfigError> {
     let load_err = |message: String| ConfigError::Load { path: path.to_path_buf(), message };
     if !path.exists() {
         return Err(load_err(

@@ -12,7 +12,7 @@ use crate::ops::logging::LogFormat;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub(super) struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub state: StateConfig,
@@ -30,7 +30,7 @@ pub struct Config {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct SparkplugConfig {
+pub(super) struct SparkplugConfig {
     pub group_id: String,
     /// Defaults to `mqtt.client_id`.
     #[serde(default)]
@@ -48,7 +48,7 @@ pub struct SparkplugConfig {
 /// How a pipeline publishes its scores.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
+pub(super) enum OutputFormat {
     /// The SPEC's JSON score payload on `output_topic`.
     #[default]
     Json,
@@ -58,7 +58,7 @@ pub enum OutputFormat {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttConfig {
+pub(super) struct MqttConfig {
     pub host: String,
     #[serde(default = "default_port")]
     pub port: u16,
@@ -101,7 +101,7 @@ pub struct MqttConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsConfig {
+pub(super) struct TlsConfig {
     /// PEM file of the CA(s) that signed the broker's certificate.
     pub ca_file: PathBuf,
     /// PEM client certificate and key, for brokers that require mTLS.
@@ -113,7 +113,7 @@ pub struct TlsConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct StateConfig {
+pub(super) struct StateConfig {
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
     /// Group commit: window tails and new scores are made durable together,
@@ -149,7 +149,7 @@ impl Default for StateConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpConfig {
+pub(super) struct HttpConfig {
     pub listen: SocketAddr,
 }
 
@@ -161,7 +161,7 @@ impl Default for HttpConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogConfig {
+pub(super) struct LogConfig {
     #[serde(default)]
     pub format: LogFormat,
     /// A tracing filter: `info`, `lineguard=debug,rumqttc=warn`, ...
@@ -177,7 +177,7 @@ impl Default for LogConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
+pub(super) struct LimitsConfig {
     /// Larger telemetry payloads are rejected unread.
     #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
@@ -243,7 +243,7 @@ impl Default for LimitsConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct PipelineConfig {
+pub(super) struct PipelineConfig {
     pub name: String,
     pub model: PathBuf,
     /// Defaults to the model path with `.toml`.

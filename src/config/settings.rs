@@ -16,7 +16,7 @@ use crate::sparkplug::SparkplugSettings;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The file it was read from.
     pub path: PathBuf,
     pub mqtt: MqttSettings,
@@ -33,7 +33,7 @@ pub struct Settings {
 
 impl Settings {
     /// The effective settings as TOML, secrets masked.
-    pub fn display_masked(&self) -> String {
+    pub(crate) fn display_masked(&self) -> String {
         let mut shown = self.raw.clone();
         if shown.mqtt.password.is_some() {
             shown.mqtt.password = Some("********".into());
@@ -42,7 +42,7 @@ impl Settings {
     }
 
     /// The Sparkplug Edge Node's identity, when there is one.
-    pub fn node(&self) -> Option<&crate::sparkplug::node::NodeConfig> {
+    pub(crate) fn node(&self) -> Option<&crate::sparkplug::node::NodeConfig> {
         self.sparkplug.as_ref().map(|s| &s.node)
     }
 }

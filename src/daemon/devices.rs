@@ -21,13 +21,13 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 
 /// The pipelines that can be asked, by name (filled in as they start).
 #[derive(Default)]
-pub struct DeviceViews {
+pub(crate) struct DeviceViews {
     pipelines: RwLock<Vec<(String, mpsc::Sender<ViewRequest>)>>,
 }
 
 /// What `/devices` filters by: `?pipeline=NAME&state=alarm,warn`.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub pipeline: Option<String>,
     /// Instantaneous states to keep (`none`: not scored yet); empty: all.
     pub states: Vec<Option<State>>,
@@ -35,7 +35,7 @@ pub struct Filter {
 
 impl Filter {
     /// From a URL query string; an unknown key or state is an error.
-    pub fn parse(query: Option<&str>) -> Result<Filter, String> {
+    pub(crate) fn parse(query: Option<&str>) -> Result<Filter, String> {
         let mut f = Filter::default();
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -90,7 +90,7 @@ fn percent_decode(v: &str) -> String {
 
 /// The whole answer of `/devices`.
 #[derive(Debug, Serialize)]
-pub struct Overview {
+pub(crate) struct Overview {
     pub client_id: String,
     pub version: &'static str,
     pub generated_ms: i64,
@@ -107,7 +107,7 @@ pub struct Overview {
 /// A pipeline: its model, and the features whose inputs drift from the
 /// training data now (`null` when the pipeline did not answer).
 #[derive(Debug, Serialize)]
-pub struct PipelineStatus {
+pub(crate) struct PipelineStatus {
     #[serde(flatten)]
     pub model: ModelStatus,
     pub drifting: Option<Vec<String>>,
@@ -126,17 +126,17 @@ fn severity(d: &DeviceView) -> u8 {
 }
 
 impl DeviceViews {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::default()
     }
 
     /// A pipeline to ask, on the channel its worker answers.
-    pub fn register(&self, pipeline: &str, asks: mpsc::Sender<ViewRequest>) {
+    pub(crate) fn register(&self, pipeline: &str, asks: mpsc::Sender<ViewRequest>) {
         self.pipelines.write().unwrap_or_else(|p| p.into_inner()).push((pipeline.to_string(), asks));
     }
 
     /// Ask every pipeline `filter` names for its devices.
-    pub async fn overview(
+    pub(crate) async fn overview(
         &self,
         filter: &Filter,
         client_id: &str,

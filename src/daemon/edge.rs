@@ -28,7 +28,7 @@ use crate::sparkplug::SparkplugSettings;
 const BD_SEQ_KEY: &str = "sparkplug_bd_seq";
 
 /// What the node's part is started with.
-pub struct Node<'a> {
+pub(super) struct Node<'a> {
     pub mqtt: &'a MqttSettings,
     pub sparkplug: &'a SparkplugSettings,
     /// `limits.max_payload_bytes`.
@@ -41,7 +41,7 @@ pub struct Node<'a> {
 /// the Sparkplug records the workers send on `records` (and `backlog`, the
 /// outbox's from before), and drains at the stop's sinks phase; the
 /// connection ends on the sink's DISCONNECT.
-pub fn start(
+pub(super) fn start(
     node: Node,
     config: SinkConfig,
     backlog: Vec<Entry>,

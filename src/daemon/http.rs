@@ -29,7 +29,7 @@ const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// The process-wide recorder (installed once, also when the demo runs the
 /// daemon in-process).
-pub fn recorder() -> PrometheusHandle {
+pub(crate) fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -110,7 +110,7 @@ async fn status_page() -> impl IntoResponse {
 
 /// Bind `listen` (an error names the setting) and serve until `stop`.
 /// Returns the bound address (useful with port 0).
-pub async fn serve(
+pub(crate) async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
     views: Arc<DeviceViews>,

@@ -93,7 +93,7 @@ const VIEW_QUEUE: usize = 8;
 /// (where the CPU work is), and doing that within one thread avoids a
 /// kernel context switch per hand-off. Pipeline workers drive their waits
 /// through its handle; the caller's `block_on` drives the timers and I/O.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -103,7 +103,7 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `lineguard run`: logging as configured, the signal handlers before
 /// anything slow (a signal must never find its default action), then
 /// [`run`] until SIGTERM or SIGINT.
-pub fn serve(settings: Settings) -> anyhow::Result<()> {
+pub(crate) fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::ops::logging::init(settings.log.format, &settings.log.level);
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -172,7 +172,7 @@ fn channels() -> (Senders, Receivers) {
 /// stop, all within `state.drain_timeout_secs` of the signal. `hangup` is
 /// SIGHUP, installed by the caller before anything slow starts (see
 /// [`signals`]).
-pub async fn run(
+pub(crate) async fn run(
     settings: Settings,
     shutdown: CancellationToken,
     hangup: Option<tokio::signal::unix::Signal>,

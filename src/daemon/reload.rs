@@ -40,7 +40,7 @@ fn stamps(files: &ModelFiles) -> (Stamp, Stamp) {
 }
 
 /// One watched pipeline.
-pub struct Watched {
+pub(crate) struct Watched {
     pub index: usize,
     pub pipeline: Pipeline,
     pub swap: mpsc::Sender<Swap>,
@@ -55,7 +55,7 @@ async fn load(files: &ModelFiles, pipeline: &Pipeline) -> anyhow::Result<Model> 
 
 /// Watch until `stop`; `hangup` is SIGHUP if the caller installed it
 /// already (else it is installed here).
-pub async fn watch(
+pub(crate) async fn watch(
     watched: Vec<Watched>,
     board: Board,
     control: mpsc::Sender<Control>,

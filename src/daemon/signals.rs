@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ops::events::daemon::DaemonEvents;
 
 /// The daemon's signals, installed.
-pub struct Signals {
+pub(crate) struct Signals {
     /// Cancelled on the first SIGTERM or SIGINT.
     pub stop: CancellationToken,
     /// SIGHUP, registered (so it no longer kills) and held for the model
@@ -20,7 +20,7 @@ pub struct Signals {
 }
 
 /// Install the handlers (call inside the runtime, before loading anything).
-pub fn install() -> std::io::Result<Signals> {
+pub(crate) fn install() -> std::io::Result<Signals> {
     let hangup = signal(SignalKind::hangup())?;
     let stop = CancellationToken::new();
     on_signals(stop.clone())?;
@@ -28,7 +28,7 @@ pub fn install() -> std::io::Result<Signals> {
 }
 
 /// Cancel `token` on the first SIGTERM or SIGINT.
-pub fn on_signals(token: CancellationToken) -> std::io::Result<()> {
+pub(crate) fn on_signals(token: CancellationToken) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {

@@ -11,7 +11,7 @@ use crate::model::ModelId;
 
 /// A pipeline's model in service, as the status topic and `/devices` show it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelStatus {
+pub(crate) struct ModelStatus {
     pub pipeline: String,
     #[serde(flatten)]
     pub model: ModelId,
@@ -28,11 +28,11 @@ struct Status<'a> {
     models: Option<&'a [ModelStatus]>,
 }
 
-pub fn online(client_id: &str, models: &[ModelStatus]) -> Vec<u8> {
+pub(crate) fn online(client_id: &str, models: &[ModelStatus]) -> Vec<u8> {
     payload("online", client_id, Some(models))
 }
 
-pub fn offline(client_id: &str) -> Vec<u8> {
+pub(crate) fn offline(client_id: &str) -> Vec<u8> {
     payload("offline", client_id, None)
 }
 
@@ -43,24 +43,24 @@ fn payload(status: &str, client_id: &str, models: Option<&[ModelStatus]>) -> Vec
 
 /// The models in service, by pipeline, as the status topic reports them.
 #[derive(Debug, Clone)]
-pub struct Board {
+pub(crate) struct Board {
     pub client_id: String,
     pub models: Arc<Mutex<Vec<ModelStatus>>>,
 }
 
 impl Board {
     /// What `/devices` shows now.
-    pub fn models(&self) -> Vec<ModelStatus> {
+    pub(crate) fn models(&self) -> Vec<ModelStatus> {
         self.lock().clone()
     }
 
     /// Pipeline `index` now serves `model`; returns the one it retires.
-    pub fn swap(&self, index: usize, model: ModelId) -> ModelId {
+    pub(crate) fn swap(&self, index: usize, model: ModelId) -> ModelId {
         std::mem::replace(&mut self.lock()[index].model, model)
     }
 
     /// The retained `online` payload.
-    pub fn online_payload(&self) -> Vec<u8> {
+    pub(crate) fn online_payload(&self) -> Vec<u8> {
         online(&self.client_id, &self.lock())
     }
 

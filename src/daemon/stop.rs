@@ -33,7 +33,7 @@ use crate::ops::events::daemon::DaemonEvents;
 
 /// The phases of a stop, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     Intake,
     Workers,
     Sinks,
@@ -58,7 +58,7 @@ impl Phase {
     }
 }
 
-pub struct Stop {
+pub(crate) struct Stop {
     root: CancellationToken,
     tokens: [CancellationToken; 6],
     trackers: [TaskTracker; 6],
@@ -69,7 +69,7 @@ pub struct Stop {
 
 impl Stop {
     /// A stop that will keep `drain` (`state.drain_timeout_secs`).
-    pub fn new(drain: Duration) -> Stop {
+    pub(crate) fn new(drain: Duration) -> Stop {
         let root = CancellationToken::new();
         Stop {
             tokens: std::array::from_fn(|_| root.child_token()),
@@ -86,40 +86,40 @@ impl Stop {
     }
 
     /// Cancelled when the stop reaches `phase`.
-    pub fn token(&self, phase: Phase) -> CancellationToken {
+    pub(crate) fn token(&self, phase: Phase) -> CancellationToken {
         self.tokens[Self::at(phase)].clone()
     }
 
     /// A task that `phase` waits for.
-    pub fn spawn(&self, phase: Phase, task: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, phase: Phase, task: impl Future<Output = ()> + Send + 'static) {
         self.trackers[Self::at(phase)].spawn(task);
     }
 
     /// A thread that `phase` waits for.
-    pub fn thread(&self, phase: Phase, thread: std::thread::JoinHandle<()>) {
+    pub(crate) fn thread(&self, phase: Phase, thread: std::thread::JoinHandle<()>) {
         self.trackers[Self::at(phase)].spawn_blocking(move || {
             let _ = thread.join();
         });
     }
 
     /// When committers give up on commits that keep failing (armed by [`Stop::run`]).
-    pub fn commits_deadline(&self) -> Deadline {
+    pub(crate) fn commits_deadline(&self) -> Deadline {
         self.commits.clone()
     }
 
     /// When the sinks stop publishing (armed by [`Stop::run`]).
-    pub fn publishing_deadline(&self) -> Deadline {
+    pub(crate) fn publishing_deadline(&self) -> Deadline {
         self.publishing.clone()
     }
 
     /// What the farewell (`offline`, DISCONNECT) and the last deletes may
     /// take: a second, less for a short drain.
-    pub fn farewell(&self) -> Duration {
+    pub(crate) fn farewell(&self) -> Duration {
         (self.drain / 4).min(Duration::from_secs(1))
     }
 
     /// The stop: every phase in turn, all within the drain from now.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let until = Instant::now() + self.drain;
         self.commits.arm(self.drain / 2);
         self.publishing.arm(self.drain.saturating_sub(2 * self.farewell()));

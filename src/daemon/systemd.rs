@@ -12,16 +12,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::health::Health;
 
-pub fn ready() {
+pub(crate) fn ready() {
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
 }
 
 /// Ping the watchdog (if systemd asked for one) and report status until `stop`.
-pub async fn watchdog(health: Arc<Health>, stop: CancellationToken) {
+pub(crate) async fn watchdog(health: Arc<Health>, stop: CancellationToken) {
     let watchdog = sd_notify::watchdog_enabled();
     // Ping at half the watchdog interval; report status every 5 s otherwise.
     let period = watchdog.map(|w| w / 2).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));

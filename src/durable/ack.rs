@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// What a PUBACK for a received message needs: its packet id and QoS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckId {
+pub(crate) struct AckId {
     pub pkid: u16,
     pub qos: QoS,
 }
@@ -29,11 +29,11 @@ struct Inner {
 
 /// One holder's share of a message's acknowledgement.
 #[derive(Debug)]
-pub struct Ack(Arc<Inner>);
+pub(crate) struct Ack(Arc<Inner>);
 
 impl Ack {
     /// Shares for `holders` pipelines; `None` for QoS 0 (nothing to acknowledge).
-    pub fn split(id: AckId, holders: usize, tx: &UnboundedSender<AckId>) -> Vec<Ack> {
+    pub(crate) fn split(id: AckId, holders: usize, tx: &UnboundedSender<AckId>) -> Vec<Ack> {
         if id.qos == QoS::AtMostOnce || holders == 0 {
             return Vec::new();
         }
@@ -42,7 +42,7 @@ impl Ack {
     }
 
     /// This holder's effect is durable; the last one sends the PUBACK.
-    pub fn done(self) {
+    pub(crate) fn done(self) {
         if self.0.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _ = self.0.tx.send(self.0.id);
         }

@@ -55,7 +55,7 @@ const LOOK_UP: Duration = Duration::from_millis(50);
 
 /// One worker turn.
 #[derive(Debug, Default)]
-pub struct Turn {
+pub(crate) struct Turn {
     pub part: Part,
     pub acks: Vec<Ack>,
 }
@@ -70,13 +70,13 @@ struct Shared {
 }
 
 /// The worker's end of its committer's queue.
-pub struct CommitQueue {
+pub(crate) struct CommitQueue {
     tx: SyncSender<(Turn, usize)>,
     shared: Arc<Shared>,
 }
 
 /// The committer's end of the queue.
-pub struct Turns {
+pub(crate) struct Turns {
     rx: Receiver<(Turn, usize)>,
     shared: Arc<Shared>,
 }
@@ -84,7 +84,7 @@ pub struct Turns {
 /// Where a committer reports: its pipeline's health slot, the stop
 /// deadline, and the token that stops the daemon when the store is corrupt.
 #[derive(Clone)]
-pub struct Watch {
+pub(crate) struct Watch {
     pub health: Arc<Health>,
     pub pipeline: usize,
     pub deadline: Deadline,
@@ -94,7 +94,7 @@ pub struct Watch {
 /// A worker's queue of turns to commit: at most [`QUEUE`] turns and about
 /// [`QUEUE_BYTES`] of them, so that a stalled disk holds the worker (and so
 /// intake) back instead of growing memory.
-pub fn queue() -> (CommitQueue, Turns) {
+pub(crate) fn queue() -> (CommitQueue, Turns) {
     let (tx, rx) = sync_channel(QUEUE);
     let shared = Arc::new(Shared::default());
     (CommitQueue { tx, shared: shared.clone() }, Turns { rx, shared })
@@ -104,7 +104,7 @@ impl CommitQueue {
     /// Queue a turn. While the queue is full (commits are failing or slow)
     /// this waits, calling `waiting` every so often: the worker's loop is
     /// held up by the disk, not stuck.
-    pub fn send(&self, turn: Turn, mut waiting: impl FnMut()) {
+    pub(crate) fn send(&self, turn: Turn, mut waiting: impl FnMut()) {
         let bytes = turn.part.bytes();
         let queued = &self.shared.queued;
         // A turn larger than the budget still goes, alone. Room comes with
@@ -142,7 +142,7 @@ impl CommitQueue {
 /// end (then commit what is left, or give up at the stop's deadline).
 /// `gap`: at most one commit per this long (`state.commit_interval_ms`),
 /// which bounds the fsync rate under light load, a turn per message.
-pub fn run(store: Arc<Store>, pipeline: &str, gap: Duration, turns: Turns, watch: Watch) {
+pub(crate) fn run(store: Arc<Store>, pipeline: &str, gap: Duration, turns: Turns, watch: Watch) {
     let shared = turns.shared.clone();
     commit(&store, pipeline, gap, turns.rx, &shared.queued, &watch);
     shared.ended.store(true, Ordering::Release);

@@ -11,10 +11,10 @@ use tokio::sync::oneshot;
 /// The connection's event loop is gone: nothing more can be sent on it.
 #[derive(Debug, thiserror::Error)]
 #[error("the MQTT event loop is gone")]
-pub struct Gone;
+pub(crate) struct Gone;
 
 /// What the sink publishes with: the client of its MQTT connection.
-pub trait Publisher: Clone + Send + Sync + 'static {
+pub(crate) trait Publisher: Clone + Send + Sync + 'static {
     /// Hand a publish to the connection; returns once it has taken it (not
     /// once the broker acknowledged it: that comes as [`Link::Acked`]).
     fn publish(
@@ -31,7 +31,7 @@ pub trait Publisher: Clone + Send + Sync + 'static {
 
 /// What the connection task tells the sink.
 #[derive(Debug)]
-pub enum Link {
+pub(crate) enum Link {
     /// Connected; rumqttc state is clean. Reply once the half-done send is dropped.
     Up {
         ready: oneshot::Sender<()>,

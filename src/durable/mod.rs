@@ -14,11 +14,11 @@
 //! once acknowledged and committed; what is read back is used only when it
 //! passes its checks.
 
-pub mod ack;
+pub(crate) mod ack;
 pub(crate) mod committer;
-pub mod link;
+pub(crate) mod link;
 mod settings;
 pub(crate) mod sink;
 pub mod store;
 
-pub use settings::StateSettings;
+pub(crate) use settings::StateSettings;

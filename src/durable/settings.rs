@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// `[state]`, validated.
 #[derive(Debug, Clone)]
-pub struct StateSettings {
+pub(crate) struct StateSettings {
     pub dir: PathBuf,
     /// At most one group commit (fsync) per this long.
     pub commit_interval: Duration,

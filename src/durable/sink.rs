@@ -48,7 +48,7 @@ use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
 
 /// Messages that are not scores.
 #[derive(Debug)]
-pub enum Control {
+pub(crate) enum Control {
     /// The retained `online` status (published now and after every reconnect).
     Online(Vec<u8>),
     /// A rejected payload for the dead-letter topic (QoS 0, not durable).
@@ -59,7 +59,7 @@ pub enum Control {
 }
 
 #[derive(Debug, Clone)]
-pub struct SinkConfig {
+pub(crate) struct SinkConfig {
     pub status_topic: String,
     pub offline: Vec<u8>,
     pub max_bytes: u64,
@@ -150,7 +150,7 @@ enum Flow {
 /// Dead letters and status queued at most (QoS 0 extras: beyond, dropped and counted).
 const DEAD_LETTERS_QUEUED: usize = 1000;
 
-pub struct Sink<P: Publisher> {
+pub(crate) struct Sink<P: Publisher> {
     client: P,
     store: Arc<Store>,
     config: SinkConfig,
@@ -187,7 +187,7 @@ pub struct Sink<P: Publisher> {
 
 impl<P: Publisher> Sink<P> {
     /// A sink holding what the store still has from before.
-    pub fn new(client: P, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink<P> {
+    pub(crate) fn new(client: P, store: Arc<Store>, config: SinkConfig, backlog: Vec<Entry>) -> Sink<P> {
         let mut sink = Sink {
             client,
             store,
@@ -298,13 +298,13 @@ impl<P: Publisher> Sink<P> {
     }
 
     /// Report refused publishes to `health`.
-    pub fn with_health(mut self, health: Arc<crate::ops::health::Health>) -> Sink<P> {
+    pub(crate) fn with_health(mut self, health: Arc<crate::ops::health::Health>) -> Sink<P> {
         self.health = Some(health);
         self
     }
 
     /// This sink publishes for a Sparkplug Edge Node (its records only).
-    pub fn with_node(mut self, node: Session) -> Sink<P> {
+    pub(crate) fn with_node(mut self, node: Session) -> Sink<P> {
         self.node = Some(node);
         self
     }
@@ -517,7 +517,7 @@ impl<P: Publisher> Sink<P> {
     /// Publish until `drain` is cancelled and the workers are gone (`entries`
     /// closed), then until everything is acknowledged or the drain timeout
     /// passes; then `offline`, and disconnect.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut entries: mpsc::UnboundedReceiver<Vec<Entry>>,
         mut control: mpsc::Receiver<Control>,

@@ -9,7 +9,7 @@ use crate::ingest::topic::TopicTemplate;
 
 /// A pipeline's input.
 #[derive(Debug, Clone)]
-pub struct Input {
+pub(crate) struct Input {
     /// `input_topic`: which device (and, for tags, which feature) a topic names.
     pub topic: TopicTemplate,
     /// The payload shape.
@@ -27,7 +27,8 @@ pub struct Input {
 
 impl Input {
     /// `input_topic` alone, in lineguard's own payload shape.
-    pub fn lineguard(topic: TopicTemplate) -> Input {
+    #[cfg(test)]
+    pub(crate) fn lineguard(topic: TopicTemplate) -> Input {
         Input {
             topic,
             format: InputFormat::Lineguard,
@@ -39,14 +40,14 @@ impl Input {
     }
 
     /// Every subscription filter.
-    pub fn filters(&self) -> Vec<String> {
+    pub(crate) fn filters(&self) -> Vec<String> {
         let mut f = vec![self.topic.filter()];
         f.extend(self.births.as_ref().map(|t| t.filter()));
         f
     }
 
     /// Whether `topic` is one of these inputs.
-    pub fn takes(&self, topic: &str) -> bool {
+    pub(crate) fn takes(&self, topic: &str) -> bool {
         self.topic.matches(topic) || self.births.as_ref().is_some_and(|t| t.matches(topic))
     }
 }

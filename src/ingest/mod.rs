@@ -22,7 +22,7 @@
 
 pub mod decode;
 pub mod format;
-pub mod input;
+pub(crate) mod input;
 pub mod kepware;
 pub mod opcua;
 pub mod reject;
@@ -30,4 +30,4 @@ pub mod tag;
 pub mod topic;
 
 mod reader;
-pub use reader::Reader;
+pub(crate) use reader::Reader;

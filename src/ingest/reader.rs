@@ -9,24 +9,24 @@ use crate::ingest::{kepware, opcua, tag};
 
 /// Reads the JSON formats of one pipeline into rows of its card's features.
 #[derive(Debug, Clone)]
-pub struct Reader {
+pub(crate) struct Reader {
     input: Input,
     decoder: Decoder,
 }
 
 impl Reader {
-    pub fn new(input: &Input, decoder: Decoder) -> Self {
+    pub(crate) fn new(input: &Input, decoder: Decoder) -> Self {
         Self { input: input.clone(), decoder: decoder.reading(input.format, input.ts_unit) }
     }
 
     /// How many features a row holds (the card's).
-    pub fn feature_count(&self) -> usize {
+    pub(crate) fn feature_count(&self) -> usize {
         self.decoder.feature_count()
     }
 
     /// Decode the message on `topic` of device `device` (the topic's key)
     /// into `out`.
-    pub fn read(&self, topic: &str, device: &str, payload: &[u8], out: &mut Decoded) {
+    pub(crate) fn read(&self, topic: &str, device: &str, payload: &[u8], out: &mut Decoded) {
         let (p, dec) = (&self.input, &self.decoder);
         match p.format {
             InputFormat::Tag => {
@@ -47,7 +47,7 @@ impl Reader {
     /// An example message of this pipeline's format for features named as
     /// in `features`, values 1, 2, 3, ...: `(topic, payload)`. `None` for
     /// Sparkplug B (protobuf).
-    pub fn example(&self, features: &[String]) -> Option<(String, String)> {
+    pub(crate) fn example(&self, features: &[String]) -> Option<(String, String)> {
         let p = &self.input;
         let ts = 1_732_400_000_123i64;
         let values = || features.iter().enumerate().map(|(i, f)| (f.as_str(), i + 1));

@@ -13,7 +13,7 @@ use crate::model::card::{Direction, Layout, ScoreKind};
 use crate::model::{BatchDim, ModelFiles};
 
 /// Check the model; returns the report, or an error saying what is wrong.
-pub fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<String> {
+pub(crate) fn check(model_path: &Path, card_path: Option<&Path>) -> anyhow::Result<String> {
     let files = match card_path {
         Some(card) => ModelFiles { onnx: model_path.to_path_buf(), card: card.to_path_buf() },
         None => ModelFiles::beside(model_path.to_path_buf()),

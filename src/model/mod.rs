@@ -7,7 +7,7 @@
 //! scores never depend on its batch (see `onnx.rs`).
 
 pub mod card;
-pub mod check;
+pub(crate) mod check;
 mod onnx;
 
 pub use onnx::{BatchDim, Model, ModelError, ModelId, PlanStates, SelfTest};

@@ -11,7 +11,7 @@ use crate::mqtt::protocol::Client;
 /// telemetry connection. When `done` is cancelled (the stop, once the
 /// committers are through) it sends what they left and then DISCONNECT, in
 /// that order on the one connection.
-pub async fn acker(client: Client, mut acks: UnboundedReceiver<AckId>, done: CancellationToken) {
+pub(crate) async fn acker(client: Client, mut acks: UnboundedReceiver<AckId>, done: CancellationToken) {
     loop {
         let id = tokio::select! {
             biased;

@@ -38,7 +38,7 @@ use crate::ops::events::mqtt::ConnectionEvents;
 use crate::ops::health::Health;
 
 /// Run before every connect (the Sparkplug node registers its next NDEATH will).
-pub type BeforeConnect = Box<dyn FnMut(&mut EventLoop) + Send>;
+pub(crate) type BeforeConnect = Box<dyn FnMut(&mut EventLoop) + Send>;
 
 /// Which of the daemon's broker connections, as `lineguard_connection_up{connection}` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -55,13 +55,13 @@ pub enum ConnectionName {
 }
 
 /// What a connection is for.
-pub enum Role {
+pub(crate) enum Role {
     Telemetry(Telemetry),
     Publisher,
     Sparkplug(Sparkplug),
 }
 
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     pub router: Router,
     /// Where the router sends acknowledgements a message needs no work for.
     pub acks: mpsc::UnboundedSender<AckId>,
@@ -73,13 +73,13 @@ pub struct Telemetry {
     pub intake: CancellationToken,
 }
 
-pub struct Sparkplug {
+pub(crate) struct Sparkplug {
     pub before_connect: BeforeConnect,
     /// The sink asks to end the session (its NDEATH is out).
     pub end_session: Option<mpsc::UnboundedReceiver<()>>,
 }
 
-pub struct Connection {
+pub(crate) struct Connection {
     filters: Vec<String>,
     host: String,
     port: u16,
@@ -92,7 +92,7 @@ pub struct Connection {
 
 impl Connection {
     /// A connection to the configured broker, subscribing `filters` at every connect.
-    pub fn new(
+    pub(crate) fn new(
         m: &MqttSettings,
         filters: Vec<String>,
         link: mpsc::UnboundedSender<Link>,
@@ -146,7 +146,7 @@ impl Connection {
     }
 
     /// Poll until the connection's DISCONNECT went out (the stop).
-    pub async fn run(mut self, mut eventloop: EventLoop, client: Client) {
+    pub(crate) async fn run(mut self, mut eventloop: EventLoop, client: Client) {
         let (mut subacks, mut refusals) = (0usize, 0usize);
         // Packet ids of this connection's SUBSCRIBEs, in the order of `filters`.
         let mut subscribing: Vec<u16> = Vec::new();
@@ -301,7 +301,7 @@ async fn next_request(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> Option<()
 /// kills it, a session taken over) goes on backing off instead of
 /// reconnecting at full speed forever.
 #[derive(Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
@@ -309,16 +309,16 @@ pub struct Backoff {
 }
 
 /// How long a connection must last before the backoff starts from `min` again.
-pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self { min, max, next: min, up_since: None }
     }
 
     /// The delay before the next attempt: uniform in [d/2, d], d doubling per
     /// call up to `max`, from `min` again if the last connection was stable.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         if self.up_since.take().is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
             self.next = self.min;
         }
@@ -329,7 +329,7 @@ impl Backoff {
     }
 
     /// A connection is up (the broker accepted it).
-    pub fn connected(&mut self) {
+    pub(crate) fn connected(&mut self) {
         self.up_since = Some(Instant::now());
     }
 }

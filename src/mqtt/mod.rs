@@ -11,13 +11,13 @@
 //! In: the broker's packets. Out: `Inbound` messages to the pipelines, and
 //! [`link::Link`] news to the sinks.
 
-pub mod acker;
-pub mod connection;
-pub mod options;
-pub mod protocol;
-pub mod relay;
-pub mod router;
+pub(crate) mod acker;
+pub(crate) mod connection;
+pub(crate) mod options;
+pub(crate) mod protocol;
+pub(crate) mod relay;
+pub(crate) mod router;
 mod settings;
 
-pub use options::{publisher, recorder, relay_limit, sparkplug, telemetry, Will};
-pub use settings::{publisher_client_id, MqttSettings, PasswordSource, Protocol, TlsMaterial};
+pub(crate) use options::{publisher, recorder, relay_limit, sparkplug, telemetry, Will};
+pub(crate) use settings::{publisher_client_id, MqttSettings, PasswordSource, Protocol, TlsMaterial};

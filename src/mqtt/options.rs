@@ -20,7 +20,7 @@ const OUTGOING_INFLIGHT: u16 = 1000;
 
 /// A connection's last will: retained, QoS 1 (the daemon's `offline` status).
 #[derive(Debug, Clone)]
-pub struct Will {
+pub(crate) struct Will {
     pub topic: String,
     pub payload: Vec<u8>,
 }
@@ -34,7 +34,7 @@ pub struct Will {
 ///
 /// Over MQTT 3.1.1 it runs through `relay` (see [`Relay`]), which keeps
 /// any PUBLISH above [`relay_limit`] from reaching rumqttc.
-pub fn telemetry(
+pub(crate) fn telemetry(
     m: &MqttSettings,
     will: &Will,
     max_payload: usize,
@@ -92,7 +92,7 @@ pub fn telemetry(
 /// nothing for the broker to keep. Its will is `offline`, like the
 /// telemetry connection's: either one lost says the daemon is not doing its
 /// job.
-pub fn publisher(m: &MqttSettings, will: &Will, max_payload: usize) -> (Client, EventLoop) {
+pub(crate) fn publisher(m: &MqttSettings, will: &Will, max_payload: usize) -> (Client, EventLoop) {
     let id = m.publisher_client_id();
     match m.scores_protocol {
         Protocol::V5 => {
@@ -121,7 +121,7 @@ pub fn publisher(m: &MqttSettings, will: &Will, max_payload: usize) -> (Client, 
 /// host speaks, and a clean session, as Sparkplug requires (births are
 /// republished at every connect), with the NDEATH of the coming session as
 /// its will (see [`EventLoop::set_will`]).
-pub fn sparkplug(m: &MqttSettings, client_id: &str, max_payload: usize) -> (Client, EventLoop) {
+pub(crate) fn sparkplug(m: &MqttSettings, client_id: &str, max_payload: usize) -> (Client, EventLoop) {
     let mut o = base(m, client_id, max_payload);
     o.set_clean_session(true);
     o.set_manual_acks(false);
@@ -131,7 +131,7 @@ pub fn sparkplug(m: &MqttSettings, client_id: &str, max_payload: usize) -> (Clie
 /// `lineguard record`'s connection: MQTT 3.1.1, a clean session under
 /// `{client_id}-record`, so it never takes over the daemon's session (nor
 /// its queued telemetry); acknowledged as it reads.
-pub fn recorder(m: &MqttSettings, max_payload: usize) -> (Client, EventLoop) {
+pub(crate) fn recorder(m: &MqttSettings, max_payload: usize) -> (Client, EventLoop) {
     let mut o = base(m, &format!("{}-record", m.client_id), max_payload);
     o.set_clean_session(true);
     o.set_manual_acks(false);
@@ -148,7 +148,7 @@ fn incoming_limit(max_payload: usize) -> usize {
 /// What a PUBLISH may be before the relay puts a stand-in in its place: the
 /// largest payload lineguard reads, and room for the topic. rumqttc reads
 /// up to this much.
-pub fn relay_limit(max_payload: usize) -> usize {
+pub(crate) fn relay_limit(max_payload: usize) -> usize {
     max_payload.saturating_add(TOPIC_ROOM)
 }
 

@@ -25,7 +25,7 @@ use crate::durable::link::{Gone, Publisher, Refusal};
 
 /// What the connection task acts on, whatever the protocol.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// A message from the broker. `topic` is `None` when it is not UTF-8
     /// (MQTT forbids that; a v5 packet carries raw bytes).
     Publish {
@@ -60,12 +60,12 @@ pub enum Event {
 }
 
 #[derive(Clone)]
-pub enum Client {
+pub(crate) enum Client {
     V5(rumqttc::v5::AsyncClient),
     V311(rumqttc::AsyncClient),
 }
 
-pub enum EventLoop {
+pub(crate) enum EventLoop {
     V5(Box<rumqttc::v5::EventLoop>),
     V311(Box<rumqttc::EventLoop>),
 }
@@ -87,12 +87,12 @@ fn qos4(q: QoS5) -> QoS {
 }
 
 /// A client and its event loop; zero capacity (see `daemon.rs`).
-pub fn v5(options: rumqttc::v5::MqttOptions) -> (Client, EventLoop) {
+pub(crate) fn v5(options: rumqttc::v5::MqttOptions) -> (Client, EventLoop) {
     let (c, l) = rumqttc::v5::AsyncClient::new(options, 0);
     (Client::V5(c), EventLoop::V5(Box::new(l)))
 }
 
-pub fn v311(options: rumqttc::MqttOptions) -> (Client, EventLoop) {
+pub(crate) fn v311(options: rumqttc::MqttOptions) -> (Client, EventLoop) {
     let (c, l) = rumqttc::AsyncClient::new(options, 0);
     (Client::V311(c), EventLoop::V311(Box::new(l)))
 }
@@ -111,7 +111,7 @@ impl Publisher for Client {
 }
 
 impl Client {
-    pub async fn subscribe(&self, filter: String, qos: QoS) -> Result<(), Gone> {
+    pub(crate) async fn subscribe(&self, filter: String, qos: QoS) -> Result<(), Gone> {
         match self {
             Client::V5(c) => c.subscribe(filter, qos5(qos)).await.map_err(|_| Gone),
             Client::V311(c) => c.subscribe(filter, qos).await.map_err(|_| Gone),
@@ -119,7 +119,7 @@ impl Client {
     }
 
     /// PUBACK for a message received under manual acknowledgement.
-    pub async fn ack(&self, id: AckId) -> Result<(), Gone> {
+    pub(crate) async fn ack(&self, id: AckId) -> Result<(), Gone> {
         match self {
             Client::V5(c) => {
                 let mut p = p5::Publish::new("", qos5(id.qos), Vec::new(), None);
@@ -134,7 +134,7 @@ impl Client {
         }
     }
 
-    pub async fn disconnect(&self) -> Result<(), Gone> {
+    pub(crate) async fn disconnect(&self) -> Result<(), Gone> {
         match self {
             Client::V5(c) => c.disconnect().await.map_err(|_| Gone),
             Client::V311(c) => c.disconnect().await.map_err(|_| Gone),
@@ -145,7 +145,7 @@ impl Client {
 impl EventLoop {
     /// The next event; an error means the connection is down (the next
     /// call connects again, at once: the caller paces it).
-    pub async fn poll(&mut self) -> Result<Event, String> {
+    pub(crate) async fn poll(&mut self) -> Result<Event, String> {
         match self {
             EventLoop::V5(l) => {
                 use rumqttc::v5::Event as E;
@@ -201,7 +201,7 @@ impl EventLoop {
     /// Forget rumqttc's replay of the last connection (at a ConnAck): the
     /// outbox resends what was not acknowledged, and the broker redelivers
     /// telemetry we had not acknowledged.
-    pub fn forget_replay(&mut self) {
+    pub(crate) fn forget_replay(&mut self) {
         match self {
             EventLoop::V5(l) => {
                 l.pending.clear();
@@ -217,7 +217,7 @@ impl EventLoop {
     }
 
     /// Drop the connection without DISCONNECT (the broker publishes our will).
-    pub fn drop_connection(&mut self) {
+    pub(crate) fn drop_connection(&mut self) {
         match self {
             EventLoop::V5(l) => l.clean(),
             EventLoop::V311(l) => {
@@ -228,7 +228,7 @@ impl EventLoop {
     }
 
     /// The will for the next connect (QoS 1, not retained).
-    pub fn set_will(&mut self, topic: &str, payload: &[u8]) {
+    pub(crate) fn set_will(&mut self, topic: &str, payload: &[u8]) {
         match self {
             EventLoop::V5(l) => {
                 l.options.set_last_will(p5::LastWill::new(topic, payload, QoS5::AtLeastOnce, false, None));

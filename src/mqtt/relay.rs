@@ -44,7 +44,7 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use crate::mqtt::TlsMaterial;
 
 /// Bytes of an oversize payload kept for the dead letter.
-pub const HEAD: usize = crate::pipeline::DEAD_LETTER_SHOWS;
+pub(crate) const HEAD: usize = crate::pipeline::DEAD_LETTER_SHOWS;
 const MARKER: &[u8; 16] = b"\0lineguard:big\0\0";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,7 +56,7 @@ fn nonce() -> &'static [u8; 16] {
 
 /// An oversize message, as its stand-in describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Oversize {
+pub(crate) struct Oversize {
     /// Length of the payload the broker sent.
     pub len: u64,
     /// Its first bytes (at most [`HEAD`]).
@@ -64,7 +64,7 @@ pub struct Oversize {
 }
 
 /// The oversize message `payload` stands in for, if it is a stand-in.
-pub fn stand_in(payload: &Bytes) -> Option<Oversize> {
+pub(crate) fn stand_in(payload: &Bytes) -> Option<Oversize> {
     let tag = MARKER.len() + nonce().len();
     if payload.len() < tag + 8 || &payload[..MARKER.len()] != MARKER || &payload[MARKER.len()..tag] != nonce()
     {
@@ -83,7 +83,7 @@ struct Upstream {
 }
 
 /// A running relay; it stops when dropped.
-pub struct Relay {
+pub(crate) struct Relay {
     socket: PathBuf,
     /// Why the last connection to the broker failed (rumqttc sees only the
     /// socket closing).
@@ -108,7 +108,7 @@ impl Relay {
     /// daemon, and one a crash left behind is replaced); each connection
     /// rumqttc makes there is relayed to `host:port` (over TLS with `tls`).
     /// PUBLISH packets whose remaining length exceeds `limit` get a stand-in.
-    pub fn start(
+    pub(crate) fn start(
         host: &str,
         port: u16,
         tls: Option<&TlsMaterial>,
@@ -154,12 +154,12 @@ impl Relay {
     }
 
     /// The socket rumqttc connects to.
-    pub fn socket(&self) -> &Path {
+    pub(crate) fn socket(&self) -> &Path {
         &self.socket
     }
 
     /// Why the last connection to the broker failed, once.
-    pub fn take_error(&self) -> Option<String> {
+    pub(crate) fn take_error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

@@ -21,32 +21,32 @@ use crate::pipeline::Inbound;
 /// Messages waiting for a pipeline before the connection stops reading:
 /// a few turns' worth, so a pipeline busy with one model run does not hold
 /// up intake; bounded, so a stalled one holds it up instead of growing memory.
-pub const INBOUND_QUEUE: usize = 1024;
+pub(crate) const INBOUND_QUEUE: usize = 1024;
 
 /// One pipeline's input.
-pub struct Route {
+pub(crate) struct Route {
     pub input: Input,
     pub tx: mpsc::Sender<Inbound>,
 }
 
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<Route>,
     events: RouterEvents,
 }
 
 impl Router {
-    pub fn new(routes: Vec<Route>) -> Router {
+    pub(crate) fn new(routes: Vec<Route>) -> Router {
         Router { routes, events: RouterEvents::default() }
     }
 
     /// Stop routing: the pipelines see their channels close.
-    pub fn close(&mut self) {
+    pub(crate) fn close(&mut self) {
         self.routes.clear();
     }
 
     /// Hand one message to every pipeline that takes it; returns the
     /// receive time it was stamped with.
-    pub async fn route(
+    pub(crate) async fn route(
         &mut self,
         topic: Option<String>,
         payload: Bytes,

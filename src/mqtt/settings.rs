@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// An MQTT version (`mqtt.protocol`, `mqtt.scores_protocol`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     #[serde(rename = "5")]
     V5,
     #[default]
@@ -42,7 +42,7 @@ impl<'de> Deserialize<'de> for Protocol {
 
 /// `[mqtt]`, validated.
 #[derive(Debug, Clone)]
-pub struct MqttSettings {
+pub(crate) struct MqttSettings {
     pub host: String,
     pub port: u16,
     /// Stable across restarts: the broker keeps the telemetry session under it.
@@ -65,7 +65,7 @@ pub struct MqttSettings {
 
 /// TLS material read and checked at load.
 #[derive(Clone)]
-pub struct TlsMaterial {
+pub(crate) struct TlsMaterial {
     pub ca: Vec<u8>,
     pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -78,7 +78,7 @@ impl std::fmt::Debug for TlsMaterial {
 
 /// Which setting the broker password came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PasswordSource {
+pub(crate) enum PasswordSource {
     None,
     /// `mqtt.password` (the file or `LINEGUARD__MQTT__PASSWORD`).
     Config,
@@ -109,17 +109,17 @@ impl std::fmt::Display for PasswordSource {
 
 impl MqttSettings {
     /// The score publisher's own connection (see [`publisher`](crate::mqtt::publisher)).
-    pub fn publisher_client_id(&self) -> String {
+    pub(crate) fn publisher_client_id(&self) -> String {
         publisher_client_id(&self.client_id)
     }
 
     /// Retained `online`/`offline` status topic.
-    pub fn status_topic(&self) -> String {
+    pub(crate) fn status_topic(&self) -> String {
         format!("lineguard/{}/status", self.client_id)
     }
 }
 
 /// `{client_id}-scores`: the client id of the connection scores go out on.
-pub fn publisher_client_id(client_id: &str) -> String {
+pub(crate) fn publisher_client_id(client_id: &str) -> String {
     format!("{client_id}-scores")
 }

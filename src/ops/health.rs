@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 /// Shared between the connection task, the pipeline workers and the reporters.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     /// The telemetry connection.
     connected: AtomicBool,
     /// The score publisher's connection.
@@ -40,12 +40,12 @@ struct Refusals {
 }
 
 /// How long a refused publish keeps `/healthz` unhealthy without another.
-pub const REFUSAL_MEMORY_MS: i64 = 60_000;
+pub(crate) const REFUSAL_MEMORY_MS: i64 = 60_000;
 /// Topics remembered as refused at most (a wide ACL denial refuses every device's).
 const REFUSED_TOPICS: usize = 64;
 
 impl Health {
-    pub fn new(pipelines: &[String]) -> Arc<Health> {
+    pub(crate) fn new(pipelines: &[String]) -> Arc<Health> {
         let now = crate::clock::now_ms();
         Arc::new(Health {
             connected: AtomicBool::new(false),
@@ -64,7 +64,7 @@ impl Health {
         })
     }
 
-    pub fn set_connected(&self, up: bool) {
+    pub(crate) fn set_connected(&self, up: bool) {
         if up && !self.connected.swap(true, Ordering::Relaxed) {
             self.connected_since.store(crate::clock::now_ms(), Ordering::Relaxed);
         }
@@ -72,13 +72,13 @@ impl Health {
     }
 
     /// Report unhealthy when connected telemetry brings nothing for this long.
-    pub fn set_stale_intake(&self, after: Option<std::time::Duration>) {
+    pub(crate) fn set_stale_intake(&self, after: Option<std::time::Duration>) {
         let ms = after.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.stale_after.store(ms, Ordering::Relaxed);
     }
 
     /// A telemetry message arrived.
-    pub fn intake(&self, now_ms: i64) {
+    pub(crate) fn intake(&self, now_ms: i64) {
         self.last_intake.store(now_ms, Ordering::Relaxed);
     }
 
@@ -87,7 +87,7 @@ impl Health {
     }
 
     /// The broker refused a publish to `topic`.
-    pub fn publish_refused(&self, topic: &str, why: &'static str) {
+    pub(crate) fn publish_refused(&self, topic: &str, why: &'static str) {
         let mut r = self.refusals();
         if r.publishes.len() < REFUSED_TOPICS || r.publishes.contains_key(topic) {
             r.publishes.insert(topic.to_string(), (why, crate::clock::now_ms()));
@@ -96,7 +96,7 @@ impl Health {
     }
 
     /// The broker took a publish to `topic` (clears an earlier refusal of it).
-    pub fn publish_accepted(&self, topic: &str) {
+    pub(crate) fn publish_accepted(&self, topic: &str) {
         if self.any_refused.load(Ordering::Relaxed) {
             let mut r = self.refusals();
             r.publishes.remove(topic);
@@ -105,7 +105,7 @@ impl Health {
     }
 
     /// The broker refused the subscription to `filter`.
-    pub fn subscription_refused(&self, filter: &str) {
+    pub(crate) fn subscription_refused(&self, filter: &str) {
         let mut r = self.refusals();
         if !r.subscriptions.iter().any(|f| f == filter) {
             r.subscriptions.push(filter.to_string());
@@ -113,20 +113,20 @@ impl Health {
     }
 
     /// Every subscription was granted (after a reconnect).
-    pub fn subscriptions_granted(&self) {
+    pub(crate) fn subscriptions_granted(&self) {
         self.refusals().subscriptions.clear();
     }
 
-    pub fn set_publishing(&self, up: bool) {
+    pub(crate) fn set_publishing(&self, up: bool) {
         self.publishing.store(up, Ordering::Relaxed);
     }
 
-    pub fn set_sparkplug(&self, up: bool) {
+    pub(crate) fn set_sparkplug(&self, up: bool) {
         self.sparkplug.store(if up { 2 } else { 1 }, Ordering::Relaxed);
     }
 
     /// Each broker connection and whether it is up (Sparkplug's only once configured).
-    pub fn connections(&self) -> Vec<(&'static str, bool)> {
+    pub(crate) fn connections(&self) -> Vec<(&'static str, bool)> {
         let mut c = vec![
             ("telemetry", self.connected.load(Ordering::Relaxed)),
             ("scores", self.publishing.load(Ordering::Relaxed)),
@@ -139,27 +139,27 @@ impl Health {
     }
 
     /// A pipeline's commits fail (`Some(why)`), or work again (`None`).
-    pub fn set_commit_error(&self, pipeline: usize, why: Option<String>) {
+    pub(crate) fn set_commit_error(&self, pipeline: usize, why: Option<String>) {
         *self.commit_errors[pipeline].lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// A pipeline loop went round.
-    pub fn beat(&self, pipeline: usize) {
+    pub(crate) fn beat(&self, pipeline: usize) {
         self.beats[pipeline].store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
-    pub fn counted(&self, messages: u64, windows: u64) {
+    pub(crate) fn counted(&self, messages: u64, windows: u64) {
         self.messages.fetch_add(messages, Ordering::Relaxed);
         self.windows.fetch_add(windows, Ordering::Relaxed);
     }
 
     /// `(messages, windows)` since start.
-    pub fn totals(&self) -> (u64, u64) {
+    pub(crate) fn totals(&self) -> (u64, u64) {
         (self.messages.load(Ordering::Relaxed), self.windows.load(Ordering::Relaxed))
     }
 
     /// Pipelines whose loop has not gone round for `max_age_ms`.
-    pub fn stalled(&self, max_age_ms: i64) -> Vec<&str> {
+    pub(crate) fn stalled(&self, max_age_ms: i64) -> Vec<&str> {
         let now = crate::clock::now_ms();
         self.beats
             .iter()
@@ -170,7 +170,7 @@ impl Health {
     }
 
     /// `Ok` when healthy, else why not.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         let mut why = Vec::new();
         if !self.connected.load(Ordering::Relaxed) {
             why.push("broker not connected".to_string());
@@ -225,7 +225,7 @@ impl Health {
 }
 
 /// A pipeline loop wakes at least every second; ten times that is a stall.
-pub const STALL_MS: i64 = 10_000;
+pub(crate) const STALL_MS: i64 = 10_000;
 
 #[cfg(test)]
 mod tests {

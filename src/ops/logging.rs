@@ -38,7 +38,7 @@ use crate::ops::events::RateLimit;
 /// `log.format`.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Plain lines without timestamps or colour: journald adds both.
     #[default]
     Text,
@@ -47,7 +47,7 @@ pub enum LogFormat {
 
 /// `[log]`, validated.
 #[derive(Debug, Clone)]
-pub struct LogSettings {
+pub(crate) struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter (`RUST_LOG` wins).
     pub level: String,
@@ -57,7 +57,7 @@ pub struct LogSettings {
 ///
 /// `level` is a tracing filter; the embedded broker's own logging is off
 /// (its connection-teardown errors are noise to an operator).
-pub fn init(format: LogFormat, level: &str) {
+pub(crate) fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level},rumqttd=off")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
@@ -83,7 +83,7 @@ pub fn init(format: LogFormat, level: &str) {
 /// Holds a dependency's lines to lineguard's rate: per line of its code,
 /// the first at once, then at most one per [`LOG_EVERY`](crate::ops::events::LOG_EVERY).
 #[derive(Debug, Default)]
-pub struct DependencyLimit {
+pub(crate) struct DependencyLimit {
     seen: Mutex<RateLimit<String>>,
 }
 
@@ -118,7 +118,7 @@ fn journald() -> Option<tracing_journald::Layer> {
 /// Whether `journal_stream` (`JOURNAL_STREAM`, "device:inode") names the
 /// stream on our stderr: a child that inherited the variable but writes
 /// elsewhere (a pipe, a file) must not prefix its lines.
-pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
+pub(crate) fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
     let Some((dev, ino)) = journal_stream.and_then(|v| v.split_once(':')) else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
     let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else { return false };
@@ -126,7 +126,7 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 }
 
 /// sd-daemon(3) priority of a level.
-pub fn priority(level: &Level) -> u8 {
+pub(crate) fn priority(level: &Level) -> u8 {
     match *level {
         Level::ERROR => 3,
         Level::WARN => 4,

@@ -6,7 +6,7 @@
 //! - [`health`]: what `/healthz`, the watchdog and `STATUS=` read;
 //! - [`logging`]: text for journald or a terminal, JSON on request.
 
-pub mod events;
-pub mod health;
-pub mod logging;
-pub mod metrics;
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod logging;
+pub(crate) mod metrics;

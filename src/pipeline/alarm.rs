@@ -25,7 +25,7 @@ struct ScoreAlarm {
 
 /// A change of a device's alarm state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(super) struct Transition {
     pub previous: Option<State>,
     pub state: State,
     /// Scores not `ok`, by name.
@@ -33,7 +33,7 @@ pub struct Transition {
 }
 
 #[derive(Debug, Default)]
-pub struct Alarms {
+pub(super) struct Alarms {
     devices: HashMap<String, Vec<ScoreAlarm>>,
 }
 
@@ -48,7 +48,7 @@ fn cleared(spec: &ScoreSpec, value: f32) -> bool {
 
 impl Alarms {
     /// Feed one window's scores (card order); returns the transition, if any.
-    pub fn update(&mut self, device: &str, specs: &[ScoreSpec], values: &[f32]) -> Option<Transition> {
+    pub(super) fn update(&mut self, device: &str, specs: &[ScoreSpec], values: &[f32]) -> Option<Transition> {
         let first = !self.devices.contains_key(device);
         let states = self.devices.entry(device.to_string()).or_insert_with(|| {
             specs.iter().zip(values).map(|(s, v)| ScoreAlarm { state: s.state(*v), up: 0, down: 0 }).collect()
@@ -87,12 +87,12 @@ impl Alarms {
     }
 
     /// A device's debounced alarm state (the worst of its scores').
-    pub fn state(&self, device: &str) -> Option<State> {
+    pub(super) fn state(&self, device: &str) -> Option<State> {
         self.devices.get(device).map(|s| s.iter().map(|a| a.state).max().unwrap_or(State::Ok))
     }
 
     /// Forget devices (evicted windows).
-    pub fn forget(&mut self, devices: &[String]) {
+    pub(super) fn forget(&mut self, devices: &[String]) {
         for d in devices {
             self.devices.remove(d);
         }

@@ -14,7 +14,7 @@ use crate::pipeline::window::Windows;
 
 /// A window in the batch, waiting for its scores.
 #[derive(Debug)]
-pub struct Due {
+pub(super) struct Due {
     /// Shared with the windows: no copy of the name per window.
     pub device: Arc<str>,
     /// Its newest sample's.
@@ -24,7 +24,7 @@ pub struct Due {
 }
 
 #[derive(Debug)]
-pub struct Batch {
+pub(super) struct Batch {
     input: Vec<f32>,
     due: Vec<Due>,
     max: usize,
@@ -32,26 +32,26 @@ pub struct Batch {
 
 impl Batch {
     /// A batch of at most `max` windows of `window_len` values (the capacity kept).
-    pub fn new(max: usize, window_len: usize) -> Batch {
+    pub(super) fn new(max: usize, window_len: usize) -> Batch {
         Batch { input: Vec::with_capacity(max * window_len), due: Vec::with_capacity(max), max }
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.due.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.due.is_empty()
     }
 
     /// `limits.max_batch` windows are in: run it before adding more.
-    pub fn is_full(&self) -> bool {
+    pub(super) fn is_full(&self) -> bool {
         self.due.len() >= self.max
     }
 
     /// Copy `device`'s window (`window_len` values) in, stamped `ts`, made
     /// due by input message `cause`.
-    pub fn push(&mut self, windows: &Windows, device: &str, ts: i64, window_len: usize, cause: u64) {
+    pub(super) fn push(&mut self, windows: &Windows, device: &str, ts: i64, window_len: usize, cause: u64) {
         let start = self.input.len();
         self.input.resize(start + window_len, 0.0);
         windows.write_window(device, &mut self.input[start..]);
@@ -62,7 +62,7 @@ impl Batch {
     /// One model run over the batch: `scores` gets `score_count` values per window, in order.
     /// `errors`: each reconstruction score's per-feature errors (see
     /// [`Model::run_detailed`]).
-    pub fn run(
+    pub(super) fn run(
         &self,
         model: &Model,
         states: &mut PlanStates,
@@ -75,7 +75,7 @@ impl Batch {
     /// [`Batch::run`], with the F occluded copies of every window in the
     /// same run (see [`Explainer::append_all`]): `scores` gets the batch's
     /// scores, then the copies'. The batch's input is as before afterwards.
-    pub fn run_occluded(
+    pub(super) fn run_occluded(
         &mut self,
         model: &Model,
         states: &mut PlanStates,
@@ -92,17 +92,17 @@ impl Batch {
     }
 
     /// The windows' inputs, side by side.
-    pub fn input(&self) -> &[f32] {
+    pub(super) fn input(&self) -> &[f32] {
         &self.input
     }
 
     /// The windows, in the order of their scores.
-    pub fn due(&self) -> &[Due] {
+    pub(super) fn due(&self) -> &[Due] {
         &self.due
     }
 
     /// Empty it for the next run (capacity kept).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.due.clear();
         self.input.clear();
     }

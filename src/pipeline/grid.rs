@@ -25,7 +25,7 @@ const NONE: i64 = i64::MIN;
 
 /// One device's assembly state.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Assembly {
+pub(super) struct Assembly {
     /// The newest grid point made final; `NONE` before the first value.
     final_ts: i64,
     /// Per feature, `(ts, value)` of the newest value at or before `final_ts`.
@@ -36,7 +36,7 @@ pub struct Assembly {
 
 /// What the next final grid point made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// A sample at this grid time, its raw values written into the row.
     Sample(i64),
     /// Some feature had no fresh value at this grid time: no sample.
@@ -49,12 +49,12 @@ fn grid_below(ts: i64, period: i64) -> i64 {
 }
 
 /// Bytes of one assembly in a snapshot (see [`Assembly::encode`]).
-pub fn encoded_len(features: usize) -> usize {
+pub(super) fn encoded_len(features: usize) -> usize {
     8 + 32 * features
 }
 
 impl Assembly {
-    pub fn new(features: usize) -> Self {
+    pub(super) fn new(features: usize) -> Self {
         Self {
             final_ts: NONE,
             held: vec![(NONE, 0.0); features].into_boxed_slice(),
@@ -64,19 +64,19 @@ impl Assembly {
 
     /// Whether a value stamped `ts` can still be used: not at or before a
     /// grid point already final.
-    pub fn admits(&self, ts: i64) -> bool {
+    pub(super) fn admits(&self, ts: i64) -> bool {
         self.final_ts == NONE || ts > self.final_ts
     }
 
     /// The newest final grid point, if any.
-    pub fn final_ts(&self) -> Option<i64> {
+    pub(super) fn final_ts(&self) -> Option<i64> {
         (self.final_ts != NONE).then_some(self.final_ts)
     }
 
     /// Make the next grid point before `ts` final, if there is one, and say
     /// what it made (a sample's raw values go into `row`). Call until it
     /// returns `None`, then [`Assembly::hold`] the value stamped `ts`.
-    pub fn advance(&mut self, clock: SampleClock, ts: i64, row: &mut [f64]) -> Option<Step> {
+    pub(super) fn advance(&mut self, clock: SampleClock, ts: i64, row: &mut [f64]) -> Option<Step> {
         let period = clock.period_ms;
         if self.final_ts == NONE {
             // The first value: every point before it is final, and empty.
@@ -107,7 +107,7 @@ impl Assembly {
     /// Keep the values of `row` (NaN: absent) stamped `ts`, once
     /// [`Assembly::advance`] has returned `None` for it. Returns whether all
     /// of them were held already (a repeat, such as a redelivery).
-    pub fn hold(&mut self, ts: i64, row: &[f64]) -> bool {
+    pub(super) fn hold(&mut self, ts: i64, row: &[f64]) -> bool {
         let mut repeat = true;
         for (slot, &v) in self.pending.iter_mut().zip(row) {
             if v.is_nan() {
@@ -126,7 +126,7 @@ impl Assembly {
 
     /// Final grid point, then per feature held ts, held value, pending ts,
     /// pending value; little-endian.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(super) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.final_ts.to_le_bytes());
         for (h, p) in self.held.iter().zip(self.pending.iter()) {
             out.extend_from_slice(&h.0.to_le_bytes());
@@ -137,7 +137,7 @@ impl Assembly {
     }
 
     /// The inverse of [`Assembly::encode`]; `None` when the bytes are not one.
-    pub fn decode(bytes: &[u8], features: usize) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8], features: usize) -> Option<Self> {
         if bytes.len() != encoded_len(features) {
             return None;
         }

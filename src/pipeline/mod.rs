@@ -22,22 +22,22 @@
 //! window's score depends only on the window (never on its batch); nothing
 //! is acknowledged before its effect is committed.
 
-pub(crate) mod alarm;
-pub(crate) mod batch;
+mod alarm;
+mod batch;
 pub mod drift;
 pub mod explain;
-pub mod grid;
+mod grid;
 mod models;
-pub mod recent;
-pub(crate) mod render;
+pub(crate) mod recent;
+mod render;
 mod settings;
 pub mod window;
 pub(crate) mod worker;
 
 use bytes::Bytes;
 
-pub use models::{ModelsError, PipelineModels};
-pub use settings::{Limits, Output, Pipeline, Shadow};
+pub(crate) use models::PipelineModels;
+pub(crate) use settings::{Limits, Output, Pipeline, Shadow};
 
 use crate::durable::ack::Ack;
 

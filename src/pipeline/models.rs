@@ -10,7 +10,7 @@ use crate::ops::events::model::ModelEvents;
 use crate::pipeline::Pipeline;
 
 /// A pipeline's live model and, with `shadow_model`, its shadow.
-pub struct PipelineModels {
+pub(crate) struct PipelineModels {
     pub live: Arc<Model>,
     pub shadow: Option<Arc<Model>>,
 }
@@ -18,7 +18,7 @@ pub struct PipelineModels {
 /// Why a pipeline's model was refused: the pipeline, which model, and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("pipeline `{pipeline}`{which}: {error}")]
-pub struct ModelsError {
+pub(crate) struct ModelsError {
     pipeline: String,
     /// Empty for the live model, `: shadow_model PATH` for the shadow.
     which: String,
@@ -28,7 +28,7 @@ pub struct ModelsError {
 impl Pipeline {
     /// Load this pipeline's models (logged as loaded, with any card keys
     /// lineguard does not use).
-    pub fn load_models(&self) -> Result<PipelineModels, ModelsError> {
+    pub(crate) fn load_models(&self) -> Result<PipelineModels, ModelsError> {
         let events = ModelEvents::new(&self.name);
         let refused = |which: String| {
             let pipeline = self.name.clone();

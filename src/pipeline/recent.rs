@@ -10,7 +10,7 @@ use crate::model::card::State;
 use crate::pipeline::explain::Explanation;
 
 /// Scored windows kept per device for the trend.
-pub const TREND: usize = 30;
+pub(crate) const TREND: usize = 30;
 
 #[derive(Debug)]
 struct DeviceRecent {
@@ -29,18 +29,18 @@ struct DeviceRecent {
 
 /// The latest scores of every device of one pipeline.
 #[derive(Debug, Default)]
-pub struct Recent {
+pub(crate) struct Recent {
     scores: usize,
     devices: HashMap<String, DeviceRecent>,
 }
 
 impl Recent {
-    pub fn new(scores: usize) -> Self {
+    pub(crate) fn new(scores: usize) -> Self {
         Self { scores, devices: HashMap::new() }
     }
 
     /// A window scored: `values` in card order, and what explains it.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         device: &str,
         ts: i64,
@@ -79,14 +79,14 @@ impl Recent {
         }
     }
 
-    pub fn forget(&mut self, devices: &[String]) {
+    pub(crate) fn forget(&mut self, devices: &[String]) {
         for d in devices {
             self.devices.remove(d);
         }
     }
 
     /// A model with another number of scores: what is kept no longer fits it.
-    pub fn rescore(&mut self, scores: usize) {
+    pub(crate) fn rescore(&mut self, scores: usize) {
         if scores != self.scores {
             *self = Self::new(scores);
         }
@@ -128,7 +128,7 @@ struct Scores {
 
 /// A feature's part in a score, as the score payload's `explain` lists it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Contribution {
+pub(crate) struct Contribution {
     pub feature: String,
     /// As published: f32, so that `/devices` writes the payload's digits.
     pub delta: f32,
@@ -136,7 +136,7 @@ pub struct Contribution {
 
 /// One device, as `/devices` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DeviceView {
+pub(crate) struct DeviceView {
     pub pipeline: String,
     pub device: String,
     /// The newest sample's ts (the data's own time).
@@ -173,7 +173,7 @@ pub struct WindowFill<'a> {
 
 /// Every device of one pipeline, and the features whose inputs drift.
 #[derive(Debug, Clone, Serialize)]
-pub struct PipelineView {
+pub(crate) struct PipelineView {
     pub pipeline: String,
     pub devices: Vec<DeviceView>,
     pub drifting: Vec<String>,
@@ -181,7 +181,7 @@ pub struct PipelineView {
 
 /// Build a pipeline's view from its windows, latest scores and alarm
 /// states, and the features `drifting` now.
-pub fn pipeline_view<'a>(
+pub(crate) fn pipeline_view<'a>(
     pipeline: &str,
     window: usize,
     names: &[String],

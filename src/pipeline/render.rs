@@ -17,7 +17,7 @@ use crate::sparkplug::DeviceIdTemplate;
 
 /// One window's scores, as the model gave them.
 #[derive(Debug, Clone, Copy)]
-pub struct Scored<'a> {
+pub(super) struct Scored<'a> {
     pub device: &'a str,
     /// Its newest sample's.
     pub ts: i64,
@@ -31,7 +31,7 @@ pub struct Scored<'a> {
 
 /// Which pipeline and model scored a window.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub(super) struct Origin {
     pub pipeline: String,
     pub model: ModelId,
 }
@@ -100,7 +100,7 @@ impl Serialize for Scores<'_> {
 ///
 /// `values` are in card order. Non-finite values cannot be written as JSON
 /// numbers; the caller refuses them before getting here.
-pub fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w: &Scored) {
+pub(super) fn write_payload(out: &mut Vec<u8>, origin: &Origin, specs: &[ScoreSpec], w: &Scored) {
     out.clear();
     serde_json::to_writer(&mut *out, &payload(origin, specs, w, false))
         .expect("writing JSON to a Vec cannot fail");
@@ -123,7 +123,7 @@ fn payload<'a>(origin: &'a Origin, specs: &'a [ScoreSpec], w: &'a Scored, shadow
 
 /// A window's scores as its pipeline publishes them: the JSON payload on
 /// the output topic, or a Sparkplug record for the device.
-pub fn score_entry(
+pub(super) fn score_entry(
     pipeline: &Pipeline,
     origin: &Origin,
     specs: &[ScoreSpec],
@@ -164,7 +164,7 @@ pub fn score_entry(
 
 /// A window as the pipeline's shadow model scored it, for `shadow_topic`:
 /// the score payload of the shadow's model and scores, with `"shadow": true`.
-pub fn shadow_entry(
+pub(super) fn shadow_entry(
     input: &TopicTemplate,
     topic: &TopicTemplate,
     origin: &Origin,
@@ -208,7 +208,7 @@ impl Serialize for WideScores<'_> {
 }
 
 /// A device's alarm state changed (or is first published after a start).
-pub fn alarm_entry(
+pub(super) fn alarm_entry(
     input: &TopicTemplate,
     alarm_topic: &TopicTemplate,
     origin: &Origin,
@@ -240,7 +240,7 @@ pub fn alarm_entry(
 }
 
 /// A Sparkplug device's death (it was evicted): DDEATH.
-pub fn death_entry(id: &DeviceIdTemplate, device: &str, created_ms: i64) -> NewEntry {
+pub(super) fn death_entry(id: &DeviceIdTemplate, device: &str, created_ms: i64) -> NewEntry {
     NewEntry {
         created_ms,
         topic: id.render(device),

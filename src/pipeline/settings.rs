@@ -12,7 +12,7 @@ use crate::sparkplug::DeviceIdTemplate;
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub name: String,
     pub model: ModelFiles,
     pub input: Input,
@@ -27,14 +27,14 @@ pub struct Pipeline {
 
 /// Where a pipeline's scores go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     Json(TopicTemplate),
     Sparkplug(DeviceIdTemplate),
 }
 
 /// A pipeline's shadow model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Shadow {
+pub(crate) struct Shadow {
     pub model: ModelFiles,
     /// Where its scores go (an output template of the input's placeholders).
     pub topic: TopicTemplate,
@@ -42,7 +42,7 @@ pub struct Shadow {
 
 impl Pipeline {
     /// The output as shown to people (status, check-config).
-    pub fn output_display(&self, node: Option<&NodeConfig>) -> String {
+    pub(crate) fn output_display(&self, node: Option<&NodeConfig>) -> String {
         match (&self.output, node) {
             (Output::Json(t), _) => t.as_str().to_string(),
             (Output::Sparkplug(d), Some(n)) => n.topic("DDATA", Some(d.as_str())),
@@ -53,7 +53,7 @@ impl Pipeline {
 
 /// Every bound on input and work, in its unit (`[limits]`).
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_payload_bytes: usize,
     pub max_batch: usize,
     /// How long a turn keeps taking messages after its first (zero: none).

@@ -10,9 +10,9 @@
 //! `offline` status, and MQTT gives each connection one will.
 
 pub mod input;
-pub mod node;
+pub(crate) mod node;
 pub mod proto;
-pub mod session;
+pub(crate) mod session;
 
 /// `[sparkplug]`, validated: lineguard as an Edge Node.
 #[derive(Debug, Clone)]

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use super::proto::{DataType, Metric, Payload, Value};
 
-pub const NAMESPACE: &str = "spBv1.0";
+pub(crate) const NAMESPACE: &str = "spBv1.0";
 /// The NBIRTH metric a host sets to `true` in an NCMD to ask for a rebirth.
-pub const REBIRTH: &str = "Node Control/Rebirth";
-pub const BD_SEQ: &str = "bdSeq";
+pub(crate) const REBIRTH: &str = "Node Control/Rebirth";
+pub(crate) const BD_SEQ: &str = "bdSeq";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -79,7 +79,7 @@ fn bd_seq_metric(bd_seq: u64, now_ms: i64) -> Metric {
 
 /// One device update as the outbox keeps it, until it is rendered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Record {
+pub(crate) enum Record {
     /// New values (metric name → value), measured at `ts`.
     Data { ts: i64, metrics: Vec<(String, RecordValue)> },
     /// The device left (evicted): DDEATH.
@@ -87,7 +87,7 @@ pub enum Record {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum RecordValue {
+pub(crate) enum RecordValue {
     Float(f32),
     Text(String),
 }
@@ -109,11 +109,11 @@ impl RecordValue {
 }
 
 impl Record {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a record always serializes")
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         serde_json::from_slice(bytes).ok()
     }
 }
@@ -143,7 +143,7 @@ struct Device {
 
 /// What a received message asks of the node.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Publish the births now (a rebirth request, or the primary host came online).
     Births,
     /// The primary host went offline: end the session (drop the connection).
@@ -153,7 +153,7 @@ pub enum Command {
 }
 
 #[derive(Debug)]
-pub struct EdgeNode {
+pub(crate) struct EdgeNode {
     config: NodeConfig,
     seq: u8,
     next_alias: u64,
@@ -166,7 +166,7 @@ pub struct EdgeNode {
 }
 
 impl EdgeNode {
-    pub fn new(config: NodeConfig) -> EdgeNode {
+    pub(crate) fn new(config: NodeConfig) -> EdgeNode {
         EdgeNode {
             host_online: config.primary_host_id.is_none(),
             config,
@@ -178,12 +178,12 @@ impl EdgeNode {
         }
     }
 
-    pub fn config(&self) -> &NodeConfig {
+    pub(crate) fn config(&self) -> &NodeConfig {
         &self.config
     }
 
     /// A new MQTT session began: nothing is born in it yet.
-    pub fn session_started(&mut self) {
+    pub(crate) fn session_started(&mut self) {
         self.born = false;
         self.host_online = self.config.primary_host_id.is_none();
         for d in self.devices.values_mut() {
@@ -192,12 +192,12 @@ impl EdgeNode {
     }
 
     /// Births are out: device data may be rendered.
-    pub fn is_born(&self) -> bool {
+    pub(crate) fn is_born(&self) -> bool {
         self.born
     }
 
     /// Whether `device` has had its DBIRTH in this session.
-    pub fn device_born(&self, device: &str) -> bool {
+    pub(crate) fn device_born(&self, device: &str) -> bool {
         self.devices.get(device).is_some_and(|d| d.born)
     }
 
@@ -219,7 +219,7 @@ impl EdgeNode {
 
     /// NBIRTH (seq 0, with `bd_seq`) and a DBIRTH for every known device with
     /// its last values. Empty while a primary host is not online.
-    pub fn births(&mut self, bd_seq: u64, now_ms: i64) -> Vec<OutMessage> {
+    pub(crate) fn births(&mut self, bd_seq: u64, now_ms: i64) -> Vec<OutMessage> {
         if !self.host_online {
             return Vec::new();
         }
@@ -271,7 +271,7 @@ impl EdgeNode {
     /// The messages for one outbox record: a DBIRTH when the device is not
     /// born in this session (it carries the values), else a DDATA by alias.
     /// Call only once [`is_born`](Self::is_born).
-    pub fn render(&mut self, device: &str, record: &Record, now_ms: i64) -> Vec<OutMessage> {
+    pub(crate) fn render(&mut self, device: &str, record: &Record, now_ms: i64) -> Vec<OutMessage> {
         match record {
             Record::Death => match self.devices.remove(device) {
                 Some(d) if d.born && self.born => {
@@ -351,7 +351,7 @@ impl EdgeNode {
     }
 
     /// React to a message on one of [`NodeConfig::filters`].
-    pub fn command(&mut self, topic: &str, payload: &[u8]) -> Command {
+    pub(crate) fn command(&mut self, topic: &str, payload: &[u8]) -> Command {
         if Some(topic) == self.config.state_topic().as_deref() {
             return self.host_state(payload);
         }

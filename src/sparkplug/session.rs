@@ -15,10 +15,10 @@ use crate::sparkplug::node::{Command, EdgeNode, OutMessage, Record};
 
 /// An outbox record that is not a Sparkplug record.
 #[derive(Debug)]
-pub struct UnreadableRecord;
+pub(crate) struct UnreadableRecord;
 
 /// What a message on the node's subscriptions asks of its sink.
-pub enum Reaction {
+pub(crate) enum Reaction {
     /// Nothing to do.
     None,
     /// Publish these births now, ahead of any data (a rebirth, or the
@@ -32,7 +32,7 @@ pub enum Reaction {
 /// The Edge Node as its sink drives it: the node's state machine
 /// (`node.rs`), this connection's `bdSeq`, the way to end a session, and an
 /// index of the pending records made once per session.
-pub struct Session {
+pub(crate) struct Session {
     node: EdgeNode,
     bd_seq: Arc<AtomicU64>,
     end: mpsc::UnboundedSender<()>,
@@ -42,7 +42,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(node: EdgeNode, bd_seq: Arc<AtomicU64>, end: mpsc::UnboundedSender<()>) -> Session {
+    pub(crate) fn new(node: EdgeNode, bd_seq: Arc<AtomicU64>, end: mpsc::UnboundedSender<()>) -> Session {
         Session { node, bd_seq, end, newest_pending: None, events: NodeEvents }
     }
 
@@ -51,18 +51,18 @@ impl Session {
     }
 
     /// A connection is up: a new session, nothing born in it yet.
-    pub fn started(&mut self) {
+    pub(crate) fn started(&mut self) {
         self.node.session_started();
         self.newest_pending = None;
     }
 
     /// Births are out: device data may be rendered.
-    pub fn is_born(&self) -> bool {
+    pub(crate) fn is_born(&self) -> bool {
         self.node.is_born()
     }
 
     /// NBIRTH and a DBIRTH per known device (none while a primary host is offline).
-    pub fn births(&mut self) -> Vec<OutMessage> {
+    pub(crate) fn births(&mut self) -> Vec<OutMessage> {
         let births = self.node.births(self.bd_seq(), now_ms());
         if !births.is_empty() {
             self.events.births(births.len() - 1);
@@ -71,7 +71,7 @@ impl Session {
     }
 
     /// A message on the node's subscriptions (NCMD, the primary host's STATE).
-    pub fn command(&mut self, topic: &str, payload: &[u8]) -> Reaction {
+    pub(crate) fn command(&mut self, topic: &str, payload: &[u8]) -> Reaction {
         match self.node.command(topic, payload) {
             Command::Births => {
                 self.events.rebirth(topic);
@@ -93,18 +93,22 @@ impl Session {
     }
 
     /// The session's NDEATH is acknowledged: end it.
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         let _ = self.end.send(());
     }
 
     /// This session's NDEATH (the end of a session, and the farewell).
-    pub fn ndeath(&self) -> OutMessage {
+    pub(crate) fn ndeath(&self) -> OutMessage {
         self.node.config().ndeath(self.bd_seq(), now_ms())
     }
 
     /// The message for one outbox record (none for the death of a device
     /// never born).
-    pub fn render(&mut self, device: &str, record: &[u8]) -> Result<Option<OutMessage>, UnreadableRecord> {
+    pub(crate) fn render(
+        &mut self,
+        device: &str,
+        record: &[u8],
+    ) -> Result<Option<OutMessage>, UnreadableRecord> {
         let record = Record::decode(record).ok_or(UnreadableRecord)?;
         Ok(self.node.render(device, &record, now_ms()).pop())
     }
@@ -115,7 +119,7 @@ impl Session {
     /// ones follow as history. `pending` lists the queue's unpublished
     /// Sparkplug records, `(seq, device, record)`, oldest first; it is read
     /// once per session.
-    pub fn birth_first<'a>(
+    pub(crate) fn birth_first<'a>(
         &mut self,
         device: &str,
         seq: u64,

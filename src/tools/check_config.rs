@@ -67,7 +67,7 @@ fn check_listen(listen: std::net::SocketAddr) -> anyhow::Result<()> {
 }
 
 /// What `check-config` prints, or why the configuration is refused.
-pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<String> {
+pub(crate) fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<String> {
     let settings = config::load(path, env)?;
     crate::durable::store::check_writable(&settings.state.dir)
         .with_context(|| format!("{}: `state.dir`", settings.path.display()))?;

@@ -78,12 +78,12 @@ fn rank(state: &str) -> u8 {
 }
 
 /// `lineguard demo`: logs at `warn` (the view is the output), on its own runtime.
-pub fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
     crate::daemon::runtime()?.block_on(run(args))
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((1..=64).contains(&args.machines), "--machines must be 1..=64");
     anyhow::ensure!(args.rate > 0.0 && args.rate <= 1000.0, "--rate must be in (0, 1000]");
     let port = match args.port {

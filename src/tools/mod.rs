@@ -3,8 +3,8 @@
 //! mosquitto) run on.
 
 pub mod broker;
-pub mod check_config;
-pub mod demo;
-pub mod record;
-pub mod replay;
+pub(crate) mod check_config;
+pub(crate) mod demo;
+pub(crate) mod record;
+pub(crate) mod replay;
 pub mod sim;

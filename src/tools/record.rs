@@ -61,7 +61,7 @@ fn line(topic: &str, payload: &[u8], received_ms: i64) -> Vec<u8> {
     out
 }
 
-pub fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn main(args: RecordArgs) -> anyhow::Result<ExitCode> {
     crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
     let settings = config::load(&args.config, std::env::vars())?;
     crate::daemon::runtime()?.block_on(record(settings, args))

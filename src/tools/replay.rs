@@ -93,7 +93,7 @@ struct Counts {
     written: u64,
 }
 
-pub fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn main(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     crate::ops::logging::init(crate::ops::logging::LogFormat::Text, "warn");
     let settings = config::load(&args.config, std::env::vars())?;
     let models: Vec<PipelineModels> =

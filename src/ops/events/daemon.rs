@@ -7,69 +7,69 @@ use tracing::{error, info, warn};
 
 /// The daemon's lifecycle events.
 #[derive(Debug, Default)]
-pub struct DaemonEvents;
+pub(crate) struct DaemonEvents;
 
 impl DaemonEvents {
     /// A stop came while the models were loading.
-    pub fn stopped_while_loading(&self) {
+    pub(crate) fn stopped_while_loading(&self) {
         info!("stopped while loading the models");
     }
 
     /// Running: models loaded, connections started.
-    pub fn running(&self, pipelines: usize) {
+    pub(crate) fn running(&self, pipelines: usize) {
         info!(pipelines, "lineguard running");
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         info!("stopping: intake closed, finishing the work in hand");
     }
 
-    pub fn stopped(&self) {
+    pub(crate) fn stopped(&self) {
         info!("stopped");
     }
 
     /// A phase of the stop did not finish before the drain timeout.
-    pub fn phase_overran(&self, phase: &str) {
+    pub(crate) fn phase_overran(&self, phase: &str) {
         warn!(phase, "stop: {phase} did not finish in time");
     }
 
     /// SIGTERM or SIGINT (`signal`).
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         info!("{signal} received");
     }
 
     /// SIGHUP: every model is reloaded.
-    pub fn hangup(&self) {
+    pub(crate) fn hangup(&self) {
         info!("SIGHUP: reloading every model");
     }
 
     /// SIGHUP cannot be handled; model files are still polled.
-    pub fn no_hangup(&self, why: &str) {
+    pub(crate) fn no_hangup(&self, why: &str) {
         warn!("SIGHUP handler unavailable ({why}); model files are still watched");
     }
 
     /// The HTTP listener serves at `addr`.
-    pub fn serving(&self, addr: SocketAddr) {
+    pub(crate) fn serving(&self, addr: SocketAddr) {
         info!(%addr, "serving the status page (/), /devices, /metrics and /healthz");
     }
 
     /// The HTTP listener could not start (`why`): the daemon scores without it.
-    pub fn no_http(&self, why: &dyn std::fmt::Display) {
+    pub(crate) fn no_http(&self, why: &dyn std::fmt::Display) {
         error!("{why:#}; running without the status page, /metrics and /healthz");
     }
 
     /// The HTTP server stopped with an error.
-    pub fn http_failed(&self, why: &dyn std::fmt::Display) {
+    pub(crate) fn http_failed(&self, why: &dyn std::fmt::Display) {
         error!("http server stopped: {why}");
     }
 
     /// Sparkplug records wait in the outbox but `[sparkplug]` is gone.
-    pub fn sparkplug_backlog_kept(&self, records: usize) {
+    pub(crate) fn sparkplug_backlog_kept(&self, records: usize) {
         warn!(records, "outbox: Sparkplug records kept, but [sparkplug] is not configured");
     }
 
     /// A pipeline loop stopped going round: the watchdog is not pinged.
-    pub fn stalled(&self, pipelines: &[&str]) {
+    pub(crate) fn stalled(&self, pipelines: &[&str]) {
         error!(?pipelines, "pipeline loop stalled: not pinging the watchdog");
     }
 }

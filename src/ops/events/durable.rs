@@ -22,7 +22,7 @@ pub enum Discarded {
 }
 
 /// The state store's events (one handle for the daemon's store).
-pub struct StoreEvents {
+pub(crate) struct StoreEvents {
     path: String,
     discarded: ByLabel<Discarded>,
     /// `lineguard_state_dropped_total{kind="outbox",reason="checksum"}`.
@@ -30,7 +30,7 @@ pub struct StoreEvents {
 }
 
 impl StoreEvents {
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             path: path.display().to_string(),
             discarded: ByLabel::register(names::STATE_STORE_DISCARDED, "reason", &[]),
@@ -41,7 +41,7 @@ impl StoreEvents {
     }
 
     /// The file could not be opened (`why`) and was moved to `aside`.
-    pub fn moved_aside(&self, aside: &Path, why: &str) {
+    pub(crate) fn moved_aside(&self, aside: &Path, why: &str) {
         self.discarded.add(Discarded::Unreadable, 1);
         error!(
             store = %self.path,
@@ -53,7 +53,7 @@ impl StoreEvents {
     }
 
     /// Its last commit was damaged and rolled back at open.
-    pub fn rolled_back(&self) {
+    pub(crate) fn rolled_back(&self) {
         self.discarded.add(Discarded::RolledBack, 1);
         error!(
             store = %self.path,
@@ -63,7 +63,7 @@ impl StoreEvents {
     }
 
     /// Outbox entries that failed their check at open.
-    pub fn outbox_dropped(&self, entries: usize) {
+    pub(crate) fn outbox_dropped(&self, entries: usize) {
         self.outbox_dropped.increment(entries as u64);
         error!(
             store = %self.path,
@@ -73,13 +73,13 @@ impl StoreEvents {
     }
 
     /// The store's file was opened again after an I/O error.
-    pub fn reopened(&self) {
+    pub(crate) fn reopened(&self) {
         info!(path = %self.path, "state store reopened");
     }
 
     /// A reopen rolled back a commit: the stored windows are removed and
     /// written again from memory.
-    pub fn rolled_back_while_running(&self, cleared: &dyn std::fmt::Debug) {
+    pub(crate) fn rolled_back_while_running(&self, cleared: &dyn std::fmt::Debug) {
         error!(
             ?cleared,
             "state store: reopening it rolled back its last commit; stored windows removed and written again \
@@ -90,7 +90,7 @@ impl StoreEvents {
 
 /// A pipeline's committer: its commit times, and its failures, logged
 /// once, then at most every [`LOG_EVERY`](super::LOG_EVERY), then when commits resume.
-pub struct CommitEvents {
+pub(crate) struct CommitEvents {
     pipeline: String,
     seconds: Histogram,
     errors: Counter,
@@ -101,7 +101,7 @@ pub struct CommitEvents {
 }
 
 impl CommitEvents {
-    pub fn new(pipeline: &str) -> Self {
+    pub(crate) fn new(pipeline: &str) -> Self {
         Self {
             pipeline: pipeline.to_string(),
             seconds: histogram!(names::COMMIT_SECONDS, "pipeline" => pipeline.to_string()),
@@ -113,12 +113,12 @@ impl CommitEvents {
         }
     }
 
-    pub fn committed(&self, seconds: f64) {
+    pub(crate) fn committed(&self, seconds: f64) {
         self.seconds.record(seconds);
     }
 
     /// The store refused a commit; nothing is acknowledged until one succeeds.
-    pub fn failed(&mut self, why: &str, turns: usize) {
+    pub(crate) fn failed(&mut self, why: &str, turns: usize) {
         self.errors.increment(1);
         self.attempts += 1;
         let since = *self.failing_since.get_or_insert_with(Instant::now);
@@ -135,7 +135,7 @@ impl CommitEvents {
     }
 
     /// A commit succeeded after failures.
-    pub fn resumed(&mut self) {
+    pub(crate) fn resumed(&mut self) {
         if let Some(since) = self.failing_since.take() {
             info!(
                 pipeline = %self.pipeline,
@@ -149,7 +149,7 @@ impl CommitEvents {
     /// The store turned out corrupt at run time: nothing can be made
     /// durable in it any more, so the daemon stops (through every phase of
     /// a stop) and the next start sets the file aside.
-    pub fn corrupt(&self, why: &str) {
+    pub(crate) fn corrupt(&self, why: &str) {
         self.corrupt.increment(1);
         error!(
             pipeline = %self.pipeline,
@@ -158,7 +158,7 @@ impl CommitEvents {
     }
 
     /// A stop gave up on commits that kept failing.
-    pub fn abandoned(&self, turns: usize) {
+    pub(crate) fn abandoned(&self, turns: usize) {
         warn!(
             pipeline = %self.pipeline,
             turns,
@@ -180,7 +180,7 @@ pub enum Overflow {
 
 /// Events of a publishing sink (the outbox); `R` is why the broker refuses
 /// a publish (an MQTT 5 reason code).
-pub struct SinkEvents<R: Label + std::hash::Hash> {
+pub(crate) struct SinkEvents<R: Label + std::hash::Hash> {
     published: Counter,
     alarms: Counter,
     scores: Gauge,
@@ -212,24 +212,24 @@ impl<R: Label + std::hash::Hash> Default for SinkEvents<R> {
 
 impl<R: Label + std::hash::Hash> SinkEvents<R> {
     /// The outbox holds scores from before the last stop.
-    pub fn backlog(&self, scores: usize) {
+    pub(crate) fn backlog(&self, scores: usize) {
         info!(scores, "outbox: scores from before the last stop will be published");
     }
 
     /// The broker acknowledged a score (JSON or Sparkplug) or, with
     /// `alarm`, an alarm.
-    pub fn published(&self, alarm: bool) {
+    pub(crate) fn published(&self, alarm: bool) {
         if alarm { &self.alarms } else { &self.published }.increment(1);
     }
 
     /// What the outbox holds.
-    pub fn level(&self, scores: usize, bytes: u64) {
+    pub(crate) fn level(&self, scores: usize, bytes: u64) {
         self.scores.set(scores as f64);
         self.bytes.set(bytes as f64);
     }
 
     /// The outbox was full: its oldest unpublished score is gone.
-    pub fn dropped(&mut self, topic: &str, reason: Overflow) {
+    pub(crate) fn dropped(&mut self, topic: &str, reason: Overflow) {
         self.dropped.add(reason, 1);
         if let Some(suppressed) = self.drop_lines.allow(reason) {
             warn!(%topic, "outbox full ({}): oldest unpublished score dropped{}", reason.as_str(), more(suppressed));
@@ -238,7 +238,7 @@ impl<R: Label + std::hash::Hash> SinkEvents<R> {
 
     /// The broker refused a publish (MQTT 5 reason code): the score is lost,
     /// counted apart from published ones.
-    pub fn refused(&mut self, topic: &str, why: R) {
+    pub(crate) fn refused(&mut self, topic: &str, why: R) {
         self.refused.add(why, 1);
         if let Some(suppressed) = self.refusal_lines.allow(why) {
             error!(
@@ -253,29 +253,29 @@ impl<R: Label + std::hash::Hash> SinkEvents<R> {
     }
 
     /// Acknowledged scores could not be deleted yet (retried).
-    pub fn delete_failed(&mut self, why: &str) {
+    pub(crate) fn delete_failed(&mut self, why: &str) {
         if let Some(suppressed) = self.delete_lines.allow(()) {
             warn!(suppressed, "outbox: cannot delete acknowledged scores yet (retrying): {why}");
         }
     }
 
     /// A dead letter did not fit the sink's queue.
-    pub fn dead_letter_dropped(&self) {
+    pub(crate) fn dead_letter_dropped(&self) {
         self.dead_letters_dropped.increment(1);
     }
 
     /// An outbox record meant for the Sparkplug node that it cannot read.
-    pub fn unreadable_record(&self, seq: u64) {
+    pub(crate) fn unreadable_record(&self, seq: u64) {
         warn!(seq, "outbox: unreadable Sparkplug record dropped");
     }
 
     /// The connection reported a publish that was never handed to it.
-    pub fn unmatched_send(&self, pkid: u16) {
+    pub(crate) fn unmatched_send(&self, pkid: u16) {
         warn!(pkid, "outbox: publish event without a matching send");
     }
 
     /// A stop: the drain timeout passed with scores unacknowledged.
-    pub fn drain_timeout(&self, unacknowledged: usize) {
+    pub(crate) fn drain_timeout(&self, unacknowledged: usize) {
         warn!(
             unacknowledged,
             "stop: drain timeout; unpublished scores stay in the outbox for the next start"
@@ -283,7 +283,7 @@ impl<R: Label + std::hash::Hash> SinkEvents<R> {
     }
 
     /// A stop: the last delete failed.
-    pub fn last_deletes_failed(&self, scores: usize, why: &str) {
+    pub(crate) fn last_deletes_failed(&self, scores: usize, why: &str) {
         warn!(
             scores,
             "stop: acknowledged scores stay in the outbox (published again at the next start): {why}"
@@ -291,12 +291,12 @@ impl<R: Label + std::hash::Hash> SinkEvents<R> {
     }
 
     /// A stop: the store did not take the last deletes in time.
-    pub fn last_deletes_late(&self) {
+    pub(crate) fn last_deletes_late(&self) {
         warn!("stop: the store did not take the last deletes in time; those scores are published again at the next start");
     }
 
     /// A stop: `offline` (or NDEATH) could not be sent.
-    pub fn farewell_unsent(&self) {
+    pub(crate) fn farewell_unsent(&self) {
         warn!("stop: broker unreachable; the last will says `offline`");
     }
 }

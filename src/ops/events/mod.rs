@@ -23,12 +23,12 @@
 //! [`LOG_EVERY`]. A dependency's own lines go through the same limit (see
 //! `logging`).
 
-pub mod daemon;
-pub mod durable;
-pub mod model;
-pub mod mqtt;
-pub mod pipeline;
-pub mod sparkplug;
+pub(crate) mod daemon;
+pub(crate) mod durable;
+pub(crate) mod model;
+pub(crate) mod mqtt;
+pub(crate) mod pipeline;
+pub(crate) mod sparkplug;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -36,14 +36,14 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, Counter};
 
-pub use crate::ops::metrics::names;
+pub(crate) use crate::ops::metrics::names;
 
 /// How often a rate-limited kind of line is logged at most.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A label value: one variant of an enum a stage owns, written as its
 /// metric label (`#[derive(strum::VariantArray, strum::IntoStaticStr)]`).
-pub trait Label: Copy + Eq + Send + Sync + 'static {
+pub(crate) trait Label: Copy + Eq + Send + Sync + 'static {
     /// Every value, in the enum's order.
     const ALL: &'static [Self];
 
@@ -70,14 +70,14 @@ where
 
 /// One counter per value of `L`, all registered at 0 (a dashboard shows 0,
 /// not "No data", and `increase()` sees the first event).
-pub struct ByLabel<L: Label> {
+pub(crate) struct ByLabel<L: Label> {
     counters: Vec<Counter>,
     _label: PhantomData<L>,
 }
 
 impl<L: Label> ByLabel<L> {
     /// `name{fixed..., key=value}` for every value of `L`.
-    pub fn register(name: &'static str, key: &'static str, fixed: &[(&'static str, &str)]) -> Self {
+    pub(crate) fn register(name: &'static str, key: &'static str, fixed: &[(&'static str, &str)]) -> Self {
         let counters = L::ALL
             .iter()
             .map(|v| {
@@ -90,7 +90,7 @@ impl<L: Label> ByLabel<L> {
         ByLabel { counters, _label: PhantomData }
     }
 
-    pub fn add(&self, value: L, n: u64) {
+    pub(crate) fn add(&self, value: L, n: u64) {
         self.counters[value.index()].increment(n);
     }
 }
@@ -103,7 +103,7 @@ fn zeroed(c: Counter) -> Counter {
 
 /// Per-key log rate limiter.
 #[derive(Debug)]
-pub struct RateLimit<K> {
+pub(crate) struct RateLimit<K> {
     seen: HashMap<K, (Instant, u64)>,
 }
 
@@ -115,7 +115,7 @@ impl<K> Default for RateLimit<K> {
 
 impl<K: std::hash::Hash + Eq> RateLimit<K> {
     /// `Some(suppressed since last)` when a line may be logged now.
-    pub fn allow(&mut self, key: K) -> Option<u64> {
+    pub(crate) fn allow(&mut self, key: K) -> Option<u64> {
         let now = Instant::now();
         match self.seen.get_mut(&key) {
             Some((last, suppressed)) if now.duration_since(*last) < LOG_EVERY => {

@@ -20,7 +20,7 @@ pub enum Reload {
 
 /// What the status topic, `/metrics` and the log name a model by (the
 /// model stage's identity type implements it).
-pub trait Identity {
+pub(crate) trait Identity {
     /// The card's `name`.
     fn name(&self) -> &str;
     /// The card's `version`.
@@ -30,13 +30,13 @@ pub trait Identity {
 }
 
 /// The model events of one pipeline.
-pub struct ModelEvents {
+pub(crate) struct ModelEvents {
     pipeline: String,
     reloads: ByLabel<Reload>,
 }
 
 impl ModelEvents {
-    pub fn new(pipeline: &str) -> Self {
+    pub(crate) fn new(pipeline: &str) -> Self {
         Self {
             pipeline: pipeline.to_string(),
             reloads: ByLabel::register(names::MODEL_RELOADS, "result", &[("pipeline", pipeline)]),
@@ -44,7 +44,7 @@ impl ModelEvents {
     }
 
     /// Loaded at start-up (`shadow`: as the pipeline's shadow model).
-    pub fn loaded(&self, model: &impl Identity, shadow: bool) {
+    pub(crate) fn loaded(&self, model: &impl Identity, shadow: bool) {
         let pipeline = &self.pipeline;
         let (name, version, sha256) = (model.name(), model.version(), model.sha256());
         match shadow {
@@ -54,17 +54,17 @@ impl ModelEvents {
     }
 
     /// The card has keys lineguard does not use (a typo, or a newer card).
-    pub fn unknown_card_keys(&self, keys: &[String]) {
+    pub(crate) fn unknown_card_keys(&self, keys: &[String]) {
         warn!(pipeline = %self.pipeline, ?keys, "model card has keys lineguard does not use");
     }
 
     /// `lineguard_model_info{...}` 1: this model serves the pipeline.
-    pub fn in_service(&self, model: &impl Identity) {
+    pub(crate) fn in_service(&self, model: &impl Identity) {
         self.info(model).set(1.0);
     }
 
     /// `lineguard_model_info{...}` 0: this model no longer serves it.
-    pub fn retired(&self, model: &impl Identity) {
+    pub(crate) fn retired(&self, model: &impl Identity) {
         self.info(model).set(0.0);
     }
 
@@ -79,7 +79,7 @@ impl ModelEvents {
     }
 
     /// A changed model passed its checks and goes into service.
-    pub fn reloaded(&self, model: &impl Identity) {
+    pub(crate) fn reloaded(&self, model: &impl Identity) {
         self.reloads.add(Reload::Ok, 1);
         let pipeline = &self.pipeline;
         let (name, version, sha256) = (model.name(), model.version(), model.sha256());
@@ -87,7 +87,7 @@ impl ModelEvents {
     }
 
     /// A changed model or card failed its checks; the old model keeps serving.
-    pub fn refused(&self, path: &Path, why: &str) {
+    pub(crate) fn refused(&self, path: &Path, why: &str) {
         self.reloads.add(Reload::Refused, 1);
         error!(
             pipeline = %self.pipeline,

@@ -10,7 +10,7 @@ use super::{names, zeroed, RateLimit};
 
 /// Events of one broker connection, named as `lineguard_connection_up{connection}` says it.
 #[derive(Debug)]
-pub struct ConnectionEvents {
+pub(crate) struct ConnectionEvents {
     name: &'static str,
     connected: Gauge,
     reconnects: Counter,
@@ -20,7 +20,7 @@ pub struct ConnectionEvents {
 }
 
 impl ConnectionEvents {
-    pub fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Self {
             name,
             connected: gauge!(names::CONNECTION_UP, "connection" => name),
@@ -31,7 +31,7 @@ impl ConnectionEvents {
         }
     }
 
-    pub fn connected(&mut self, host: &str, port: u16, session_present: bool) {
+    pub(crate) fn connected(&mut self, host: &str, port: u16, session_present: bool) {
         self.connected.set(1.0);
         let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
         info!(
@@ -44,7 +44,7 @@ impl ConnectionEvents {
         );
     }
 
-    pub fn connection_failed(&mut self, error: &str, retry_in: Duration) {
+    pub(crate) fn connection_failed(&mut self, error: &str, retry_in: Duration) {
         self.connected.set(0.0);
         self.reconnects.increment(1);
         self.down_since.get_or_insert_with(Instant::now);
@@ -63,7 +63,7 @@ impl ConnectionEvents {
     }
 
     /// The broker refused a subscription: nothing comes in on it.
-    pub fn subscription_refused(&self, filter: &str) {
+    pub(crate) fn subscription_refused(&self, filter: &str) {
         self.subscriptions_refused.increment(1);
         error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
     }
@@ -71,7 +71,7 @@ impl ConnectionEvents {
 
 /// Events of the router: messages no pipeline can take.
 #[derive(Debug)]
-pub struct RouterEvents {
+pub(crate) struct RouterEvents {
     topic_not_utf8: Counter,
     lines: RateLimit<()>,
 }
@@ -88,7 +88,7 @@ impl Default for RouterEvents {
 impl RouterEvents {
     /// A message whose topic is not UTF-8 (MQTT 5 hands topics over as
     /// bytes): no pipeline can take it; it is acknowledged, counted and logged.
-    pub fn topic_not_utf8(&mut self) {
+    pub(crate) fn topic_not_utf8(&mut self) {
         self.topic_not_utf8.increment(1);
         if let Some(suppressed) = self.lines.allow(()) {
             warn!(suppressed, "message dropped: its topic is not UTF-8");

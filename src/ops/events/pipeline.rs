@@ -11,7 +11,7 @@ use super::{more, names, zeroed, ByLabel, Label, RateLimit};
 
 /// The label values a pipeline counts by, each an enum of the pipeline's
 /// stages (see [`Label`]).
-pub trait PipelineLabels: 'static {
+pub(crate) trait PipelineLabels: 'static {
     /// Why a sample or message was rejected (`lineguard_rejected_total{reason}`).
     type Rejection: Label + std::hash::Hash;
     /// A scored window's state (`lineguard_scores_total{state}`).
@@ -37,7 +37,7 @@ pub enum Eviction {
 /// What a pipeline has done since it started, in plain numbers: for
 /// `lineguard replay`'s summary (the daemon's are on `/metrics`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tally<L: PipelineLabels> {
+pub(crate) struct Tally<L: PipelineLabels> {
     pub messages: u64,
     pub windows: u64,
     /// By `L::State`, in its order.
@@ -66,18 +66,18 @@ impl<L: PipelineLabels> Default for Tally<L> {
 
 impl<L: PipelineLabels> Tally<L> {
     /// The reasons that rejected something, with their counts.
-    pub fn rejections(&self) -> impl Iterator<Item = (L::Rejection, u64)> + '_ {
+    pub(crate) fn rejections(&self) -> impl Iterator<Item = (L::Rejection, u64)> + '_ {
         L::Rejection::ALL.iter().copied().zip(self.rejected.iter().copied()).filter(|(_, n)| *n > 0)
     }
 
     /// How many windows were in `state`.
-    pub fn in_state(&self, state: L::State) -> u64 {
+    pub(crate) fn in_state(&self, state: L::State) -> u64 {
         self.states[state.index()]
     }
 }
 
 /// Events of one pipeline, owned by its worker thread.
-pub struct PipelineEvents<L: PipelineLabels> {
+pub(crate) struct PipelineEvents<L: PipelineLabels> {
     pipeline: String,
     tally: Tally<L>,
     reject_lines: RateLimit<L::Rejection>,
@@ -106,7 +106,7 @@ impl<L: PipelineLabels> std::fmt::Debug for PipelineEvents<L> {
 }
 
 impl<L: PipelineLabels> PipelineEvents<L> {
-    pub fn new(pipeline: &str) -> Self {
+    pub(crate) fn new(pipeline: &str) -> Self {
         let p = [("pipeline", pipeline)];
         let one = |name: &'static str| zeroed(counter!(name, "pipeline" => pipeline.to_string()));
         Self {
@@ -132,18 +132,18 @@ impl<L: PipelineLabels> PipelineEvents<L> {
         }
     }
 
-    pub fn tally(&self) -> &Tally<L> {
+    pub(crate) fn tally(&self) -> &Tally<L> {
         &self.tally
     }
 
-    pub fn received(&mut self, bytes: usize) {
+    pub(crate) fn received(&mut self, bytes: usize) {
         self.tally.messages += 1;
         self.messages.increment(1);
         self.bytes.increment(bytes as u64);
     }
 
     /// A sample or payload refused, with its reason.
-    pub fn rejected(&mut self, topic: &str, reason: L::Rejection, detail: &str) {
+    pub(crate) fn rejected(&mut self, topic: &str, reason: L::Rejection, detail: &str) {
         self.tally.rejected[reason.index()] += 1;
         self.rejected.add(reason, 1);
         if let Some(suppressed) = self.reject_lines.allow(reason) {
@@ -159,7 +159,7 @@ impl<L: PipelineLabels> PipelineEvents<L> {
 
     /// A sample already applied came again (a redelivery after a reconnect
     /// or a restart): counted, not rejected.
-    pub fn duplicate(&mut self, device: &str, ts: i64) {
+    pub(crate) fn duplicate(&mut self, device: &str, ts: i64) {
         self.tally.duplicates += 1;
         self.duplicates.increment(1);
         if let Some(suppressed) = self.duplicate_lines.allow(()) {
@@ -169,31 +169,31 @@ impl<L: PipelineLabels> PipelineEvents<L> {
 
     /// Device windows started again (a gap in their data): counted; not a
     /// fault, so logged at debug level.
-    pub fn windows_reset(&self, reason: L::Reset, windows: u64) {
+    pub(crate) fn windows_reset(&self, reason: L::Reset, windows: u64) {
         self.resets.add(reason, windows);
         debug!(pipeline = %self.pipeline, reason = reason.as_str(), windows, "windows started again");
     }
 
     /// One model run of `windows` windows took `seconds`.
-    pub fn scored(&mut self, windows: usize, seconds: f64) {
+    pub(crate) fn scored(&mut self, windows: usize, seconds: f64) {
         self.tally.windows += windows as u64;
         self.windows.increment(windows as u64);
         self.batch_size.record(windows as f64);
         self.inference.record(seconds);
     }
 
-    pub fn state(&mut self, state: L::State) {
+    pub(crate) fn state(&mut self, state: L::State) {
         self.tally.states[state.index()] += 1;
         self.states.add(state, 1);
     }
 
     /// Devices with a window in memory.
-    pub fn devices(&self, n: usize) {
+    pub(crate) fn devices(&self, n: usize) {
         self.devices.set(n as f64);
     }
 
     /// A model run failed or produced NaN/inf: those windows are not published.
-    pub fn inference_failed(&mut self, windows: usize, detail: &str) {
+    pub(crate) fn inference_failed(&mut self, windows: usize, detail: &str) {
         self.tally.failed += windows as u64;
         self.inference_errors.increment(1);
         self.windows_failed.increment(windows as u64);
@@ -201,24 +201,24 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// The occlusion run failed: those windows are published unexplained.
-    pub fn explanation_failed(&self, windows: usize, detail: &str) {
+    pub(crate) fn explanation_failed(&self, windows: usize, detail: &str) {
         self.inference_errors.increment(1);
         error!(pipeline = %self.pipeline, windows, "explanation run failed, windows published unexplained: {detail}");
     }
 
     /// A dead letter did not fit the sink's queue: it is not published.
-    pub fn dead_letter_dropped(&self) {
+    pub(crate) fn dead_letter_dropped(&self) {
         self.dead_letters_dropped.increment(1);
     }
 
     /// Devices silent for `limits.device_idle_secs` were evicted (their windows dropped).
-    pub fn evicted_idle(&self, devices: usize) {
+    pub(crate) fn evicted_idle(&self, devices: usize) {
         self.evicted.add(Eviction::Idle, devices as u64);
         info!(pipeline = %self.pipeline, devices, "idle devices evicted");
     }
 
     /// The device cap was reached: the least recently seen devices were evicted.
-    pub fn evicted_at_capacity(&self, devices: usize) {
+    pub(crate) fn evicted_at_capacity(&self, devices: usize) {
         self.evicted.add(Eviction::Capacity, devices as u64);
         warn!(
             pipeline = %self.pipeline,
@@ -228,13 +228,13 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// Windows restored from the state store at start-up.
-    pub fn windows_restored(&self, devices: usize) {
+    pub(crate) fn windows_restored(&self, devices: usize) {
         info!(pipeline = %self.pipeline, devices, "windows restored from the state store");
     }
 
     /// Stored windows that could not be trusted at start-up and were
     /// dropped, by reason: one line however many devices.
-    pub fn windows_dropped(&self, by_reason: &BTreeMap<L::Unrestored, usize>, kept: usize) {
+    pub(crate) fn windows_dropped(&self, by_reason: &BTreeMap<L::Unrestored, usize>, kept: usize) {
         let mut total = 0;
         for (reason, n) in by_reason {
             self.unrestored.add(*reason, *n as u64);
@@ -251,13 +251,13 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// The store's windows could not be read at all (`reason`): every device starts empty.
-    pub fn windows_unreadable(&self, reason: L::Unrestored, why: &str) {
+    pub(crate) fn windows_unreadable(&self, reason: L::Unrestored, why: &str) {
         self.unrestored.add(reason, 1);
         error!(pipeline = %self.pipeline, "cannot read the stored windows, every device starts empty: {why}");
     }
 
     /// A checked model went into service between two batches.
-    pub fn model_swapped(
+    pub(crate) fn model_swapped(
         &self,
         from: &dyn std::fmt::Display,
         to: &dyn std::fmt::Display,
@@ -267,13 +267,13 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// A new shadow model went into service.
-    pub fn shadow_swapped(&self, model: &impl super::model::Identity) {
+    pub(crate) fn shadow_swapped(&self, model: &impl super::model::Identity) {
         let (name, version, sha256) = (model.name(), model.version(), model.sha256());
         info!(pipeline = %self.pipeline, model = %name, %version, %sha256, "shadow model swapped");
     }
 
     /// A new shadow model reads other input than the live model: refused.
-    pub fn shadow_refused(&self, path: &std::path::Path) {
+    pub(crate) fn shadow_refused(&self, path: &std::path::Path) {
         error!(
             pipeline = %self.pipeline,
             model = %path.display(),
@@ -282,14 +282,14 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// A new live model reads other input than the shadow: shadow scoring stops.
-    pub fn shadow_stopped(&self) {
+    pub(crate) fn shadow_stopped(&self) {
         warn!(pipeline = %self.pipeline, "the new live model reads other input than the shadow model: shadow scoring stops");
     }
 }
 
 /// A pipeline's input drift: per feature, its weighted mean and standard
 /// deviation and the values outside the card's range.
-pub struct DriftEvents {
+pub(crate) struct DriftEvents {
     pipeline: String,
     mean: Vec<Gauge>,
     std: Vec<Gauge>,
@@ -298,7 +298,7 @@ pub struct DriftEvents {
 
 impl DriftEvents {
     /// Registered at start: NaN (no value yet) and 0.
-    pub fn new(pipeline: &str, features: &[String]) -> Self {
+    pub(crate) fn new(pipeline: &str, features: &[String]) -> Self {
         let per = |name: &'static str| -> Vec<Gauge> {
             features
                 .iter()
@@ -322,7 +322,7 @@ impl DriftEvents {
 
     /// Each feature's current moments, `(mean, std)` in training z-units
     /// (`None`: no value yet), and its new out-of-range counts.
-    pub fn update(&self, moments: impl Iterator<Item = Option<(f64, f64)>>, out_of_range: &[u64]) {
+    pub(crate) fn update(&self, moments: impl Iterator<Item = Option<(f64, f64)>>, out_of_range: &[u64]) {
         for (i, d) in moments.enumerate() {
             let (m, s) = d.unwrap_or((f64::NAN, f64::NAN));
             self.mean[i].set(m);
@@ -334,7 +334,7 @@ impl DriftEvents {
     }
 
     /// The summary says which features drift (logged when that changes).
-    pub fn drifting(&self, now: &[String], before: &[String]) {
+    pub(crate) fn drifting(&self, now: &[String], before: &[String]) {
         let pipeline = &self.pipeline;
         if now != before {
             if now.is_empty() {
@@ -348,7 +348,7 @@ impl DriftEvents {
 
 /// A pipeline's shadow model: windows scored, state disagreements with
 /// the live model, and |shadow - live| per shared score.
-pub struct ShadowEvents {
+pub(crate) struct ShadowEvents {
     pipeline: String,
     windows: Counter,
     disagreements: Counter,
@@ -359,7 +359,7 @@ pub struct ShadowEvents {
 
 impl ShadowEvents {
     /// `shared[i]`: the live score the shadow's i-th score is compared with.
-    pub fn new(pipeline: &str, shadow_scores: &[String], shared: &[Option<usize>]) -> Self {
+    pub(crate) fn new(pipeline: &str, shadow_scores: &[String], shared: &[Option<usize>]) -> Self {
         Self {
             pipeline: pipeline.to_string(),
             windows: zeroed(counter!(names::SHADOW_WINDOWS, "pipeline" => pipeline.to_string())),
@@ -376,13 +376,13 @@ impl ShadowEvents {
     }
 
     /// Windows the shadow scored, and those whose state differed from the live one's.
-    pub fn tally(&self) -> (u64, u64) {
+    pub(crate) fn tally(&self) -> (u64, u64) {
         self.tally
     }
 
     /// The shadow scored a window; `disagrees` when its state differs from
     /// the live model's; `diffs`: (shadow score, |shadow - live|).
-    pub fn scored(&mut self, disagrees: bool, diffs: impl Iterator<Item = (usize, f64)>) {
+    pub(crate) fn scored(&mut self, disagrees: bool, diffs: impl Iterator<Item = (usize, f64)>) {
         self.tally.0 += 1;
         self.tally.1 += u64::from(disagrees);
         self.windows.increment(1);
@@ -397,7 +397,7 @@ impl ShadowEvents {
     }
 
     /// The shadow's run failed: the live scores are published as usual.
-    pub fn failed(&self, windows: usize, detail: &str) {
+    pub(crate) fn failed(&self, windows: usize, detail: &str) {
         let pipeline = &self.pipeline;
         warn!(%pipeline, windows, "shadow model run failed; the live scores are published as usual: {detail}");
     }

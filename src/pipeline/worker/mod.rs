@@ -27,8 +27,8 @@ mod shadow;
 mod staging;
 mod swap;
 
-pub use mode::{Daemon, Mode, ReplayLog};
-pub use swap::Swap;
+pub(crate) use mode::{Daemon, Mode, ReplayLog};
+pub(crate) use swap::Swap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ use shadow::Shadowing;
 use staging::Staged;
 
 /// The label values a pipeline's events count by.
-pub struct Labels;
+pub(crate) struct Labels;
 
 impl PipelineLabels for Labels {
     type Rejection = Reason;
@@ -70,7 +70,7 @@ impl PipelineLabels for Labels {
 }
 
 /// The HTTP listener asking for a pipeline's devices (`/devices`).
-pub type ViewRequest = tokio::sync::oneshot::Sender<PipelineView>;
+pub(crate) type ViewRequest = tokio::sync::oneshot::Sender<PipelineView>;
 
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The loop goes round at least this often, idle or not: its heartbeat is
@@ -102,7 +102,7 @@ fn reader_for(card: &ModelCard, pipeline: &Pipeline, limits: &Limits) -> Reader 
     Reader::new(&pipeline.input, decoder)
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     pipeline: Pipeline,
     model: Arc<Model>,
     /// tract's run states for `model`, kept between batches (see [`PlanStates`]).
@@ -154,7 +154,7 @@ pub struct Worker {
 impl Worker {
     /// A worker serving `model` (and `shadow`, if any) for `pipeline`, run
     /// as `mode` says. In the daemon it starts from the windows the store holds.
-    pub fn new(
+    pub(crate) fn new(
         pipeline: Pipeline,
         model: Arc<Model>,
         shadow: Option<Arc<Model>>,
@@ -258,7 +258,7 @@ impl Worker {
     /// The daemon's loop: turns until `rx` closes (intake stopped), then
     /// score the batch in hand, hand it over and return. Messages still
     /// queued are not acknowledged.
-    pub fn run(
+    pub(crate) fn run(
         mut self,
         mut rx: mpsc::Receiver<Inbound>,
         mut swaps: mpsc::Receiver<Swap>,

@@ -12,7 +12,7 @@ use crate::ops::health::Health;
 use crate::pipeline::worker::staging::Staged;
 
 /// What the worker is run by.
-pub enum Mode {
+pub(crate) enum Mode {
     /// The daemon: each turn's scores go to the sinks at once, its changes
     /// to the committer, which acknowledges the telemetry once they are
     /// durable.
@@ -23,7 +23,7 @@ pub enum Mode {
 }
 
 /// The daemon's side of a worker.
-pub struct Daemon {
+pub(crate) struct Daemon {
     /// The pipeline's place in `health`.
     pub index: usize,
     pub store: Arc<Store>,
@@ -39,7 +39,7 @@ pub struct Daemon {
 
 /// Replay's side of a worker.
 #[derive(Debug, Default)]
-pub struct ReplayLog {
+pub(crate) struct ReplayLog {
     /// The number of the input message being handled.
     pub cause: u64,
     /// What the turns so far would have published.
@@ -53,7 +53,12 @@ impl Daemon {
     /// the store), then its changes and the acknowledgements they release
     /// to the committer, waiting for room in its queue (`waiting` is called
     /// meanwhile).
-    pub fn hand_over(&self, staged: &mut Staged, windows: Vec<(Arc<str>, Vec<u8>)>, waiting: impl FnMut()) {
+    pub(crate) fn hand_over(
+        &self,
+        staged: &mut Staged,
+        windows: Vec<(Arc<str>, Vec<u8>)>,
+        waiting: impl FnMut(),
+    ) {
         let published = staged.published.drain(..).map(|(_, e)| e).collect();
         let (entries, sparkplug) = (&self.entries, &self.sparkplug);
         let (scores, ()) = self.store.reserve(published, |committed| {

@@ -25,7 +25,7 @@ impl Worker {
     /// [`Worker::take_published`]; idle devices are evicted on the
     /// recording's clock (`received_ms`), as the daemon does on its own.
     /// `cause` numbers the message: see [`Worker::take_published`].
-    pub fn replay(&mut self, cause: u64, msg: Inbound) {
+    pub(crate) fn replay(&mut self, cause: u64, msg: Inbound) {
         self.replay_log().cause = cause;
         self.replay_clock(msg.received_ms);
         self.read(msg);
@@ -37,7 +37,7 @@ impl Worker {
     /// card order and NaN for an empty cell, or why the row cannot be read.
     /// Without a sampling clock a row with an empty cell is rejected, as a
     /// JSON sample without that feature is.
-    pub fn replay_row(
+    pub(crate) fn replay_row(
         &mut self,
         cause: u64,
         topic: &str,
@@ -87,41 +87,41 @@ impl Worker {
     /// Score the windows in hand and return what every turn so far would
     /// have published, in the order the daemon publishes it, each with the
     /// number of the input message that caused it.
-    pub fn take_published(&mut self) -> Vec<(u64, NewEntry)> {
+    pub(crate) fn take_published(&mut self) -> Vec<(u64, NewEntry)> {
         self.score();
         self.end_turn();
         std::mem::take(&mut self.replay_log().kept)
     }
 
     /// What this pipeline has done so far.
-    pub fn tally(&self) -> &Tally<super::Labels> {
+    pub(crate) fn tally(&self) -> &Tally<super::Labels> {
         self.events.tally()
     }
 
     /// Its shadow model, if any: `name vN`, the windows it scored, and
     /// those whose state differed from the live model's.
-    pub fn shadow_tally(&self) -> Option<(String, u64, u64)> {
+    pub(crate) fn shadow_tally(&self) -> Option<(String, u64, u64)> {
         self.shadow.as_ref().map(|s| s.tally())
     }
 
     /// The pipeline it serves.
-    pub fn pipeline(&self) -> &Pipeline {
+    pub(crate) fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
 
     /// The names of the features its model reads, in card order.
-    pub fn feature_names(&self) -> &[String] {
+    pub(crate) fn feature_names(&self) -> &[String] {
         &self.model.card.features
     }
 
     /// The devices it holds windows for.
-    pub fn devices(&self) -> usize {
+    pub(crate) fn devices(&self) -> usize {
         self.windows.devices()
     }
 
     /// The features whose inputs drift from the training data now (see
     /// [`Drift::summary`](crate::pipeline::drift::Drift::summary)).
-    pub fn drifting(&self) -> Vec<String> {
+    pub(crate) fn drifting(&self) -> Vec<String> {
         self.drift.drifting(&self.model.card.features)
     }
 }

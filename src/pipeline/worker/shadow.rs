@@ -10,7 +10,7 @@ use crate::ops::events::pipeline::ShadowEvents;
 use crate::pipeline::render::{self, Origin, Scored};
 use crate::pipeline::Pipeline;
 
-pub struct Shadowing {
+pub(super) struct Shadowing {
     pub model: Arc<Model>,
     topic: TopicTemplate,
     states: PlanStates,
@@ -25,7 +25,7 @@ pub struct Shadowing {
 
 impl Shadowing {
     /// `model` shadowing `live` for `pipeline` (`None` without a `shadow_topic`).
-    pub fn new(pipeline: &Pipeline, model: Arc<Model>, live: &Model) -> Option<Self> {
+    pub(super) fn new(pipeline: &Pipeline, model: Arc<Model>, live: &Model) -> Option<Self> {
         let topic = pipeline.shadow.as_ref()?.topic.clone();
         let names: Vec<String> = model.card.scores.iter().map(|s| s.name.clone()).collect();
         let shared: Vec<Option<usize>> =
@@ -43,7 +43,7 @@ impl Shadowing {
     }
 
     /// Score the `n` windows of `input`, the batch the live model just ran.
-    pub fn run(&mut self, input: &[f32], n: usize) {
+    pub(super) fn run(&mut self, input: &[f32], n: usize) {
         self.scores.clear();
         self.ran = match self.model.run_with(&mut self.states, input, n, &mut self.scores) {
             Ok(()) => true,
@@ -57,7 +57,7 @@ impl Shadowing {
     /// Window `i` of the batch, as the shadow scored it, beside the live
     /// model's `live`: its payload for `shadow_topic` (none when the run
     /// failed or a score is not finite), counted with how it compares.
-    pub fn stage(
+    pub(super) fn stage(
         &mut self,
         i: usize,
         live: &Scored,
@@ -87,7 +87,7 @@ impl Shadowing {
 
     /// `name vN`, the windows it scored, and those whose state differed
     /// from the live model's.
-    pub fn tally(&self) -> (String, u64, u64) {
+    pub(super) fn tally(&self) -> (String, u64, u64) {
         let (windows, disagreements) = self.events.tally();
         (self.model.id.to_string(), windows, disagreements)
     }

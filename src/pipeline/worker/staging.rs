@@ -6,7 +6,7 @@ use crate::durable::store::NewEntry;
 
 /// One turn's results, in the order they were made.
 #[derive(Default)]
-pub struct Staged {
+pub(crate) struct Staged {
     /// Scores, alarm states, shadow scores (and, replaying, dead letters),
     /// each with the input message that caused it (replay's order; 0 in
     /// the daemon).
@@ -19,17 +19,17 @@ pub struct Staged {
 }
 
 impl Staged {
-    pub fn publish(&mut self, cause: u64, entry: NewEntry) {
+    pub(crate) fn publish(&mut self, cause: u64, entry: NewEntry) {
         self.published.push((cause, entry));
     }
 
     /// Whether the turn has anything to hand over, windows aside.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.published.is_empty() && self.acks.is_empty() && self.forget.is_empty()
     }
 
     /// Forget it all (replaying: nothing is acknowledged or stored).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.published.clear();
         self.acks.clear();
         self.forget.clear();

@@ -12,7 +12,7 @@ use crate::sparkplug::input::SparkplugInput;
 
 /// What the model watcher hands a pipeline's worker (a model that passed
 /// its checks).
-pub enum Swap {
+pub(crate) enum Swap {
     /// A new live model.
     Live(Arc<Model>),
     /// A new shadow model (the worker checks it reads the live model's input).
