@@ -1,11 +1,12 @@
 //! The daemon's configuration: one TOML file plus `LINEGUARD__SECTION__KEY`
 //! environment overrides, read with the `config` crate.
 //!
-//! - `schema`: what the file may say, with defaults (unknown keys are errors);
-//! - `validate`: each section checked, an error naming the key and the fix;
-//! - `settings`: the result, typed, with templates parsed, paths resolved,
-//!   secrets read and durations in their units. Nothing outside this module
-//!   reads the schema.
+//! - [`schema`]: what the file may say, with defaults (unknown keys are errors);
+//! - [`validate`]: each section checked, an error naming the key and the fix;
+//! - [`settings`]: the result, [`Settings`]: each stage's settings, typed
+//!   and owned by the stage (templates parsed, paths resolved, secrets read,
+//!   durations in their units). Nothing outside this module reads the
+//!   schema, and no stage imports this module.
 
 mod schema;
 mod settings;

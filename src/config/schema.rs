@@ -1,6 +1,6 @@
 //! The configuration file's schema: what may be written, with the defaults
 //! (serde; unknown keys are errors). Validation and typing are in
-//! `validate.rs` and `settings.rs`.
+//! [`validate`](super::validate) and [`settings`](super::settings).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -285,7 +285,7 @@ pub(super) struct PipelineConfig {
     /// are published here, retained, per device.
     #[serde(default)]
     pub alarm_topic: Option<String>,
-    /// Input drift (see `pipeline::drift`): the exponential weighting's
+    /// Input drift (see [`pipeline::drift`](crate::pipeline::drift)): the exponential weighting's
     /// half-life, in samples.
     #[serde(default = "default_drift_half_life")]
     pub drift_half_life: f64,

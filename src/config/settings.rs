@@ -1,4 +1,4 @@
-//! The validated configuration: each stage's own settings, as `validate.rs`
+//! The validated configuration: each stage's own settings, as [`validate`](super::validate)
 //! builds them from the schema, with topic templates parsed, paths
 //! resolved, secrets read and every duration in its unit, so nothing
 //! downstream re-checks, re-parses or converts. The raw schema stays

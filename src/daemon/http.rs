@@ -2,7 +2,7 @@
 //! `GET /metrics` (Prometheus text format), `GET /healthz` (200 when the
 //! broker is connected and every pipeline loop is alive and has its model,
 //! 503 with the reason otherwise), `GET /devices` (JSON: every device's
-//! window, latest scores and states, see `devices`) and `GET /`, the status
+//! window, latest scores and states, see [`devices`](super::devices)) and `GET /`, the status
 //! page (self-contained HTML that reads `/devices`).
 
 use std::net::SocketAddr;

@@ -47,7 +47,7 @@
 //! time stops the daemon the same way, and it exits non-zero.
 
 pub(crate) mod devices;
-mod edge;
+pub(crate) mod edge;
 pub(crate) mod http;
 pub(crate) mod reload;
 pub(crate) mod signals;

@@ -5,7 +5,7 @@
 //! to several pipelines is acknowledged when the last of them has committed
 //! what it did with it. A message dropped before that (intake stopped, crash)
 //! is never acknowledged, so the broker delivers it again. The acknowledgements
-//! themselves go out on the telemetry connection (`mqtt::acker`).
+//! themselves go out on the telemetry connection ([`mqtt::acker`](crate::mqtt::acker)).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

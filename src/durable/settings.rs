@@ -1,4 +1,4 @@
-//! The state directory's settings (`[state]`), validated (see `config`).
+//! The state directory's settings (`[state]`), validated (see [`config`](crate::config)).
 
 use std::path::PathBuf;
 use std::time::Duration;

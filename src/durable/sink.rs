@@ -1,12 +1,12 @@
 //! The sink: the one task that publishes, from the durable outbox.
 //!
 //! Scores reach it as their commit is written, before its fsync (see
-//! `store.rs`: its deletes wait for that commit). It publishes
+//! [`Store`]: its deletes wait for that commit). It publishes
 //! them in sequence order, learns from the connection task which packet id
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages
 //! go through here too, so every `Sent` event maps to exactly one publish.
-//! It publishes on a connection of its own (`mqtt::publisher`); of the
+//! It publishes on a connection of its own ([`mqtt::publisher`](crate::mqtt::publisher)); of the
 //! telemetry connection it hears only whether the subscriptions are in
 //! place (`Intake`), since `online` waits for both.
 //!
@@ -21,7 +21,7 @@
 //! dropped and counted.
 //!
 //! Sparkplug: a second sink, on the Edge Node's own connection, holds the
-//! Sparkplug records and renders each through the [`EdgeNode`] just before
+//! Sparkplug records and renders each through the [`EdgeNode`](crate::sparkplug::node::EdgeNode) just before
 //! it is published, since `seq` and births belong to the session: at each
 //! `Up` the node starts a session, at `Subscribed` (and when a primary host
 //! comes online, or a host asks for a rebirth) it publishes its births, and
@@ -90,7 +90,7 @@ struct Pending {
 
 impl Slot {
     /// Alarms are the only retained messages that are not Sparkplug
-    /// (`pipeline::render::alarm_entry`).
+    /// (`alarm_entry` in [`pipeline::render`](crate::pipeline::render)).
     fn is_alarm(&self) -> bool {
         self.retain && !self.sparkplug
     }
@@ -175,7 +175,7 @@ pub(crate) struct Sink<P: Publisher> {
     health: Option<Arc<crate::ops::health::Health>>,
     /// The NDEATH of a session being ended on purpose, to publish first.
     ending: Option<Pending>,
-    /// The next Sparkplug record waits for its commit (see `next_publish`).
+    /// The next Sparkplug record waits for its commit (see [`Sink::next_publish`]).
     awaiting_commit: bool,
     up: bool,
     /// The telemetry connection's subscriptions are in place: `online` is
@@ -354,7 +354,7 @@ impl<P: Publisher> Sink<P> {
             // Nor before its commit: what a host was sent must survive a crash,
             // or after a restart the device would be born with older values
             // than the host already has (a score is otherwise published before
-            // its commit, see store.rs). A commit is a millisecond or so.
+            // its commit, see `Store`). A commit is a millisecond or so.
             if self.slots[at].seq >= self.store.durable_below() {
                 self.awaiting_commit = true;
                 return None;

@@ -27,7 +27,7 @@
 //!   samples whose telemetry was acknowledged: [`Store::windows_trusted`]
 //!   says so and they are all dropped.
 //! - Every record carries its own format and checksum (window snapshots in
-//!   `window.rs`, outbox entries here); one that fails is dropped.
+//!   [`Windows`](crate::pipeline::window::Windows), outbox entries here); one that fails is dropped.
 //!
 //! Faults at run time: after an I/O error (a full disk, say) redb refuses
 //! every further operation on the same handle, so the handle is closed and
@@ -97,7 +97,7 @@ pub struct Entry {
     pub payload: Vec<u8>,
     /// Published retained (alarm states).
     pub retain: bool,
-    /// A Sparkplug record (`sparkplug::node::Record`) for the device
+    /// A Sparkplug record ([`sparkplug::node::Record`](crate::sparkplug::node::Record)) for the device
     /// `topic`, rendered by the Edge Node at publish time.
     pub sparkplug: bool,
 }

@@ -6,7 +6,7 @@
 //! one message. The decoder reads every shape with the same allocation-free
 //! visitor, so adding one of these formats is one more entry in
 //! [`InputFormat::shape`]. Sparkplug B has its own decoder
-//! (`sparkplug::input`).
+//! ([`sparkplug::input`](crate::sparkplug::input)).
 
 use serde::{Deserialize, Serialize};
 
@@ -22,11 +22,11 @@ pub enum InputFormat {
     /// Telegraf's JSON serializer: `{"fields": {..}, "name": .., "tags": {..},
     /// "timestamp": ..}`, or its batch form `{"metrics": [..]}`.
     Telegraf,
-    /// One value per message, the topic naming the feature (`ingest::tag`).
+    /// One value per message, the topic naming the feature ([`ingest::tag`](crate::ingest::tag)).
     Tag,
-    /// KEPServerEX IoT Gateway, standard template (`ingest::kepware`).
+    /// KEPServerEX IoT Gateway, standard template ([`ingest::kepware`](crate::ingest::kepware)).
     Kepware,
-    /// The OPC UA connector JSON of Azure IoT Operations (`ingest::opcua`).
+    /// The OPC UA connector JSON of Azure IoT Operations ([`ingest::opcua`](crate::ingest::opcua)).
     #[serde(rename = "opcua-json")]
     OpcuaJson,
 }

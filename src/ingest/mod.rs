@@ -11,9 +11,11 @@
 //! - [`kepware`]: KEPServerEX IoT Gateway messages, a row per record, each
 //!   naming its own device;
 //! - [`opcua`]: Azure IoT Operations' OPC UA connector JSON, a row per data point;
-//! - [`reject`]: why a sample or payload is refused.
+//! - [`reject`]: why a sample or payload is refused;
+//! - [`input`]: what a pipeline reads (topic template and format settings),
+//!   and `reader`, its way of reading them.
 //!
-//! Sparkplug B payloads are decoded in `sparkplug::input`.
+//! Sparkplug B payloads are decoded in [`crate::sparkplug::input`].
 //!
 //! In: a topic and a payload. Out: rows of values in card order (NaN where
 //! a message does not carry a feature), each with its `ts`, or rejections

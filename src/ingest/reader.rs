@@ -1,6 +1,6 @@
 //! One pipeline's way of reading its messages: the decoder of its
 //! `input_format`, with that format's settings. (Sparkplug B, which keeps
-//! per-device aliases, is read by `sparkplug::input`.)
+//! per-device aliases, is read by [`sparkplug::input`](crate::sparkplug::input).)
 
 use crate::ingest::decode::{Decoded, Decoder};
 use crate::ingest::format::InputFormat;

@@ -1,7 +1,7 @@
 //! The model card: how to build a model's input and how to read its output.
 //!
 //! A card sits beside the model as `MODEL.toml`. It is parsed and checked on
-//! its own here (lengths, thresholds, names); `model.rs` then checks it against
+//! its own here (lengths, thresholds, names); [`Model`](crate::model::Model) then checks it against
 //! the ONNX graph, so the hot path never asks whether shapes agree.
 
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ pub enum Layout {
     Sequence,
 }
 
-/// Which windows a score explains (see `pipeline::explain`).
+/// Which windows a score explains (see [`pipeline::explain`](crate::pipeline::explain)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Explain {
@@ -187,7 +187,7 @@ pub struct ScoreSpec {
     pub warn: Option<f64>,
     pub alarm: Option<f64>,
     pub direction: Direction,
-    /// Hysteresis level for alarm states (see `alarm.rs`).
+    /// Hysteresis level for alarm states (see [`pipeline::alarm`](crate::pipeline::alarm)).
     pub clear: Option<f64>,
     /// Windows a change must hold before the alarm state follows (>= 1).
     pub debounce: u32,
@@ -240,7 +240,7 @@ pub struct ModelCard {
     /// window again, so that no window spans a machine stop.
     pub max_gap_ms: Option<i64>,
     /// The rate the model was trained at: lineguard forms each device's
-    /// samples itself on this grid (see `pipeline::grid`).
+    /// samples itself on this grid (see [`pipeline::grid`](crate::pipeline::grid)).
     pub clock: Option<SampleClock>,
     /// Each feature's valid range in raw units, `[range] min = [...] max =
     /// [...]`: values outside are counted (and still scored).
@@ -523,7 +523,7 @@ impl ModelCard {
     }
 
     /// How many of its scores are reconstruction errors (each gives F
-    /// per-feature errors per window, see `Model::run_detailed`).
+    /// per-feature errors per window, see [`Model::run_detailed`](crate::model::Model::run_detailed)).
     pub fn reconstruction_scores(&self) -> usize {
         self.scores.iter().filter(|s| s.kind == ScoreKind::Reconstruction).count()
     }

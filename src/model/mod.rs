@@ -1,10 +1,11 @@
-//! The model: its card (how to build its input and read its output), the
-//! ONNX graph in tract checked against the card, and `check-model`.
+//! The model: its card ([`card`]: how to build its input and read its
+//! output), the ONNX graph in tract checked against the card ([`Model`]),
+//! the one way to load one ([`load`]), and `check-model` ([`check`]).
 //!
 //! In: windows (`batch * input_len` normalized f32). Out: `score_count`
 //! f32 per window, in card order. Invariants: loading does every shape
 //! check, so a run never meets a shape it does not expect; a window's
-//! scores never depend on its batch (see `onnx.rs`).
+//! scores never depend on its batch (see [`Model`]).
 
 pub mod card;
 pub(crate) mod check;

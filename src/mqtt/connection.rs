@@ -3,7 +3,7 @@
 //!
 //! The daemon has up to three, one loop each, differing by [`Role`]:
 //! - **telemetry**: subscribes, routes each message to the pipelines (see
-//!   `router.rs`) and leaves the acknowledgements to the acker; at the stop
+//!   [`Router`]) and leaves the acknowledgements to the acker; at the stop
 //!   (its intake token) it stops routing, so what is left stays with the
 //!   broker;
 //! - **publisher**: carries scores, status and dead letters for its sink and

@@ -86,7 +86,7 @@ pub(crate) fn telemetry(
 /// code, so a publish the broker refuses (an ACL) is known as refused; over
 /// 3.1.1 the broker acknowledges it like any other. The broker's own
 /// Receive Maximum (mosquitto: `max_inflight_messages`, 20) caps score
-/// publishes in flight, which costs little now that no telemetry PUBACK
+/// publishes in flight, which costs little since no telemetry PUBACK
 /// waits behind them. A clean session: the sink republishes every
 /// unacknowledged score from the outbox at each connect, so there is
 /// nothing for the broker to keep. Its will is `offline`, like the

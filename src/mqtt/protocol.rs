@@ -3,7 +3,7 @@
 //! Where each is spoken:
 //! - Telemetry: 3.1.1 by default (every broker speaks it), 5 on request
 //!   (`mqtt.protocol`). lineguard acknowledges telemetry only once its
-//!   effect is committed (see `ack.rs`), so the number of unacknowledged
+//!   effect is committed (see [`Ack`](crate::durable::ack::Ack)), so the number of unacknowledged
 //!   messages the broker lets through sets its intake; a 3.1.1 client gets
 //!   the broker's own limit (mosquitto's `max_inflight_messages`, 20), an
 //!   MQTT 5 client states its own in CONNECT (Receive Maximum).
@@ -86,7 +86,7 @@ fn qos4(q: QoS5) -> QoS {
     }
 }
 
-/// A client and its event loop; zero capacity (see `daemon.rs`).
+/// A client and its event loop; zero capacity (see [`daemon`](crate::daemon)).
 pub(crate) fn v5(options: rumqttc::v5::MqttOptions) -> (Client, EventLoop) {
     let (c, l) = rumqttc::v5::AsyncClient::new(options, 0);
     (Client::V5(c), EventLoop::V5(Box::new(l)))

@@ -5,7 +5,7 @@
 //! backpressure (the connection stops reading from the broker). A message
 //! no pipeline takes (an overlapping subscription, a topic that is not
 //! UTF-8) is acknowledged at once, or the persistent session would deliver
-//! it forever. A relay's stand-in (see `relay.rs`) arrives as its head and
+//! it forever. A relay's stand-in (see [`relay`]) arrives as its head and
 //! the length of the message it stands for.
 
 use bytes::Bytes;

@@ -1,5 +1,5 @@
 //! The broker connections' settings (`[mqtt]`, `[mqtt.tls]`), validated
-//! (see `config`): where the broker is, who we are to it, and how each
+//! (see [`config`](crate::config)): where the broker is, who we are to it, and how each
 //! connection speaks.
 
 use std::path::PathBuf;

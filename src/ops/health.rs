@@ -34,7 +34,7 @@ pub(crate) struct Health {
 /// What the broker refused, recently.
 #[derive(Debug, Default)]
 struct Refusals {
-    /// Topic -> (reason, when): until a publish to it is accepted, or for [`REFUSAL_MEMORY`].
+    /// Topic -> (reason, when): until a publish to it is accepted, or for [`REFUSAL_MEMORY_MS`].
     publishes: std::collections::HashMap<String, (&'static str, i64)>,
     subscriptions: Vec<String>,
 }

@@ -2,7 +2,7 @@
 //! buffer the model reads, and whose each one is.
 //!
 //! A window is copied in as it becomes due (normalized already, see
-//! `window.rs`), so the per-message path allocates nothing: the buffer and
+//! [`Windows`]), so the per-message path allocates nothing: the buffer and
 //! the list keep their capacity from run to run, and a device is held by
 //! its shared key, not a copy of its name.
 

@@ -151,7 +151,7 @@ impl Explainer {
 /// score is explained by its own error, without occlusion: each feature's
 /// `delta` is that feature's mean squared error over the window (largest
 /// first, ties in card order). `errors`: the window's per-feature errors,
-/// F per reconstruction score, card order (see `Model::run_detailed`).
+/// F per reconstruction score, card order (see [`Model::run_detailed`](crate::model::Model::run_detailed)).
 pub fn reconstruction(
     out: &mut Vec<Explanation>,
     values: &[f32],

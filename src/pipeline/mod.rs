@@ -1,19 +1,21 @@
 //! A pipeline: one model serving the devices of one input template, on a
 //! thread of its own (inference never stalls the async side).
 //!
-//! In: `Inbound` telemetry messages, from the router. Out: scores (and
+//! In: [`Inbound`] telemetry messages, from the router. Out: scores (and
 //! alarm states, Sparkplug records) numbered by the store and handed to the
 //! sinks at once, and each turn's changes to its committer, which makes
 //! them durable and only then releases the messages' acknowledgements.
 //!
-//! - `worker`: the turn: decode, window, batch, score, stage (and, in
-//!   `worker/replay.rs`, the same worker driven by `lineguard replay`);
+//! - [`settings`]: a pipeline's settings ([`Pipeline`], [`Limits`]);
+//! - [`models`]: its live and shadow models, loaded;
+//! - [`worker`]: the turn: read, window, score, stage, hand over (in the
+//!   daemon, or driven by `lineguard replay`);
 //! - [`window`]: per-device ring buffers, normalized on arrival;
 //! - [`grid`]: the sampling clock, forming samples on the card's grid;
-//! - `batch`: the windows of one model run;
-//! - `render`: what a scored window publishes (JSON score, alarm state,
+//! - [`batch`]: the windows of one model run;
+//! - [`render`]: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
-//! - `alarm`: alarm states with hysteresis and debounce;
+//! - [`alarm`]: alarm states with hysteresis and debounce;
 //! - [`recent`]: each device's latest scores and their trend, for `/devices`;
 //! - [`drift`]: whether live inputs still look like the training data;
 //! - [`explain`]: which feature drove a score, by occlusion.
@@ -22,14 +24,14 @@
 //! window's score depends only on the window (never on its batch); nothing
 //! is acknowledged before its effect is committed.
 
-mod alarm;
-mod batch;
+pub(crate) mod alarm;
+pub(crate) mod batch;
 pub mod drift;
 pub mod explain;
-mod grid;
+pub(crate) mod grid;
 mod models;
 pub(crate) mod recent;
-mod render;
+pub(crate) mod render;
 mod settings;
 pub mod window;
 pub(crate) mod worker;
@@ -56,7 +58,7 @@ pub(crate) struct Inbound {
     /// not newer than the window's newest was applied the first time.
     pub redelivered: bool,
     /// The payload is the head of a message this long, too large to read
-    /// whole (see `relay.rs`).
+    /// whole (see [`relay`](crate::mqtt::relay)).
     pub oversize: Option<u64>,
     /// This pipeline's share of the message's acknowledgement.
     pub ack: Option<Ack>,

@@ -1,5 +1,5 @@
 //! A pipeline's settings, as the configuration's `[[pipelines]]` and
-//! `[limits]` give them, validated (see `config`).
+//! `[limits]` give them, validated (see [`config`](crate::config)).
 
 use std::time::Duration;
 

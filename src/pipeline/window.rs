@@ -159,7 +159,7 @@ impl Windows {
         }
     }
 
-    /// Form samples on the card's sampling clock (see `grid`): values go in
+    /// Form samples on the card's sampling clock (see [`grid`]): values go in
     /// through [`Windows::admit`], [`Windows::advance`] and [`Windows::hold`], not [`Windows::push`].
     pub fn on_clock(mut self, clock: Option<SampleClock>) -> Self {
         debug_assert!(self.devices.is_empty());

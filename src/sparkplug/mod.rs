@@ -1,11 +1,13 @@
 //! Sparkplug B, for SCADA (Ignition and other Sparkplug host applications).
 //!
-//! - [`proto`]: the payload, as prost messages written from the specification.
+//! - [`proto`]: the payload, as prost messages written from the specification;
 //! - [`node`]: lineguard as an Edge Node: births, data, deaths, `seq`, `bdSeq`,
-//!   rebirth requests and the primary host's `STATE`.
-//! - [`input`]: other edge nodes' DBIRTH/DDATA as telemetry.
+//!   rebirth requests and the primary host's `STATE`, as a state machine;
+//! - [`session`]: the node as its sink drives it, one MQTT session at a time;
+//! - [`input`]: other edge nodes' DBIRTH/DDATA as telemetry;
+//! - [`SparkplugSettings`]: `[sparkplug]`.
 //!
-//! The node publishes over its own MQTT connection (see `daemon.rs`): its will
+//! The node publishes over its own MQTT connection (the daemon's `edge`): its will
 //! must be its NDEATH, while the main connection's will is lineguard's
 //! `offline` status, and MQTT gives each connection one will.
 

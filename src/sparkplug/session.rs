@@ -1,7 +1,8 @@
 //! The Edge Node's sessions, as its sink drives them: births, commands
 //! (rebirth, the primary host's STATE), the NDEATH that ends a session on
 //! purpose, and the node's records rendered for the session they go out in.
-//! The node's own state machine is `node.rs`; its start-up `edge.rs`.
+//! The node's own state machine is [`EdgeNode`]; its start-up is the
+//! daemon's ([`daemon::edge`](crate::daemon::edge)).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +31,7 @@ pub(crate) enum Reaction {
 }
 
 /// The Edge Node as its sink drives it: the node's state machine
-/// (`node.rs`), this connection's `bdSeq`, the way to end a session, and an
+/// ([`EdgeNode`]), this connection's `bdSeq`, the way to end a session, and an
 /// index of the pending records made once per session.
 pub(crate) struct Session {
     node: EdgeNode,

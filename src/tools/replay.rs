@@ -58,7 +58,7 @@ const BLOCK: u64 = 1024;
 /// Unreadable lines or rows reported one by one, before only counting them.
 const SHOWN_UNREADABLE: u64 = 5;
 
-/// One recorded message (see `record.rs`); other keys a tool adds
+/// One recorded message (see [`record`](crate::tools::record)); other keys a tool adds
 /// (`qos`, `retain`, ...) are ignored.
 #[derive(Debug, Deserialize)]
 struct Recorded {

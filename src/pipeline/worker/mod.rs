@@ -120,9 +120,9 @@ pub(crate) struct Worker {
     decoded: Decoded,
     /// The windows due for the next model run.
     batch: Batch,
-    /// The device key of the row being offered, reused (see `read`).
+    /// The device key of the row being offered, reused (see [`Worker::read`]).
     row_key: String,
-    /// The device key the message's topic names, reused (see `read`).
+    /// The device key the message's topic names, reused (see [`Worker::read`]).
     device_key: String,
     /// The order `window_rows` takes a message's rows in, reused.
     row_order: Vec<usize>,
