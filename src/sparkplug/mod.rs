@@ -5,7 +5,7 @@
 //!   rebirth requests and the primary host's `STATE`, as a state machine;
 //! - [`session`]: the node as its sink drives it, one MQTT session at a time;
 //! - [`input`]: other edge nodes' DBIRTH/DDATA as telemetry;
-//! - [`SparkplugSettings`]: `[sparkplug]`.
+//! - [`SparkplugSettings`]: the `[sparkplug]` section.
 //!
 //! The node publishes over its own MQTT connection (the daemon's `edge`): its will
 //! must be its NDEATH, while the main connection's will is lineguard's
