@@ -227,7 +227,7 @@ async fn serve(client: UnixStream, upstream: Upstream, limit: usize, errors: Arc
     };
     let down = async {
         if let Err(e) = relay_down(&mut from_broker, &mut to_client, limit).await {
-            tracing::debug!("relay: broker side ended: {e}");
+            crate::ops::events::mqtt::RelayEvents.ended(&e);
         }
     };
     // Either side closing ends both: the broker sees rumqttc's disconnect

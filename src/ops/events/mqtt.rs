@@ -95,3 +95,14 @@ impl RouterEvents {
         }
     }
 }
+
+/// The telemetry relay's events (see `mqtt::relay`).
+#[derive(Debug, Default)]
+pub(crate) struct RelayEvents;
+
+impl RelayEvents {
+    /// The broker side of a relayed connection ended (rumqttc sees it close).
+    pub(crate) fn ended(&self, why: &dyn std::fmt::Display) {
+        tracing::debug!("relay: broker side ended: {why}");
+    }
+}
