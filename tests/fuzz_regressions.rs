@@ -39,6 +39,7 @@ fn decode_inputs() {
 
 #[test]
 fn card_inputs() {
+    let mut parsed = 0;
     for (name, data) in inputs("card") {
         let Ok(text) = std::str::from_utf8(&data) else { continue };
         if let Ok(card) = ModelCard::parse(Path::new(&name), text) {
@@ -46,8 +47,10 @@ fn card_inputs() {
             if let Some(n) = &card.normalize {
                 assert_eq!(n.mean.len(), card.features.len(), "{name}");
             }
+            parsed += 1;
         }
     }
+    assert!(parsed > 0, "the seeds include valid cards");
 }
 
 #[test]
