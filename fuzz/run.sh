@@ -4,7 +4,7 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the
 # sanitizer flags are allowed through RUSTC_BOOTSTRAP; crashes land in
 # fuzz/artifacts/TARGET/ — copy them to tests/fixtures/fuzz/TARGET/ once
-# fixed, where tests/fuzz_regressions.rs replays them on every `cargo test`.
+# fixed, where tests/e2e/fuzz_regressions.rs replays them on every `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${1:-60}"

@@ -5,6 +5,10 @@
 //! The build uses the `package-test` profile: the release profile's code
 //! without its fat LTO, so that a change costs a quick rebuild rather than a
 //! ten-minute link (the package's contents and scripts are the same).
+//!
+//! Ignored by a plain `cargo test` (it builds the package, a second cargo
+//! build, and installs it with dpkg): `tests/run` runs it, and so CI; by
+//! hand, `cargo test --test package -- --ignored`.
 
 mod support;
 
@@ -56,6 +60,7 @@ fn deb() -> String {
 }
 
 #[test]
+#[ignore = "builds, installs and purges the Debian package (a second cargo build): `tests/run` runs it"]
 fn the_debian_package_installs_the_files_where_the_unit_expects_them() {
     let root = support::repo_path("");
     let deb = deb();
@@ -125,6 +130,7 @@ fn the_debian_package_installs_the_files_where_the_unit_expects_them() {
 }
 
 #[test]
+#[ignore = "builds, installs and purges the Debian package (a second cargo build): `tests/run` runs it"]
 fn lintian_finds_no_errors_in_the_package() {
     need("lintian", "lintian");
     let out = Command::new("lintian")
@@ -144,6 +150,7 @@ fn lintian_finds_no_errors_in_the_package() {
 /// dpkg on this machine: install, `check-config` on what it installed,
 /// purge, and nothing of it left.
 #[test]
+#[ignore = "builds, installs and purges the Debian package (a second cargo build): `tests/run` runs it"]
 fn the_package_installs_runs_check_config_and_purges_clean() {
     let uid = run(Command::new("id").arg("-u"));
     assert_eq!(

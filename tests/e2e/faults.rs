@@ -3,20 +3,18 @@
 //! daemon stays up (or restarts by itself), loses nothing acknowledged,
 //! publishes no wrong score, and says what happened in one clear line.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon};
-use support::golden::{card_scores, check_scores_at_least_once, Golden};
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon};
+use crate::support::golden::{card_scores, check_scores_at_least_once, Golden};
+use crate::support::line::{
     collect_every_window, line_pipeline, line_topic, publish_samples, score_topic, wait_online, LINE_CARD,
     LINE_GOLDEN,
 };
-use support::mqtt::{Publisher, Subscriber};
-use support::tmpfs::Tmpfs;
-use support::wait_until;
+use crate::support::mqtt::{Publisher, Subscriber};
+use crate::support::tmpfs::Tmpfs;
+use crate::support::wait_until;
 
 /// `state.dir` fills up while telemetry flows: nothing is acknowledged,
 /// `/healthz` and the log say why (once, not once a second), and when space
@@ -172,7 +170,7 @@ fn oversize_messages_are_refused_and_the_stream_behind_them_flows() {
         }
         p.flush(Duration::from_secs(30));
         let expected = golden.expected(&card_scores(LINE_CARD), 1);
-        support::line::expect_exactly(&sub, &expected);
+        crate::support::line::expect_exactly(&sub, &expected);
         let metrics = daemon.http_get("/metrics").1;
         assert!(
             !metrics
@@ -181,7 +179,7 @@ fn oversize_messages_are_refused_and_the_stream_behind_them_flows() {
                     && !l.ends_with(" 0")),
             "MQTT {protocol}: the telemetry connection was dropped:\n{metrics}"
         );
-        let rss = support::daemon::peak_rss_mib(daemon.pid());
+        let rss = crate::support::daemon::peak_rss_mib(daemon.pid());
         assert!(rss < 100, "MQTT {protocol}: peak RSS {rss} MiB");
         if protocol == "3.1.1" {
             // Over 3.1.1 lineguard sees both: counted, and dead-lettered truncated.
@@ -335,7 +333,7 @@ fn a_subscription_that_delivers_nothing_makes_healthz_say_so() {
 /// Every published score must be ONNX Runtime's for its window (missing
 /// windows are allowed: a device whose stored window was dropped scores
 /// again once its window refills); duplicates must be byte-identical.
-fn check_no_wrong_score(got: &[support::mqtt::Message], golden: &Golden) -> usize {
+fn check_no_wrong_score(got: &[crate::support::mqtt::Message], golden: &Golden) -> usize {
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
     let mut first: std::collections::BTreeMap<(String, i64), &Vec<u8>> = Default::default();
     for m in got {
@@ -345,7 +343,7 @@ fn check_no_wrong_score(got: &[support::mqtt::Message], golden: &Golden) -> usiz
             assert_eq!(prev, &m.payload, "duplicate for {key:?} differs");
         }
     }
-    let unique: Vec<support::mqtt::Message> = got
+    let unique: Vec<crate::support::mqtt::Message> = got
         .iter()
         .filter(|m| {
             let j = m.json();
@@ -358,7 +356,7 @@ fn check_no_wrong_score(got: &[support::mqtt::Message], golden: &Golden) -> usiz
         .into_iter()
         .filter(|e| unique.iter().any(|m| m.json()["device"] == e.device.as_str() && m.json()["ts"] == e.ts))
         .collect();
-    support::golden::check_scores(&unique, &published, "press-line", "line-mlp", score_topic);
+    crate::support::golden::check_scores(&unique, &published, "press-line", "line-mlp", score_topic);
     unique.len()
 }
 
@@ -389,14 +387,16 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
     let (first, second) = samples.split_at(samples.len() / 2);
     let (last_few, second) = second.split_at(4);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let upto = |part: &[(&str, &support::golden::Sample)]| -> std::collections::BTreeMap<String, i64> {
+    let upto = |part: &[(&str, &crate::support::golden::Sample)]| -> std::collections::BTreeMap<String, i64> {
         first.iter().chain(part).map(|(d, s)| (d.to_string(), s.ts)).collect()
     };
     let made = |upto: &std::collections::BTreeMap<String, i64>| -> Vec<_> {
         expected.iter().filter(|e| upto.get(&e.device).is_some_and(|t| e.ts <= *t)).cloned().collect()
     };
     let (before, before_kill) = (made(&upto(&[])), made(&upto(last_few)));
-    let new = |of: &[support::golden::Expected], since: &[support::golden::Expected]| -> Vec<_> {
+    let new = |of: &[crate::support::golden::Expected],
+               since: &[crate::support::golden::Expected]|
+     -> Vec<_> {
         of.iter().filter(|e| !since.iter().any(|b| (&b.device, b.ts) == (&e.device, e.ts))).cloned().collect()
     };
     let (last, after) = (new(&before_kill, &before), new(&expected, &before_kill));
@@ -441,7 +441,8 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
         daemon.spawn();
         wait_online(&broker, &id);
         publish_samples(&mut p, second);
-        let got = sub.collect(usize::MAX, Duration::from_secs(4), Duration::ZERO, support::line::is_score);
+        let got =
+            sub.collect(usize::MAX, Duration::from_secs(4), Duration::ZERO, crate::support::line::is_score);
         check_no_wrong_score(&got, &golden);
         let what = format!("{damage:?}: pages {damaged:?} of {pages}");
         assert!(daemon.is_running(), "{what}: the daemon stopped:\n{}", daemon.log());
@@ -486,14 +487,14 @@ fn damaged_state_is_never_used_and_never_stops_the_start() {
 fn a_changed_card_never_reuses_the_old_windows() {
     let broker = Broker::mosquitto().start();
     let models = tempfile::tempdir().unwrap();
-    let model = support::line::copy_model(models.path());
-    let card_text = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
+    let model = crate::support::line::copy_model(models.path());
+    let card_text = std::fs::read_to_string(crate::support::repo_path(LINE_CARD)).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let spec = support::daemon::PipelineSpec::new(
+    let spec = crate::support::daemon::PipelineSpec::new(
         "press-line",
         model.to_str().unwrap(),
-        support::line::LINE_IN,
-        support::line::LINE_OUT,
+        crate::support::line::LINE_IN,
+        crate::support::line::LINE_OUT,
     );
     let mut daemon = Daemon::start(&config(broker.port, "lg-card", state.path(), &[spec], ""));
     wait_online(&broker, "lg-card");
@@ -527,7 +528,7 @@ fn a_changed_card_never_reuses_the_old_windows() {
     daemon.spawn();
     wait_online(&broker, "lg-card");
     publish_samples(&mut p, second);
-    let got = sub.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, support::line::is_score);
+    let got = sub.collect(usize::MAX, Duration::from_secs(3), Duration::ZERO, crate::support::line::is_score);
     // Per device: the 16th sample after the restart is the first that can end a window.
     for (device, device_samples) in &golden.devices {
         let after: Vec<i64> = device_samples
@@ -555,7 +556,7 @@ fn a_changed_card_never_reuses_the_old_windows() {
 #[test]
 fn a_sample_from_the_future_never_locks_a_device_out() {
     let broker = Broker::mosquitto().start();
-    let daemon = support::line::start_online(&broker, "lg-clock", &[line_pipeline()], "");
+    let daemon = crate::support::line::start_online(&broker, "lg-clock", &[line_pipeline()], "");
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let golden = Golden::load(LINE_GOLDEN);
     let mut p = Publisher::new(broker.port);
@@ -569,7 +570,7 @@ fn a_sample_from_the_future_never_locks_a_device_out() {
     }
     p.flush(Duration::from_secs(10));
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    support::line::expect_exactly(&sub, &expected);
+    crate::support::line::expect_exactly(&sub, &expected);
     let metrics = daemon.http_get("/metrics").1;
     assert!(
         metrics.contains("lineguard_rejected_total{pipeline=\"press-line\",reason=\"future_timestamp\"} 1"),
@@ -596,7 +597,7 @@ fn a_sighup_while_the_models_load_does_not_kill_the_daemon() {
     let models = tempfile::tempdir().unwrap();
     // The shipped model with 48 MiB of a field ONNX readers skip: slow to
     // read and hash, the same graph.
-    let mut bytes = std::fs::read(support::repo_path(support::line::LINE_MODEL)).unwrap();
+    let mut bytes = std::fs::read(crate::support::repo_path(crate::support::line::LINE_MODEL)).unwrap();
     let pad = 48usize << 20;
     bytes.extend_from_slice(&[0xc2, 0x3e]); // field 1000, length-delimited
     let mut n = pad;
@@ -608,13 +609,13 @@ fn a_sighup_while_the_models_load_does_not_kill_the_daemon() {
     bytes.resize(bytes.len() + pad, 0);
     let model = models.path().join("big.onnx");
     std::fs::write(&model, bytes).unwrap();
-    std::fs::copy(support::repo_path(LINE_CARD), models.path().join("big.toml")).unwrap();
+    std::fs::copy(crate::support::repo_path(LINE_CARD), models.path().join("big.toml")).unwrap();
     let state = tempfile::tempdir().unwrap();
-    let spec = support::daemon::PipelineSpec::new(
+    let spec = crate::support::daemon::PipelineSpec::new(
         "press-line",
         model.to_str().unwrap(),
-        support::line::LINE_IN,
-        support::line::LINE_OUT,
+        crate::support::line::LINE_IN,
+        crate::support::line::LINE_OUT,
     );
     let status = Subscriber::new(broker.port, &["lineguard/lg-hup/status"]);
     let mut daemon = Daemon::start(&config(broker.port, "lg-hup", state.path(), &[spec], ""));
@@ -622,7 +623,7 @@ fn a_sighup_while_the_models_load_does_not_kill_the_daemon() {
     let mut sent = 0;
     while !daemon.log().contains("model loaded") && sent < 100 {
         assert!(daemon.is_running(), "killed by SIGHUP number {sent}:\n{}", daemon.log());
-        support::broker::signal(daemon.pid(), "HUP");
+        crate::support::broker::signal(daemon.pid(), "HUP");
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -2,18 +2,16 @@
 //! --config`, telemetry published over MQTT, scores read back over MQTT and
 //! compared with ONNX Runtime's outputs on the same windows.
 
-mod support;
-
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{Daemon, PipelineSpec};
-use support::golden::{card_scores, check_scores, Golden};
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::daemon::{Daemon, PipelineSpec};
+use crate::support::golden::{card_scores, check_scores, Golden};
+use crate::support::line::{
     expect_exactly, line_topic, publish_interleaved, start_online, LINE_CARD, LINE_GOLDEN, LINE_IN,
     LINE_MODEL, LINE_OUT,
 };
-use support::mqtt::{Publisher, Subscriber};
+use crate::support::mqtt::{Publisher, Subscriber};
 
 /// Start a daemon, wait for its `online`, and listen to everything.
 fn start(broker: &Broker, client_id: &str, pipelines: &[PipelineSpec], extra: &str) -> (Daemon, Subscriber) {
@@ -207,7 +205,7 @@ fn status_is_retained_online_then_offline_on_kill_and_on_sigterm() {
     let j = online.json();
     let sha = {
         use sha2::Digest;
-        format!("{:x}", sha2::Sha256::digest(std::fs::read(support::repo_path(LINE_MODEL)).unwrap()))
+        format!("{:x}", sha2::Sha256::digest(std::fs::read(crate::support::repo_path(LINE_MODEL)).unwrap()))
     };
     assert_eq!(j["models"][0]["sha256"], sha.as_str(), "{j}");
     assert_eq!(j["models"][0]["model"], "line-mlp");
@@ -241,7 +239,7 @@ fn a_lost_score_connection_comes_back_online_and_scores() {
     let status = "lineguard/lg-split/status";
     // One takeover: a bare client that connects once and never again (a
     // reconnecting one would take the id back, mid-stream, whenever it can).
-    let intruder = support::mqtt::connect_once(broker.port, "lg-split-scores");
+    let intruder = crate::support::mqtt::connect_once(broker.port, "lg-split-scores");
     sub.wait_for(status, "\"offline\"", Duration::from_secs(10));
     drop(intruder);
     sub.wait_for(status, "\"online\"", Duration::from_secs(30));
@@ -285,7 +283,7 @@ fn windows_that_come_within_the_batch_wait_share_one_model_run() {
         samples[..w].iter().for_each(|s| p.publish(&line_topic(device), Golden::payload(s)));
     }
     p.flush(Duration::from_secs(10));
-    let mut got = sub.collect(4, Duration::from_secs(30), Duration::ZERO, support::line::is_score);
+    let mut got = sub.collect(4, Duration::from_secs(30), Duration::ZERO, crate::support::line::is_score);
     std::thread::sleep(Duration::from_millis(300)); // those turns are over
     let before = model_runs(&daemon);
 
@@ -296,7 +294,12 @@ fn windows_that_come_within_the_batch_wait_share_one_model_run() {
         std::thread::sleep(Duration::from_millis(5));
     }
     p.flush(Duration::from_secs(10));
-    got.extend(sub.collect(4, Duration::from_secs(30), Duration::from_millis(300), support::line::is_score));
+    got.extend(sub.collect(
+        4,
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        crate::support::line::is_score,
+    ));
     let after = model_runs(&daemon);
 
     let expected: Vec<_> = golden
@@ -305,7 +308,7 @@ fn windows_that_come_within_the_batch_wait_share_one_model_run() {
         .filter(|e| [w - 1, w].iter().any(|&i| golden.devices[&e.device][i].ts == e.ts))
         .collect();
     assert_eq!(expected.len(), 8);
-    check_scores(&got, &expected, "press-line", "line-mlp", support::line::score_topic);
+    check_scores(&got, &expected, "press-line", "line-mlp", crate::support::line::score_topic);
     assert_eq!(got.len(), 8, "nothing extra");
     assert_eq!(
         (after.0 - before.0, after.1 - before.1),

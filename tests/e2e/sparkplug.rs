@@ -1,17 +1,15 @@
 //! Sparkplug B, checked by an independent decoder (tests/support/sparkplug.rs)
 //! subscribed to `spBv1.0/#`, as a SCADA host would see it.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon};
-use support::golden::{assert_close, card_scores, Expected, Golden};
-use support::line::{publish_interleaved, LINE_CARD, LINE_GOLDEN, LINE_MODEL};
-use support::mqtt::{Message, Publisher, Subscriber};
-use support::sparkplug::{self as sp, Val};
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon};
+use crate::support::golden::{assert_close, card_scores, Expected, Golden};
+use crate::support::line::{publish_interleaved, LINE_CARD, LINE_GOLDEN, LINE_MODEL};
+use crate::support::mqtt::{Message, Publisher, Subscriber};
+use crate::support::sparkplug::{self as sp, Val};
 
 const GROUP: &str = "plant";
 const NODE: &str = "gw-test";
@@ -24,11 +22,11 @@ fn node_topic(kind: &str) -> String {
 /// is extra text for the `[sparkplug]` section.
 fn start(broker: &Broker, client_id: &str, sparkplug: &str) -> Daemon {
     let extra = format!("[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n{sparkplug}");
-    let mut text = config(broker.port, client_id, support::daemon::own_state(), &[], &extra);
+    let mut text = config(broker.port, client_id, crate::support::daemon::own_state(), &[], &extra);
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
          format = \"sparkplug\"\ndevice_id = \"{{line}}-{{machine}}\"\n",
-        support::repo_path(LINE_MODEL).display()
+        crate::support::repo_path(LINE_MODEL).display()
     ));
     Daemon::start(&text)
 }
@@ -217,12 +215,12 @@ fn births_wait_for_the_primary_host_and_its_offline_ends_the_session() {
 
     let mut host = Publisher::new(broker.port);
     let state = "spBv1.0/STATE/scada";
-    let now = support::daemon::now_ms();
+    let now = crate::support::daemon::now_ms();
     host.publish_retained(state, format!(r#"{{"online":true,"timestamp":{now}}}"#));
     let (_, first) = next_of(&sub, "NBIRTH", Duration::from_secs(10));
     let bd = bd_seq(&first);
 
-    let offline_at = support::daemon::now_ms();
+    let offline_at = crate::support::daemon::now_ms();
     host.publish_retained(state, format!(r#"{{"online":false,"timestamp":{}}}"#, now + 1));
     let (_, death) = next_of(&sub, "NDEATH", Duration::from_secs(10));
     assert_eq!(bd_seq(&death), bd, "the session ends with its NDEATH");
@@ -245,11 +243,11 @@ fn sparkplug_ddata_is_telemetry_input_by_alias() {
     let broker = Broker::start();
     let golden = Golden::load(LINE_GOLDEN);
     let expected = golden.expected(&card_scores(LINE_CARD), 1);
-    let mut text = config(broker.port, "lg-spb-in", support::daemon::own_state(), &[], "");
+    let mut text = config(broker.port, "lg-spb-in", crate::support::daemon::own_state(), &[], "");
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"spBv1.0/{{line}}/DDATA/cell7/{{machine}}\"\n\
          output_topic = \"plant/{{line}}/{{machine}}/lineguard/scores\"\n",
-        support::repo_path(LINE_MODEL).display()
+        crate::support::repo_path(LINE_MODEL).display()
     ));
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
     let daemon = Daemon::start(&text);
@@ -322,7 +320,7 @@ fn sparkplug_ddata_is_telemetry_input_by_alias() {
         }
     }
     p.flush(Duration::from_secs(10));
-    support::line::expect_exactly(&sub, &expected);
+    crate::support::line::expect_exactly(&sub, &expected);
     let (_, metrics) = daemon.http_get("/metrics");
     assert!(
         metrics
@@ -339,11 +337,11 @@ fn an_evicted_device_dies_with_a_ddeath() {
     let extra = format!(
         "[limits]\nmax_devices_per_pipeline = 3\n\n[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n"
     );
-    let mut text = config(broker.port, "lg-spb-evict", support::daemon::own_state(), &[], &extra);
+    let mut text = config(broker.port, "lg-spb-evict", crate::support::daemon::own_state(), &[], &extra);
     text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"plant/{{line}}/{{machine}}/telemetry\"\n\
          format = \"sparkplug\"\n",
-        support::repo_path(LINE_MODEL).display()
+        crate::support::repo_path(LINE_MODEL).display()
     ));
     let _daemon = Daemon::start(&text);
     next_of(&sub, "NBIRTH", Duration::from_secs(30));
@@ -405,7 +403,7 @@ fn after_a_restart_a_device_is_born_with_its_newest_values() {
     for (device, samples) in &golden.devices {
         let mut next = samples.last().unwrap().clone();
         next.ts += 100;
-        publisher.publish(&support::line::line_topic(device), Golden::payload(&next));
+        publisher.publish(&crate::support::line::line_topic(device), Golden::payload(&next));
     }
     publisher.flush(Duration::from_secs(10));
     let mut born: BTreeMap<String, Seen> = BTreeMap::new();

@@ -1,18 +1,16 @@
 //! Running it like plant equipment: /metrics and /healthz, the systemd
 //! notify protocol (READY, WATCHDOG, STATUS), and the unit file.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::Golden;
-use support::line::line_pipeline;
-use support::mqtt::{Publisher, Subscriber};
-use support::wait_until;
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::Golden;
+use crate::support::line::line_pipeline;
+use crate::support::mqtt::{Publisher, Subscriber};
+use crate::support::wait_until;
 
 #[test]
 fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
@@ -41,7 +39,7 @@ fn metrics_and_healthz_tell_an_operator_what_is_going_on() {
         use sha2::Digest;
         format!(
             "{:x}",
-            sha2::Sha256::digest(std::fs::read(support::repo_path("models/line-mlp.onnx")).unwrap())
+            sha2::Sha256::digest(std::fs::read(crate::support::repo_path("models/line-mlp.onnx")).unwrap())
         )
     };
     let has = |needle: &str| assert!(body.contains(needle), "/metrics lacks `{needle}`:\n{body}");
@@ -85,7 +83,7 @@ fn families(body: &str) -> std::collections::BTreeMap<String, String> {
 
 /// The families the README's metric table lists: family -> type.
 fn readme_families() -> std::collections::BTreeMap<String, String> {
-    let readme = std::fs::read_to_string(support::repo_path("README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::repo_path("README.md")).unwrap();
     let table =
         readme.split("| metric | type | labels | meaning |").nth(1).expect("README has the metric table");
     table
@@ -104,11 +102,11 @@ fn metrics_pass_promtool_and_match_the_readme() {
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(&config(broker.port, "lg-promtool", state.path(), &[line_pipeline()], ""));
-    support::line::wait_online(&broker, "lg-promtool");
+    crate::support::line::wait_online(&broker, "lg-promtool");
     // Scores, so that the histograms have samples too.
     let golden = Golden::load("models/fixtures/line-mlp.golden.json");
     let scores = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
-    support::line::publish_interleaved(&mut Publisher::new(broker.port), &golden);
+    crate::support::line::publish_interleaved(&mut Publisher::new(broker.port), &golden);
     assert!(!scores.collect(1, Duration::from_secs(30), Duration::ZERO, |_| true).is_empty());
     let body = daemon.http_get("/metrics").1;
 
@@ -164,7 +162,7 @@ fn metrics_pass_promtool_and_match_the_readme() {
 /// for tables and stats; every expression parses (`promtool check rules`)
 /// and every metric it reads is in `body`.
 fn dashboard_queries_parse_and_are_exported(body: &str) {
-    let text = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    let text = std::fs::read_to_string(crate::support::repo_path("deploy/grafana-lineguard.json")).unwrap();
     let d: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(d["__inputs"][0]["pluginId"], "prometheus", "no Prometheus input to ask for on import");
     let input = format!("${{{}}}", d["__inputs"][0]["name"].as_str().unwrap());
@@ -258,7 +256,7 @@ fn systemd_notify_ready_watchdog_status_and_stopping() {
 
 #[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
-    let unit = std::fs::read_to_string(support::repo_path("systemd/lineguard.service")).unwrap();
+    let unit = std::fs::read_to_string(crate::support::repo_path("systemd/lineguard.service")).unwrap();
     for needle in [
         "Type=notify",
         "WatchdogSec=",
@@ -295,8 +293,8 @@ fn alarm_states_are_debounced_and_retained_per_device() {
     let dir = tempfile::tempdir().unwrap();
     // The shipped model with a card asking for hysteresis and a 3-window debounce.
     let model = dir.path().join("line-mlp.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
-    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    std::fs::copy(crate::support::repo_path("models/line-mlp.onnx"), &model).unwrap();
+    let card = std::fs::read_to_string(crate::support::repo_path("models/line-mlp.toml")).unwrap();
     let card = card.replacen("warn = 0.6\n", "warn = 0.6\nclear = 0.3\ndebounce = 3\n", 1);
     std::fs::write(dir.path().join("line-mlp.toml"), card).unwrap();
     let text = config(
@@ -419,11 +417,11 @@ fn a_feature_that_drifts_is_named_in_the_retained_summary_and_no_other() {
     let extra_pipeline_keys = "drift_interval_secs = 1\ndrift_half_life = 1000\n";
     let text = config(broker.port, "lg-drift", dir.path(), &[line_pipeline()], "") + extra_pipeline_keys;
     let daemon = Daemon::start(&text);
-    support::line::wait_online(&broker, "lg-drift");
+    crate::support::line::wait_online(&broker, "lg-drift");
     let topic = "lineguard/lg-drift/drift/press-line";
     let summaries = Subscriber::new(broker.port, &[topic]);
     let card: toml::Value =
-        toml::from_str(&std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap())
+        toml::from_str(&std::fs::read_to_string(crate::support::repo_path("models/line-mlp.toml")).unwrap())
             .unwrap();
     let floats = |k: &str| -> Vec<f64> {
         card["normalize"][k].as_array().unwrap().iter().map(|v| v.as_float().unwrap()).collect()

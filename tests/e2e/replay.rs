@@ -5,17 +5,15 @@
 //! samples replays to the same bytes too, and a recording of tags on a
 //! sampling clock replays to ONNX Runtime's scores.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::Golden;
-use support::line::{line_topic, wait_online, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT};
-use support::mqtt::{Message, Publisher, Subscriber};
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::Golden;
+use crate::support::line::{line_topic, wait_online, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT};
+use crate::support::mqtt::{Message, Publisher, Subscriber};
 
 /// Alarm states (with explanations of warn and alarm windows) and an
 /// autoencoder shadowing the live model: every kind of message a JSON
@@ -24,7 +22,7 @@ fn pipeline_keys() -> String {
     format!(
         "alarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n\
          shadow_model = \"{}\"\nshadow_topic = \"plant/{{line}}/{{machine}}/lineguard/shadow\"\n",
-        support::repo_path("models/line-ae.onnx").display()
+        crate::support::repo_path("models/line-ae.onnx").display()
     )
 }
 
@@ -102,7 +100,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("[limits]\ndead_letter_topic = \"{DEAD}\"\n");
-    let config_text = config_with(broker.port, "parity", support::daemon::own_state(), &dead);
+    let config_text = config_with(broker.port, "parity", crate::support::daemon::own_state(), &dead);
     let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#", DEAD]);
     let daemon = Daemon::start(&config_text);
     wait_online(&broker, "parity");
@@ -121,7 +119,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     // Subscribed once a message it was sent is on file (the daemon rejects
     // these probes: they are not JSON, and replay rejects them the same way).
     let mut p = Publisher::new(broker.port);
-    support::wait_until("the recorder subscribed", Duration::from_secs(10), || {
+    crate::support::wait_until("the recorder subscribed", Duration::from_secs(10), || {
         p.publish(&line_topic("probe/m0"), "probe");
         p.flush(Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(1200));
@@ -140,7 +138,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
         Duration::from_millis(1500),
         |m: &Message| !m.topic.is_empty(),
     );
-    support::broker::signal(recorder.id(), "INT");
+    crate::support::broker::signal(recorder.id(), "INT");
     let recorded = recorder.wait_with_output().unwrap();
     assert!(recorded.status.success(), "{}", text(&recorded));
 
@@ -280,7 +278,7 @@ fn replay_says_what_it_cannot_read() {
     );
     spb_text.push_str(&format!(
         "\n[[pipelines]]\nname = \"press-line\"\nmodel = \"{}\"\ninput_topic = \"{LINE_IN}\"\nformat = \"sparkplug\"\n",
-        support::repo_path(LINE_MODEL).display()
+        crate::support::repo_path(LINE_MODEL).display()
     ));
     std::fs::write(&spb, spb_text).unwrap();
     let input = dir.path().join("r.jsonl");
@@ -372,7 +370,7 @@ fn replay_reads_standard_input_and_writes_standard_output() {
 /// (`models/make_tag_fixture.py`), nothing missing, nothing extra.
 #[test]
 fn a_recording_on_a_sampling_clock_replays_to_onnx_runtime_scores() {
-    use support::tags::{model_on_a_clock, tag_expected, tag_fixture, tag_message};
+    use crate::support::tags::{model_on_a_clock, tag_expected, tag_fixture, tag_message};
     let fixture = tag_fixture();
     let dir = tempfile::tempdir().unwrap();
     let model = model_on_a_clock(dir.path(), fixture.sample_period_ms);
@@ -404,5 +402,11 @@ fn a_recording_on_a_sampling_clock_replays_to_onnx_runtime_scores() {
         .collect();
     let expected = tag_expected(&fixture);
     assert_eq!(scores.len(), expected.len(), "{}", text(&run));
-    support::golden::check_scores(&scores, &expected, "press-line", "line-mlp", support::line::score_topic);
+    crate::support::golden::check_scores(
+        &scores,
+        &expected,
+        "press-line",
+        "line-mlp",
+        crate::support::line::score_topic,
+    );
 }

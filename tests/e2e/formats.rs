@@ -3,19 +3,19 @@
 //! ONNX Runtime's fixture for the same samples, nothing missing, nothing
 //! extra.
 
-mod support;
-
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{config, own_state, Daemon};
-use support::golden::{card_scores, check_scores_at_least_once, Expected, Golden, Sample};
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, own_state, Daemon};
+use crate::support::golden::{card_scores, check_scores_at_least_once, Expected, Golden, Sample};
+use crate::support::line::{
     collect_every_window, copy_model, expect_exactly, line_pipeline, line_topic, score_topic, wait_online,
     LINE_CARD, LINE_GOLDEN,
 };
-use support::mqtt::{Publisher, Subscriber};
-use support::tags::{model_on_a_clock, tag_expected, tag_fixture, tag_message, TagFixture, TagMessage};
+use crate::support::mqtt::{Publisher, Subscriber};
+use crate::support::tags::{
+    model_on_a_clock, tag_expected, tag_fixture, tag_message, TagFixture, TagMessage,
+};
 
 /// A config for the line pipeline with `keys` added to it.
 fn line_config(broker: &Broker, client_id: &str, model: Option<&str>, keys: &str) -> String {
@@ -340,7 +340,7 @@ fn opcua_json_data_points_on_a_sampling_clock_score_as_onnx_runtime() {
 /// scores the fixture's samples.
 #[test]
 fn sparkplug_by_exception_on_a_sampling_clock_scores_as_onnx_runtime() {
-    use support::sparkplug::{self as sp, Val};
+    use crate::support::sparkplug::{self as sp, Val};
     let fixture = tag_fixture();
     let broker = Broker::start();
     let _daemon =

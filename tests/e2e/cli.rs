@@ -1,12 +1,10 @@
 //! The commands a data scientist and a controls engineer run by hand:
 //! `check-model` and `check-config`, through the real binary.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::repo_path;
+use crate::support::repo_path;
 
 fn lineguard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_lineguard"));
@@ -409,12 +407,12 @@ fn the_demo_shows_each_fault_developing_warn_before_alarm() {
 #[test]
 fn record_writes_each_telemetry_message_as_a_json_line() {
     use std::time::Duration;
-    let broker = support::broker::Broker::start();
+    let broker = crate::support::broker::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let config = CONFIG.replace("port = 1883", &format!("port = {}", broker.port));
     let (_d, path) = write_config(&config);
     let output = dir.path().join("recording.jsonl");
-    let before = support::daemon::now_ms();
+    let before = crate::support::daemon::now_ms();
     let child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
         .args(["record", "--config", &path, "--output", output.to_str().unwrap(), "--duration", "6"])
         .stdout(std::process::Stdio::piped())
@@ -423,8 +421,8 @@ fn record_writes_each_telemetry_message_as_a_json_line() {
         .unwrap();
     // Its subscription is in place once a retained message comes back to it:
     // publish until one line is recorded.
-    let mut p = support::mqtt::Publisher::new(broker.port);
-    support::wait_until("the recorder subscribed", Duration::from_secs(5), || {
+    let mut p = crate::support::mqtt::Publisher::new(broker.port);
+    crate::support::wait_until("the recorder subscribed", Duration::from_secs(5), || {
         p.publish("plant/l1/m1/telemetry", "probe");
         p.flush(Duration::from_secs(2));
         std::thread::sleep(Duration::from_millis(300));
@@ -444,7 +442,7 @@ fn record_writes_each_telemetry_message_as_a_json_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let after = support::daemon::now_ms();
+    let after = crate::support::daemon::now_ms();
     assert!(lines.iter().all(|l| l["topic"].as_str().unwrap().starts_with("plant/")), "{lines:?}");
     let m2: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["topic"] == "plant/l1/m2/telemetry").collect();

@@ -5,20 +5,18 @@
 //! alarm on its row), and `/devices` agreeing with the scores on MQTT,
 //! explanations included.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::broker::Broker;
-use support::chromium::Page;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::Golden;
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::chromium::Page;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::Golden;
+use crate::support::line::{
     copy_model, is_score, line_topic, publish_interleaved, wait_online, LINE_GOLDEN, LINE_IN, LINE_OUT,
 };
-use support::mqtt::{Publisher, Subscriber};
+use crate::support::mqtt::{Publisher, Subscriber};
+use serde_json::Value;
 
 /// The shipped model with a card that grades only quality (warn below 0.8,
 /// alarm below 0.65): the golden stream's last windows then leave
@@ -33,7 +31,7 @@ fn graded_model(dir: &std::path::Path) -> String {
 }
 
 /// Each device's newest score message on MQTT.
-fn newest_scores(messages: &[support::mqtt::Message]) -> BTreeMap<String, Value> {
+fn newest_scores(messages: &[crate::support::mqtt::Message]) -> BTreeMap<String, Value> {
     let mut newest: BTreeMap<String, Value> = BTreeMap::new();
     for m in messages {
         let v = m.json();
@@ -111,7 +109,7 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     }
     // The inputs that drift: what the retained drift summary names.
     let drift_topic = "lineguard/lg-page/drift/press-line";
-    let after = support::daemon::now_ms();
+    let after = crate::support::daemon::now_ms();
     let summary = Subscriber::new(broker.port, &[drift_topic]);
     let named = loop {
         let m = summary.next(Duration::from_secs(10)).expect("a drift summary every second");

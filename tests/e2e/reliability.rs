@@ -2,18 +2,16 @@
 //! device floods and bad models, each against a real mosquitto, each checking
 //! that every valid window is published with ONNX Runtime's scores.
 
-mod support;
-
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::{card_scores, check_scores, check_scores_at_least_once, Golden};
+use crate::support::line::{
     collect_every_window, expect_exactly, is_score, line_pipeline, line_topic, publish_samples, score_topic,
     start_online, LINE_CARD, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT,
 };
-use support::mqtt::{Publisher, Subscriber};
+use crate::support::mqtt::{Publisher, Subscriber};
 
 /// The broker restarts (with its persistence) while the daemon is scoring:
 /// every window is published, and a window is published twice only when it
@@ -199,7 +197,7 @@ fn a_flood_of_new_devices_cannot_grow_memory_without_bound() {
     });
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert!(daemon.is_running());
-    let rss_mib = support::daemon::peak_rss_mib(daemon.pid());
+    let rss_mib = crate::support::daemon::peak_rss_mib(daemon.pid());
     eprintln!("device flood: peak RSS {rss_mib} MiB");
     assert!(rss_mib < 150, "peak RSS {rss_mib} MiB with the device cap at 2000");
     assert!(daemon.log().contains("device cap reached"), "evictions are logged");
@@ -209,7 +207,7 @@ fn a_flood_of_new_devices_cannot_grow_memory_without_bound() {
 fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     let broker = Broker::start();
     let models = tempfile::tempdir().unwrap();
-    let model = support::line::copy_model(models.path());
+    let model = crate::support::line::copy_model(models.path());
     let card = models.path().join("line-mlp.toml");
     let spec = PipelineSpec::new("press-line", model.to_str().unwrap(), LINE_IN, LINE_OUT);
     let mut daemon = start_online(&broker, "lg-swap", &[spec], "");
@@ -224,7 +222,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
         publish_samples(&mut p, &samples[range]);
     };
     let wait_log = |daemon: &Daemon, needle: &str| {
-        support::wait_until(&format!("`{needle}` in the log"), Duration::from_secs(20), || {
+        crate::support::wait_until(&format!("`{needle}` in the log"), Duration::from_secs(20), || {
             daemon.log().contains(needle)
         })
     };
@@ -235,7 +233,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     wait_log(&daemon, "new model refused");
     publish(thirds..2 * thirds);
     // 2. The good model back, with a card saying version 5: swapped in, windows kept.
-    std::fs::copy(support::repo_path(LINE_MODEL), &model).unwrap();
+    std::fs::copy(crate::support::repo_path(LINE_MODEL), &model).unwrap();
     let text = std::fs::read_to_string(&card).unwrap().replace("version = \"4\"", "version = \"5\"");
     std::fs::write(&card, text).unwrap();
     wait_log(&daemon, "model swapped");
@@ -250,7 +248,7 @@ fn a_bad_model_dropped_in_while_scoring_is_refused_and_a_good_one_swapped_in() {
     check_scores(&got, &expected, "press-line", "line-mlp", score_topic);
     assert_eq!(got.len(), expected.len(), "windows were kept across the swap: none missing");
     // 3. SIGHUP reloads on demand.
-    support::broker::signal(daemon.pid(), "HUP");
+    crate::support::broker::signal(daemon.pid(), "HUP");
     wait_log(&daemon, "SIGHUP: reloading every model");
     assert!(daemon.is_running());
 }

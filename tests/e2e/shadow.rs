@@ -2,17 +2,15 @@
 //! published on `shadow_topic` with `"shadow": true`; it never changes the
 //! live scores, states or alarms; its disagreements are counted.
 
-mod support;
-
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon};
-use support::golden::{card_scores, check_scores, Golden};
-use support::line::{
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon};
+use crate::support::golden::{card_scores, check_scores, Golden};
+use crate::support::line::{
     expect_exactly, line_pipeline, line_topic, publish_interleaved, wait_online, LINE_CARD, LINE_GOLDEN,
 };
-use support::mqtt::{Publisher, Subscriber};
+use crate::support::mqtt::{Publisher, Subscriber};
 
 #[test]
 fn a_shadow_model_is_published_apart_and_never_acted_on() {
@@ -21,8 +19,8 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
     // The shadow: the shipped model with a stricter quality card, so it
     // disagrees with the live model on known windows.
     let shadow = dir.path().join("shadow.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &shadow).unwrap();
-    let card = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
+    std::fs::copy(crate::support::repo_path("models/line-mlp.onnx"), &shadow).unwrap();
+    let card = std::fs::read_to_string(crate::support::repo_path(LINE_CARD)).unwrap();
     let strict = card
         .replace("warn = 0.8\nalarm = 0.65\n", "warn = 0.95\nalarm = 0.85\n")
         .replace("version = \"4\"", "version = \"4-strict\"");
@@ -109,7 +107,8 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
         "{metrics}"
     );
     // The shipped Grafana dashboard's shadow panels read what this daemon exports.
-    let dashboard = std::fs::read_to_string(support::repo_path("deploy/grafana-lineguard.json")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(crate::support::repo_path("deploy/grafana-lineguard.json")).unwrap();
     let mut read: Vec<&str> = dashboard
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("lineguard_shadow_"))
@@ -127,11 +126,11 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
     let reordered = text.replace("\"spindle_speed\", \"feed_rate\"", "\"feed_rate\", \"spindle_speed\"");
     assert_ne!(reordered, text);
     std::fs::write(&shadow_card, reordered).unwrap();
-    support::wait_until("the bad shadow refused", Duration::from_secs(15), || {
+    crate::support::wait_until("the bad shadow refused", Duration::from_secs(15), || {
         daemon.log().contains("new shadow model refused")
     });
     std::fs::write(&shadow_card, text.replace("version = \"4-strict\"", "version = \"4-stricter\"")).unwrap();
-    support::wait_until("the shadow swapped", Duration::from_secs(15), || {
+    crate::support::wait_until("the shadow swapped", Duration::from_secs(15), || {
         daemon.log().contains("shadow model swapped")
     });
     for s in &golden.devices["line2/lathe1"] {
@@ -153,8 +152,8 @@ fn a_shadow_model_is_published_apart_and_never_acted_on() {
 fn a_shadow_that_reads_other_input_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let shadow = dir.path().join("shadow.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &shadow).unwrap();
-    let card = std::fs::read_to_string(support::repo_path(LINE_CARD)).unwrap();
+    std::fs::copy(crate::support::repo_path("models/line-mlp.onnx"), &shadow).unwrap();
+    let card = std::fs::read_to_string(crate::support::repo_path(LINE_CARD)).unwrap();
     std::fs::write(dir.path().join("shadow.toml"), card.replace("window = 16", "window = 8")).unwrap();
     let text = config(1883, "lg-shadow-bad", dir.path(), &[line_pipeline()], "")
         + &format!(

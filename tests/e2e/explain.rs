@@ -3,17 +3,17 @@
 //! occlusion computed independently with ONNX Runtime
 //! (`models/make_explain_fixture.py`), ranking included.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::Golden;
+use crate::support::line::{
+    copy_model, is_score, publish_interleaved, wait_online, LINE_GOLDEN, LINE_IN, LINE_OUT,
+};
+use crate::support::mqtt::{Publisher, Subscriber};
 use serde::Deserialize;
-use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::Golden;
-use support::line::{copy_model, is_score, publish_interleaved, wait_online, LINE_GOLDEN, LINE_IN, LINE_OUT};
-use support::mqtt::{Publisher, Subscriber};
 
 #[derive(Deserialize)]
 struct Fixture {
@@ -37,7 +37,7 @@ fn score_the_golden_stream(
     client_id: &str,
     dir: &std::path::Path,
     pipeline: PipelineSpec,
-) -> Vec<support::mqtt::Message> {
+) -> Vec<crate::support::mqtt::Message> {
     let daemon = Daemon::start(&config(broker.port, client_id, dir, &[pipeline], ""));
     wait_online(broker, client_id);
     let golden = Golden::load(LINE_GOLDEN);
@@ -52,7 +52,8 @@ fn score_the_golden_stream(
 #[test]
 fn every_explanation_equals_onnx_runtime_occlusion() {
     let fixture: Fixture = serde_json::from_str(
-        &std::fs::read_to_string(support::repo_path("models/fixtures/line-mlp.explain.golden.json")).unwrap(),
+        &std::fs::read_to_string(crate::support::repo_path("models/fixtures/line-mlp.explain.golden.json"))
+            .unwrap(),
     )
     .unwrap();
     let broker = Broker::start();
@@ -111,8 +112,12 @@ fn every_explanation_equals_onnx_runtime_occlusion() {
 fn by_default_only_warn_and_alarm_windows_are_explained() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let got =
-        score_the_golden_stream(&broker, "lg-explain-default", dir.path(), support::line::line_pipeline());
+    let got = score_the_golden_stream(
+        &broker,
+        "lg-explain-default",
+        dir.path(),
+        crate::support::line::line_pipeline(),
+    );
     let golden = Golden::load(LINE_GOLDEN);
     assert_eq!(got.len(), golden.windows.len());
     let (mut explained, mut plain) = (0, 0);

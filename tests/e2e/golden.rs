@@ -2,15 +2,14 @@
 //! windowing, normalization and batched inference, must reproduce the scores
 //! ONNX Runtime computed (models/*.py wrote the fixtures).
 
-mod support;
-
+use crate::support::golden::{assert_close, Golden};
 use lineguard::model::{Model, PlanStates};
 use lineguard::pipeline::window::{Pushed, Windows};
-use support::golden::{assert_close, Golden};
 
 fn check(model_path: &str, fixture: &str) {
     let golden = Golden::load(fixture);
-    let model = Model::load(&support::repo_path(model_path)).unwrap_or_else(|e| panic!("{model_path}: {e}"));
+    let model =
+        Model::load(&crate::support::repo_path(model_path)).unwrap_or_else(|e| panic!("{model_path}: {e}"));
     let card = &model.card;
     assert_eq!(card.features, golden.features);
     let len = card.input_len();
@@ -111,8 +110,8 @@ fn scikit_learn_export_matches_onnx_runtime() {
 /// replaced, not reused: the second model gives its own scores.
 #[test]
 fn run_states_follow_a_model_swap() {
-    let a = Model::load(&support::repo_path("models/line-mlp.onnx")).unwrap();
-    let b = Model::load(&support::repo_path("tests/fixtures/models/sk-mlp.onnx")).unwrap();
+    let a = Model::load(&crate::support::repo_path("models/line-mlp.onnx")).unwrap();
+    let b = Model::load(&crate::support::repo_path("tests/fixtures/models/sk-mlp.onnx")).unwrap();
     let (wa, wb) = (a.spread_window(), b.spread_window());
     let (mut fresh_a, mut fresh_b) = (Vec::new(), Vec::new());
     a.run(&wa, 1, &mut fresh_a).unwrap();
@@ -140,7 +139,7 @@ fn scores_do_not_depend_on_the_batch() {
         "tests/fixtures/models/sk-mlp.onnx",
         "tests/fixtures/models/fixed1.onnx",
     ] {
-        let model = Model::load(&support::repo_path(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let model = Model::load(&crate::support::repo_path(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         let len = model.card.input_len();
         let n = 520;
         // Independent of the load-time probe: another generator, another range.

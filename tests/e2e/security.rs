@@ -3,17 +3,15 @@
 //! CA or password fails with a clear error and backs off, no retry storm;
 //! secrets appear in no log and no `check-config` output.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::broker::Broker;
-use support::daemon::{config, Daemon};
-use support::golden::Golden;
-use support::line::line_pipeline;
-use support::mqtt::{Publisher, Subscriber};
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon};
+use crate::support::golden::Golden;
+use crate::support::line::line_pipeline;
+use crate::support::mqtt::{Publisher, Subscriber};
 
 const PASSWORD: &str = "s3cret-Pa55word";
 
@@ -98,7 +96,7 @@ fn daemon(broker: &Broker, tls_port: u16, id: &str, ca: &str, password: &str) ->
          cert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n",
         d = dir.display()
     );
-    let text = config(tls_port, id, support::daemon::own_state(), &[line_pipeline()], "").replacen(
+    let text = config(tls_port, id, crate::support::daemon::own_state(), &[line_pipeline()], "").replacen(
         "\n[state]",
         &format!("\n{mqtt_extra}\n[state]"),
         1,
@@ -169,7 +167,7 @@ fn check_config_never_prints_secrets() {
          [mqtt.tls]\nca_file = \"{d}/ca.pem\"\ncert_file = \"{d}/client.pem\"\nkey_file = \"{d}/client.key\"\n\
          [[pipelines]]\nname = \"p\"\nmodel = \"{m}\"\ninput_topic = \"a/{{x}}/t\"\noutput_topic = \"a/{{x}}/s\"\n",
         d = dir.path().display(),
-        m = support::repo_path("models/line-mlp.onnx").display()
+        m = crate::support::repo_path("models/line-mlp.onnx").display()
     );
     let path = dir.path().join("lineguard.toml");
     std::fs::write(&path, text).unwrap();
@@ -231,7 +229,7 @@ fn environment_strings_reach_the_broker_as_written() {
 /// be used (and check-config says which one is); a non-empty credential wins.
 #[test]
 fn under_the_shipped_units_environment_the_config_files_password_is_used() {
-    let unit = std::fs::read_to_string(support::repo_path("systemd/lineguard.service")).unwrap();
+    let unit = std::fs::read_to_string(crate::support::repo_path("systemd/lineguard.service")).unwrap();
     let credentials = tempfile::tempdir().unwrap();
     let unit_env: Vec<(String, String)> = unit
         .lines()

@@ -5,19 +5,17 @@
 //! from ONNX Runtime's outputs; `check-model` refuses an output that is not
 //! the input's shape.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::broker::Broker;
+use crate::support::daemon::{config, Daemon, PipelineSpec};
+use crate::support::golden::{assert_close, Golden};
+use crate::support::line::{is_score, publish_interleaved, wait_online, LINE_IN, LINE_OUT};
+use crate::support::mqtt::{Publisher, Subscriber};
 use lineguard::model::card::ModelCard;
 use lineguard::model::{Model, PlanStates};
 use serde::Deserialize;
-use support::broker::Broker;
-use support::daemon::{config, Daemon, PipelineSpec};
-use support::golden::{assert_close, Golden};
-use support::line::{is_score, publish_interleaved, wait_online, LINE_IN, LINE_OUT};
-use support::mqtt::{Publisher, Subscriber};
 
 const GOLDEN: &str = "models/fixtures/line-ae.golden.json";
 
@@ -42,13 +40,13 @@ struct Reconstruction {
 }
 
 fn fixture() -> Fixture {
-    serde_json::from_str(&std::fs::read_to_string(support::repo_path(GOLDEN)).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(crate::support::repo_path(GOLDEN)).unwrap()).unwrap()
 }
 
 #[test]
 fn scores_and_feature_errors_equal_onnx_runtime() {
     let fixture = fixture();
-    let model = Model::load(&support::repo_path("models/line-ae.onnx")).unwrap();
+    let model = Model::load(&crate::support::repo_path("models/line-ae.onnx")).unwrap();
     assert_eq!(model.card.features, fixture.features);
     let len = model.card.input_len();
     let inputs: Vec<f32> = fixture.windows.iter().flat_map(|w| w.input.iter().copied()).collect();
@@ -89,8 +87,8 @@ fn published_scores_and_explanations_equal_onnx_runtime() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("line-ae.onnx");
-    std::fs::copy(support::repo_path("models/line-ae.onnx"), &model).unwrap();
-    let card = std::fs::read_to_string(support::repo_path("models/line-ae.toml")).unwrap();
+    std::fs::copy(crate::support::repo_path("models/line-ae.onnx"), &model).unwrap();
+    let card = std::fs::read_to_string(crate::support::repo_path("models/line-ae.toml")).unwrap();
     let card =
         card.replace("[scores.novelty]\n", "[scores.novelty]\nexplain = \"always\"\nexplain_top = 8\n");
     std::fs::write(dir.path().join("line-ae.toml"), card).unwrap();
@@ -140,13 +138,13 @@ fn published_scores_and_explanations_equal_onnx_runtime() {
 #[test]
 fn an_output_not_of_the_input_shape_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let card_text = std::fs::read_to_string(support::repo_path("models/line-mlp.toml"))
+    let card_text = std::fs::read_to_string(crate::support::repo_path("models/line-mlp.toml"))
         .unwrap()
         .replace("[scores.anomaly]\n", "[scores.anomaly]\nkind = \"reconstruction\"\n");
     let card_path = dir.path().join("line-mlp.toml");
     std::fs::write(&card_path, &card_text).unwrap();
     let model = dir.path().join("line-mlp.onnx");
-    std::fs::copy(support::repo_path("models/line-mlp.onnx"), &model).unwrap();
+    std::fs::copy(crate::support::repo_path("models/line-mlp.onnx"), &model).unwrap();
     let card = ModelCard::parse(&card_path, &card_text).unwrap();
     let e = Model::load_with_card(&model, card).unwrap_err().to_string();
     assert!(e.contains("output `anomaly` has shape [batch, 1]; a reconstruction score needs the input's shape [batch, 128]"), "{e}");
