@@ -20,17 +20,25 @@ use crate::support::wait_until;
 /// `/healthz` and the log say why (once, not once a second), and when space
 /// returns the store reopens by itself and every window is scored; with the
 /// disk full again, SIGTERM still exits within `drain_timeout_secs`.
-#[test]
-fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
+/// A daemon `id` whose `state.dir` is on a small disk of its own (16 MiB),
+/// with a drain timeout of 3 s, online on a fresh mosquitto; a subscriber
+/// to its scores.
+fn on_a_small_disk(id: &str) -> (Broker, Tmpfs, std::path::PathBuf, Daemon, Subscriber) {
     let broker = Broker::mosquitto().start();
     let disk = Tmpfs::mount(16);
     let state = disk.path().join("state");
-    let mut daemon = Daemon::start_with_env(
-        &config(broker.port, "lg-diskfull", &state, &[line_pipeline()], ""),
+    let daemon = Daemon::start_with_env(
+        &config(broker.port, id, &state, &[line_pipeline()], ""),
         &[("LINEGUARD__STATE__DRAIN_TIMEOUT_SECS", "3")],
     );
-    wait_online(&broker, "lg-diskfull");
+    wait_online(&broker, id);
     let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    (broker, disk, state, daemon, sub)
+}
+
+#[test]
+fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
+    let (broker, disk, _state, mut daemon, sub) = on_a_small_disk("lg-diskfull");
     let golden = Golden::load(LINE_GOLDEN);
     let samples = golden.interleaved();
     let (first, second) = samples.split_at(samples.len() / 2);
@@ -82,15 +90,7 @@ fn a_full_disk_is_survived_and_a_stop_during_it_keeps_its_deadline() {
 /// systemd starts it again; that start sets the file aside and scores.
 #[test]
 fn a_store_found_corrupt_while_running_stops_the_daemon_cleanly() {
-    let broker = Broker::mosquitto().start();
-    let disk = Tmpfs::mount(16);
-    let state = disk.path().join("state");
-    let mut daemon = Daemon::start_with_env(
-        &config(broker.port, "lg-corrupt", &state, &[line_pipeline()], ""),
-        &[("LINEGUARD__STATE__DRAIN_TIMEOUT_SECS", "3")],
-    );
-    wait_online(&broker, "lg-corrupt");
-    let sub = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores"]);
+    let (broker, disk, state, mut daemon, sub) = on_a_small_disk("lg-corrupt");
     let golden = Golden::load(LINE_GOLDEN);
     let samples = golden.interleaved();
     let (first, second) = samples.split_at(samples.len() / 2);
