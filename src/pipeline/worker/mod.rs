@@ -1,28 +1,33 @@
 //! One pipeline's worker: telemetry in, scores out.
 //!
 //! It runs on its own OS thread, off the async runtime, so inference never
-//! stalls MQTT keep-alives. A turn, in stages:
+//! stalls MQTT keep-alives. The loop ([`Worker::run`]) makes turns, in stages:
 //! 1. **gather** the messages that arrive within `limits.batch_wait_us` of
 //!    the turn's first (up to the batch limit);
-//! 2. **read** each one: its topic names the device, its payload decodes
-//!    into rows of the card's features (or rejections);
-//! 3. **window** each row: into the device's window (or, on a sampling
-//!    clock, its assembly), and a window that becomes due is copied straight
-//!    into the batch input, normalized;
-//! 4. **score** the batch in one model run (and the shadow model's);
-//! 5. **stage** what each scored window publishes: its score, its alarm
-//!    state if that changed, its shadow score;
+//! 2. **read** each one ([`intake`]): its topic names the device, its
+//!    payload decodes into rows of the card's features (or rejections);
+//! 3. **window** each row ([`intake`]): into the device's window (or, on a
+//!    sampling clock, its assembly), and a window that becomes due is
+//!    copied straight into the batch input, normalized;
+//! 4. **score** the batch in one model run, and the [`shadow`] model's
+//!    ([`scoring`]);
+//! 5. **stage** what each scored window publishes ([`scoring`], into
+//!    [`staging`]): its score, its alarm state if that changed, its shadow
+//!    score;
 //! 6. **hand over**, at the turn's end, as the [`Mode`] says: in the daemon
 //!    the scores go to the sinks at once and the turn's changes to the
 //!    committer, which writes them in one group commit and only then
 //!    acknowledges the telemetry behind them; replaying, they are kept.
 //!
+//! Between two turns it takes a model [`swap`], and answers `/devices`.
 //! Scoring and publishing never wait for the disk. After a crash,
 //! unacknowledged telemetry is redelivered and either re-applied (its
 //! effect was not committed) or recognised by `ts` (it was).
 
+mod intake;
 mod mode;
 mod replay;
+mod scoring;
 mod shadow;
 mod staging;
 mod swap;
@@ -34,15 +39,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use strum::VariantArray;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use crate::durable::sink::Control;
-use crate::durable::store::NewEntry;
 use crate::ingest::decode::{Decoded, Decoder};
-use crate::ingest::reject::{Reason, Rejection};
+use crate::ingest::reject::Reason;
 use crate::ingest::Reader;
 use crate::model::card::{ModelCard, State};
 use crate::model::{Model, PlanStates};
@@ -52,10 +55,10 @@ use crate::pipeline::batch::Batch;
 use crate::pipeline::drift::Drift;
 use crate::pipeline::explain::Explainer;
 use crate::pipeline::recent::{self, PipelineView, Recent};
-use crate::pipeline::render::{self, Origin, Scored};
-use crate::pipeline::window::{Pushed, Reset, Unrestored, Windows};
+use crate::pipeline::render::{self, Origin};
+use crate::pipeline::window::{Reset, Unrestored, Windows};
 use crate::pipeline::{Inbound, Limits, Output, Pipeline};
-use crate::sparkplug::input::{Kind, SparkplugInput};
+use crate::sparkplug::input::SparkplugInput;
 use shadow::Shadowing;
 use staging::Staged;
 
@@ -344,315 +347,6 @@ impl Worker {
             }
             std::thread::sleep(deadline - now);
         }
-    }
-
-    fn reject(&mut self, topic: &str, payload: &[u8], r: &Rejection) {
-        self.reject_sized(topic, payload, payload.len() as u64, r);
-    }
-
-    /// A rejection of a message `len` bytes long, of which `payload` is
-    /// what was read (all of it, or the head of one too large to read):
-    /// counted, logged, and with `limits.dead_letter_topic` dead-lettered.
-    fn reject_sized(&mut self, topic: &str, payload: &[u8], len: u64, r: &Rejection) {
-        self.events.rejected(topic, r.reason, &r.detail);
-        let Some(dl) = &self.limits.dead_letter_topic else { return };
-        let shown = &payload[..payload.len().min(crate::pipeline::DEAD_LETTER_SHOWS)];
-        let body = serde_json::json!({
-            "pipeline": self.pipeline.name,
-            "topic": topic,
-            "reason": r.reason.as_str(),
-            "detail": r.detail,
-            "payload": String::from_utf8_lossy(shown),
-            "truncated": len > shown.len() as u64,
-        });
-        let payload = body.to_string().into_bytes();
-        match &self.mode {
-            // In the output, after the message that caused it.
-            Mode::Replay(log) => {
-                let e =
-                    NewEntry { created_ms: 0, topic: dl.clone(), payload, retain: false, sparkplug: false };
-                self.staged.publish(log.cause, e);
-            }
-            Mode::Daemon(d) => {
-                if d.control.try_send(Control::DeadLetter { topic: dl.clone(), payload }).is_err() {
-                    self.events.dead_letter_dropped();
-                }
-            }
-        }
-    }
-
-    /// Stage 2: one message, its topic naming the device; rejected whole
-    /// when too large.
-    fn read(&mut self, mut msg: Inbound) {
-        self.events.received(msg.payload.len());
-        self.turn_counts.0 += 1;
-        if let Some(a) = msg.ack.take() {
-            self.staged.acks.push(a);
-        }
-        let len = msg.oversize.unwrap_or(msg.payload.len() as u64);
-        if len > self.limits.max_payload_bytes as u64 {
-            let r = Rejection::new(
-                Reason::PayloadTooLarge,
-                format!("{len} bytes, limit {} (limits.max_payload_bytes)", self.limits.max_payload_bytes),
-            );
-            self.reject_sized(&msg.topic, &msg.payload, len, &r);
-            return;
-        }
-        // The device key goes into a reused buffer: no allocation per message.
-        let mut device = std::mem::take(&mut self.device_key);
-        let input = &self.pipeline.input;
-        let kind = if input.topic.device_key_into(&msg.topic, &mut device) {
-            Some(Kind::Data)
-        } else if input.births.as_ref().is_some_and(|t| t.device_key_into(&msg.topic, &mut device)) {
-            Some(Kind::Birth)
-        } else {
-            None
-        };
-        match kind {
-            Some(kind) => {
-                match &mut self.sparkplug_in {
-                    Some(sp) => sp.decode(kind, &device, &msg.payload, &mut self.decoded),
-                    None => self.reader.read(&msg.topic, &device, &msg.payload, &mut self.decoded),
-                }
-                self.window_rows(&msg, &device);
-            }
-            // The router only sends matching topics; a mismatch is a bug, not input.
-            None => debug_assert!(false, "router sent {} to {}", msg.topic, self.pipeline.name),
-        }
-        self.device_key = device;
-    }
-
-    /// Stage 3: the rows `self.decoded` holds for `device` (from `msg`):
-    /// its rejections counted, each row into its window or assembly.
-    fn window_rows(&mut self, msg: &Inbound, device: &str) {
-        for i in 0..self.decoded.rejects.len() {
-            let r = self.decoded.rejects[i].clone();
-            self.reject(&msg.topic, &msg.payload, &r);
-        }
-        let nf = self.reader.feature_count();
-        let len = self.model.card.input_len();
-        let latest = msg.received_ms.saturating_add(self.max_future_ms);
-        // On a sampling clock the rows go in time order, whatever order the
-        // message lists them in (OPC UA data points, Kepware records): a
-        // later value first would make an earlier one late.
-        let mut order = std::mem::take(&mut self.row_order);
-        order.clear();
-        order.extend(0..self.decoded.len());
-        if self.model.card.clock.is_some() {
-            let ts = &self.decoded.ts;
-            order.sort_unstable_by_key(|&i| (ts[i].unwrap_or(msg.received_ms), i));
-        }
-        for &i in &order {
-            let values = &self.decoded.values[i * nf..(i + 1) * nf];
-            let ts = self.decoded.ts[i];
-            if let Some(t) = ts.filter(|t| *t > latest) {
-                let ahead = (t - msg.received_ms) as f64 / 1000.0;
-                let r = Rejection::new(
-                    Reason::FutureTimestamp,
-                    format!(
-                        "ts {t} is {ahead:.0} s ahead of the gateway's clock (limits.max_future_ms = {})",
-                        self.max_future_ms
-                    ),
-                );
-                self.reject(&msg.topic, &msg.payload, &r);
-                continue;
-            }
-            if self.model.card.clock.is_some() {
-                // A row may name its own device (Kepware); its key goes
-                // into a reused buffer, so no allocation once it has grown.
-                let mut key = std::mem::take(&mut self.row_key);
-                key.clear();
-                key.push_str(self.decoded.key(i).unwrap_or(device));
-                self.offer(msg, &key, i, ts.unwrap_or(msg.received_ms));
-                self.row_key = key;
-                continue;
-            }
-            match self.windows.push(device, ts, msg.received_ms, values, &mut self.evicted) {
-                Ok(pushed) => {
-                    if !matches!(pushed, Pushed::Duplicate { .. }) {
-                        self.drift.observe(values);
-                    }
-                    self.pushed(device, pushed, len)
-                }
-                Err(r) if r.reason == Reason::OutOfOrder && msg.redelivered => {
-                    self.events.duplicate(device, ts.unwrap_or_default())
-                }
-                Err(r) => self.reject(&msg.topic, &msg.payload, &r),
-            }
-        }
-        self.row_order = order;
-        for (reason, n) in Reset::VARIANTS.iter().copied().zip(self.windows.take_resets()) {
-            if n > 0 {
-                self.events.windows_reset(reason, n);
-            }
-        }
-    }
-
-    /// On a sampling clock: decoded row `i` (NaN: absent) stamped `ts`
-    /// goes to the device's assembly; each grid point it makes final may
-    /// complete a window.
-    fn offer(&mut self, msg: &Inbound, device: &str, i: usize, ts: i64) {
-        let len = self.model.card.input_len();
-        match self.windows.admit(device, ts, msg.received_ms, &mut self.evicted) {
-            Ok(()) => {
-                let nf = self.reader.feature_count();
-                self.drift.observe(&self.decoded.values[i * nf..(i + 1) * nf]);
-            }
-            Err(_) if msg.redelivered => return self.events.duplicate(device, ts),
-            Err(r) => return self.reject(&msg.topic, &msg.payload, &r),
-        }
-        while let Some(pushed) = self.windows.advance(device, ts) {
-            self.pushed(device, pushed, len);
-        }
-        let nf = self.reader.feature_count();
-        if self.windows.hold(device, ts, &self.decoded.values[i * nf..(i + 1) * nf]) {
-            self.events.duplicate(device, ts);
-        }
-    }
-
-    /// A sample went into `device`'s window: a window it completes joins the batch.
-    fn pushed(&mut self, device: &str, pushed: Pushed, len: usize) {
-        match pushed {
-            Pushed::Buffered { .. } => {}
-            Pushed::Duplicate { ts } => self.events.duplicate(device, ts),
-            Pushed::Ready { ts } => {
-                if self.batch.is_full() {
-                    self.score();
-                }
-                let cause = self.cause();
-                self.batch.push(&self.windows, device, ts, len, cause);
-            }
-        }
-    }
-
-    /// Stage 4: every window in the batch in one model run (the shadow
-    /// model's after it), then stage what they publish.
-    fn score(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let n = self.batch.len();
-        self.scores.clear();
-        let started = Instant::now();
-        self.errors.clear();
-        let card = &self.model.card;
-        // `explain = "always"`: the windows' occluded copies run with them.
-        let in_run = Explainer::in_batch_run(&card.scores);
-        let result = match in_run {
-            true => {
-                self.batch.run_occluded(&self.model, &mut self.states, &mut self.scores, &mut self.errors)
-            }
-            false => self.batch.run(&self.model, &mut self.states, &mut self.scores, &mut self.errors),
-        };
-        if in_run && result.is_ok() {
-            let (k, f) = (self.model.score_count(), card.features.len());
-            let recon = card.reconstruction_scores();
-            self.explainer.scored(&self.scores[n * k..], f, k);
-            self.scores.truncate(n * k);
-            self.errors.truncate(n * recon * f);
-        }
-        self.events.scored(n, started.elapsed().as_secs_f64());
-        self.turn_counts.1 += n as u64;
-        match result {
-            Err(e) => self.events.inference_failed(n, &e.to_string()),
-            Ok(()) => {
-                if let Some(s) = &mut self.shadow {
-                    s.run(self.batch.input(), n);
-                }
-                self.stage_scores()
-            }
-        }
-        self.batch.clear();
-    }
-
-    /// Stage 5: each scored window's payload, its shadow's, and its alarm
-    /// state if that changed; a window with a non-finite score publishes nothing.
-    fn stage_scores(&mut self) {
-        let k = self.model.score_count();
-        let card = &self.model.card;
-        let created_ms = crate::clock::now_ms();
-        let recon = card.reconstruction_scores();
-        let nf = card.features.len();
-        // The windows some score explains. Their occluded copies ran with
-        // the batch (`explain = "always"`), or go through the model now, in one run.
-        let in_run = Explainer::in_batch_run(&card.scores);
-        let mut rows = std::mem::take(&mut self.explain_rows);
-        rows.clear();
-        rows.extend((0..self.batch.len()).filter(|&i| {
-            let values = &self.scores[i * k..(i + 1) * k];
-            values.iter().all(|v| v.is_finite())
-                && card.scores.iter().zip(values).any(|(s, v)| crate::pipeline::explain::occludes(s, *v))
-        }));
-        let explained = !rows.is_empty()
-            && (in_run
-                || match self.explainer.run(
-                    &self.model,
-                    &mut self.states,
-                    self.batch.input(),
-                    &rows,
-                    card.window,
-                    &card.baseline,
-                ) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        self.events.explanation_failed(rows.len(), &e.to_string());
-                        false
-                    }
-                });
-        for (i, due) in self.batch.due().iter().enumerate() {
-            let values = &self.scores[i * k..(i + 1) * k];
-            let mut explain = match rows.binary_search(&i) {
-                Ok(j) if explained => {
-                    // The explainer holds every window's copies, or the explained ones'.
-                    let j = if in_run { i } else { j };
-                    self.explainer.explain(j, values, &card.scores, &card.features).unwrap_or_default()
-                }
-                _ => Vec::new(),
-            };
-            if recon > 0 {
-                let errors = &self.errors[i * recon * nf..(i + 1) * recon * nf];
-                crate::pipeline::explain::reconstruction(
-                    &mut explain,
-                    values,
-                    errors,
-                    &card.scores,
-                    &card.features,
-                );
-            }
-            if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
-                let detail = format!(
-                    "score `{}` is {} for {} at ts {}",
-                    card.scores[bad].name, values[bad], due.device, due.ts
-                );
-                self.events.inference_failed(1, &detail);
-                continue;
-            }
-            let state: State = card.state(values);
-            self.events.state(state);
-            self.recent.record(&due.device, due.ts, values, &explain, state, created_ms);
-            let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
-            let input = &self.pipeline.input.topic;
-            if let Some(e) = self.shadow.as_mut().and_then(|s| s.stage(i, &w, input, created_ms)) {
-                self.staged.publish(due.cause, e);
-            }
-            let e = render::score_entry(&self.pipeline, &self.origin, &card.scores, &w, created_ms);
-            self.staged.publish(due.cause, e);
-            if let Some(alarm_topic) = &self.pipeline.alarm {
-                if let Some(t) = self.alarms.update(&due.device, &card.scores, values) {
-                    let e = render::alarm_entry(
-                        input,
-                        alarm_topic,
-                        &self.origin,
-                        &card.scores,
-                        &w,
-                        &t,
-                        created_ms,
-                    );
-                    self.staged.publish(due.cause, e);
-                }
-            }
-        }
-        self.explain_rows = rows;
     }
 
     /// Stage 6: end a turn, handing over what it staged as the mode says.
