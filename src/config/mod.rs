@@ -148,8 +148,7 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
             &[("LINEGUARD__MQTT__PORT", "2883"), ("LINEGUARD__MQTT__HOST", "broker.local"), ("OTHER", "x")],
         )
         .unwrap();
-        assert_eq!(s.mqtt.port, 2883);
-        assert_eq!(s.mqtt.host, "broker.local");
+        assert_eq!(s.mqtt.brokers[0].to_string(), "broker.local:2883");
     }
 
     /// Strings from the environment stay exactly as written; numbers and
@@ -239,6 +238,30 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         let e =
             load_text(&MINIMAL.replace("port = 1883", "port = 1883\nreceive_maximum = 0"), &[]).unwrap_err();
         assert!(e.to_string().contains("mqtt.receive_maximum"), "{e}");
+    }
+
+    /// `mqtt.hosts` instead of `host` and `port`: several brokers, in the
+    /// order tried; both at once, or an address without its port, refused.
+    #[test]
+    fn several_brokers_by_hosts() {
+        let hosts =
+            |list: &str| MINIMAL.replace("host = \"127.0.0.1\"\nport = 1883", &format!("hosts = {list}"));
+        let s = load_text(&hosts(r#"["10.0.0.5:1883", "broker-b:8883", "[::1]:1884"]"#), &[]).unwrap();
+        let shown: Vec<String> = s.mqtt.brokers.iter().map(|b| b.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.5:1883", "broker-b:8883", "[::1]:1884"]);
+        assert_eq!(load_text(MINIMAL, &[]).unwrap().mqtt.brokers[0].to_string(), "127.0.0.1:1883");
+        let no_port = MINIMAL.replace("port = 1883\n", "");
+        assert_eq!(load_text(&no_port, &[]).unwrap().mqtt.brokers[0].port, 1883, "the default port");
+        for (text, why) in [
+            (MINIMAL.replace("port = 1883", "port = 1883\nhosts = [\"a:1\"]"), "not both"),
+            (hosts("[]"), "is empty"),
+            (hosts(r#"["broker-a"]"#), "must be \"host:port\""),
+            (hosts(r#"["broker-a:http"]"#), "is not a port"),
+            (MINIMAL.replace("host = \"127.0.0.1\"\n", ""), "missing"),
+        ] {
+            let e = load_text(&text, &[]).unwrap_err().to_string();
+            assert!(e.contains("mqtt.host") && e.contains(why), "{why}: {e}");
+        }
     }
 
     #[test]

@@ -59,9 +59,15 @@ pub(super) enum OutputFormat {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MqttConfig {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
+    /// One broker: its host (and `port`, 1883 by default)...
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// ...or several, `"host:port"` each, tried in turn when a connection
+    /// is lost (a clustered broker's nodes).
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
     /// Stable across restarts: the broker keeps this client's session (and
     /// queued QoS 1 telemetry) under it.
     pub client_id: String,
@@ -320,9 +326,8 @@ fn default_drift_std_ratio() -> f64 {
     crate::pipeline::drift::DEFAULT_STD_RATIO
 }
 
-fn default_port() -> u16 {
-    1883
-}
+/// `mqtt.port` when only `mqtt.host` is given.
+pub(super) const DEFAULT_PORT: u16 = 1883;
 fn default_keep_alive() -> u64 {
     30
 }

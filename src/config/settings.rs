@@ -35,6 +35,9 @@ impl Settings {
     /// The effective settings as TOML, secrets masked.
     pub(crate) fn display_masked(&self) -> String {
         let mut shown = self.raw.clone();
+        if shown.mqtt.host.is_some() {
+            shown.mqtt.port.get_or_insert(super::schema::DEFAULT_PORT);
+        }
         if shown.mqtt.password.is_some() {
             shown.mqtt.password = Some("********".into());
         }

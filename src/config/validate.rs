@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::schema::{
     Config, LimitsConfig, MqttConfig, OutputFormat, PipelineConfig, SparkplugConfig, StateConfig,
+    DEFAULT_PORT,
 };
 use super::settings::Settings;
 use super::ConfigError;
@@ -16,7 +17,7 @@ use crate::ingest::kepware::TagId;
 use crate::ingest::tag::TagKeys;
 use crate::ingest::topic::TopicTemplate;
 use crate::model::ModelFiles;
-use crate::mqtt::{publisher_client_id, MqttSettings, PasswordSource, TlsMaterial};
+use crate::mqtt::{publisher_client_id, BrokerAddr, MqttSettings, PasswordSource, TlsMaterial};
 use crate::ops::logging::LogSettings;
 use crate::pipeline::drift::DriftSettings;
 use crate::pipeline::{Limits, Output, Pipeline, Shadow};
@@ -55,13 +56,51 @@ pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError
     })
 }
 
+/// `mqtt.host` and `mqtt.port`, or `mqtt.hosts`: the brokers, in the order tried.
+fn brokers(blame: &Blame, m: &MqttConfig) -> Result<Vec<BrokerAddr>, ConfigError> {
+    let host = |key: &str, h: &str| {
+        if h.trim().is_empty() || h.contains(['/', ' ']) {
+            return Err(blame.invalid(key, format!("`{h}` is not a host name or address")));
+        }
+        Ok(h.trim_start_matches('[').trim_end_matches(']').to_string())
+    };
+    let port = |key: &str, p: u16| match p {
+        0 => Err(blame.invalid(key, "0 is not a broker port")),
+        p => Ok(p),
+    };
+    match (&m.hosts, &m.host) {
+        (Some(_), Some(_)) | (Some(_), None) if m.host.is_some() || m.port.is_some() => Err(blame.invalid(
+            "mqtt.hosts",
+            "give either `hosts` (several brokers, \"host:port\" each) or `host` and `port` (one broker), not both",
+        )),
+        (Some(hosts), _) => {
+            if hosts.is_empty() {
+                return Err(blame.invalid("mqtt.hosts", "is empty: name at least one broker, \"host:port\""));
+            }
+            hosts
+                .iter()
+                .map(|h| {
+                    // `[::1]:1883` for an IPv6 address; the port is required.
+                    let Some((name, number)) = h.rsplit_once(':').filter(|(n, _)| !n.ends_with(':')) else {
+                        return Err(blame.invalid("mqtt.hosts", format!("`{h}` must be \"host:port\"")));
+                    };
+                    let number = number
+                        .parse::<u16>()
+                        .map_err(|_| blame.invalid("mqtt.hosts", format!("`{h}`: `{number}` is not a port")))?;
+                    Ok(BrokerAddr { host: host("mqtt.hosts", name)?, port: port("mqtt.hosts", number)? })
+                })
+                .collect()
+        }
+        (None, Some(h)) => Ok(vec![BrokerAddr {
+            host: host("mqtt.host", h)?,
+            port: port("mqtt.port", m.port.unwrap_or(DEFAULT_PORT))?,
+        }]),
+        (None, None) => Err(blame.invalid("mqtt.host", "missing: name the broker (or several, with mqtt.hosts)")),
+    }
+}
+
 fn mqtt(blame: &Blame, m: &MqttConfig) -> Result<MqttSettings, ConfigError> {
-    if m.host.trim().is_empty() {
-        return Err(blame.invalid("mqtt.host", "is empty: name the broker host"));
-    }
-    if m.port == 0 {
-        return Err(blame.invalid("mqtt.port", "0 is not a broker port"));
-    }
+    let brokers = brokers(blame, m)?;
     if m.client_id.trim().is_empty() || m.client_id.contains(['/', '+', '#']) {
         return Err(blame.invalid(
             "mqtt.client_id",
@@ -85,8 +124,7 @@ fn mqtt(blame: &Blame, m: &MqttConfig) -> Result<MqttSettings, ConfigError> {
         return Err(blame.invalid("mqtt.username", "a password is set but no username"));
     }
     Ok(MqttSettings {
-        host: m.host.clone(),
-        port: m.port,
+        brokers,
         client_id: m.client_id.clone(),
         username: m.username.clone(),
         password,

@@ -16,9 +16,9 @@ use super::stop::{Phase, Stop};
 use crate::clock::now_ms;
 use crate::durable::sink::{Sink, SinkConfig};
 use crate::durable::store::{Entry, Store};
-use crate::mqtt::connection::{BeforeConnect, Connection, Role, Sparkplug};
+use crate::mqtt::connection::{BeforeConnect, Connection, Role, Sparkplug, Target};
 use crate::mqtt::protocol::EventLoop;
-use crate::mqtt::MqttSettings;
+use crate::mqtt::{MqttSettings, Purpose};
 use crate::ops::events::sparkplug::NodeEvents;
 use crate::ops::health::Health;
 use crate::sparkplug::node::EdgeNode;
@@ -50,7 +50,8 @@ pub(super) fn start(
 ) -> anyhow::Result<()> {
     let Node { mqtt, sparkplug: sp, max_payload, store, health } = node;
     health.set_sparkplug(false);
-    let (client, eventloop) = crate::mqtt::sparkplug(mqtt, &sp.client_id, max_payload);
+    let purpose = Purpose::Sparkplug { client_id: sp.client_id.clone() };
+    let (client, eventloop) = crate::mqtt::connect(&purpose, mqtt, &mqtt.brokers[0], max_payload, None);
     // Connection -> sink: what happens on the node's connection (unbounded:
     // the connection must never wait for its sink, which waits on it).
     let (link_tx, link_rx) = mpsc::unbounded_channel();
@@ -65,7 +66,8 @@ pub(super) fn start(
     let session = Session::new(EdgeNode::new(sp.node.clone()), bd_seq, end_tx);
     let sink = Sink::new(client.clone(), store.clone(), config, backlog).with_node(session);
     let role = Role::Sparkplug(Sparkplug { before_connect, end_session: Some(end_rx) });
-    let conn = Connection::new(mqtt, sp.node.filters(), link_tx, Some(health.clone()), role);
+    let target = Target { settings: mqtt.clone(), purpose, max_payload };
+    let conn = Connection::new(target, sp.node.filters(), link_tx, Some(health.clone()), role);
     let n = &sp.node;
     NodeEvents.starting(&n.group_id, &n.edge_node_id, n.primary_host_id.as_deref());
     stop.spawn(Phase::Sinks, sink.run(records, control_rx, link_rx, stop.token(Phase::Sinks)));

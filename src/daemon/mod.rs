@@ -68,11 +68,11 @@ use crate::durable::committer::{self, Watch};
 use crate::durable::link::Link;
 use crate::durable::sink::{Control, Sink, SinkConfig};
 use crate::durable::store::{Entry, Store};
-use crate::mqtt::connection::{Connection, Role, Telemetry};
+use crate::mqtt::connection::{Connection, Role, Target, Telemetry};
 use crate::mqtt::protocol::{Client, EventLoop};
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::{Route, Router, INBOUND_QUEUE};
-use crate::mqtt::{Protocol, Will};
+use crate::mqtt::{Protocol, Purpose, Will};
 use crate::ops::events::daemon::DaemonEvents;
 use crate::ops::events::model::ModelEvents;
 use crate::ops::health::Health;
@@ -123,12 +123,15 @@ struct Services {
     views: Arc<DeviceViews>,
 }
 
-/// The broker connections' clients and event loops, made before anything
+/// The broker connections' clients and event loops (for the first broker
+/// of `mqtt.hosts`), and how each reaches the others, made before anything
 /// runs on them.
 struct Connections {
-    telemetry: (Client, EventLoop),
-    publisher: (Client, EventLoop),
+    telemetry: (Client, EventLoop, Target),
+    publisher: (Client, EventLoop, Target),
     relay: Option<Relay>,
+    /// The store holds windows, so the broker should hold our session.
+    expect_session: bool,
 }
 
 /// The channels into the sinks and the acker (see the table above): what
@@ -188,7 +191,7 @@ pub(crate) async fn run(
     let stop = Stop::new(settings.state.drain_timeout);
     let corrupt = CancellationToken::new();
     let services = start_services(&settings, &models, &stop).await;
-    let connections = connect(&settings)?;
+    let connections = connect(&settings, &store)?;
     let (senders, receivers) = channels();
     let (routes, watched) =
         start_pipelines(&settings, &models, &store, &services, &senders, &corrupt, &stop)?;
@@ -292,13 +295,12 @@ fn offline(settings: &Settings) -> Will {
 
 /// The connections' clients and event loops; over MQTT 3.1.1 telemetry
 /// runs through the relay that keeps oversize messages from killing it.
-fn connect(settings: &Settings) -> anyhow::Result<Connections> {
+fn connect(settings: &Settings, store: &Store) -> anyhow::Result<Connections> {
     let (m, max_payload) = (&settings.mqtt, settings.limits.max_payload_bytes);
     let relay = match m.protocol {
         Protocol::V311 => Some(
             Relay::start(
-                &m.host,
-                m.port,
+                &m.brokers,
                 m.tls.as_ref(),
                 crate::mqtt::relay_limit(max_payload),
                 &settings.state.dir,
@@ -308,10 +310,16 @@ fn connect(settings: &Settings) -> anyhow::Result<Connections> {
         Protocol::V5 => None,
     };
     let will = offline(settings);
+    let make = |purpose: Purpose| {
+        let (client, eventloop) =
+            crate::mqtt::connect(&purpose, m, &m.brokers[0], max_payload, relay.as_ref());
+        (client, eventloop, Target { settings: m.clone(), purpose, max_payload })
+    };
     Ok(Connections {
-        telemetry: crate::mqtt::telemetry(m, &will, max_payload, relay.as_ref()),
-        publisher: crate::mqtt::publisher(m, &will, max_payload),
+        telemetry: make(Purpose::Telemetry { will: will.clone() }),
+        publisher: make(Purpose::Publisher { will }),
         relay,
+        expect_session: store.holds_windows(),
     })
 }
 
@@ -430,12 +438,16 @@ fn start_connections(
     acks: mpsc::UnboundedReceiver<AckId>,
     stop: &Stop,
 ) -> oneshot::Receiver<()> {
-    let Connections { telemetry: (client, eventloop), publisher: (pub_client, pub_eventloop), relay } =
-        connections;
+    let Connections {
+        telemetry: (client, eventloop, telemetry_target),
+        publisher: (pub_client, pub_eventloop, publisher_target),
+        relay,
+        expect_session,
+    } = connections;
     let health = Some(services.health.clone());
     stop.spawn(Phase::Acker, crate::mqtt::acker::acker(client.clone(), acks, stop.token(Phase::Acker)));
     let publisher =
-        Connection::new(&settings.mqtt, Vec::new(), senders.link.clone(), health.clone(), Role::Publisher);
+        Connection::new(publisher_target, Vec::new(), senders.link.clone(), health.clone(), Role::Publisher);
     stop.spawn(Phase::Connections, publisher.run(pub_eventloop, pub_client));
     let mut filters: Vec<String> = settings.pipelines.iter().flat_map(|p| p.input.filters()).collect();
     filters.sort();
@@ -447,9 +459,10 @@ fn start_connections(
         attempted: Some(attempted_tx),
         relay,
         intake: stop.token(Phase::Intake),
+        expect_session,
     });
     let link = intake_link(senders.link, stop);
-    let telemetry = Connection::new(&settings.mqtt, filters, link, health, role);
+    let telemetry = Connection::new(telemetry_target, filters, link, health, role);
     stop.spawn(Phase::Connections, telemetry.run(eventloop, client));
     attempted
 }

@@ -556,6 +556,18 @@ impl Store {
         })
     }
 
+    /// Whether any window is stored: a daemon that had windows had a
+    /// telemetry session, and expects the broker to have kept it.
+    pub(crate) fn holds_windows(&self) -> bool {
+        let any = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(WINDOWS)?;
+            let first = table.first()?.is_some();
+            Ok(first)
+        });
+        any.unwrap_or(false)
+    }
+
     /// Give new scores their sequence numbers and hand them to `then` at
     /// once (under the lock, so they reach the sink in sequence order, across
     /// pipelines). They must then be committed: until they are,

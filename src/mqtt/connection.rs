@@ -30,10 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::durable::ack::AckId;
 use crate::durable::link::Link;
+use crate::mqtt::options::{connect, Purpose};
 use crate::mqtt::protocol::{Client, Event, EventLoop};
 use crate::mqtt::relay::Relay;
 use crate::mqtt::router::Router;
-use crate::mqtt::MqttSettings;
+use crate::mqtt::{BrokerAddr, MqttSettings};
 use crate::ops::events::mqtt::ConnectionEvents;
 use crate::ops::health::Health;
 
@@ -71,6 +72,9 @@ pub(crate) struct Telemetry {
     pub relay: Option<Relay>,
     /// Cancelled at the stop: routing ends.
     pub intake: CancellationToken,
+    /// The broker should have our session (we had one before): a connect
+    /// without it means telemetry was lost (see [`Router::session_lost`]).
+    pub expect_session: bool,
 }
 
 pub(crate) struct Sparkplug {
@@ -79,10 +83,21 @@ pub(crate) struct Sparkplug {
     pub end_session: Option<mpsc::UnboundedReceiver<()>>,
 }
 
+/// How a connection reaches its brokers: `mqtt.hosts` in turn, the next
+/// one after each connection lost or refused, each with this connection's
+/// options for it ([`Purpose`]).
+pub(crate) struct Target {
+    pub settings: MqttSettings,
+    pub purpose: Purpose,
+    /// `limits.max_payload_bytes`.
+    pub max_payload: usize,
+}
+
 pub(crate) struct Connection {
     filters: Vec<String>,
-    host: String,
-    port: u16,
+    target: Target,
+    /// The broker in `target.settings.brokers` tried now.
+    at: usize,
     backoff: Backoff,
     link: mpsc::UnboundedSender<Link>,
     health: Option<Arc<Health>>,
@@ -91,9 +106,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// A connection to the configured broker, subscribing `filters` at every connect.
+    /// A connection to `target`'s brokers (the first one first),
+    /// subscribing `filters` at every connect.
     pub(crate) fn new(
-        m: &MqttSettings,
+        target: Target,
         filters: Vec<String>,
         link: mpsc::UnboundedSender<Link>,
         health: Option<Arc<Health>>,
@@ -104,16 +120,46 @@ impl Connection {
             Role::Publisher => ConnectionName::Publisher,
             Role::Sparkplug(_) => ConnectionName::Sparkplug,
         };
+        let backoff = Backoff::new(target.settings.reconnect_min, target.settings.reconnect_max);
         Connection {
             filters,
-            host: m.host.clone(),
-            port: m.port,
-            backoff: Backoff::new(m.reconnect_min, m.reconnect_max),
+            target,
+            at: 0,
+            backoff,
             link,
             health,
             events: ConnectionEvents::new(name.into()),
             role,
         }
+    }
+
+    /// The relay the connection runs through, if any (telemetry over 3.1.1).
+    fn relay(&self) -> Option<&Relay> {
+        match &self.role {
+            Role::Telemetry(t) => t.relay.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The broker this connection is (or is about to be) connected to.
+    fn broker(&self) -> BrokerAddr {
+        match self.relay() {
+            Some(r) => r.broker(),
+            None => self.target.settings.brokers[self.at].clone(),
+        }
+    }
+
+    /// After a loss: the next broker's options, where there are several
+    /// (through a relay, the relay turns to the next one itself).
+    fn next_broker(&mut self, eventloop: &mut EventLoop) {
+        let brokers = &self.target.settings.brokers;
+        if brokers.len() < 2 || self.relay().is_some() {
+            return;
+        }
+        self.at = (self.at + 1) % brokers.len();
+        let t = &self.target;
+        let (_, fresh) = connect(&t.purpose, &t.settings, &brokers[self.at], t.max_payload, None);
+        eventloop.take_options(fresh);
     }
 
     fn before_connect(&mut self, eventloop: &mut EventLoop) {
@@ -209,7 +255,14 @@ impl Connection {
                     self.attempted();
                     (subacks, refusals) = (0, 0);
                     subscribing.clear();
-                    self.events.connected(&self.host, self.port, session_present);
+                    let down = self.events.connected(&self.broker(), session_present);
+                    if let Role::Telemetry(t) = &mut self.role {
+                        if t.expect_session && !session_present {
+                            self.events.session_lost(down);
+                            t.router.session_lost().await;
+                        }
+                        t.expect_session = true;
+                    }
                     let (ready_tx, ready_rx) = oneshot::channel();
                     if self.link.send(Link::Up { ready: ready_tx }).is_ok() {
                         let _ = ready_rx.await;
@@ -262,15 +315,12 @@ impl Connection {
                 Ok(Event::Other) => {}
                 Err(e) => {
                     // Through the relay, rumqttc sees only its socket close; the relay knows why.
-                    let relay = match &self.role {
-                        Role::Telemetry(t) => t.relay.as_ref(),
-                        _ => None,
-                    };
-                    let e = relay.and_then(Relay::take_error).unwrap_or(e);
+                    let e = self.relay().and_then(Relay::take_error).unwrap_or(e);
                     self.down();
+                    self.next_broker(&mut eventloop);
                     self.before_connect(&mut eventloop);
                     let delay = self.backoff.next_delay();
-                    self.events.connection_failed(&e, delay);
+                    self.events.connection_failed(&e, delay, &self.broker());
                     tokio::time::sleep(delay).await;
                 }
             }

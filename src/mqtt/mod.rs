@@ -21,5 +21,7 @@ pub(crate) mod relay;
 pub(crate) mod router;
 mod settings;
 
-pub(crate) use options::{publisher, recorder, relay_limit, sparkplug, telemetry, Will};
-pub(crate) use settings::{publisher_client_id, MqttSettings, PasswordSource, Protocol, TlsMaterial};
+pub(crate) use options::{connect, relay_limit, Purpose, Will};
+pub(crate) use settings::{
+    publisher_client_id, BrokerAddr, MqttSettings, PasswordSource, Protocol, TlsMaterial,
+};

@@ -216,6 +216,16 @@ impl EventLoop {
         }
     }
 
+    /// Take `other`'s options (another broker's address, with everything
+    /// else the same): the next connect goes there. What is in flight stays.
+    pub(crate) fn take_options(&mut self, other: EventLoop) {
+        match (self, other) {
+            (EventLoop::V5(l), EventLoop::V5(o)) => l.options = o.options,
+            (EventLoop::V311(l), EventLoop::V311(o)) => l.mqtt_options = o.mqtt_options,
+            _ => debug_assert!(false, "options for another MQTT version"),
+        }
+    }
+
     /// Drop the connection without DISCONNECT (the broker publishes our will).
     pub(crate) fn drop_connection(&mut self) {
         match self {

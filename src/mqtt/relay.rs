@@ -41,7 +41,7 @@ use rumqttc::tokio_rustls::TlsConnector;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 
-use crate::mqtt::TlsMaterial;
+use crate::mqtt::{BrokerAddr, TlsMaterial};
 
 /// Bytes of an oversize payload kept for the dead letter.
 pub(crate) const HEAD: usize = crate::pipeline::DEAD_LETTER_SHOWS;
@@ -74,17 +74,18 @@ pub(crate) fn stand_in(payload: &Bytes) -> Option<Oversize> {
     Some(Oversize { len, head: payload.slice(tag + 8..) })
 }
 
-/// Where the relay connects to.
-#[derive(Clone)]
+/// Where the relay connects to: the brokers of `mqtt.hosts`, in turn, the
+/// next one after each connection that ends (a broker lost or refused).
 struct Upstream {
-    host: String,
-    port: u16,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
+    brokers: Vec<(BrokerAddr, Option<ServerName<'static>>)>,
+    tls: Option<TlsConnector>,
+    next: std::sync::atomic::AtomicUsize,
 }
 
 /// A running relay; it stops when dropped.
 pub(crate) struct Relay {
     socket: PathBuf,
+    upstream: Arc<Upstream>,
     /// Why the last connection to the broker failed (rumqttc sees only the
     /// socket closing).
     error: Arc<Mutex<Option<String>>>,
@@ -109,17 +110,20 @@ impl Relay {
     /// rumqttc makes there is relayed to `host:port` (over TLS with `tls`).
     /// PUBLISH packets whose remaining length exceeds `limit` get a stand-in.
     pub(crate) fn start(
-        host: &str,
-        port: u16,
+        brokers: &[BrokerAddr],
         tls: Option<&TlsMaterial>,
         limit: usize,
         dir: &Path,
     ) -> anyhow::Result<Relay> {
-        let tls = match tls {
-            Some(t) => Some((TlsConnector::from(Arc::new(client_config(t)?)), server_name(host)?)),
+        let connector = match tls {
+            Some(t) => Some(TlsConnector::from(Arc::new(client_config(t)?))),
             None => None,
         };
-        let upstream = Upstream { host: host.to_string(), port, tls };
+        let brokers = brokers
+            .iter()
+            .map(|b| Ok((b.clone(), tls.map(|_| server_name(&b.host)).transpose()?)))
+            .collect::<anyhow::Result<_>>()?;
+        let upstream = Arc::new(Upstream { brokers, tls: connector, next: Default::default() });
         // Private to the daemon: the socket opens a broker session with our
         // TLS client certificate. In the state directory, so that a kill -9
         // leaves nothing behind that the next start does not reuse.
@@ -141,21 +145,27 @@ impl Relay {
         let listener = UnixListener::bind(&socket)?;
         let error = Arc::new(Mutex::new(None));
         let errors = error.clone();
+        let relayed = Arc::clone(&upstream);
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                tokio::spawn(serve(client, upstream.clone(), limit, errors.clone()));
+                tokio::spawn(serve(client, Arc::clone(&relayed), limit, errors.clone()));
             }
         });
-        Ok(Relay { socket, error, accept, _dir: fallback })
+        Ok(Relay { socket, upstream, error, accept, _dir: fallback })
     }
 
     /// The socket rumqttc connects to.
     pub(crate) fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The broker the relay connects to now (or tries next).
+    pub(crate) fn broker(&self) -> BrokerAddr {
+        self.upstream.broker().0.clone()
     }
 
     /// Why the last connection to the broker failed, once.
@@ -193,29 +203,47 @@ trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 impl Upstream {
+    /// The broker whose turn it is.
+    fn broker(&self) -> &(BrokerAddr, Option<ServerName<'static>>) {
+        &self.brokers[self.next.load(std::sync::atomic::Ordering::Relaxed) % self.brokers.len()]
+    }
+
+    /// A connection ended (or failed): the next one goes to the next broker.
+    fn lost(&self) {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn connect(&self) -> Result<Box<dyn Stream>, String> {
-        let addr = format!("{}:{}", self.host, self.port);
+        let (broker, name) = self.broker();
+        let addr = (broker.host.as_str(), broker.port);
         let connect = async {
-            let tcp = TcpStream::connect(&addr).await.map_err(|e| format!("I/O: {e}"))?;
-            match &self.tls {
-                None => Ok(Box::new(tcp) as Box<dyn Stream>),
-                Some((connector, name)) => {
+            let tcp = TcpStream::connect(addr).await.map_err(|e| format!("I/O: {e}"))?;
+            match (&self.tls, name) {
+                (Some(connector), Some(name)) => {
                     let tls = connector.connect(name.clone(), tcp).await.map_err(|e| format!("TLS: {e}"))?;
                     Ok(Box::new(tls) as Box<dyn Stream>)
                 }
+                _ => Ok(Box::new(tcp) as Box<dyn Stream>),
             }
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .unwrap_or_else(|_| Err(format!("no connection to {addr} within {CONNECT_TIMEOUT:?}")))
+            .unwrap_or_else(|_| Err(format!("no connection to {broker} within {CONNECT_TIMEOUT:?}")))
+            .map_err(|e| format!("{broker}: {e}"))
     }
 }
 
-async fn serve(client: UnixStream, upstream: Upstream, limit: usize, errors: Arc<Mutex<Option<String>>>) {
+async fn serve(
+    client: UnixStream,
+    upstream: Arc<Upstream>,
+    limit: usize,
+    errors: Arc<Mutex<Option<String>>>,
+) {
     let broker = match upstream.connect().await {
         Ok(b) => b,
         Err(e) => {
             *errors.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            upstream.lost();
             return; // rumqttc sees its socket close
         }
     };
@@ -236,6 +264,7 @@ async fn serve(client: UnixStream, upstream: Upstream, limit: usize, errors: Arc
         _ = up => {}
         _ = down => {}
     }
+    upstream.lost();
 }
 
 /// Where the reader is in the broker's packet stream.

@@ -16,7 +16,7 @@ use crate::durable::ack::{Ack, AckId};
 use crate::ingest::input::Input;
 use crate::mqtt::relay;
 use crate::ops::events::mqtt::RouterEvents;
-use crate::pipeline::Inbound;
+use crate::pipeline::{Inbound, Intake};
 
 /// Messages waiting for a pipeline before the connection stops reading:
 /// a few turns' worth, so a pipeline busy with one model run does not hold
@@ -26,7 +26,7 @@ pub(crate) const INBOUND_QUEUE: usize = 1024;
 /// One pipeline's input.
 pub(crate) struct Route {
     pub input: Input,
-    pub tx: mpsc::Sender<Inbound>,
+    pub tx: mpsc::Sender<Intake>,
 }
 
 pub(crate) struct Router {
@@ -42,6 +42,14 @@ impl Router {
     /// Stop routing: the pipelines see their channels close.
     pub(crate) fn close(&mut self) {
         self.routes.clear();
+    }
+
+    /// The broker lost the telemetry session: every pipeline hears it after
+    /// the messages before the hole and before any after it.
+    pub(crate) async fn session_lost(&mut self) {
+        for r in &self.routes {
+            let _ = r.tx.send(Intake::SessionLost).await;
+        }
     }
 
     /// Hand one message to every pipeline that takes it; returns the
@@ -80,7 +88,7 @@ impl Router {
                 ack: shares.pop(),
             };
             // Waiting here is the backpressure: we stop reading from the broker.
-            let _ = r.tx.send(msg).await;
+            let _ = r.tx.send(Intake::Message(msg)).await;
         }
         received_ms
     }

@@ -43,8 +43,9 @@ impl<'de> Deserialize<'de> for Protocol {
 /// `[mqtt]`, validated.
 #[derive(Debug, Clone)]
 pub(crate) struct MqttSettings {
-    pub host: String,
-    pub port: u16,
+    /// The brokers, in the order they are tried (`mqtt.host` and `mqtt.port`,
+    /// or `mqtt.hosts`); never empty.
+    pub brokers: Vec<BrokerAddr>,
     /// Stable across restarts: the broker keeps the telemetry session under it.
     pub client_id: String,
     pub username: Option<String>,
@@ -61,6 +62,22 @@ pub(crate) struct MqttSettings {
     pub receive_maximum: u16,
     /// The score connection's MQTT version.
     pub scores_protocol: Protocol,
+}
+
+/// A broker's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for BrokerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
 }
 
 /// TLS material read and checked at load.

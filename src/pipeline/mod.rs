@@ -47,6 +47,17 @@ use crate::durable::ack::Ack;
 /// telemetry connection's relay keeps as much of a message too large to read).
 pub const DEAD_LETTER_SHOWS: usize = 4096;
 
+/// What the router hands a pipeline, in the order the connection got it.
+#[derive(Debug)]
+pub(crate) enum Intake {
+    /// A telemetry message.
+    Message(Inbound),
+    /// The broker lost the telemetry session (it answered a reconnect with
+    /// `session_present = false`): every window that the hole may cut starts
+    /// again (see [`Reset::SessionLost`](window::Reset::SessionLost)).
+    SessionLost,
+}
+
 /// A telemetry message routed to a pipeline.
 #[derive(Debug)]
 pub(crate) struct Inbound {

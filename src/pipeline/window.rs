@@ -97,6 +97,10 @@ pub enum Reset {
     Gap,
     /// A grid point where some feature had no value within `stale_after_ms`.
     Stale,
+    /// The broker lost the telemetry session: what was published while the
+    /// connection was down is gone, so no window may join the samples from
+    /// before the hole with those after it.
+    SessionLost,
 }
 
 /// Snapshot format 3: format and card fingerprint first, a CRC-32 of
@@ -273,6 +277,22 @@ impl Windows {
         ring.last_seen_ms = now_ms;
         mark_ring_dirty(ring, &mut self.dirty);
         Ok(store(ring, self.normalize.as_ref(), self.hop, ts, values))
+    }
+
+    /// Every window starts again (its samples are dropped, not scored
+    /// across `reason`'s hole); the devices stay. Not on a sampling clock,
+    /// whose stale rule starts a window again where a hole makes one.
+    pub(crate) fn restart_all(&mut self, reason: Reset) {
+        if self.clock.is_some() {
+            return;
+        }
+        for ring in self.devices.values_mut() {
+            if ring.count > 0 {
+                ring.count = 0;
+                self.resets[reason as usize] += 1;
+                mark_ring_dirty(ring, &mut self.dirty);
+            }
+        }
     }
 
     /// A ring for `device`, made (evicting at the cap) if it is new.
@@ -649,11 +669,11 @@ mod tests {
         push(&mut w, 0, 1.0);
         push(&mut w, 500, 2.0);
         assert_eq!(push(&mut w, 1500, 3.0), Pushed::Ready { ts: 1500 }, "1000 ms apart is no gap");
-        assert_eq!(w.take_resets(), [0, 0]);
+        assert_eq!(w.take_resets(), [0, 0, 0]);
         // 1001 ms after the newest: the window starts again with this sample.
         assert_eq!(push(&mut w, 2501, 4.0), Pushed::Buffered { ts: 2501 });
-        assert_eq!(w.take_resets(), [1, 0], "one gap reset");
-        assert_eq!(w.take_resets(), [0, 0], "taken once");
+        assert_eq!(w.take_resets(), [1, 0, 0], "one gap reset");
+        assert_eq!(w.take_resets(), [0, 0, 0], "taken once");
         assert_eq!(push(&mut w, 2600, 5.0), Pushed::Buffered { ts: 2600 });
         assert_eq!(push(&mut w, 2700, 6.0), Pushed::Ready { ts: 2700 });
         let mut out = [0f32; 3];
@@ -665,7 +685,7 @@ mod tests {
             plain.push("d", Some(1 << 40), 0, &[1.0], &mut Vec::new()).unwrap(),
             Pushed::Ready { ts: 1 << 40 }
         );
-        assert_eq!(plain.take_resets(), [0, 0], "no max_gap_ms, no reset");
+        assert_eq!(plain.take_resets(), [0, 0, 0], "no max_gap_ms, no reset");
     }
 
     /// Values of one feature (of 2) through admit / advance / hold; the windows it completes.
@@ -698,7 +718,7 @@ mod tests {
         assert_eq!(offer(&mut w, 1150, 1, 9.0), Err(Reason::Late));
         // Feature 1 falls silent: 1300 still holds 20.0 (180 ms > 150: stale).
         assert_eq!(offer(&mut w, 1301, 0, 4.0), Ok(vec![]), "1300 is stale");
-        assert_eq!(w.take_resets(), [0, 1]);
+        assert_eq!(w.take_resets(), [0, 1, 0]);
         let snap = w.take_dirty().pop().unwrap().1;
         assert_eq!(snap[0], SNAPSHOT_V4);
         let mut back = Windows::new(2, 2, 1).on_clock(Some(clock));

@@ -74,16 +74,22 @@ async fn record(settings: crate::config::Settings, args: RecordArgs) -> anyhow::
     let mut filters: Vec<String> = settings.pipelines.iter().flat_map(|p| p.input.filters()).collect();
     filters.sort();
     filters.dedup();
-    let (client, mut eventloop) = crate::mqtt::recorder(&settings.mqtt, settings.limits.max_payload_bytes);
+    // The first broker of `mqtt.hosts`: a recording is one session's.
+    let broker = &settings.mqtt.brokers[0];
+    let (client, mut eventloop) = crate::mqtt::connect(
+        &crate::mqtt::Purpose::Recorder,
+        &settings.mqtt,
+        broker,
+        settings.limits.max_payload_bytes,
+        None,
+    );
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + Duration::from_secs(d));
     let started = Instant::now();
     let (mut messages, mut bytes) = (0u64, 0u64);
     let mut last_flush = Instant::now();
     eprintln!(
-        "recording {} from {}:{} to {} ({})",
+        "recording {} from {broker} to {} ({})",
         filters.join(", "),
-        settings.mqtt.host,
-        settings.mqtt.port,
         args.output.display(),
         args.duration.map_or("until Ctrl-C".to_string(), |d| format!("for {d} s"))
     );

@@ -12,6 +12,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod brokers;
 mod cli;
 mod daemon;
 mod explain;

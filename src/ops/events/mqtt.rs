@@ -15,6 +15,7 @@ pub(crate) struct ConnectionEvents {
     connected: Gauge,
     reconnects: Counter,
     subscriptions_refused: Counter,
+    sessions_lost: Counter,
     errors: RateLimit<()>,
     down_since: Option<Instant>,
 }
@@ -26,25 +27,38 @@ impl ConnectionEvents {
             connected: gauge!(names::CONNECTION_UP, "connection" => name),
             reconnects: zeroed(counter!(names::CONNECTION_RECONNECTS, "connection" => name)),
             subscriptions_refused: zeroed(counter!(names::SUBSCRIPTIONS_REFUSED)),
+            sessions_lost: zeroed(counter!(names::SESSIONS_LOST, "connection" => name)),
             errors: RateLimit::default(),
             down_since: None,
         }
     }
 
-    pub(crate) fn connected(&mut self, host: &str, port: u16, session_present: bool) {
+    /// Connected to `broker`; returns for how long it was down before, if it was.
+    pub(crate) fn connected(
+        &mut self,
+        broker: &dyn std::fmt::Display,
+        session_present: bool,
+    ) -> Option<Duration> {
         self.connected.set(1.0);
-        let after = self.down_since.take().map(|t| format!(" after {:.1} s down", t.elapsed().as_secs_f64()));
+        let down = self.down_since.take().map(|t| t.elapsed());
+        let after = down.map(|d| format!(" after {:.1} s down", d.as_secs_f64()));
         info!(
             connection = self.name,
-            %host,
-            port,
+            %broker,
             session_present,
             "connected to broker{}",
             after.unwrap_or_default()
         );
+        down
     }
 
-    pub(crate) fn connection_failed(&mut self, error: &str, retry_in: Duration) {
+    /// The connection was lost or refused; the next attempt goes to `next`.
+    pub(crate) fn connection_failed(
+        &mut self,
+        error: &str,
+        retry_in: Duration,
+        next: &dyn std::fmt::Display,
+    ) {
         self.connected.set(0.0);
         self.reconnects.increment(1);
         self.down_since.get_or_insert_with(Instant::now);
@@ -56,10 +70,23 @@ impl ConnectionEvents {
             };
             warn!(
                 connection = self.name,
-                "broker connection lost or refused: {error}; retrying in {:.1} s{more}",
+                "broker connection lost or refused: {error}; retrying {next} in {:.1} s{more}",
                 retry_in.as_secs_f64()
             );
         }
+    }
+
+    /// The broker answered a reconnect without the session it kept for us
+    /// (a restart without persistence, a cluster node without it): what was
+    /// published while we were away (`down`) is gone.
+    pub(crate) fn session_lost(&self, down: Option<Duration>) {
+        self.sessions_lost.increment(1);
+        let down = down.map_or("a moment".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+        warn!(
+            connection = self.name,
+            "the broker lost this connection's session: the telemetry published in the {down} it was \
+             down is gone; every window it may cut starts again"
+        );
     }
 
     /// The broker refused a subscription: nothing comes in on it.

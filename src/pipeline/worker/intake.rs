@@ -8,11 +8,22 @@ use crate::durable::sink::Control;
 use crate::durable::store::NewEntry;
 use crate::ingest::reject::{Reason, Rejection};
 use crate::pipeline::window::{Pushed, Reset};
-use crate::pipeline::Inbound;
+use crate::pipeline::{Inbound, Intake};
 use crate::sparkplug::input::Kind;
 use strum::VariantArray;
 
 impl Worker {
+    /// What the router sent: a message to read, or a hole in the telemetry.
+    pub(super) fn take(&mut self, intake: Intake) {
+        match intake {
+            Intake::Message(msg) => self.read(msg),
+            Intake::SessionLost => {
+                self.windows.restart_all(Reset::SessionLost);
+                self.report_resets();
+            }
+        }
+    }
+
     pub(super) fn reject(&mut self, topic: &str, payload: &[u8], r: &Rejection) {
         self.reject_sized(topic, payload, payload.len() as u64, r);
     }
@@ -148,6 +159,11 @@ impl Worker {
             }
         }
         self.row_order = order;
+        self.report_resets();
+    }
+
+    /// The windows started again since the last report, by why.
+    fn report_resets(&mut self) {
         for (reason, n) in Reset::VARIANTS.iter().copied().zip(self.windows.take_resets()) {
             if n > 0 {
                 self.events.windows_reset(reason, n);

@@ -57,7 +57,7 @@ use crate::pipeline::explain::Explainer;
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin};
 use crate::pipeline::window::{Reset, Unrestored, Windows};
-use crate::pipeline::{Inbound, Limits, Output, Pipeline};
+use crate::pipeline::{Intake, Limits, Output, Pipeline};
 use crate::sparkplug::input::SparkplugInput;
 use shadow::Shadowing;
 use staging::Staged;
@@ -263,7 +263,7 @@ impl Worker {
     /// queued are not acknowledged.
     pub(crate) fn run(
         mut self,
-        mut rx: mpsc::Receiver<Inbound>,
+        mut rx: mpsc::Receiver<Intake>,
         mut swaps: mpsc::Receiver<Swap>,
         mut views: mpsc::Receiver<ViewRequest>,
         rt: Handle,
@@ -274,7 +274,7 @@ impl Worker {
             self.beat();
             let wake = (last_sweep + SWEEP_EVERY).min(Instant::now() + HEARTBEAT);
             enum Ev {
-                Msg(Option<Inbound>),
+                Msg(Option<Intake>),
                 Swap(Swap),
                 View(ViewRequest),
                 Timer,
@@ -330,13 +330,13 @@ impl Worker {
     /// The wait is a plain sleep of this thread (tokio's timer would round
     /// it up to whole milliseconds); if intake closes meanwhile, the run
     /// loop's next `recv` sees it.
-    fn gather(&mut self, first: Inbound, rx: &mut mpsc::Receiver<Inbound>) {
+    fn gather(&mut self, first: Intake, rx: &mut mpsc::Receiver<Intake>) {
         let deadline = Instant::now() + self.limits.batch_wait;
-        self.read(first);
+        self.take(first);
         loop {
             while !self.batch.is_full() {
                 match rx.try_recv() {
-                    Ok(msg) => self.read(msg),
+                    Ok(intake) => self.take(intake),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }
@@ -456,6 +456,7 @@ mod tests {
     use crate::ingest::topic::TopicTemplate;
     use crate::model::ModelFiles;
     use crate::ops::health::Health;
+    use crate::pipeline::Inbound;
     use bytes::Bytes;
     use rumqttc::QoS;
 
@@ -466,7 +467,7 @@ mod tests {
         entries: mpsc::UnboundedReceiver<Vec<Entry>>,
         acks: mpsc::UnboundedReceiver<AckId>,
         ack_tx: mpsc::UnboundedSender<AckId>,
-        inbound: (mpsc::Sender<Inbound>, mpsc::Receiver<Inbound>),
+        inbound: (mpsc::Sender<Intake>, mpsc::Receiver<Intake>),
         _state: tempfile::TempDir,
     }
 
@@ -568,7 +569,7 @@ mod tests {
 
         /// Queue `messages` for the pipeline, as the router does.
         fn feed(&mut self, messages: Vec<Inbound>) {
-            messages.into_iter().for_each(|m| self.inbound.0.try_send(m).unwrap());
+            messages.into_iter().for_each(|m| self.inbound.0.try_send(Intake::Message(m)).unwrap());
         }
 
         /// One turn, as the run loop makes it; false when nothing was queued.
