@@ -19,6 +19,7 @@
 //!   states, drift, explanations;
 //! - `mqtt`: the broker connections (options, protocol, the connection
 //!   loop, routing, the acker, the oversize relay);
+//! - `redundancy`: a primary and a backup, and which of them is active;
 //! - `config`: the file, validated into each stage's settings;
 //! - `daemon`: the wiring (every channel and task), the stop, and what
 //!   looks at the stages from outside (HTTP, `/devices`, reloads, the
@@ -51,5 +52,6 @@ pub mod model;
 mod mqtt;
 mod ops;
 pub mod pipeline;
+mod redundancy;
 pub mod sparkplug;
 pub mod tools;

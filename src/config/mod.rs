@@ -264,6 +264,36 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         }
     }
 
+    /// `[redundancy]`: a pair needs the other instance's id and a replay;
+    /// it requires every sample's own `ts`; absent, the daemon is standalone.
+    #[test]
+    fn redundancy_settings() {
+        let pair = |extra: &str| format!("{MINIMAL}\n[redundancy]\n{extra}");
+        let s = load_text(&pair("role = \"backup\"\npeer = \"lineguard-gw02\""), &[]).unwrap();
+        let r = s.redundancy.as_ref().unwrap();
+        assert_eq!((r.role.as_str(), r.peer.as_str()), ("backup", "lineguard-gw02"));
+        assert_eq!(r.takeover_replay, std::time::Duration::from_secs(30), "the default replay");
+        assert_eq!(r.peer_status_topic(), "lineguard/lineguard-gw02/status");
+        assert!(s.limits.require_ts, "two instances must not stamp arrival times");
+        let alone = load_text(MINIMAL, &[]).unwrap();
+        assert!(alone.redundancy.is_none() && !alone.limits.require_ts, "standalone, exactly as before");
+        for (extra, why) in [
+            ("role = \"primary\"\npeer = \"lineguard-gw01\"", "this instance's own mqtt.client_id"),
+            ("role = \"primary\"\npeer = \"\"", "must be the other instance's"),
+            ("role = \"primary\"\npeer = \"gw/2\"", "must be the other instance's"),
+            ("role = \"primary\"\npeer = \"b\"\ntakeover_replay_secs = 0", "at least 1"),
+            ("role = \"leader\"\npeer = \"b\"", "leader"),
+            ("peer = \"b\"", "role"),
+        ] {
+            let e = load_text(&pair(extra), &[]).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let spb = pair("role = \"primary\"\npeer = \"b\"")
+            .replace("[redundancy]", "[sparkplug]\ngroup_id = \"plant\"\n\n[redundancy]");
+        let e = load_text(&spb, &[]).unwrap_err().to_string();
+        assert!(e.contains("not with a [sparkplug] section"), "{e}");
+    }
+
     #[test]
     fn unknown_keys_are_errors() {
         let e = load_text(&MINIMAL.replace("port = 1883", "prot = 1883"), &[]).unwrap_err().to_string();

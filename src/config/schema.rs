@@ -25,7 +25,26 @@ pub(super) struct Config {
     /// lineguard as a Sparkplug B Edge Node (for pipelines with `format = "sparkplug"`).
     #[serde(default)]
     pub sparkplug: Option<SparkplugConfig>,
+    /// A primary and a backup on the same stream (absent: standalone).
+    #[serde(default)]
+    pub redundancy: Option<RedundancyConfig>,
     pub pipelines: Vec<PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedundancyConfig {
+    /// `primary` or `backup`.
+    pub role: crate::redundancy::Role,
+    /// The other instance's `mqtt.client_id`.
+    pub peer: String,
+    /// What a standby keeps to publish when it takes over, in seconds of data time.
+    #[serde(default = "default_takeover_replay")]
+    pub takeover_replay_secs: u64,
+}
+
+fn default_takeover_replay() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

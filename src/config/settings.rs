@@ -12,6 +12,7 @@ use crate::durable::StateSettings;
 use crate::mqtt::MqttSettings;
 use crate::ops::logging::LogSettings;
 use crate::pipeline::{Limits, Pipeline};
+use crate::redundancy::RedundancySettings;
 use crate::sparkplug::SparkplugSettings;
 
 /// The validated configuration.
@@ -28,6 +29,8 @@ pub(crate) struct Settings {
     pub pipelines: Vec<Pipeline>,
     /// Set when a `[sparkplug]` section is.
     pub sparkplug: Option<SparkplugSettings>,
+    /// Set when a `[redundancy]` section is.
+    pub redundancy: Option<RedundancySettings>,
     pub(super) raw: Config,
 }
 

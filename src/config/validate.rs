@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::schema::{
-    Config, LimitsConfig, MqttConfig, OutputFormat, PipelineConfig, SparkplugConfig, StateConfig,
-    DEFAULT_PORT,
+    Config, LimitsConfig, MqttConfig, OutputFormat, PipelineConfig, RedundancyConfig, SparkplugConfig,
+    StateConfig, DEFAULT_PORT,
 };
 use super::settings::Settings;
 use super::ConfigError;
@@ -21,6 +21,7 @@ use crate::mqtt::{publisher_client_id, BrokerAddr, MqttSettings, PasswordSource,
 use crate::ops::logging::LogSettings;
 use crate::pipeline::drift::DriftSettings;
 use crate::pipeline::{Limits, Output, Pipeline, Shadow};
+use crate::redundancy::RedundancySettings;
 use crate::sparkplug::node::NodeConfig;
 use crate::sparkplug::{is_sparkplug_topic, DeviceIdTemplate, SparkplugSettings};
 
@@ -43,6 +44,20 @@ pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError
     let pipelines = pipelines(&blame, &raw, path)?;
     let sparkplug = raw.sparkplug.as_ref().map(|sp| sparkplug(&blame, sp, &raw.mqtt)).transpose()?;
     no_feedback(&blame, &pipelines, sparkplug.as_ref())?;
+    let redundancy = raw.redundancy.as_ref().map(|r| redundancy(&blame, r, &raw.mqtt)).transpose()?;
+    if redundancy.is_some() && sparkplug.is_some() {
+        // Two instances of one Edge Node must never both have a session
+        // online; the handover of the node's session is not built yet.
+        return Err(blame.invalid(
+            "redundancy",
+            "not with a [sparkplug] section yet: a pair cannot hand over a Sparkplug Edge Node's session \
+             (publish JSON scores under [redundancy], or run one instance for Sparkplug)",
+        ));
+    }
+    let mut limits = limits;
+    // Two instances stamp a sample's arrival differently: only the
+    // sample's own time makes their windows the same.
+    limits.require_ts = redundancy.is_some();
     Ok(Settings {
         path: path.to_path_buf(),
         mqtt,
@@ -52,6 +67,7 @@ pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError
         limits,
         pipelines,
         sparkplug,
+        redundancy,
         raw,
     })
 }
@@ -242,6 +258,7 @@ fn limits(blame: &Blame, l: &LimitsConfig) -> Result<Limits, ConfigError> {
         max_future: Duration::from_millis(l.max_future_ms),
         stale_intake: (l.stale_intake_secs > 0).then(|| Duration::from_secs(l.stale_intake_secs)),
         dead_letter_topic: l.dead_letter_topic.clone(),
+        require_ts: false,
     })
 }
 
@@ -526,6 +543,37 @@ fn sparkplug(blame: &Blame, sp: &SparkplugConfig, m: &MqttConfig) -> Result<Spar
         ));
     }
     Ok(SparkplugSettings { node, client_id })
+}
+
+/// `[redundancy]`: the peer is another instance, the replay is not empty.
+fn redundancy(
+    blame: &Blame,
+    r: &RedundancyConfig,
+    m: &MqttConfig,
+) -> Result<RedundancySettings, ConfigError> {
+    if r.peer.trim().is_empty() || r.peer.contains(['/', '+', '#']) {
+        return Err(blame.invalid(
+            "redundancy.peer",
+            format!("`{}` must be the other instance's mqtt.client_id (no `/`, `+` or `#`)", r.peer),
+        ));
+    }
+    if r.peer == m.client_id {
+        return Err(blame.invalid(
+            "redundancy.peer",
+            format!("`{}` is this instance's own mqtt.client_id: name the other instance's", r.peer),
+        ));
+    }
+    if r.takeover_replay_secs == 0 {
+        return Err(blame.invalid(
+            "redundancy.takeover_replay_secs",
+            "must be at least 1: a standby keeps this much data time to publish when it takes over",
+        ));
+    }
+    Ok(RedundancySettings {
+        role: r.role,
+        peer: r.peer.clone(),
+        takeover_replay: Duration::from_secs(r.takeover_replay_secs),
+    })
 }
 
 /// No pipeline's output may feed a pipeline's input: scores would be scored.

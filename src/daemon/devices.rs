@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::status::ModelStatus;
+use crate::daemon::status::{Board, ModelStatus, PairStatus, PeerView};
 use crate::model::card::State;
 use crate::ops::health::Health;
 use crate::pipeline::recent::DeviceView;
@@ -102,6 +102,19 @@ pub(crate) struct Overview {
     pub devices: Vec<DeviceView>,
     /// Pipelines that did not answer in time (busy or stopping).
     pub unanswered: Vec<String>,
+    /// Under `[redundancy]`: this instance's role, whether it is active and
+    /// why, and what its peer's status says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<PairDetail>,
+}
+
+/// This instance's standing in its pair, as `/devices` shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PairDetail {
+    #[serde(flatten)]
+    pub pair: PairStatus,
+    pub why: &'static str,
+    pub peer: PeerView,
 }
 
 /// A pipeline: its model, and the features whose inputs drift from the
@@ -136,13 +149,8 @@ impl DeviceViews {
     }
 
     /// Ask every pipeline `filter` names for its devices.
-    pub(crate) async fn overview(
-        &self,
-        filter: &Filter,
-        client_id: &str,
-        health: &Health,
-        models: Vec<ModelStatus>,
-    ) -> Overview {
+    pub(crate) async fn overview(&self, filter: &Filter, board: &Board, health: &Health) -> Overview {
+        let models = board.models();
         let asked: Vec<(String, mpsc::Sender<ViewRequest>)> = self
             .pipelines
             .read()
@@ -182,13 +190,14 @@ impl DeviceViews {
             .map(|model| PipelineStatus { drifting: drifting.remove(&model.pipeline), model })
             .collect();
         Overview {
-            client_id: client_id.to_string(),
+            client_id: board.client_id.clone(),
             version: env!("CARGO_PKG_VERSION"),
             generated_ms: crate::clock::now_ms(),
             connections: health.connections().into_iter().collect(),
             pipelines,
             devices,
             unanswered,
+            redundancy: board.pair().map(|pair| PairDetail { why: pair.why, peer: pair.peer.clone(), pair }),
         }
     }
 }

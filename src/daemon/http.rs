@@ -83,8 +83,7 @@ async fn devices(State(s): State<AppState>, uri: Uri) -> axum::response::Respons
         Ok(f) => f,
         Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
     };
-    let models = s.board.models();
-    let overview = s.views.overview(&filter, &s.board.client_id, &s.health, models).await;
+    let overview = s.views.overview(&filter, &s.board, &s.health).await;
     match serde_json::to_vec(&overview) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body)
             .into_response(),

@@ -14,7 +14,7 @@
 //!
 //! Two connections to the broker: the telemetry one takes intake and sends
 //! our PUBACKs, the publisher one carries scores, status and dead letters
-//! (see [`crate::mqtt::publisher`] for why they are two). With Sparkplug B
+//! (see [`Purpose::Publisher`] for why they are two). With Sparkplug B
 //! output the Edge Node has a third connection and a second sink (its will
 //! is the NDEATH; see [`edge`]): Sparkplug records go to that sink,
 //! everything else to the first.
@@ -49,6 +49,7 @@
 pub(crate) mod devices;
 pub(crate) mod edge;
 pub(crate) mod http;
+pub(crate) mod redundancy;
 pub(crate) mod reload;
 pub(crate) mod signals;
 pub(crate) mod status;
@@ -75,6 +76,7 @@ use crate::mqtt::router::{Route, Router, INBOUND_QUEUE};
 use crate::mqtt::{Protocol, Purpose, Will};
 use crate::ops::events::daemon::DaemonEvents;
 use crate::ops::events::model::ModelEvents;
+use crate::ops::events::redundancy::RedundancyEvents;
 use crate::ops::health::Health;
 use crate::pipeline::worker::{Daemon, Mode, Worker};
 use crate::pipeline::{Pipeline, PipelineModels};
@@ -272,7 +274,12 @@ async fn start_services(settings: &Settings, models: &[PipelineModels], stop: &S
             }
         })
         .collect();
-    let board = Board { client_id: settings.mqtt.client_id.clone(), models: Arc::new(Mutex::new(statuses)) };
+    let pair = settings.redundancy.as_ref().map(redundancy::before_deciding);
+    let board = Board {
+        client_id: settings.mqtt.client_id.clone(),
+        models: Arc::new(Mutex::new(statuses)),
+        pair: Arc::new(Mutex::new(pair)),
+    };
     let views = DeviceViews::new();
     // Scoring matters more than its dashboard: without the port, run without it.
     let listening = http::serve(
@@ -404,8 +411,30 @@ async fn start_sinks(
         drain_until: stop.publishing_deadline(),
         farewell: stop.farewell(),
     };
-    let sink = Sink::new(publisher.clone(), store.clone(), config.clone(), backlog)
+    let mut sink = Sink::new(publisher.clone(), store.clone(), config.clone(), backlog)
         .with_health(services.health.clone());
+    match &settings.redundancy {
+        Some(r) => {
+            let redundant = redundancy::sink_side(r);
+            let pair = redundancy::Pair {
+                redundancy: r,
+                mqtt: &settings.mqtt,
+                max_payload: settings.limits.max_payload_bytes,
+                alarm_filters: settings
+                    .pipelines
+                    .iter()
+                    .filter_map(|p| p.alarm.as_ref())
+                    .map(|t| t.filter())
+                    .collect(),
+                health: services.health.clone(),
+                board: services.board.clone(),
+                control: senders.control.clone(),
+            };
+            redundancy::start(pair, &redundant, stop);
+            sink = sink.redundant(redundant);
+        }
+        None => RedundancyEvents::standalone(),
+    }
     let _ = senders.control.send(Control::Online(services.board.online_payload())).await;
     let Receivers { entries, records, control, link, acks } = receivers;
     stop.spawn(Phase::Sinks, sink.run(entries, control, link, stop.token(Phase::Sinks)));

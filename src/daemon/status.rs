@@ -24,28 +24,64 @@ struct Status<'a> {
     status: &'a str,
     client_id: &'a str,
     version: &'a str,
+    #[serde(flatten)]
+    pair: Option<&'a PairStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     models: Option<&'a [ModelStatus]>,
 }
 
-pub(crate) fn online(client_id: &str, models: &[ModelStatus]) -> Vec<u8> {
-    payload("online", client_id, Some(models))
+/// Under `[redundancy]`: what the status says of this instance's standing.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PairStatus {
+    pub role: &'static str,
+    /// Whether it publishes for the pair.
+    pub active: bool,
+    /// Its data clock: the newest sample time it applied (epoch ms); the
+    /// primary catches up with the backup's.
+    pub data_ts: i64,
+    /// Why it stands as it does (not in the status topic; `/devices` shows it).
+    #[serde(skip)]
+    pub why: &'static str,
+    /// What its peer's status says (not in the status topic either).
+    #[serde(skip)]
+    pub peer: PeerView,
+}
+
+/// The peer, as `/devices` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PeerView {
+    pub client_id: String,
+    /// `online`, `offline`, or `unknown` (no status retained).
+    pub status: &'static str,
+    pub active: Option<bool>,
+    pub data_ts: Option<i64>,
+}
+
+pub(crate) fn online(client_id: &str, pair: Option<&PairStatus>, models: &[ModelStatus]) -> Vec<u8> {
+    payload("online", client_id, pair, Some(models))
 }
 
 pub(crate) fn offline(client_id: &str) -> Vec<u8> {
-    payload("offline", client_id, None)
+    payload("offline", client_id, None, None)
 }
 
-fn payload(status: &str, client_id: &str, models: Option<&[ModelStatus]>) -> Vec<u8> {
-    serde_json::to_vec(&Status { status, client_id, version: env!("CARGO_PKG_VERSION"), models })
+fn payload(
+    status: &str,
+    client_id: &str,
+    pair: Option<&PairStatus>,
+    models: Option<&[ModelStatus]>,
+) -> Vec<u8> {
+    serde_json::to_vec(&Status { status, client_id, version: env!("CARGO_PKG_VERSION"), pair, models })
         .expect("status serializes")
 }
 
-/// The models in service, by pipeline, as the status topic reports them.
+/// The models in service, by pipeline, as the status topic reports them,
+/// and (under `[redundancy]`) this instance's standing in its pair.
 #[derive(Debug, Clone)]
 pub(crate) struct Board {
     pub client_id: String,
     pub models: Arc<Mutex<Vec<ModelStatus>>>,
+    pub pair: Arc<Mutex<Option<PairStatus>>>,
 }
 
 impl Board {
@@ -61,7 +97,17 @@ impl Board {
 
     /// The retained `online` payload.
     pub(crate) fn online_payload(&self) -> Vec<u8> {
-        online(&self.client_id, &self.lock())
+        let pair = self.pair();
+        online(&self.client_id, pair.as_ref(), &self.lock())
+    }
+
+    /// This instance's standing, under `[redundancy]`.
+    pub(crate) fn pair(&self) -> Option<PairStatus> {
+        self.pair.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_pair(&self, pair: PairStatus) {
+        *self.pair.lock().unwrap_or_else(|p| p.into_inner()) = Some(pair);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ModelStatus>> {

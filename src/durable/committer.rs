@@ -313,6 +313,7 @@ mod tests {
             let id = AckId { pkid: 100 + u16::from(i), qos: QoS::AtLeastOnce };
             let new = NewEntry {
                 created_ms: 1,
+                ts: 7,
                 topic: format!("s/{i}"),
                 payload: vec![i],
                 retain: false,

@@ -6,7 +6,7 @@
 //! each publish got (`Sent`) and when the broker acknowledged it (`Acked`),
 //! and only then deletes it from the store. Status and dead-letter messages
 //! go through here too, so every `Sent` event maps to exactly one publish.
-//! It publishes on a connection of its own ([`mqtt::publisher`](crate::mqtt::publisher)); of the
+//! It publishes on a connection of its own ([`Purpose::Publisher`](crate::mqtt::Purpose::Publisher)); of the
 //! telemetry connection it hears only whether the subscriptions are in
 //! place (`Intake`), since `online` waits for both.
 //!
@@ -43,6 +43,7 @@ use crate::clock::Deadline;
 use crate::durable::link::{Gone, Link, Publisher, Refusal};
 use crate::durable::store::{Entry, Store};
 use crate::ops::events::durable::{Overflow, SinkEvents};
+use crate::ops::events::redundancy::ReplayEvents;
 use crate::sparkplug::node::OutMessage;
 use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
 
@@ -56,6 +57,34 @@ pub(crate) enum Control {
     /// A retained summary (QoS 1, not durable): a newer one for the same
     /// topic replaces one still queued.
     Summary { topic: String, payload: Vec<u8> },
+    /// Under `[redundancy]`: publish for the pair, or stand by.
+    Gate(Gate),
+}
+
+/// Whether a sink of a redundant pair publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Publish: first what was kept while standing by, in order, then live.
+    /// Decided for the publisher connection's `n`th connect (see
+    /// [`Health::publisher`](crate::ops::health::Health::publisher)): a sink
+    /// that has seen a later connect since stays standing by, and its
+    /// controller decides again.
+    Active(u64),
+    /// Publish nothing but the status; keep what would be published for
+    /// the last `replay` of data time (the messages' `ts`), to publish
+    /// first on becoming active.
+    Standby,
+}
+
+/// A sink of a redundant pair (see [`crate::redundancy`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Redundant {
+    /// What a standby keeps, in data time.
+    pub replay: Duration,
+    /// The newest alarm state published on each alarm topic (its `ts`), by
+    /// either instance: an alarm state not newer than that is not published
+    /// again, so a subscriber never sees a device step back.
+    pub alarms_seen: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +117,13 @@ struct Pending {
     session: bool,
 }
 
+impl Pending {
+    /// A dead letter: QoS 0, neither retained nor of a Sparkplug session.
+    fn is_dead_letter(&self) -> bool {
+        self.qos == QoS::AtMostOnce && !self.retain && !self.session
+    }
+}
+
 impl Slot {
     /// Alarms are the only retained messages that are not Sparkplug
     /// (`alarm_entry` in [`pipeline::render`](crate::pipeline::render)).
@@ -104,6 +140,8 @@ struct Slot {
     payload: Bytes,
     retain: bool,
     sparkplug: bool,
+    /// Its data time (see [`Entry::ts`]).
+    ts: i64,
     acked: bool,
     /// Sent in this session ahead of its turn (a device born with its newest values).
     early: bool,
@@ -183,6 +221,16 @@ pub(crate) struct Sink<P: Publisher> {
     intake: bool,
     /// The Sparkplug Edge Node this sink publishes for.
     node: Option<Session>,
+    /// Under `[redundancy]`: how it stands by, and whether it does now.
+    redundant: Option<Redundant>,
+    standby: bool,
+    /// Dead letters kept while standing by, with the data time they came at.
+    kept_letters: VecDeque<(i64, Pending)>,
+    /// The newest data time of what it holds (a standby keeps back from it).
+    newest_ts: i64,
+    /// Connects of its connection so far.
+    ups: u64,
+    replays: ReplayEvents,
 }
 
 impl<P: Publisher> Sink<P> {
@@ -209,6 +257,12 @@ impl<P: Publisher> Sink<P> {
             up: false,
             intake: false,
             node: None,
+            redundant: None,
+            standby: false,
+            kept_letters: VecDeque::new(),
+            newest_ts: i64::MIN,
+            ups: 0,
+            replays: ReplayEvents::default(),
         };
         if !backlog.is_empty() {
             sink.events.backlog(backlog.len());
@@ -220,6 +274,11 @@ impl<P: Publisher> Sink<P> {
     fn add(&mut self, entries: Vec<Entry>) {
         for e in entries {
             self.bytes += e.size();
+            self.newest_ts = self.newest_ts.max(e.ts);
+            // Dead letters kept before any data time was known take the first.
+            for (ts, _) in self.kept_letters.iter_mut().rev().take_while(|(ts, _)| *ts == i64::MIN) {
+                *ts = self.newest_ts;
+            }
             self.slots.push_back(Slot {
                 seq: e.seq,
                 created_ms: e.created_ms,
@@ -227,6 +286,7 @@ impl<P: Publisher> Sink<P> {
                 payload: Bytes::from(e.payload),
                 retain: e.retain,
                 sparkplug: e.sparkplug,
+                ts: e.ts,
                 acked: false,
                 early: false,
             });
@@ -253,7 +313,74 @@ impl<P: Publisher> Sink<P> {
         while self.slots.front().is_some_and(|s| s.created_ms < oldest_allowed) {
             self.drop_front(Overflow::Age);
         }
+        self.keep_back();
         self.events.level(self.slots.len(), self.bytes);
+    }
+
+    /// Standing by: what is older (in data time) than the replay keeps is
+    /// the active instance's to publish, and goes.
+    fn keep_back(&mut self) {
+        let Some(r) = self.redundant.as_ref().filter(|_| self.standby) else { return };
+        let oldest_kept = self.newest_ts.saturating_sub(r.replay.as_millis() as i64);
+        while self.slots.front().is_some_and(|s| s.ts < oldest_kept) {
+            let s = self.slots.pop_front().expect("front exists");
+            self.bytes -= (s.topic.len() + s.payload.len()) as u64;
+            self.cursor = self.cursor.saturating_sub(1);
+            self.to_delete.push(s.seq);
+        }
+        while self.kept_letters.front().is_some_and(|(ts, _)| *ts < oldest_kept) {
+            self.kept_letters.pop_front();
+        }
+    }
+
+    /// Under `[redundancy]`, from `Standby` on (the controller says when).
+    pub(crate) fn redundant(mut self, r: Redundant) -> Sink<P> {
+        self.redundant = Some(r);
+        self.standby = true;
+        self
+    }
+
+    /// Start or stop publishing for the pair.
+    fn gate(&mut self, gate: Gate) {
+        if self.redundant.is_none() {
+            return;
+        }
+        match gate {
+            Gate::Standby => {
+                self.standby = true;
+                // Dead letters not yet out wait with the rest; summaries are
+                // the active instance's; the status stays.
+                for p in std::mem::take(&mut self.control) {
+                    match p.is_dead_letter() {
+                        true => self.kept_letters.push_back((self.newest_ts, p)),
+                        false if p.topic == self.config.status_topic => self.control.push_back(p),
+                        false => {}
+                    }
+                }
+            }
+            Gate::Active(ups) if ups != self.ups => {}
+            Gate::Active(_) if self.standby => {
+                self.standby = false;
+                // From the oldest kept: what the old active did not get to publish.
+                self.cursor = 0;
+                let kept = self.slots.iter().filter(|s| !s.acked).count() + self.kept_letters.len();
+                self.control.extend(self.kept_letters.drain(..).map(|(_, p)| p));
+                self.replays.replaying(kept);
+            }
+            Gate::Active(_) => {}
+        }
+    }
+
+    /// An alarm state that another publish on its topic (by either
+    /// instance) has overtaken: publishing it would step the device back.
+    fn overtaken(&self, s: &Slot) -> bool {
+        let Some(r) = &self.redundant else { return false };
+        s.is_alarm()
+            && r.alarms_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&s.topic)
+                .is_some_and(|seen| *seen >= s.ts)
     }
 
     /// Mark `seq` acknowledged and release the acknowledged prefix.
@@ -316,12 +443,20 @@ impl<P: Publisher> Sink<P> {
         if let Some(p) = self.control.pop_front() {
             return Some((Ref::Control, p));
         }
+        if self.standby {
+            return None;
+        }
         while let Some(s) = self.slots.get(self.cursor) {
             if s.acked || s.early {
                 self.cursor += 1;
                 continue;
             }
             let seq = s.seq;
+            if !s.sparkplug && self.overtaken(s) {
+                self.cursor += 1;
+                self.release(self.cursor - 1);
+                continue;
+            }
             if !s.sparkplug {
                 self.cursor += 1;
                 let p = Pending {
@@ -540,7 +675,8 @@ impl<P: Publisher> Sink<P> {
                 }
             }
             if let Some(deadline) = drain_deadline {
-                let done = !entries_open && self.all_acked() && self.control.is_empty();
+                // A standby publishes nothing it keeps: only what is in flight.
+                let done = !entries_open && (self.standby || self.all_acked()) && self.control.is_empty();
                 if done || Instant::now() >= deadline {
                     if !done {
                         self.events.drain_timeout(self.slots.iter().filter(|s| !s.acked).count());
@@ -592,6 +728,14 @@ impl<P: Publisher> Sink<P> {
     fn on_link(&mut self, l: Link) -> Flow {
         match l {
             Link::Up { ready } => {
+                // A new connection of a redundant pair's instance stands by
+                // until its controller says otherwise, and says its status
+                // once the controller has decided it again.
+                self.ups += 1;
+                if self.redundant.is_some() {
+                    self.standby = true;
+                    self.online = None;
+                }
                 self.fifo.clear();
                 self.pkids.clear();
                 self.ending = None;
@@ -648,14 +792,18 @@ impl<P: Publisher> Sink<P> {
                 self.say_online();
             }
             Control::DeadLetter { topic, payload } => {
-                if self.control.len() < DEAD_LETTERS_QUEUED {
-                    let payload = Bytes::from(payload);
-                    let p = Pending { topic, payload, qos: QoS::AtMostOnce, retain: false, session: false };
-                    self.control.push_back(p);
-                } else {
-                    self.events.dead_letter_dropped();
+                let payload = Bytes::from(payload);
+                let p = Pending { topic, payload, qos: QoS::AtMostOnce, retain: false, session: false };
+                let (held, kept) = (self.control.len(), self.kept_letters.len());
+                match (self.standby, held.max(kept) < DEAD_LETTERS_QUEUED) {
+                    (_, false) => self.events.dead_letter_dropped(),
+                    (true, true) => self.kept_letters.push_back((self.newest_ts, p)),
+                    (false, true) => self.control.push_back(p),
                 }
             }
+            // The active instance publishes the pair's summaries.
+            Control::Summary { .. } if self.standby => {}
+            Control::Gate(g) => self.gate(g),
             Control::Summary { topic, payload } => {
                 self.control.retain(|c| !(c.retain && c.topic == topic));
                 let payload = Bytes::from(payload);
@@ -739,6 +887,7 @@ mod tests {
         Entry {
             seq,
             created_ms,
+            ts: 7,
             topic: "t/x".into(),
             payload: vec![b'x'; 97],
             retain: false,
@@ -802,6 +951,7 @@ mod tests {
         let n = 2 * DELETE_CHUNK + 7;
         let new = crate::durable::store::NewEntry {
             created_ms: 1,
+            ts: 7,
             topic: "t".into(),
             payload: b"{}".to_vec(),
             retain: false,
@@ -824,6 +974,7 @@ mod tests {
         let (mut s, _d) = sink(1 << 20, Duration::from_secs(3600));
         let new = |t: &str| crate::durable::store::NewEntry {
             created_ms: crate::clock::now_ms(),
+            ts: 7,
             topic: t.into(),
             payload: b"{}".to_vec(),
             retain: false,
@@ -839,5 +990,66 @@ mod tests {
         store.commit("p", &[crate::durable::store::Part { scores: reserved, ..Default::default() }]).unwrap();
         assert_eq!(s.deletable(), [1, 2]);
         assert!(s.to_delete.is_empty());
+    }
+
+    fn at(seq: u64, ts: i64, topic: &str, retain: bool) -> Entry {
+        let payload = format!("{{\"ts\":{ts}}}").into_bytes();
+        Entry {
+            seq,
+            created_ms: crate::clock::now_ms(),
+            ts,
+            topic: topic.into(),
+            payload,
+            retain,
+            sparkplug: false,
+        }
+    }
+
+    fn published(s: &mut Sink<Nowhere>) -> Vec<(String, Vec<u8>)> {
+        std::iter::from_fn(|| s.next_publish()).map(|(_, p)| (p.topic, p.payload.to_vec())).collect()
+    }
+
+    /// A standby publishes its status and nothing else, keeps the last
+    /// `replay` of data time, and on taking over publishes what it kept in
+    /// order, skipping alarm states the other instance already overtook.
+    #[test]
+    fn a_standby_keeps_the_replay_and_publishes_it_on_taking_over() {
+        let (s, _d) = sink(1 << 20, Duration::from_secs(3600));
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let mut s = s.redundant(Redundant { replay: Duration::from_secs(10), alarms_seen: seen.clone() });
+        s.up = true;
+        s.intake = true;
+        s.ups = 1;
+        s.on_control(Control::Online(b"standing by".to_vec()));
+        s.on_control(Control::DeadLetter { topic: "dl-old".into(), payload: b"bad".to_vec() });
+        s.on_control(Control::Summary { topic: "drift".into(), payload: b"{}".to_vec() });
+        s.add(vec![
+            at(1, 1_000, "a/scores", false),
+            at(2, 2_000, "a/alarm", true),
+            at(3, 9_000, "a/alarm", true),
+        ]);
+        s.on_control(Control::DeadLetter { topic: "dl".into(), payload: b"bad".to_vec() });
+        s.add(vec![at(4, 12_500, "a/scores", false), at(5, 13_000, "a/scores", false)]);
+        s.enforce_bounds();
+        assert_eq!(
+            published(&mut s),
+            [("s".to_string(), b"standing by".to_vec())],
+            "nothing but the status while standing by"
+        );
+        assert_eq!(seqs(&s), [3, 4, 5], "data older than 13 s - 10 s is the active instance's");
+        // The old active published alarm state 9_000 itself before it died.
+        seen.lock().unwrap().insert("a/alarm".to_string(), 9_000);
+        s.on_control(Control::Gate(Gate::Active(0)));
+        assert!(published(&mut s).is_empty(), "a decision for an older connect is not taken");
+        s.on_control(Control::Gate(Gate::Active(1)));
+        let topics: Vec<String> = published(&mut s).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            topics,
+            ["dl", "a/scores", "a/scores"],
+            "the kept dead letter, then the kept scores in order"
+        );
+        s.on_control(Control::Gate(Gate::Standby));
+        s.add(vec![at(6, 14_000, "a/scores", false)]);
+        assert!(published(&mut s).is_empty(), "standing down: nothing more");
     }
 }

@@ -52,8 +52,11 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 /// redb's page cache: enough for the B-tree's upper levels; leaves come from the OS page cache.
 const CACHE_BYTES: usize = 1024 * 1024;
-/// Outbox entry format 2: this magic, a CRC-32 of the rest, then the entry.
-const ENTRY_MAGIC: [u8; 4] = *b"LGo2";
+/// Outbox entry format 3: this magic, a CRC-32 of the rest, then the entry
+/// (its data time after its creation time).
+const ENTRY_MAGIC: [u8; 4] = *b"LGo3";
+/// Format 2, without the data time: still read (its creation time stands in).
+const ENTRY_MAGIC_V2: [u8; 4] = *b"LGo2";
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
 const REOPEN_MAX: Duration = Duration::from_secs(10);
 
@@ -93,6 +96,9 @@ fn fault(e: impl Into<redb::Error>) -> StoreError {
 pub struct Entry {
     pub seq: u64,
     pub created_ms: i64,
+    /// The data time of what it says (a window's newest sample; 0 for a
+    /// Sparkplug death), epoch ms: what a standby keeps it by.
+    pub ts: i64,
     pub topic: String,
     pub payload: Vec<u8>,
     /// Published retained (alarm states).
@@ -108,10 +114,11 @@ impl Entry {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(21 + self.topic.len() + self.payload.len());
+        let mut v = Vec::with_capacity(29 + self.topic.len() + self.payload.len());
         v.extend_from_slice(&ENTRY_MAGIC);
         v.extend_from_slice(&[0; 4]);
         v.extend_from_slice(&self.created_ms.to_le_bytes());
+        v.extend_from_slice(&self.ts.to_le_bytes());
         v.push(u8::from(self.retain) | (u8::from(self.sparkplug) << 1));
         v.extend_from_slice(&(self.topic.len() as u32).to_le_bytes());
         v.extend_from_slice(self.topic.as_bytes());
@@ -121,18 +128,24 @@ impl Entry {
         v
     }
 
-    /// `None` unless the row is of the current format and passes its checksum.
+    /// `None` unless the row is of a format read here and passes its checksum.
     fn decode(seq: u64, v: &[u8]) -> Option<Entry> {
-        if v.get(0..4)? != ENTRY_MAGIC || v.get(4..8)? != crc32fast::hash(v.get(8..)?).to_le_bytes() {
+        let magic = v.get(0..4)?;
+        if (magic != ENTRY_MAGIC && magic != ENTRY_MAGIC_V2)
+            || v.get(4..8)? != crc32fast::hash(v.get(8..)?).to_le_bytes()
+        {
             return None;
         }
-        let v = &v[8..];
-        let created_ms = i64::from_le_bytes(v.get(0..8)?.try_into().ok()?);
+        let created_ms = i64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+        let (ts, v) = match magic == ENTRY_MAGIC {
+            true => (i64::from_le_bytes(v.get(16..24)?.try_into().ok()?), &v[16..]),
+            false => (created_ms, &v[8..]),
+        };
         let flags = *v.get(8)?;
         let (retain, sparkplug) = (flags & 1 == 1, flags & 2 == 2);
         let len = u32::from_le_bytes(v.get(9..13)?.try_into().ok()?) as usize;
         let topic = std::str::from_utf8(v.get(13..13usize.checked_add(len)?)?).ok()?.to_string();
-        Some(Entry { seq, created_ms, topic, payload: v.get(13 + len..)?.to_vec(), retain, sparkplug })
+        Some(Entry { seq, created_ms, ts, topic, payload: v.get(13 + len..)?.to_vec(), retain, sparkplug })
     }
 }
 
@@ -140,6 +153,8 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct NewEntry {
     pub created_ms: i64,
+    /// See [`Entry::ts`].
+    pub ts: i64,
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
@@ -581,6 +596,7 @@ impl Store {
             let e = Entry {
                 seq: first + i as u64,
                 created_ms: s.created_ms,
+                ts: s.ts,
                 topic: s.topic,
                 payload: s.payload,
                 retain: s.retain,
@@ -697,6 +713,7 @@ mod tests {
     fn score(topic: &str) -> NewEntry {
         NewEntry {
             created_ms: 7,
+            ts: 7,
             topic: topic.into(),
             payload: b"{}".to_vec(),
             retain: topic == "b",
@@ -802,6 +819,7 @@ mod tests {
         let e = Entry {
             seq: 9,
             created_ms: 1,
+            ts: 7,
             topic: "t/a".into(),
             payload: b"{\"x\":1}".to_vec(),
             retain: true,

@@ -48,6 +48,9 @@ pub enum Reason {
     /// A value stamped at or before a grid point already made final (the
     /// sampling clock has moved past it).
     Late,
+    /// A sample without its own `ts`, where one is required (under
+    /// `[redundancy]`: two instances would stamp its arrival differently).
+    NoTs,
 }
 
 impl Reason {

@@ -53,6 +53,9 @@ pub enum ConnectionName {
     /// The Sparkplug Edge Node's.
     #[strum(serialize = "sparkplug")]
     Sparkplug,
+    /// A redundant pair's: the peer's status, the alarm topics.
+    #[strum(serialize = "watch")]
+    Watch,
 }
 
 /// What a connection is for.
@@ -60,6 +63,9 @@ pub(crate) enum Role {
     Telemetry(Telemetry),
     Publisher,
     Sparkplug(Sparkplug),
+    /// Under `[redundancy]`: hears what it subscribes to (the peer's status,
+    /// the alarm topics) and tells its controller, publishing nothing.
+    Watch,
 }
 
 pub(crate) struct Telemetry {
@@ -119,6 +125,7 @@ impl Connection {
             Role::Telemetry(_) => ConnectionName::Telemetry,
             Role::Publisher => ConnectionName::Publisher,
             Role::Sparkplug(_) => ConnectionName::Sparkplug,
+            Role::Watch => ConnectionName::Watch,
         };
         let backoff = Backoff::new(target.settings.reconnect_min, target.settings.reconnect_max);
         Connection {
@@ -233,7 +240,7 @@ impl Connection {
             };
             match event {
                 Ok(Event::Publish { topic, payload, id, dup }) => match &mut self.role {
-                    Role::Sparkplug(_) => {
+                    Role::Sparkplug(_) | Role::Watch => {
                         if let Some(topic) = topic {
                             let _ = self.link.send(Link::Incoming { topic, payload });
                         }

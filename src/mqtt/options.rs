@@ -63,6 +63,9 @@ pub(crate) enum Purpose {
     /// republished at every connect), with the NDEATH of the coming session
     /// as its will (see [`EventLoop::set_will`]).
     Sparkplug { client_id: String },
+    /// A redundant pair's watch on its peer (`{client_id}-watch`): MQTT
+    /// 3.1.1, a clean session (what it needs is retained), no will.
+    Watch,
     /// `lineguard record`'s: MQTT 3.1.1, a clean session under
     /// `{client_id}-record`, so it never takes over the daemon's session
     /// (nor its queued telemetry); acknowledged as it reads.
@@ -118,6 +121,12 @@ pub(crate) fn connect(
         }
         (Purpose::Sparkplug { client_id }, _, _) => {
             let mut o = base(m, broker, client_id, max_payload);
+            o.set_clean_session(true);
+            o.set_manual_acks(false);
+            protocol::v311(o)
+        }
+        (Purpose::Watch, _, _) => {
+            let mut o = base(m, broker, &format!("{}-watch", m.client_id), max_payload);
             o.set_clean_session(true);
             o.set_manual_acks(false);
             protocol::v311(o)

@@ -125,7 +125,7 @@ impl std::fmt::Display for PasswordSource {
 }
 
 impl MqttSettings {
-    /// The score publisher's own connection (see [`publisher`](crate::mqtt::publisher)).
+    /// The score publisher's own connection (see [`Purpose::Publisher`](crate::mqtt::Purpose::Publisher)).
     pub(crate) fn publisher_client_id(&self) -> String {
         publisher_client_id(&self.client_id)
     }

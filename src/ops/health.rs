@@ -29,6 +29,11 @@ pub(crate) struct Health {
     refusals: Mutex<Refusals>,
     /// Whether `refusals` holds a publish refusal (checked on every acknowledgement).
     any_refused: AtomicBool,
+    /// The newest sample time the pipelines applied (epoch ms; 0: none
+    /// yet): the daemon's data clock.
+    data_clock: AtomicI64,
+    /// Times the score publisher's connection came up.
+    publisher_ups: AtomicU64,
 }
 
 /// What the broker refused, recently.
@@ -61,6 +66,8 @@ impl Health {
             stale_after: AtomicI64::new(0),
             refusals: Mutex::new(Refusals::default()),
             any_refused: AtomicBool::new(false),
+            data_clock: AtomicI64::new(0),
+            publisher_ups: AtomicU64::new(0),
         })
     }
 
@@ -118,7 +125,31 @@ impl Health {
     }
 
     pub(crate) fn set_publishing(&self, up: bool) {
+        if up {
+            self.publisher_ups.fetch_add(1, Ordering::Relaxed);
+        }
         self.publishing.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the score publisher's connection is up, and how many times it
+    /// has come up (a reconnect between two looks shows as a new count).
+    pub(crate) fn publisher(&self) -> (bool, u64) {
+        (self.publishing.load(Ordering::Relaxed), self.publisher_ups.load(Ordering::Relaxed))
+    }
+
+    /// Whether the telemetry connection is up.
+    pub(crate) fn intake_up(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A pipeline applied samples up to `ts` (epoch ms).
+    pub(crate) fn data_seen(&self, ts: i64) {
+        self.data_clock.fetch_max(ts, Ordering::Relaxed);
+    }
+
+    /// The newest sample time any pipeline applied (0: none yet).
+    pub(crate) fn data_clock(&self) -> i64 {
+        self.data_clock.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_sparkplug(&self, up: bool) {

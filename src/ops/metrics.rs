@@ -35,6 +35,9 @@ pub(crate) mod names {
     pub(crate) const PUBLISHES_REFUSED: &str = "lineguard_publishes_refused_total";
     pub(crate) const SUBSCRIPTIONS_REFUSED: &str = "lineguard_subscriptions_refused_total";
     pub(crate) const SESSIONS_LOST: &str = "lineguard_sessions_lost_total";
+    pub(crate) const REDUNDANCY_ACTIVE: &str = "lineguard_redundancy_active";
+    pub(crate) const REDUNDANCY_TAKEOVERS: &str = "lineguard_redundancy_takeovers_total";
+    pub(crate) const REDUNDANCY_REPLAYED: &str = "lineguard_redundancy_replayed_total";
     pub(crate) const OUTBOX_SCORES: &str = "lineguard_outbox_scores";
     pub(crate) const OUTBOX_BYTES: &str = "lineguard_outbox_bytes";
     pub(crate) const OUTBOX_DROPPED: &str = "lineguard_outbox_dropped_total";
@@ -80,6 +83,22 @@ pub(crate) const FAMILIES: &[Family] = &[
     family(names::BUILD_INFO, Gauge, "Always 1; its labels say which build runs."),
     family(names::CONNECTION_UP, Gauge, "1 while the broker connection (telemetry, scores, sparkplug) is up, 0 while it is down."),
     family(names::CONNECTION_RECONNECTS, Counter, "Broker connections lost or refused, by connection (each is retried with backoff)."),
+    family(
+        names::SESSIONS_LOST,
+        Counter,
+        "Reconnects the broker answered without our session (what was published meanwhile is gone), by connection.",
+    ),
+    family(
+        names::REDUNDANCY_ACTIVE,
+        Gauge,
+        "1 while this instance publishes (always, without [redundancy]); 0 while it stands by.",
+    ),
+    family(names::REDUNDANCY_TAKEOVERS, Counter, "Times this instance became the active one of its pair."),
+    family(
+        names::REDUNDANCY_REPLAYED,
+        Counter,
+        "Messages a standby kept and published first when it took over.",
+    ),
     family(names::MESSAGES, Counter, "Telemetry messages received."),
     family(names::MESSAGE_BYTES, Counter, "Bytes of telemetry payload received."),
     family(names::REJECTED, Counter, "Samples or messages refused, by reason; none is scored."),
@@ -103,11 +122,7 @@ pub(crate) const FAMILIES: &[Family] = &[
     family(names::ALARMS_PUBLISHED, Counter, "Alarm messages (on alarm_topic) the broker acknowledged."),
     family(names::PUBLISHES_REFUSED, Counter, "Publishes the broker refused (MQTT 5 reason code); those messages are lost."),
     family(names::SUBSCRIPTIONS_REFUSED, Counter, "Subscriptions the broker refused (nothing arrives on them)."),
-    family(
-        names::SESSIONS_LOST,
-        Counter,
-        "Reconnects the broker answered without our session (what was published meanwhile is gone), by connection.",
-    ),
+
     family(names::OUTBOX_SCORES, Gauge, "Messages in the outbox, not yet acknowledged by the broker."),
     family(names::OUTBOX_BYTES, Gauge, "Bytes in the outbox."),
     family(names::OUTBOX_DROPPED, Counter, "Unpublished messages dropped because the outbox was full (bytes) or too old (age)."),

@@ -8,8 +8,13 @@
 //!   consecutive windows, to the level the value is at then.
 //!
 //! A device's alarm state is the worst of its scores'. Every change — and the
-//! first window of a device after start, so a retained state left by an
-//! earlier run is corrected — is a transition to publish, retained.
+//! first window of a device with no stored state, so a retained state left
+//! by an earlier run is corrected — is a transition to publish, retained.
+//!
+//! A device's state machines are stored with its window (see
+//! [`Alarms::store_with`]): a restart, or the other instance of a redundant
+//! pair, goes on from the same debounce and hysteresis, so the same
+//! telemetry gives the same transitions.
 
 use std::collections::HashMap;
 
@@ -91,12 +96,96 @@ impl Alarms {
         self.devices.get(device).map(|s| s.iter().map(|a| a.state).max().unwrap_or(State::Ok))
     }
 
+    /// Append `device`'s state machines to its stored window `snap`: after
+    /// the window's bytes, one byte per score's state and its two counters,
+    /// a fingerprint of the scores they were made for, a CRC-32 of the
+    /// record, the record's length and [`STORED_MAGIC`]. A device with no
+    /// state appends nothing.
+    pub(super) fn store_with(&self, device: &str, specs: &[ScoreSpec], snap: &mut Vec<u8>) {
+        let Some(states) = self.devices.get(device) else { return };
+        let start = snap.len();
+        snap.extend_from_slice(&specs_fingerprint(specs).to_le_bytes());
+        for a in states {
+            snap.push(a.state as u8);
+            snap.extend_from_slice(&a.up.to_le_bytes());
+            snap.extend_from_slice(&a.down.to_le_bytes());
+        }
+        let sum = crc32fast::hash(&snap[start..]);
+        snap.extend_from_slice(&sum.to_le_bytes());
+        let len = (snap.len() - start) as u32;
+        snap.extend_from_slice(&len.to_le_bytes());
+        snap.extend_from_slice(&STORED_MAGIC);
+    }
+
+    /// Split a stored value into the window's bytes and the alarm record
+    /// [`Alarms::store_with`] appended (none in a store from before).
+    pub(super) fn split_stored(stored: &[u8]) -> (&[u8], Option<&[u8]>) {
+        let Some(body) = stored.strip_suffix(&STORED_MAGIC) else { return (stored, None) };
+        let Some(at) = body.len().checked_sub(4) else { return (stored, None) };
+        let len = u32::from_le_bytes(body[at..].try_into().expect("4 bytes")) as usize;
+        match at.checked_sub(len) {
+            Some(start) => (&body[..start], Some(&body[start..at])),
+            None => (stored, None),
+        }
+    }
+
+    /// Restore `device`'s state machines from a record `store_with` wrote,
+    /// if it passes its checksum and was made for these scores; otherwise
+    /// the device starts afresh (its first window is published).
+    pub(super) fn restore(&mut self, device: &str, specs: &[ScoreSpec], record: &[u8]) -> bool {
+        let Some((body, sum)) = record.split_at_checked(record.len().saturating_sub(4)) else { return false };
+        if sum.len() != 4 || crc32fast::hash(body).to_le_bytes() != sum {
+            return false;
+        }
+        let Some((fp, states)) = body.split_at_checked(8) else { return false };
+        if fp != specs_fingerprint(specs).to_le_bytes() || states.len() != 9 * specs.len() {
+            return false;
+        }
+        let mut restored = Vec::with_capacity(specs.len());
+        for c in states.chunks_exact(9) {
+            let state = match c[0] {
+                0 => State::Ok,
+                1 => State::Warn,
+                2 => State::Alarm,
+                _ => return false,
+            };
+            let u32_at = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().expect("4 bytes"));
+            restored.push(ScoreAlarm { state, up: u32_at(1), down: u32_at(5) });
+        }
+        self.devices.insert(device.to_string(), restored);
+        true
+    }
+
     /// Forget devices (evicted windows).
     pub(super) fn forget(&mut self, devices: &[String]) {
         for d in devices {
             self.devices.remove(d);
         }
     }
+}
+
+/// Ends a stored window that carries its device's alarm state machines.
+const STORED_MAGIC: [u8; 4] = *b"LGa1";
+
+/// What stored state machines were made for: each score's name, levels,
+/// direction and debounce (FNV-1a, stable across builds).
+fn specs_fingerprint(specs: &[ScoreSpec]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for s in specs {
+        eat(s.name.as_bytes());
+        eat(&[0]);
+        for level in [s.warn, s.alarm, s.clear] {
+            eat(&level.map_or(f64::NAN, |v| v).to_le_bytes());
+        }
+        eat(&[matches!(s.direction, Direction::Above) as u8]);
+        eat(&s.debounce.to_le_bytes());
+    }
+    h
 }
 
 #[cfg(test)]
@@ -172,5 +261,39 @@ mod tests {
         // two windows above 0.85 clear it.
         let got = run(&mut a, &s, &[0.95, 0.7, 0.5, 0.82, 0.9, 0.9]);
         assert_eq!(got, [Some(State::Ok), None, Some(State::Alarm), None, None, Some(State::Ok)]);
+    }
+
+    #[test]
+    fn stored_state_machines_go_on_where_they_were() {
+        let s = spec(3, Some(0.5));
+        let specs = std::slice::from_ref(&s);
+        // Two windows into a debounce of three, in a hysteresis band after an alarm.
+        let values = [0.95, 0.95, 0.95, 0.7, 0.3, 0.3];
+        let mut a = Alarms::default();
+        run(&mut a, &s, &values);
+        let mut stored = b"window bytes".to_vec();
+        a.store_with("d", specs, &mut stored);
+        a.store_with("unknown", specs, &mut stored);
+        let (window, record) = Alarms::split_stored(&stored);
+        assert_eq!(window, b"window bytes", "the window's bytes come back as they were");
+        let mut b = Alarms::default();
+        assert!(b.restore("d", specs, record.expect("a record")));
+        let rest = [0.3, 0.95, 0.3, 0.3, 0.3];
+        assert_eq!(
+            run(&mut b, &s, &rest),
+            run(&mut a, &s, &rest),
+            "the same transitions as without a restart"
+        );
+        assert_eq!(run(&mut Alarms::default(), &s, &[0.3])[0], Some(State::Ok), "without it: a first window");
+
+        let other = ScoreSpec { debounce: 2, ..s.clone() };
+        assert!(
+            !Alarms::default().restore("d", std::slice::from_ref(&other), record.unwrap()),
+            "other scores"
+        );
+        let mut damaged = record.unwrap().to_vec();
+        damaged[9] ^= 1;
+        assert!(!Alarms::default().restore("d", specs, &damaged), "a damaged record");
+        assert_eq!(Alarms::split_stored(b"no record"), (&b"no record"[..], None), "a window stored before");
     }
 }

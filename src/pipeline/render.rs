@@ -135,7 +135,7 @@ pub(super) fn score_entry(
             let mut payload = Vec::with_capacity(256);
             write_payload(&mut payload, origin, specs, w);
             let topic = template.render(&pipeline.input.topic, w.device);
-            NewEntry { created_ms, topic, payload, retain: false, sparkplug: false }
+            NewEntry { created_ms, ts: w.ts, topic, payload, retain: false, sparkplug: false }
         }
         Output::Sparkplug(id) => {
             // Metric names carry the pipeline as a folder, so two pipelines
@@ -157,7 +157,14 @@ pub(super) fn score_entry(
                 metrics.push((format!("{name}/{}/top", spec.name), RecordValue::Text(top)));
             }
             let payload = Record::Data { ts: w.ts, metrics }.encode();
-            NewEntry { created_ms, topic: id.render(w.device), payload, retain: false, sparkplug: true }
+            NewEntry {
+                created_ms,
+                ts: w.ts,
+                topic: id.render(w.device),
+                payload,
+                retain: false,
+                sparkplug: true,
+            }
         }
     }
 }
@@ -174,7 +181,14 @@ pub(super) fn shadow_entry(
 ) -> NewEntry {
     let payload =
         serde_json::to_vec(&payload(origin, specs, w, true)).expect("writing JSON to a Vec cannot fail");
-    NewEntry { created_ms, topic: topic.render(input, w.device), payload, retain: false, sparkplug: false }
+    NewEntry {
+        created_ms,
+        ts: w.ts,
+        topic: topic.render(input, w.device),
+        payload,
+        retain: false,
+        sparkplug: false,
+    }
 }
 
 /// The alarm payload (retained on `alarm_topic`). Fields in name order and
@@ -232,6 +246,7 @@ pub(super) fn alarm_entry(
     let payload = serde_json::to_vec(&body).expect("writing JSON to a Vec cannot fail");
     NewEntry {
         created_ms,
+        ts: w.ts,
         topic: alarm_topic.render(input, w.device),
         payload,
         retain: true,
@@ -239,10 +254,12 @@ pub(super) fn alarm_entry(
     }
 }
 
-/// A Sparkplug device's death (it was evicted): DDEATH.
+/// A Sparkplug device's death (it was evicted, on the wall clock, which
+/// stands in for its data time): DDEATH.
 pub(super) fn death_entry(id: &DeviceIdTemplate, device: &str, created_ms: i64) -> NewEntry {
     NewEntry {
         created_ms,
+        ts: created_ms,
         topic: id.render(device),
         payload: Record::Death.encode(),
         retain: false,

@@ -69,4 +69,7 @@ pub(crate) struct Limits {
     /// Unhealthy when connected telemetry brings nothing this long (`None`: never).
     pub stale_intake: Option<Duration>,
     pub dead_letter_topic: Option<String>,
+    /// A sample must carry its own `ts` (under `[redundancy]`: two instances
+    /// stamp a sample's arrival differently).
+    pub require_ts: bool,
 }

@@ -79,6 +79,16 @@ pub(crate) fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>
     let _ = writeln!(out, "# mqtt password: {}", settings.mqtt.password_source);
     let _ = writeln!(out, "# state.dir {}: writable", settings.state.dir.display());
     let _ = writeln!(out, "# http.listen {}: can be bound", settings.http_listen);
+    if let Some(r) = &settings.redundancy {
+        let _ = writeln!(
+            out,
+            "# redundancy: {} of a pair with `{}` (its status: {}); a standby keeps {} s of data time to publish when it takes over; samples and values without their own `ts` are refused (no_ts)",
+            r.role.as_str(),
+            r.peer,
+            r.peer_status_topic(),
+            r.takeover_replay.as_secs(),
+        );
+    }
     for (p, PipelineModels { live: m, shadow }) in settings.pipelines.iter().zip(&models) {
         let _ = writeln!(
             out,

@@ -175,6 +175,13 @@ fn check_config_fails_clearly() {
         (CONFIG.replace("input_topic = ", "ts_unit = \"minutes\"\ninput_topic = "), "minutes"),
         // The unit's ExecStartPre: a state.dir the daemon cannot create or write.
         (CONFIG.replace("/tmp/lineguard-state", "/dev/null/state"), "`state.dir`"),
+        // A pair needs another instance, and something to replay on a takeover.
+        (format!("{CONFIG}\n[redundancy]\nrole = \"backup\"\npeer = \"lineguard-gw01\"\n"), "this instance's own mqtt.client_id"),
+        (
+            format!("{CONFIG}\n[redundancy]\nrole = \"backup\"\npeer = \"lineguard-gw02\"\ntakeover_replay_secs = 0\n"),
+            "redundancy.takeover_replay_secs",
+        ),
+        (format!("{CONFIG}\n[redundancy]\nrole = \"master\"\npeer = \"lineguard-gw02\"\n"), "master"),
     ];
     for (text_, needle) in cases {
         let (_d, path) = write_config(&text_);
@@ -207,6 +214,21 @@ fn check_config_fails_clearly() {
     assert!(!o.status.success(), "{}", text(&o));
     let o = lineguard(&["check-config", "--config", "/nonexistent/lineguard.toml"], &[]);
     assert!(!o.status.success() && text(&o).contains("not found"), "{}", text(&o));
+}
+
+#[test]
+fn check_config_prints_the_redundancy_settings() {
+    let (_d, path) =
+        write_config(&format!("{CONFIG}\n[redundancy]\nrole = \"backup\"\npeer = \"lineguard-gw02\"\n"));
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("# redundancy: backup of a pair with `lineguard-gw02` (its status: lineguard/lineguard-gw02/status)")
+            && out.contains("keeps 30 s of data time")
+            && out.contains("without their own `ts` are refused (no_ts)"),
+        "{out}"
+    );
 }
 
 #[test]

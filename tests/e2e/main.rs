@@ -22,6 +22,7 @@ mod fuzz_regressions;
 mod golden;
 mod operations;
 mod reconstruction;
+mod redundancy;
 mod reliability;
 mod replay;
 mod security;

@@ -13,6 +13,7 @@ const PAGE: usize = 4096;
 fn entry(i: u64) -> NewEntry {
     NewEntry {
         created_ms: 1_700_000_000_000 + i as i64,
+        ts: 7,
         topic: format!("plant/l1/m{}/lineguard/scores", i % 7),
         payload: format!("{{\"ts\":{i},\"scores\":{{\"anomaly\":0.{i}}}}}").into_bytes(),
         retain: false,

@@ -28,6 +28,7 @@ pub(crate) mod durable;
 pub(crate) mod model;
 pub(crate) mod mqtt;
 pub(crate) mod pipeline;
+pub(crate) mod redundancy;
 pub(crate) mod sparkplug;
 
 use std::collections::HashMap;

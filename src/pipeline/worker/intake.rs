@@ -47,8 +47,14 @@ impl Worker {
         match &self.mode {
             // In the output, after the message that caused it.
             Mode::Replay(log) => {
-                let e =
-                    NewEntry { created_ms: 0, topic: dl.clone(), payload, retain: false, sparkplug: false };
+                let e = NewEntry {
+                    created_ms: 0,
+                    ts: 0,
+                    topic: dl.clone(),
+                    payload,
+                    retain: false,
+                    sparkplug: false,
+                };
                 self.staged.publish(log.cause, e);
             }
             Mode::Daemon(d) => {
@@ -123,6 +129,15 @@ impl Worker {
         for &i in &order {
             let values = &self.decoded.values[i * nf..(i + 1) * nf];
             let ts = self.decoded.ts[i];
+            if ts.is_none() && self.limits.require_ts {
+                let r = Rejection::new(
+                    Reason::NoTs,
+                    "no `ts`: under [redundancy] every sample needs its own time (two instances would stamp \
+                     its arrival differently, and their windows would differ)",
+                );
+                self.reject(&msg.topic, &msg.payload, &r);
+                continue;
+            }
             if let Some(t) = ts.filter(|t| *t > latest) {
                 let ahead = (t - msg.received_ms) as f64 / 1000.0;
                 let r = Rejection::new(
@@ -149,6 +164,7 @@ impl Worker {
                 Ok(pushed) => {
                     if !matches!(pushed, Pushed::Duplicate { .. }) {
                         self.drift.observe(values);
+                        self.turn_newest = self.turn_newest.max(ts.unwrap_or(msg.received_ms));
                     }
                     self.pushed(device, pushed, len)
                 }
@@ -180,6 +196,7 @@ impl Worker {
             Ok(()) => {
                 let nf = self.reader.feature_count();
                 self.drift.observe(&self.decoded.values[i * nf..(i + 1) * nf]);
+                self.turn_newest = self.turn_newest.max(ts);
             }
             Err(_) if msg.redelivered => return self.events.duplicate(device, ts),
             Err(r) => return self.reject(&msg.topic, &msg.payload, &r),

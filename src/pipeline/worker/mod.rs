@@ -133,6 +133,8 @@ pub(crate) struct Worker {
     staged: Staged,
     /// Messages and windows of the turn so far (for `/healthz`'s totals).
     turn_counts: (u64, u64),
+    /// The newest sample time the turn applied (the daemon's data clock).
+    turn_newest: i64,
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
     alarms: Alarms,
@@ -183,6 +185,7 @@ impl Worker {
             decoded: Decoded::default(),
             staged: Staged::default(),
             turn_counts: (0, 0),
+            turn_newest: i64::MIN,
             evicted: Vec::new(),
             alarms: Alarms::default(),
             recent: Recent::new(model.score_count()),
@@ -218,7 +221,7 @@ impl Worker {
     }
 
     /// In the daemon: the windows from the store, as they were at the last
-    /// commit. A stored window that cannot be trusted (see
+    /// commit, with their devices' alarm states. A stored window that cannot be trusted (see
     /// [`Windows::restore`], and a store that rolled back a commit) is
     /// dropped; one summary line says how many and why.
     fn restore(&mut self) {
@@ -235,14 +238,22 @@ impl Worker {
         let newest_allowed = crate::clock::now_ms().saturating_add(self.max_future_ms);
         let trusted = store.windows_trusted();
         let mut dropped: BTreeMap<Unrestored, usize> = BTreeMap::new();
-        let mut restored = 0;
-        for (device, snap) in stored {
+        let (mut restored, mut alarms_dropped) = (0, 0);
+        for (device, stored) in stored {
+            let (snap, alarms) = Alarms::split_stored(&stored);
             let result = match trusted {
-                true => self.windows.restore(&device, &snap, newest_allowed),
+                true => self.windows.restore(&device, snap, newest_allowed),
                 false => Err(Unrestored::RolledBack),
             };
             match result {
-                Ok(()) => restored += 1,
+                Ok(()) => {
+                    restored += 1;
+                    if let Some(record) = alarms {
+                        if !self.alarms.restore(&device, &self.model.card.scores, record) {
+                            alarms_dropped += 1;
+                        }
+                    }
+                }
                 Err(reason) => {
                     *dropped.entry(reason).or_default() += 1;
                     self.staged.forget.push(device);
@@ -253,7 +264,7 @@ impl Worker {
             self.events.windows_dropped(&dropped, restored);
         }
         if restored > 0 {
-            self.events.windows_restored(restored);
+            self.events.windows_restored(restored, alarms_dropped);
         }
         self.events.devices(self.windows.devices());
     }
@@ -352,6 +363,7 @@ impl Worker {
     /// Stage 6: end a turn, handing over what it staged as the mode says.
     fn end_turn(&mut self) {
         let counts = std::mem::take(&mut self.turn_counts);
+        let newest = std::mem::replace(&mut self.turn_newest, i64::MIN);
         match &mut self.mode {
             Mode::Replay(log) => {
                 // What the turn publishes is kept; nothing is stored.
@@ -361,6 +373,7 @@ impl Worker {
             }
             Mode::Daemon(d) => {
                 d.health.counted(counts.0, counts.1);
+                d.health.data_seen(newest);
                 let epoch = d.store.windows_epoch();
                 if epoch != self.windows_epoch {
                     // The store lost its windows: write every one again.
@@ -368,7 +381,10 @@ impl Worker {
                     self.windows.mark_all_dirty();
                 }
                 if !self.staged.is_empty() || self.windows.has_dirty() {
-                    let windows = self.windows.take_dirty();
+                    let mut windows = self.windows.take_dirty();
+                    for (device, snap) in &mut windows {
+                        self.alarms.store_with(device, &self.model.card.scores, snap);
+                    }
                     let (health, index) = (&d.health, d.index);
                     d.hand_over(&mut self.staged, windows, || health.beat(index));
                 }
@@ -484,6 +500,7 @@ mod tests {
             max_future: Duration::from_secs(300),
             stale_intake: None,
             dead_letter_topic: None,
+            require_ts: false,
         }
     }
 
