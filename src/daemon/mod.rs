@@ -435,7 +435,10 @@ async fn start_sinks(
         }
         None => RedundancyEvents::standalone(),
     }
-    let _ = senders.control.send(Control::Online(services.board.online_payload())).await;
+    // Under [redundancy] the controller says it, once it has decided.
+    if settings.redundancy.is_none() {
+        let _ = senders.control.send(Control::Online(services.board.online_payload())).await;
+    }
     let Receivers { entries, records, control, link, acks } = receivers;
     stop.spawn(Phase::Sinks, sink.run(entries, control, link, stop.token(Phase::Sinks)));
     match &settings.sparkplug {

@@ -22,7 +22,7 @@ use crate::mqtt::protocol::Client;
 use crate::mqtt::{MqttSettings, Purpose};
 use crate::ops::events::redundancy::RedundancyEvents;
 use crate::ops::health::Health;
-use crate::redundancy::{Peer, RedundancySettings, Standing, Why};
+use crate::redundancy::{self, Peer, RedundancySettings, Standing, Why};
 
 /// How often it decides again.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -52,6 +52,7 @@ pub(super) fn before_deciding(r: &RedundancySettings) -> PairStatus {
     PairStatus {
         role: r.role.as_str(),
         active: false,
+        ready: false,
         data_ts: 0,
         why: Why::Listening.as_str(),
         peer: PeerView { client_id: r.peer.clone(), status: "unknown", active: None, data_ts: None },
@@ -86,7 +87,6 @@ pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) {
         health,
         board,
         control,
-        watching: false,
         settle: None,
         seen_ups: 0,
         gate_sent: None,
@@ -105,16 +105,14 @@ struct Controller {
     health: Arc<Health>,
     board: Board,
     control: mpsc::Sender<Control>,
-    /// The watch connection is up.
-    watching: bool,
     /// When what the broker retains counts as delivered.
     settle: Option<Instant>,
     /// The publisher's connects when it last looked.
     seen_ups: u64,
     /// The last gate sent to the sink, for which connect.
     gate_sent: Option<(bool, u64)>,
-    /// The last status said: whether active, the data clock, when.
-    said: Option<(bool, i64, Instant)>,
+    /// The last status said: whether active or ready, the data clock, when.
+    said: Option<((bool, bool), i64, Instant)>,
 }
 
 impl Controller {
@@ -163,16 +161,12 @@ impl Controller {
         match l {
             Link::Up { ready } => {
                 let _ = ready.send(());
-                self.watching = true;
                 self.settle = None;
             }
             Link::Subscribed => self.settle = Some(Instant::now() + SETTLE),
-            Link::Down => {
-                self.watching = false;
-                self.settle = None;
-            }
+            Link::Down => self.settle = None,
             Link::Incoming { topic, payload } if topic == self.peer_topic => {
-                self.standing.peer_status(Peer::from_status(&payload));
+                self.standing.peer_status(Peer::from_status(&payload), Instant::now());
             }
             Link::Incoming { topic, payload } => {
                 if let Some(ts) = alarm_ts(&payload) {
@@ -192,7 +186,9 @@ impl Controller {
             self.standing.heard();
         }
         let (publisher_up, ups) = self.health.publisher();
-        let up = publisher_up && self.health.intake_up() && self.watching;
+        // The watch connection is not one it publishes on: while it is down
+        // the instance goes on as it last decided.
+        let up = publisher_up && self.health.intake_up();
         let reconnected = ups != self.seen_ups;
         self.seen_ups = ups;
         self.standing.connections(up, reconnected);
@@ -201,6 +197,7 @@ impl Controller {
             self.events.changed(active, why.as_str());
         }
         let active = self.standing.active();
+        let standing = (active, self.standing.ready());
         // After a reconnect the sink stands by on its own: tell it again.
         if self.gate_sent != Some((active, ups)) {
             let gate = if active { Gate::Active(ups) } else { Gate::Standby };
@@ -212,12 +209,21 @@ impl Controller {
         self.board.set_pair(self.view(clock));
         let say = match self.said {
             None => true,
-            Some((was, _, _)) if was != active => true,
+            Some((was, _, _)) if was != standing => true,
             Some((_, _, _)) if reconnected => true,
             Some((_, said_clock, at)) => said_clock != clock && now.duration_since(at) >= CLOCK_EVERY,
         };
-        if say && self.control.send(Control::Online(self.board.online_payload())).await.is_ok() {
-            self.said = Some((active, clock, now));
+        // A primary that has not yet heard the backup's status (or cannot
+        // publish its own) would read to the backup as one catching up, and
+        // draw it into taking over.
+        let undecided = self.standing.role() == redundancy::Role::Primary
+            && matches!(self.standing.why(), Why::Listening | Why::Disconnected);
+        if say
+            && up
+            && !undecided
+            && self.control.send(Control::Online(self.board.online_payload())).await.is_ok()
+        {
+            self.said = Some((standing, clock, now));
         }
     }
 
@@ -225,11 +231,12 @@ impl Controller {
         let (status, active, peer_ts) = match self.standing.peer() {
             Peer::Unknown => ("unknown", None, None),
             Peer::Offline => ("offline", None, None),
-            Peer::Online { active, data_ts } => ("online", Some(active), data_ts),
+            Peer::Online { active, data_ts, .. } => ("online", Some(active), data_ts),
         };
         PairStatus {
             role: self.standing.role().as_str(),
             active: self.standing.active(),
+            ready: self.standing.ready(),
             data_ts,
             why: self.standing.why().as_str(),
             peer: PeerView { client_id: self.peer_id.clone(), status, active, data_ts: peer_ts },

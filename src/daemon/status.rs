@@ -36,6 +36,8 @@ pub(crate) struct PairStatus {
     pub role: &'static str,
     /// Whether it publishes for the pair.
     pub active: bool,
+    /// The primary: caught up, waiting for the active backup to stand down.
+    pub ready: bool,
     /// Its data clock: the newest sample time it applied (epoch ms); the
     /// primary catches up with the backup's.
     pub data_ts: i64,

@@ -292,6 +292,16 @@ impl Connection {
                         let filter =
                             subscribing.iter().position(|p| *p == pkid).and_then(|i| self.filters.get(i));
                         let filter = filter.map_or("?", String::as_str);
+                        if let Role::Watch = self.role {
+                            // What it watches is what the pair decides by: connect
+                            // again until every subscription is granted.
+                            let delay = self.backoff.next_delay();
+                            self.events.watch_refused(filter, delay);
+                            eventloop.drop_connection();
+                            self.down();
+                            tokio::time::sleep(delay).await;
+                            continue;
+                        }
                         self.events.subscription_refused(filter);
                         refusals += 1;
                         if let (Some(h), Role::Telemetry(_)) = (&self.health, &self.role) {

@@ -594,7 +594,10 @@ fn snapshot(ring: &Ring, w: &Windows) -> Vec<u8> {
     let (window, features) = (w.window, w.features);
     let consts = w.normalize.as_ref().map_or(0, |_| 16 * features);
     let assembly = ring.grid.as_ref().map_or(0, |_| grid::encoded_len(features));
-    let mut out = Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len() + assembly + CHECKSUM);
+    // Room for what the worker appends: the device's alarm record (a few scores).
+    let room = 64;
+    let mut out =
+        Vec::with_capacity(SNAPSHOT_HEADER + 1 + consts + 4 * ring.buf.len() + assembly + CHECKSUM + room);
     out.push(if ring.grid.is_some() { SNAPSHOT_V4 } else { SNAPSHOT_V3 });
     out.extend_from_slice(&w.fingerprint.to_le_bytes());
     out.extend_from_slice(&(window as u32).to_le_bytes());

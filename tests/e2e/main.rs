@@ -14,6 +14,7 @@ mod support;
 
 mod brokers;
 mod cli;
+mod cluster;
 mod daemon;
 mod explain;
 mod faults;

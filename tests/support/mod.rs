@@ -8,7 +8,9 @@ pub mod daemon;
 pub mod golden;
 pub mod line;
 pub mod mqtt;
+pub mod nats;
 pub mod sparkplug;
+pub mod stream;
 pub mod tags;
 pub mod tmpfs;
 

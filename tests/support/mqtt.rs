@@ -40,29 +40,48 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connect and subscribe; returns once the broker acknowledged every filter.
     pub fn new(port: u16, filters: &[&str]) -> Subscriber {
-        Self::connect(port, filters, &format!("test-sub-{}", next_id()), true)
+        Self::connect(port, filters, &format!("test-sub-{}", next_id()), true, QoS::AtLeastOnce)
+    }
+
+    /// A subscriber at QoS 0: NATS delivers those without JetStream (its
+    /// QoS 1 deliveries to MQTT subscribers lose some; see the README).
+    pub fn at_most_once(port: u16, filters: &[&str]) -> Subscriber {
+        Self::connect(port, filters, &format!("test-sub-{}", next_id()), true, QoS::AtMostOnce)
     }
 
     /// A subscriber with a persistent session: the broker queues what it
     /// misses while the broker itself restarts.
     pub fn persistent(port: u16, filters: &[&str], id: &str) -> Subscriber {
-        Self::connect(port, filters, id, false)
+        Self::connect(port, filters, id, false, QoS::AtLeastOnce)
     }
 
-    fn connect(port: u16, filters: &[&str], id: &str, clean: bool) -> Subscriber {
+    fn connect(port: u16, filters: &[&str], id: &str, clean: bool, qos: QoS) -> Subscriber {
         let mut opts = options(id, port);
         opts.set_clean_session(clean);
         let (client, mut conn) = Client::new(opts, 100);
         for f in filters {
-            client.subscribe(*f, QoS::AtLeastOnce).unwrap();
+            client.subscribe(*f, qos).unwrap();
         }
         let (tx, rx) = channel();
         let (ack_tx, ack_rx) = channel();
         let want = filters.len();
+        let (again, filters): (Client, Vec<String>) =
+            (client.clone(), filters.iter().map(|f| f.to_string()).collect());
         std::thread::spawn(move || {
             let mut acks = 0;
+            let mut connects = 0;
             for ev in conn.iter() {
                 match ev {
+                    // rumqttc never subscribes again after a reconnect (a
+                    // clustered broker drops connections while it elects leaders).
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connects += 1;
+                        if connects > 1 {
+                            for f in &filters {
+                                let _ = again.try_subscribe(f.clone(), qos);
+                            }
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let m = Message {
                             topic: p.topic.clone(),

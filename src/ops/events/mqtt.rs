@@ -94,6 +94,26 @@ impl ConnectionEvents {
         self.subscriptions_refused.increment(1);
         error!(%filter, "the broker refused the subscription to {filter}: no telemetry comes in on it; check its ACL");
     }
+
+    /// The broker refused one of the watch connection's subscriptions (an
+    /// ACL, or a clustered broker still electing its leaders): without it
+    /// the pair cannot hear its peer, so it connects again after `retry_in`.
+    pub(crate) fn watch_refused(&mut self, filter: &str, retry_in: Duration) {
+        self.subscriptions_refused.increment(1);
+        if let Some(suppressed) = self.errors.allow(()) {
+            let more = if suppressed > 0 {
+                format!(" ({suppressed} more since last report)")
+            } else {
+                String::new()
+            };
+            warn!(
+                connection = self.name,
+                %filter,
+                "the broker refused the subscription to {filter}: connecting again in {:.1} s{more}",
+                retry_in.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// Events of the router: messages no pipeline can take.
