@@ -43,6 +43,13 @@ pub struct DemoArgs {
     /// rate (`sample_period_ms`), so lineguard forms the samples itself.
     #[arg(long, value_enum, default_value_t = sim::Format::Lineguard)]
     pub format: sim::Format,
+    /// A primary and a backup lineguard (`[redundancy]`), each its own
+    /// process: the primary is killed (`kill -9`) a third of the way in and
+    /// started again halfway; the summary counts every window of every
+    /// machine (scored, duplicates, failovers, gaps). 45 s unless
+    /// `--duration` says otherwise.
+    #[arg(long)]
+    pub redundant: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +109,21 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             m
         }
     };
+    if args.redundant {
+        anyhow::ensure!(
+            args.format == sim::Format::Lineguard,
+            "--redundant runs the lineguard payload format (every sample with its own ts)"
+        );
+        return crate::tools::demo_pair::run(
+            args.machines,
+            args.rate,
+            args.duration,
+            model,
+            port,
+            dir.path(),
+        )
+        .await;
+    }
     let model = match args.format {
         sim::Format::Lineguard => model,
         _ => on_a_clock(&model, args.rate, dir.path())?,
@@ -188,7 +210,15 @@ model = "{model}"
     // Give the daemon a moment to subscribe before the line starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    tokio::spawn(sim::publish_line(line_client, machines.clone(), args.rate, 42, args.format, stop.clone()));
+    tokio::spawn(sim::publish_line(
+        line_client,
+        machines.clone(),
+        args.rate,
+        42,
+        args.format,
+        stop.clone(),
+        None,
+    ));
 
     let tty = std::io::stdout().is_terminal();
     // Kept on screen above every frame: how to look at the same line with

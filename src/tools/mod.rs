@@ -5,6 +5,7 @@
 pub mod broker;
 pub(crate) mod check_config;
 pub(crate) mod demo;
+pub(crate) mod demo_pair;
 pub(crate) mod record;
 pub(crate) mod replay;
 pub mod sim;

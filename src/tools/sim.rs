@@ -7,6 +7,8 @@
 //! current; quality falls), hydraulic leak (pressure). The first machine
 //! stays healthy as a reference.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -286,7 +288,8 @@ fn sparkplug_payload(ts_ms: i64, values: &[f64; 8], birth: bool) -> Vec<u8> {
 }
 
 /// Publish the line to `client` at `rate` samples/s per machine until
-/// `stop`, in `format` (topics: see [`Format::pipeline_keys`]).
+/// `stop`, in `format` (topics: see [`Format::pipeline_keys`]); `rounds`
+/// counts the samples each machine published.
 pub async fn publish_line(
     client: AsyncClient,
     machines: Vec<Machine>,
@@ -294,6 +297,7 @@ pub async fn publish_line(
     seed: u64,
     format: Format,
     stop: CancellationToken,
+    rounds: Option<Arc<AtomicU64>>,
 ) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let period = Duration::from_secs_f64(1.0 / rate);
@@ -320,6 +324,9 @@ pub async fn publish_line(
             }
         }
         born = true;
+        if let Some(r) = &rounds {
+            r.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -383,6 +390,7 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         args.seed,
         args.format,
         stop.clone(),
+        None,
     ));
     tracing::info!(host = %args.host, port = args.port, machines = args.machines, rate = args.rate, "simulating");
     loop {

@@ -423,6 +423,35 @@ fn the_demo_shows_each_fault_developing_warn_before_alarm() {
     }
 }
 
+/// `lineguard demo --redundant`: the primary is killed and brought back,
+/// the backup covers the gap and hands back, and every window of every
+/// machine is published at least once, each duplicate equal to its first
+/// copy; the summary says so and the run exits 0.
+#[test]
+fn the_redundant_demo_scores_every_window_through_a_failover_and_back() {
+    let o = lineguard(&["demo", "--redundant", "--duration", "30", "--machines", "3"], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("lineguard-demo-primary: killed (kill -9)"), "{out}");
+    assert!(out.contains("lineguard-demo-backup: active: publishing"), "the backup never took over:\n{out}");
+    assert!(out.contains("lineguard-demo-primary: started again"), "{out}");
+    let summary = out.split("summary:").nth(1).unwrap_or_else(|| panic!("no summary:\n{out}"));
+    let first = summary.lines().next().unwrap();
+    assert!(first.contains("(3 machines, every window of each: yes)"), "{first}");
+    assert!(first.contains("(0 differing from the first copy)"), "{first}");
+    assert!(first.contains(", 2 failovers, gaps: 0"), "a failover and a handback:\n{out}");
+    let duplicates: u64 =
+        first.split(" duplicates").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(duplicates > 0, "the backup replayed nothing it kept: {first}");
+    for line in summary.lines().skip(1).filter(|l| l.contains(" windows of ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (n, of): (u64, u64) =
+            (words[1].parse().unwrap(), words[4].trim_end_matches(',').parse().unwrap());
+        // 30 s at 10 Hz, less the first window's 15 samples.
+        assert!(of >= 250 && n == of, "{line}");
+    }
+}
+
 /// `lineguard record`: every pipeline's telemetry, as it arrives, one JSON
 /// line per message (text as text, anything else as base64), under its own
 /// client id, so the daemon's session is not touched.
