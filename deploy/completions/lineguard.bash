@@ -145,7 +145,7 @@ _lineguard() {
             return 0
             ;;
         lineguard__subcmd__demo)
-            opts="-h --duration --machines --rate --model --port --format --help"
+            opts="-h --duration --machines --rate --model --port --format --redundant --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

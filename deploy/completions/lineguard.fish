@@ -52,6 +52,7 @@ tag\t''
 kepware\t''
 opcua-json\t''
 sparkplug\t'Sparkplug B: a DBIRTH per machine first, then DDATA, metrics by name'"
+complete -c lineguard -n "__fish_lineguard_using_subcommand demo" -l redundant -d 'A primary and a backup lineguard (`[redundancy]`), each its own process: the primary is killed (`kill -9`) a third of the way in and started again halfway; the summary counts every window of every machine (scored, duplicates, failovers, gaps). 45 s unless `--duration` says otherwise'
 complete -c lineguard -n "__fish_lineguard_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lineguard -n "__fish_lineguard_using_subcommand simulate" -l host -d 'The broker\'s host name or address' -r
 complete -c lineguard -n "__fish_lineguard_using_subcommand simulate" -l port -d 'The broker\'s port' -r
