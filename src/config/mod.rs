@@ -290,8 +290,11 @@ output_topic = "plant/{line}/{machine}/lineguard/scores"
         }
         let spb = pair("role = \"primary\"\npeer = \"b\"")
             .replace("[redundancy]", "[sparkplug]\ngroup_id = \"plant\"\n\n[redundancy]");
-        let e = load_text(&spb, &[]).unwrap_err().to_string();
-        assert!(e.contains("not with a [sparkplug] section"), "{e}");
+        let s = load_text(&spb, &[]).unwrap();
+        assert_eq!(s.sparkplug.unwrap().client_id, "lineguard-gw01-sparkplug");
+        let theirs = spb.replace("group_id = \"plant\"", "group_id = \"plant\"\nclient_id = \"b-sparkplug\"");
+        let e = load_text(&theirs, &[]).unwrap_err().to_string();
+        assert!(e.contains("sparkplug.client_id") && e.contains("the peer's"), "{e}");
     }
 
     #[test]

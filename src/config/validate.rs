@@ -45,14 +45,17 @@ pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError
     let sparkplug = raw.sparkplug.as_ref().map(|sp| sparkplug(&blame, sp, &raw.mqtt)).transpose()?;
     no_feedback(&blame, &pipelines, sparkplug.as_ref())?;
     let redundancy = raw.redundancy.as_ref().map(|r| redundancy(&blame, r, &raw.mqtt)).transpose()?;
-    if redundancy.is_some() && sparkplug.is_some() {
-        // Two instances of one Edge Node must never both have a session
-        // online; the handover of the node's session is not built yet.
-        return Err(blame.invalid(
-            "redundancy",
-            "not with a [sparkplug] section yet: a pair cannot hand over a Sparkplug Edge Node's session \
-             (publish JSON scores under [redundancy], or run one instance for Sparkplug)",
-        ));
+    if let (Some(r), Some(sp)) = (&redundancy, &sparkplug) {
+        // The two instances share the Edge Node, each on a connection of its own.
+        if sp.client_id == r.peer || sp.client_id == format!("{}-sparkplug", r.peer) {
+            return Err(blame.invalid(
+                "sparkplug.client_id",
+                format!(
+                    "`{}` is the peer's; each instance of a pair needs its own (the default is {{mqtt.client_id}}-sparkplug)",
+                    sp.client_id
+                ),
+            ));
+        }
     }
     let mut limits = limits;
     // Two instances stamp a sample's arrival differently: only the

@@ -413,6 +413,7 @@ async fn start_sinks(
     };
     let mut sink = Sink::new(publisher.clone(), store.clone(), config.clone(), backlog)
         .with_health(services.health.clone());
+    let mut node_pair = None;
     match &settings.redundancy {
         Some(r) => {
             let redundant = redundancy::sink_side(r);
@@ -429,8 +430,9 @@ async fn start_sinks(
                 health: services.health.clone(),
                 board: services.board.clone(),
                 control: senders.control.clone(),
+                node: settings.node().cloned(),
             };
-            redundancy::start(pair, &redundant, stop);
+            node_pair = redundancy::start(pair, &redundant, stop);
             sink = sink.redundant(redundant);
         }
         None => RedundancyEvents::standalone(),
@@ -449,6 +451,7 @@ async fn start_sinks(
                 max_payload: settings.limits.max_payload_bytes,
                 store,
                 health: &services.health,
+                pair: node_pair,
             };
             edge::start(node, config, records_backlog, records, stop)?;
         }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::status::{Board, PairStatus, PeerView};
@@ -22,7 +22,8 @@ use crate::mqtt::protocol::Client;
 use crate::mqtt::{MqttSettings, Purpose};
 use crate::ops::events::redundancy::RedundancyEvents;
 use crate::ops::health::Health;
-use crate::redundancy::{self, Peer, RedundancySettings, Standing, Why};
+use crate::redundancy::{self, NodeSessions, Peer, RedundancySettings, Standing, Why};
+use crate::sparkplug::node::{bd_seq_of, NodeConfig};
 
 /// How often it decides again.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
@@ -45,6 +46,18 @@ pub(super) struct Pair<'a> {
     pub board: Board,
     /// The score publisher's sink.
     pub control: mpsc::Sender<Control>,
+    /// The Edge Node the pair shares (under `[sparkplug]`).
+    pub node: Option<NodeConfig>,
+}
+
+/// What the Edge Node's part is started with under a pair: the grant of
+/// the node's session (which its connection and sink follow), what is
+/// known of the node's sessions (its `bdSeq` follows them), and how its
+/// sink stands by.
+pub(super) struct NodePair {
+    pub grant: Arc<watch::Sender<bool>>,
+    pub sessions: Arc<Mutex<NodeSessions>>,
+    pub redundant: Redundant,
 }
 
 /// What the status says before the first decision: standing by.
@@ -54,6 +67,7 @@ pub(super) fn before_deciding(r: &RedundancySettings) -> PairStatus {
         active: false,
         ready: false,
         data_ts: 0,
+        sparkplug_bd_seq: None,
         why: Why::Listening.as_str(),
         peer: PeerView { client_id: r.peer.clone(), status: "unknown", active: None, data_ts: None },
     }
@@ -66,13 +80,31 @@ pub(super) fn sink_side(r: &RedundancySettings) -> Redundant {
 
 /// Start the watch connection and the controller under `stop`; `redundant`
 /// is what the sink was made with (the alarm states seen are shared).
-pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) {
-    let Pair { redundancy, mqtt, max_payload, alarm_filters, health, board, control } = pair;
+/// Under `[sparkplug]`, returns what the Edge Node's part follows.
+pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) -> Option<NodePair> {
+    let Pair { redundancy, mqtt, max_payload, alarm_filters, health, board, control, node } = pair;
     let purpose = Purpose::Watch;
     let (client, eventloop) = crate::mqtt::connect(&purpose, mqtt, &mqtt.brokers[0], max_payload, None);
     let peer_topic = redundancy.peer_status_topic();
     let mut filters = vec![peer_topic.clone()];
     filters.extend(alarm_filters);
+    let node = node.map(|n| NodeSide {
+        birth_topic: n.topic("NBIRTH", None),
+        death_topic: n.topic("NDEATH", None),
+        sessions: Arc::default(),
+        grant: Arc::new(watch::Sender::new(false)),
+        granted: false,
+        waiting_since: None,
+        relisten: Relisten::Heard,
+    });
+    if let Some(n) = &node {
+        filters.extend([n.birth_topic.clone(), n.death_topic.clone()]);
+    }
+    let node_pair = node.as_ref().map(|n| NodePair {
+        grant: n.grant.clone(),
+        sessions: n.sessions.clone(),
+        redundant: Redundant { replay: redundancy.takeover_replay, alarms_seen: Arc::default() },
+    });
     let (link_tx, link) = mpsc::unbounded_channel();
     let target = Target { settings: mqtt.clone(), purpose, max_payload };
     let conn = Connection::new(target, filters, link_tx, None, Role::Watch);
@@ -91,9 +123,42 @@ pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) {
         seen_ups: 0,
         gate_sent: None,
         said: None,
+        node,
+        patience,
     };
     let (deciding, ending) = (stop.token(Phase::Sinks), stop.token(Phase::Connections));
     stop.spawn(Phase::Connections, controller.run(link, client, deciding, ending));
+    node_pair
+}
+
+/// What the status says of this instance's standing: active, ready, and
+/// the Sparkplug session it holds.
+type Said = (bool, bool, Option<u64>);
+
+/// The Edge Node's side of the controller: who holds the node's session.
+struct NodeSide {
+    birth_topic: String,
+    death_topic: String,
+    sessions: Arc<Mutex<NodeSessions>>,
+    grant: Arc<watch::Sender<bool>>,
+    /// Granted, as the controller last said it.
+    granted: bool,
+    /// Since when it has been active without the grant (waiting for the
+    /// peer's session to end).
+    waiting_since: Option<Instant>,
+    relisten: Relisten,
+}
+
+/// After its session was lost, an instance hears the peer afresh before
+/// the next: what it heard before may be what the broker had sent it before
+/// the loss (a frozen instance reads it on waking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relisten {
+    Heard,
+    /// Until the watch connection subscribes again.
+    AwaitSubscribe,
+    /// Until the peer's status (or its absence, once settled) is heard.
+    AwaitStatus,
 }
 
 struct Controller {
@@ -111,8 +176,12 @@ struct Controller {
     seen_ups: u64,
     /// The last gate sent to the sink, for which connect.
     gate_sent: Option<(bool, u64)>,
-    /// The last status said: whether active or ready, the data clock, when.
-    said: Option<((bool, bool), i64, Instant)>,
+    /// The last status said: whether active or ready, the Sparkplug session
+    /// it holds, the data clock, when.
+    said: Option<(Said, i64, Instant)>,
+    node: Option<NodeSide>,
+    /// `3 × keep_alive_secs`: how long it waits for what it should hear.
+    patience: Duration,
 }
 
 impl Controller {
@@ -163,10 +232,34 @@ impl Controller {
                 let _ = ready.send(());
                 self.settle = None;
             }
-            Link::Subscribed => self.settle = Some(Instant::now() + SETTLE),
+            Link::Subscribed => {
+                self.settle = Some(Instant::now() + SETTLE);
+                if let Some(n) = self.node.as_mut().filter(|n| n.relisten == Relisten::AwaitSubscribe) {
+                    n.relisten = Relisten::AwaitStatus;
+                }
+            }
             Link::Down => self.settle = None,
             Link::Incoming { topic, payload } if topic == self.peer_topic => {
-                self.standing.peer_status(Peer::from_status(&payload), Instant::now());
+                let peer = Peer::from_status(&payload);
+                if let Some(n) = &mut self.node {
+                    if n.relisten == Relisten::AwaitStatus {
+                        n.relisten = Relisten::Heard;
+                    }
+                    let holds = held_by(&payload);
+                    n.sessions.lock().unwrap_or_else(|p| p.into_inner()).peer_holds(holds);
+                }
+                self.standing.peer_status(peer, Instant::now());
+            }
+            Link::Incoming { topic, payload }
+                if self.node.as_ref().is_some_and(|n| topic == n.birth_topic || topic == n.death_topic) =>
+            {
+                let n = self.node.as_ref().expect("matched above");
+                let Some(bd_seq) = bd_seq_of(&payload) else { return };
+                let mut sessions = n.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                match topic == n.birth_topic {
+                    true => sessions.birth(bd_seq),
+                    false => sessions.death(bd_seq),
+                }
             }
             Link::Incoming { topic, payload } => {
                 if let Some(ts) = alarm_ts(&payload) {
@@ -184,6 +277,9 @@ impl Controller {
         if self.settle.is_some_and(|at| now >= at) {
             self.settle = None;
             self.standing.heard();
+            if let Some(n) = self.node.as_mut().filter(|n| n.relisten == Relisten::AwaitStatus) {
+                n.relisten = Relisten::Heard;
+            }
         }
         let (publisher_up, ups) = self.health.publisher();
         // The watch connection is not one it publishes on: while it is down
@@ -197,7 +293,8 @@ impl Controller {
             self.events.changed(active, why.as_str());
         }
         let active = self.standing.active();
-        let standing = (active, self.standing.ready());
+        self.node_session(active, now);
+        let standing = (active, self.standing.ready(), self.held());
         // After a reconnect the sink stands by on its own: tell it again.
         if self.gate_sent != Some((active, ups)) {
             let gate = if active { Gate::Active(ups) } else { Gate::Standby };
@@ -227,6 +324,46 @@ impl Controller {
         }
     }
 
+    /// Grant the Edge Node's session to this instance while it is active,
+    /// once the peer's session is heard to be over (or after `patience`);
+    /// take it back when it stands down.
+    fn node_session(&mut self, active: bool, now: Instant) {
+        let Some(n) = &mut self.node else { return };
+        if n.granted && !*n.grant.borrow() {
+            // Its connection lost the session.
+            n.granted = false;
+            n.relisten = Relisten::AwaitSubscribe;
+        }
+        if n.granted {
+            if !active {
+                n.granted = false;
+                n.grant.send_replace(false);
+                self.events.node_session(false, true, Duration::ZERO);
+            }
+            return;
+        }
+        if !active {
+            n.waiting_since = None;
+            return;
+        }
+        let waited = now.duration_since(*n.waiting_since.get_or_insert(now));
+        let heard =
+            n.relisten == Relisten::Heard && n.sessions.lock().unwrap_or_else(|p| p.into_inner()).free();
+        if !heard && waited < self.patience {
+            return;
+        }
+        n.granted = true;
+        n.waiting_since = None;
+        n.grant.send_replace(true);
+        self.events.node_session(true, heard, waited);
+    }
+
+    /// The `bdSeq` of the Edge Node session this instance holds, if any.
+    fn held(&self) -> Option<u64> {
+        let n = self.node.as_ref()?;
+        n.sessions.lock().unwrap_or_else(|p| p.into_inner()).own(n.granted)
+    }
+
     fn view(&self, data_ts: i64) -> PairStatus {
         let (status, active, peer_ts) = match self.standing.peer() {
             Peer::Unknown => ("unknown", None, None),
@@ -238,6 +375,7 @@ impl Controller {
             active: self.standing.active(),
             ready: self.standing.ready(),
             data_ts,
+            sparkplug_bd_seq: self.held(),
             why: self.standing.why().as_str(),
             peer: PeerView { client_id: self.peer_id.clone(), status, active, data_ts: peer_ts },
         }
@@ -249,6 +387,15 @@ fn answer(l: Link) {
     if let Link::Up { ready } = l {
         let _ = ready.send(());
     }
+}
+
+/// The `bdSeq` of the Edge Node session a peer's status says it holds.
+fn held_by(status: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        sparkplug_bd_seq: Option<u64>,
+    }
+    serde_json::from_slice::<Status>(status).ok()?.sparkplug_bd_seq
 }
 
 /// The `ts` of an alarm state as lineguard publishes it (none for a

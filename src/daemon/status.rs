@@ -41,6 +41,10 @@ pub(crate) struct PairStatus {
     /// Its data clock: the newest sample time it applied (epoch ms); the
     /// primary catches up with the backup's.
     pub data_ts: i64,
+    /// Under `[sparkplug]`: the `bdSeq` of the Edge Node session it holds
+    /// (the peer waits for that session's NDEATH before its own births).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparkplug_bd_seq: Option<u64>,
     /// Why it stands as it does (not in the status topic; `/devices` shows it).
     #[serde(skip)]
     pub why: &'static str,

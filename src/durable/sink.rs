@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::QoS;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Deadline;
@@ -231,6 +231,10 @@ pub(crate) struct Sink<P: Publisher> {
     /// Connects of its connection so far.
     ups: u64,
     replays: ReplayEvents,
+    /// The Edge Node's sink of a redundant pair: whether its controller
+    /// grants it a session now (see [`Sink::follows`]).
+    granted: Option<bool>,
+    grants: Option<watch::Receiver<bool>>,
 }
 
 impl<P: Publisher> Sink<P> {
@@ -263,6 +267,8 @@ impl<P: Publisher> Sink<P> {
             newest_ts: i64::MIN,
             ups: 0,
             replays: ReplayEvents::default(),
+            granted: None,
+            grants: None,
         };
         if !backlog.is_empty() {
             sink.events.backlog(backlog.len());
@@ -338,6 +344,45 @@ impl<P: Publisher> Sink<P> {
         self.redundant = Some(r);
         self.standby = true;
         self
+    }
+
+    /// The Edge Node's sink of a redundant pair (with [`Sink::redundant`]):
+    /// it publishes while `grant` says so, its connection connected only
+    /// then; when the grant goes, it ends the session with its NDEATH and
+    /// keeps what it would publish, as a standby does.
+    pub(crate) fn follows(mut self, grant: watch::Receiver<bool>) -> Sink<P> {
+        let granted = *grant.borrow();
+        self.granted = Some(granted);
+        self.standby = !granted;
+        self.grants = Some(grant);
+        self
+    }
+
+    /// The grant changed.
+    fn follow(&mut self, granted: bool) {
+        self.granted = Some(granted);
+        if granted || self.standby {
+            return;
+        }
+        self.standby = true;
+        self.control.retain(|p| !p.session);
+        if self.up {
+            self.end_session();
+        }
+    }
+
+    /// End the node's session: its NDEATH first, then a clean DISCONNECT.
+    fn end_session(&mut self) {
+        if let Some(n) = &self.node {
+            let m = n.ndeath();
+            self.ending = Some(Pending {
+                topic: m.topic,
+                payload: Bytes::from(m.payload),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                session: false,
+            });
+        }
     }
 
     /// Start or stop publishing for the pair.
@@ -531,7 +576,7 @@ impl<P: Publisher> Sink<P> {
     }
 
     fn queue_births(&mut self, births: Vec<OutMessage>) {
-        if births.is_empty() {
+        if births.is_empty() || self.granted == Some(false) {
             return;
         }
         // Births reset `seq`: whatever was made for the old numbering goes.
@@ -552,15 +597,9 @@ impl<P: Publisher> Sink<P> {
         match n.command(topic, payload) {
             Reaction::None => {}
             Reaction::Births(births) => self.queue_births(births),
-            Reaction::End(ndeath) => {
+            Reaction::End => {
                 self.control.retain(|p| !p.session);
-                self.ending = Some(Pending {
-                    topic: ndeath.topic,
-                    payload: Bytes::from(ndeath.payload),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    session: false,
-                });
+                self.end_session();
             }
         }
     }
@@ -666,6 +705,7 @@ impl<P: Publisher> Sink<P> {
         let mut drain_deadline: Option<Instant> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let store = self.store.clone();
+        let mut grants = self.grants.take();
         loop {
             if sending.is_none() && self.up {
                 if let Some((r, p)) = self.next_publish() {
@@ -707,6 +747,10 @@ impl<P: Publisher> Sink<P> {
                     None => control_open = false,
                 },
                 _ = store.commits().notified(), if self.awaiting_commit => self.awaiting_commit = false,
+                g = changed(&mut grants), if grants.is_some() => match g {
+                    Some(g) => self.follow(g),
+                    None => grants = None,
+                },
                 _ = tick.tick() => {
                     self.awaiting_commit = false;
                     self.enforce_bounds();
@@ -732,9 +776,13 @@ impl<P: Publisher> Sink<P> {
                 // until its controller says otherwise, and says its status
                 // once the controller has decided it again.
                 self.ups += 1;
-                if self.redundant.is_some() {
-                    self.standby = true;
-                    self.online = None;
+                match self.granted {
+                    Some(granted) => self.standby = !granted,
+                    None if self.redundant.is_some() => {
+                        self.standby = true;
+                        self.online = None;
+                    }
+                    None => {}
                 }
                 self.fifo.clear();
                 self.pkids.clear();
@@ -744,6 +792,10 @@ impl<P: Publisher> Sink<P> {
                 self.control.retain(|p| p.qos == QoS::AtMostOnce && !p.session);
                 if let Some(n) = self.node.as_mut() {
                     n.started();
+                }
+                // Connected as the grant went: the session ends at once.
+                if self.granted == Some(false) {
+                    self.end_session();
                 }
                 self.up = true;
                 // Our will may have said `offline` since.
@@ -822,6 +874,13 @@ impl<P: Publisher> Sink<P> {
     /// broker drops the last will), within the farewell's time.
     async fn farewell(self) {
         let offline = match &self.node {
+            // A standby of a pair has no session to end.
+            Some(_) if self.granted == Some(false) => {
+                if tokio::time::timeout(self.config.farewell, self.client.disconnect()).await.is_err() {
+                    self.events.farewell_unsent();
+                }
+                return;
+            }
             None => Pending {
                 topic: self.config.status_topic.clone(),
                 payload: Bytes::from(self.config.offline.clone()),
@@ -847,6 +906,14 @@ impl<P: Publisher> Sink<P> {
         if tokio::time::timeout(self.config.farewell, farewell).await.is_err() {
             self.events.farewell_unsent();
         }
+    }
+}
+
+/// The next value of `grants` (if any); never without one, none once closed.
+async fn changed(grants: &mut Option<watch::Receiver<bool>>) -> Option<bool> {
+    match grants {
+        Some(g) => g.changed().await.ok().map(|_| *g.borrow_and_update()),
+        None => std::future::pending().await,
     }
 }
 

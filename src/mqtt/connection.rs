@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rumqttc::QoS;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::durable::ack::AckId;
@@ -87,6 +87,18 @@ pub(crate) struct Sparkplug {
     pub before_connect: BeforeConnect,
     /// The sink asks to end the session (its NDEATH is out).
     pub end_session: Option<mpsc::UnboundedReceiver<()>>,
+    /// Under `[redundancy]`: whether this instance may hold a session of
+    /// the node the pair shares (its controller grants it). The connection
+    /// connects only while granted, and a connection lost takes the grant
+    /// back, so that the controller decides again before the next session.
+    pub granted: Option<Granted>,
+}
+
+/// A redundant instance's leave to hold a Sparkplug session.
+pub(crate) struct Granted {
+    pub grant: Arc<watch::Sender<bool>>,
+    /// Waiting for a grant ends here (the stop).
+    pub until: CancellationToken,
 }
 
 /// How a connection reaches its brokers: `mqtt.hosts` in turn, the next
@@ -175,6 +187,31 @@ impl Connection {
         }
     }
 
+    /// Under a pair, wait until this instance may hold a Sparkplug session
+    /// (false: the stop came first).
+    fn granted(&self) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let wait = match &self.role {
+            Role::Sparkplug(Sparkplug { granted: Some(g), .. }) => {
+                Some((g.grant.subscribe(), g.until.clone()))
+            }
+            _ => None,
+        };
+        async move {
+            let Some((mut grant, until)) = wait else { return true };
+            tokio::select! {
+                r = grant.wait_for(|g| *g) => r.is_ok(),
+                _ = until.cancelled() => false,
+            }
+        }
+    }
+
+    /// A session lost under a pair: its grant goes back to the controller.
+    fn ungrant(&self) {
+        if let Role::Sparkplug(Sparkplug { granted: Some(g), .. }) = &self.role {
+            g.grant.send_replace(false);
+        }
+    }
+
     fn set_health(&self, up: bool) {
         match (&self.health, &self.role) {
             (Some(h), Role::Telemetry(_)) => h.set_connected(up),
@@ -214,8 +251,18 @@ impl Connection {
             Role::Sparkplug(s) => s.end_session.take(),
             _ => None,
         };
-        self.before_connect(&mut eventloop);
+        // The next connect's options are set (its will, for Sparkplug).
+        let mut prepared = false;
+        // Connected (a ConnAck) since the last loss.
+        let mut connected = false;
         loop {
+            if !prepared {
+                if !self.granted().await {
+                    return;
+                }
+                self.before_connect(&mut eventloop);
+                prepared = true;
+            }
             let event = tokio::select! {
                 biased;
                 _ = cancelled(&intake), if !stopping => {
@@ -256,6 +303,7 @@ impl Connection {
                     Role::Publisher => {}
                 },
                 Ok(Event::ConnAck { session_present }) => {
+                    connected = true;
                     eventloop.forget_replay();
                     self.backoff.connected();
                     self.set_health(true);
@@ -322,10 +370,9 @@ impl Connection {
                     let _ = self.link.send(Link::Sent(pkid));
                 }
                 Ok(Event::Disconnected) if ending_session => {
-                    ending_session = false;
+                    (ending_session, connected, prepared) = (false, false, false);
                     eventloop.drop_connection();
                     self.down();
-                    self.before_connect(&mut eventloop);
                     tokio::time::sleep(self.backoff.next_delay()).await;
                 }
                 Ok(Event::Disconnected) => return,
@@ -334,8 +381,11 @@ impl Connection {
                     // Through the relay, rumqttc sees only its socket close; the relay knows why.
                     let e = self.relay().and_then(Relay::take_error).unwrap_or(e);
                     self.down();
+                    if std::mem::take(&mut connected) {
+                        self.ungrant();
+                    }
                     self.next_broker(&mut eventloop);
-                    self.before_connect(&mut eventloop);
+                    prepared = false;
                     let delay = self.backoff.next_delay();
                     self.events.connection_failed(&e, delay, &self.broker());
                     tokio::time::sleep(delay).await;

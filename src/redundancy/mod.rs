@@ -21,9 +21,15 @@
 //!   the backup's status last said; the backup then sees it active and stands
 //!   down;
 //! - neither is active while its connections to the broker are down.
+//!
+//! Under `[sparkplug]` only the active one has a session of the Edge Node
+//! the two share; it births once the peer's session is over
+//! ([`NodeSessions`]).
 
+mod node_sessions;
 mod standing;
 
+pub(crate) use node_sessions::NodeSessions;
 pub(crate) use standing::{Peer, Standing, Why};
 
 use std::time::Duration;

@@ -67,6 +67,16 @@ impl NodeConfig {
     }
 }
 
+/// The `bdSeq` an NBIRTH or NDEATH carries (none if it is not one).
+pub(crate) fn bd_seq_of(payload: &[u8]) -> Option<u64> {
+    let p = Payload::decode(payload).ok()?;
+    p.metrics.iter().find(|m| m.name.as_deref() == Some(BD_SEQ)).and_then(|m| match m.value {
+        Some(Value::Long(v)) => Some(v),
+        Some(Value::Int(v)) => Some(u64::from(v)),
+        _ => None,
+    })
+}
+
 fn bd_seq_metric(bd_seq: u64, now_ms: i64) -> Metric {
     Metric {
         name: Some(BD_SEQ.into()),

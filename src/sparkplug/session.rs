@@ -25,9 +25,9 @@ pub(crate) enum Reaction {
     /// Publish these births now, ahead of any data (a rebirth, or the
     /// primary host came online).
     Births(Vec<OutMessage>),
-    /// The primary host went offline: publish this NDEATH (QoS 1), then
-    /// [`Session::end`] once the broker has it.
-    End(OutMessage),
+    /// The primary host went offline: publish the session's NDEATH (QoS 1),
+    /// then [`Session::end`] once the broker has it.
+    End,
 }
 
 /// The Edge Node as its sink drives it: the node's state machine
@@ -84,7 +84,7 @@ impl Session {
             // second time) and connects again.
             Command::EndSession => {
                 self.events.primary_host_offline();
-                Reaction::End(self.ndeath())
+                Reaction::End
             }
             Command::Ignored(why) => {
                 self.events.ignored(topic, &why);

@@ -88,6 +88,13 @@ pub(crate) fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>
             r.peer_status_topic(),
             r.takeover_replay.as_secs(),
         );
+        if let Some(n) = settings.node() {
+            let _ = writeln!(
+                out,
+                "# redundancy: the pair shares the Sparkplug Edge Node {}/{}; only the active instance has a session",
+                n.group_id, n.edge_node_id
+            );
+        }
     }
     for (p, PipelineModels { live: m, shadow }) in settings.pipelines.iter().zip(&models) {
         let _ = writeln!(

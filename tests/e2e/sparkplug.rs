@@ -427,3 +427,126 @@ fn after_a_restart_a_device_is_born_with_its_newest_values() {
         );
     }
 }
+
+/// A primary and a backup sharing one Edge Node (`[redundancy]` with
+/// `[sparkplug]`), through the same failovers as the JSON pair: the primary
+/// killed, back, frozen past its keep-alive and thawed. A host (this
+/// subscriber, decoding independently) never sees two sessions of the node
+/// online at once; each session is born with a new `bdSeq` and ends with an
+/// NDEATH carrying its own; a late NDEATH of an old session carries the old
+/// one; every message of a session follows its NBIRTH with `seq` in order;
+/// and every window of every machine is reported, equal to ONNX Runtime.
+#[test]
+fn a_redundant_pair_hands_over_the_edge_node_one_session_at_a_time() {
+    use crate::support::broker::signal;
+    use crate::support::line::line_pipeline;
+    use crate::support::stream::{Record, Stream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let broker = Broker::mosquitto().start();
+    let host = Subscriber::new(broker.port, &["spBv1.0/#"]);
+    let record = Record::start(broker.port);
+    let pair = |id: &str, role: &str, peer: &str| {
+        let extra = format!(
+            "[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n\n\
+             [redundancy]\nrole = \"{role}\"\npeer = \"{peer}\"\ntakeover_replay_secs = 30\n"
+        );
+        let text = config(broker.port, id, crate::support::daemon::own_state(), &[line_pipeline()], &extra);
+        let output = text.lines().find(|l| l.starts_with("output_topic")).unwrap().to_string();
+        text.replace(&output, "format = \"sparkplug\"\ndevice_id = \"{line}-{machine}\"")
+    };
+    let mut primary = Daemon::start(&pair("lg-spp", "primary", "lg-spb"));
+    record.wait_active("lg-spp", true, Duration::from_secs(30));
+    let backup = Daemon::start(&pair("lg-spb", "backup", "lg-spp"));
+    record.wait_active("lg-spb", false, Duration::from_secs(30));
+
+    let stream = Arc::new(Stream::new(8));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publishing = stream.publish_until(broker.port, stop.clone());
+    std::thread::sleep(Duration::from_secs(4));
+    primary.kill9();
+    record.wait_active("lg-spb", true, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    primary.spawn();
+    record.wait_active("lg-spp", true, Duration::from_secs(30));
+    record.wait_active("lg-spb", false, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(primary.pid(), "STOP");
+    record.wait_active("lg-spb", true, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(2));
+    signal(primary.pid(), "CONT");
+    record.wait_active("lg-spp", true, Duration::from_secs(30));
+    record.wait_active("lg-spb", false, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let published = publishing.join().unwrap();
+    assert!(published.unacknowledged.is_empty(), "{published:?}");
+    let windows = stream.windows(published.rounds);
+
+    // What the host saw, in the order the broker delivered it.
+    let mut online: Option<u64> = None;
+    let mut births = Vec::new();
+    let mut late_deaths = 0;
+    let mut next_seq = 0u64;
+    let mut aliases = BTreeMap::new();
+    let mut reported: BTreeMap<(String, i64), Seen> = BTreeMap::new();
+    let want: BTreeSet<(String, i64)> = windows.iter().map(|(k, _)| k.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let logs = || format!("primary:\n{}\nbackup:\n{}", primary.log(), backup.log());
+    while Instant::now() < deadline && !want.iter().all(|k| reported.contains_key(k)) {
+        let Some(m) = host.next(Duration::from_millis(500)) else { continue };
+        let p = sp::decode(&m.payload);
+        match sp::topic_kind(&m.topic).0 {
+            "NBIRTH" => {
+                let b = bd_seq(&p);
+                assert_eq!(online, None, "NBIRTH bdSeq {b} while session {online:?} is online\n{}", logs());
+                assert!(births.last() != Some(&b), "a new session takes a new bdSeq: {births:?} then {b}");
+                assert_eq!(p.seq, Some(0), "NBIRTH seq");
+                (online, next_seq) = (Some(b), 1);
+                births.push(b);
+            }
+            "NDEATH" => {
+                let b = bd_seq(&p);
+                match online {
+                    Some(o) if o == b => online = None,
+                    // A host ignores an NDEATH of another session than the one online.
+                    _ => {
+                        assert!(births.contains(&b), "NDEATH of bdSeq {b}, never born: {births:?}");
+                        late_deaths += 1;
+                    }
+                }
+            }
+            "DBIRTH" | "DDATA" => {
+                assert!(online.is_some(), "{} outside a session\n{}", m.topic, logs());
+                assert_eq!(p.seq, Some(next_seq % 256), "seq of {} in session {online:?}", m.topic);
+                next_seq += 1;
+                let seen = read_device(&m.topic, &p, &mut aliases);
+                reported.entry((seen.device.clone(), seen.ts)).or_insert(seen);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        births.len() >= 5,
+        "the primary, the backup, the primary, the backup, the primary: {births:?}\n{}",
+        logs()
+    );
+    let missing: Vec<_> = want.iter().filter(|k| !reported.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} windows never reported, e.g. {:?}\n{}",
+        missing.len(),
+        want.len(),
+        &missing[..missing.len().min(5)],
+        logs()
+    );
+    let expected: Vec<Expected> = windows.into_iter().filter_map(|(_, e)| e).collect();
+    for e in &expected {
+        check_window(&reported[&(e.device.clone(), e.ts)], std::slice::from_ref(e));
+    }
+    eprintln!("sessions {births:?}, {late_deaths} late NDEATHs ignored, {} windows", want.len());
+    let log = backup.log();
+    assert!(log.contains("redundancy: the Sparkplug session is this instance's (births follow)"), "{log}");
+    assert!(log.contains("redundancy: the Sparkplug session ends (NDEATH)"), "{log}");
+}

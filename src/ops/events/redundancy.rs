@@ -2,7 +2,7 @@
 //! and what it replays when it takes over.
 
 use metrics::{counter, gauge, Counter, Gauge};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{names, zeroed};
 
@@ -38,6 +38,23 @@ impl RedundancyEvents {
                 info!(%role, "redundancy: active, publishing for the pair: {why}");
             }
             false => info!(%role, "redundancy: standing by, publishing nothing but its status: {why}"),
+        }
+    }
+
+    /// The Edge Node's session is granted (`heard`: the peer's session was
+    /// heard ending), or taken back.
+    pub(crate) fn node_session(&self, granted: bool, heard: bool, waited: std::time::Duration) {
+        let role = self.role;
+        match (granted, heard) {
+            (true, true) => {
+                info!(%role, "redundancy: the Sparkplug session is this instance's (births follow)")
+            }
+            (true, false) => warn!(
+                %role,
+                "redundancy: the Sparkplug session is this instance's without the peer's NDEATH heard in {} s (births follow; a host may see the peer's session until its NDEATH)",
+                waited.as_secs()
+            ),
+            (false, _) => info!(%role, "redundancy: the Sparkplug session ends (NDEATH)"),
         }
     }
 }
