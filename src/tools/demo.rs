@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +76,66 @@ struct Seen {
 
 type Board = Arc<Mutex<BTreeMap<String, Seen>>>;
 
+/// A demo daemon's config, on the embedded broker, serving `model` as the
+/// `press-line` pipeline with its scores on `plant/{line}/{machine}/lineguard/scores`.
+pub(super) struct DaemonConfig<'a> {
+    pub client_id: &'a str,
+    pub state: PathBuf,
+    pub model: &'a Path,
+    /// More `[mqtt]` keys.
+    pub mqtt: &'a str,
+    /// Sections after `[http]`.
+    pub sections: &'a str,
+    /// The pipeline's input keys, and any more of its keys.
+    pub pipeline: String,
+}
+
+impl DaemonConfig<'_> {
+    pub(super) fn write(&self, path: &Path, port: u16) -> anyhow::Result<()> {
+        let text = format!(
+            r#"[mqtt]
+host = "127.0.0.1"
+port = {port}
+client_id = "{id}"
+protocol = "3.1.1" # what the embedded broker (rumqttd) listens for here
+scores_protocol = "3.1.1"
+{mqtt}[state]
+dir = "{state}"
+[http]
+listen = "127.0.0.1:{http}"
+{sections}[[pipelines]]
+name = "press-line"
+model = "{model}"
+{pipeline}output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
+"#,
+            id = self.client_id,
+            mqtt = self.mqtt,
+            state = self.state.display(),
+            http = broker::free_port()?,
+            sections = self.sections,
+            model = self.model.display(),
+            pipeline = self.pipeline,
+        );
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
+
+/// The simulated line's connection to the embedded broker (its event loop
+/// polled on a task of its own).
+pub(super) fn line_client(port: u16) -> AsyncClient {
+    let mut opts = MqttOptions::new("lineguard-demo-line", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    client
+}
+
 fn rank(state: &str) -> u8 {
     match state {
         "alarm" => 2,
@@ -129,30 +189,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         _ => on_a_clock(&model, args.rate, dir.path())?,
     };
     let config_path = dir.path().join("lineguard.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "lineguard-demo"
-protocol = "3.1.1" # what the embedded broker (rumqttd) listens for here
-scores_protocol = "3.1.1"
-[state]
-dir = "{state}"
-[http]
-listen = "127.0.0.1:{http}"
-[[pipelines]]
-name = "press-line"
-model = "{model}"
-{input}output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
-"#,
-            state = dir.path().join("state").display(),
-            http = broker::free_port()?,
-            model = model.display(),
-            input = args.format.pipeline_keys(),
-        ),
-    )?;
+    DaemonConfig {
+        client_id: "lineguard-demo",
+        state: dir.path().join("state"),
+        model: &model,
+        mqtt: "",
+        sections: "",
+        pipeline: args.format.pipeline_keys(),
+    }
+    .write(&config_path, port)?;
     let settings = config::load(&config_path, std::iter::empty())?;
     let settings_http = settings.http_listen;
 
@@ -197,16 +242,7 @@ model = "{model}"
 
     // The line.
     let machines = sim::line(args.machines);
-    let mut opts = MqttOptions::new("lineguard-demo-line", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (line_client, mut line_loop) = AsyncClient::new(opts, 1024);
-    tokio::spawn(async move {
-        loop {
-            if line_loop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    });
+    let line_client = line_client(port);
     // Give the daemon a moment to subscribe before the line starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();

@@ -17,7 +17,8 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 
-use crate::tools::{broker, sim};
+use crate::tools::demo::{line_client, DaemonConfig};
+use crate::tools::sim;
 
 const IDS: [&str; 2] = ["lineguard-demo-primary", "lineguard-demo-backup"];
 
@@ -95,38 +96,18 @@ impl Drop for Instance {
 
 fn config(dir: &Path, port: u16, model: &Path, role: &str, id: &str, peer: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{id}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"[mqtt]
-host = "127.0.0.1"
-port = {port}
-client_id = "{id}"
-protocol = "3.1.1" # what the embedded broker (rumqttd) listens for here
-scores_protocol = "3.1.1"
-keep_alive_secs = 5
-reconnect_min_ms = 100
-reconnect_max_ms = 1000
-[state]
-dir = "{state}"
-[http]
-listen = "127.0.0.1:{http}"
-[redundancy]
-role = "{role}"
-peer = "{peer}"
-takeover_replay_secs = 30
-[[pipelines]]
-name = "press-line"
-model = "{model}"
-input_topic = "plant/{{line}}/{{machine}}/telemetry"
-output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
-alarm_topic = "plant/{{line}}/{{machine}}/lineguard/alarm"
-"#,
-            state = dir.join(format!("state-{id}")).display(),
-            http = broker::free_port()?,
-            model = model.display(),
+    DaemonConfig {
+        client_id: id,
+        state: dir.join(format!("state-{id}")),
+        model,
+        mqtt: "keep_alive_secs = 5\nreconnect_min_ms = 100\nreconnect_max_ms = 1000\n",
+        sections: &format!("[redundancy]\nrole = \"{role}\"\npeer = \"{peer}\"\ntakeover_replay_secs = 30\n"),
+        pipeline: format!(
+            "{}alarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n",
+            sim::Format::Lineguard.pipeline_keys()
         ),
-    )?;
+    }
+    .write(&path, port)?;
     Ok(path)
 }
 
@@ -215,16 +196,7 @@ pub(crate) async fn run(
     }
 
     let machines = sim::line(machines_n);
-    let mut opts = MqttOptions::new("lineguard-demo-line", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(30));
-    let (line_client, mut line_loop) = AsyncClient::new(opts, 1024);
-    tokio::spawn(async move {
-        loop {
-            if line_loop.poll().await.is_err() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    });
+    let line_client = line_client(port);
     let stop = CancellationToken::new();
     crate::daemon::signals::on_signals(stop.clone())?;
     let line_stop = CancellationToken::new();
