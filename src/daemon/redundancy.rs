@@ -103,7 +103,7 @@ pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) -> Option<No
     let node_pair = node.as_ref().map(|n| NodePair {
         grant: n.grant.clone(),
         sessions: n.sessions.clone(),
-        redundant: Redundant { replay: redundancy.takeover_replay, alarms_seen: Arc::default() },
+        redundant: sink_side(redundancy),
     });
     let (link_tx, link) = mpsc::unbounded_channel();
     let target = Target { settings: mqtt.clone(), purpose, max_payload };
@@ -338,7 +338,7 @@ impl Controller {
             if !active {
                 n.granted = false;
                 n.grant.send_replace(false);
-                self.events.node_session(false, true, Duration::ZERO);
+                self.events.node_session_ended();
             }
             return;
         }
@@ -355,13 +355,14 @@ impl Controller {
         n.granted = true;
         n.waiting_since = None;
         n.grant.send_replace(true);
-        self.events.node_session(true, heard, waited);
+        self.events.node_session_granted(heard, waited);
     }
 
     /// The `bdSeq` of the Edge Node session this instance holds, if any.
     fn held(&self) -> Option<u64> {
         let n = self.node.as_ref()?;
-        n.sessions.lock().unwrap_or_else(|p| p.into_inner()).own(n.granted)
+        let own = n.sessions.lock().unwrap_or_else(|p| p.into_inner()).own();
+        own.filter(|_| n.granted)
     }
 
     fn view(&self, data_ts: i64) -> PairStatus {

@@ -873,34 +873,31 @@ impl<P: Publisher> Sink<P> {
     /// `offline` (or the node's NDEATH), then a clean DISCONNECT (so the
     /// broker drops the last will), within the farewell's time.
     async fn farewell(self) {
-        let offline = match &self.node {
-            // A standby of a pair has no session to end.
-            Some(_) if self.granted == Some(false) => {
-                if tokio::time::timeout(self.config.farewell, self.client.disconnect()).await.is_err() {
-                    self.events.farewell_unsent();
-                }
-                return;
-            }
-            None => Pending {
+        let last = match &self.node {
+            None => Some(Pending {
                 topic: self.config.status_topic.clone(),
                 payload: Bytes::from(self.config.offline.clone()),
                 qos: QoS::AtLeastOnce,
                 retain: true,
                 session: false,
-            },
+            }),
+            // A standby of a pair has no session to end.
+            Some(_) if self.granted == Some(false) => None,
             Some(n) => {
                 let m = n.ndeath();
-                Pending {
+                Some(Pending {
                     topic: m.topic,
                     payload: Bytes::from(m.payload),
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     session: false,
-                }
+                })
             }
         };
         let farewell = async {
-            let _ = self.send(offline).await;
+            if let Some(p) = last {
+                let _ = self.send(p).await;
+            }
             let _ = self.client.disconnect().await;
         };
         if tokio::time::timeout(self.config.farewell, farewell).await.is_err() {

@@ -77,9 +77,9 @@ impl NodeSessions {
         self.newest = Some(b);
     }
 
-    /// The `bdSeq` of the session this instance holds, if `holding`.
-    pub(crate) fn own(&self, holding: bool) -> Option<u64> {
-        self.own.filter(|_| holding)
+    /// The `bdSeq` of this instance's latest connect.
+    pub(crate) fn own(&self) -> Option<u64> {
+        self.own
     }
 
     /// No session of the peer's is online, as far as this instance heard.
@@ -129,7 +129,7 @@ mod tests {
         // Its own birth and death do not count as the peer's.
         s.birth(42);
         assert!(s.free());
-        assert_eq!(s.own(true), Some(42));
+        assert_eq!(s.own(), Some(42));
         s.peer_holds(Some(43));
         s.death(42);
         assert!(!s.free());

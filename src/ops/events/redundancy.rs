@@ -41,21 +41,23 @@ impl RedundancyEvents {
         }
     }
 
-    /// The Edge Node's session is granted (`heard`: the peer's session was
-    /// heard ending), or taken back.
-    pub(crate) fn node_session(&self, granted: bool, heard: bool, waited: std::time::Duration) {
+    /// The Edge Node's session is this instance's; `heard`: the peer's
+    /// session was heard ending (else it waited `waited` for that).
+    pub(crate) fn node_session_granted(&self, heard: bool, waited: std::time::Duration) {
         let role = self.role;
-        match (granted, heard) {
-            (true, true) => {
-                info!(%role, "redundancy: the Sparkplug session is this instance's (births follow)")
-            }
-            (true, false) => warn!(
+        match heard {
+            true => info!(%role, "redundancy: the Sparkplug session is this instance's (births follow)"),
+            false => warn!(
                 %role,
                 "redundancy: the Sparkplug session is this instance's without the peer's NDEATH heard in {} s (births follow; a host may see the peer's session until its NDEATH)",
                 waited.as_secs()
             ),
-            (false, _) => info!(%role, "redundancy: the Sparkplug session ends (NDEATH)"),
         }
+    }
+
+    /// The Edge Node's session is taken back (it stands down).
+    pub(crate) fn node_session_ended(&self) {
+        info!(role = %self.role, "redundancy: the Sparkplug session ends (NDEATH)");
     }
 }
 
