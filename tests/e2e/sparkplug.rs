@@ -505,6 +505,8 @@ fn a_redundant_pair_hands_over_the_edge_node_one_session_at_a_time() {
                 assert_eq!(p.seq, Some(0), "NBIRTH seq");
                 (online, next_seq) = (Some(b), 1);
                 births.push(b);
+                // Aliases are the session's: each instance numbers its own.
+                aliases.clear();
             }
             "NDEATH" => {
                 let b = bd_seq(&p);
