@@ -124,10 +124,11 @@ pub(super) fn start(pair: Pair, redundant: &Redundant, stop: &Stop) -> Option<No
         gate_sent: None,
         said: None,
         node,
+        watch: client,
         patience,
     };
     let (deciding, ending) = (stop.token(Phase::Sinks), stop.token(Phase::Connections));
-    stop.spawn(Phase::Connections, controller.run(link, client, deciding, ending));
+    stop.spawn(Phase::Connections, controller.run(link, deciding, ending));
     node_pair
 }
 
@@ -180,6 +181,8 @@ struct Controller {
     /// it holds, the data clock, when.
     said: Option<(Said, i64, Instant)>,
     node: Option<NodeSide>,
+    /// The watch connection's client.
+    watch: Client,
     /// `3 × keep_alive_secs`: how long it waits for what it should hear.
     patience: Duration,
 }
@@ -191,7 +194,6 @@ impl Controller {
     async fn run(
         mut self,
         mut link: mpsc::UnboundedReceiver<Link>,
-        client: Client,
         deciding: CancellationToken,
         ending: CancellationToken,
     ) {
@@ -220,7 +222,7 @@ impl Controller {
                 },
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), client.disconnect()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.watch.disconnect()).await;
         while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(1), link.recv()).await {
             answer(l);
         }
@@ -234,11 +236,15 @@ impl Controller {
             }
             Link::Subscribed => {
                 self.settle = Some(Instant::now() + SETTLE);
+                self.standing.subscribed();
                 if let Some(n) = self.node.as_mut().filter(|n| n.relisten == Relisten::AwaitSubscribe) {
                     n.relisten = Relisten::AwaitStatus;
                 }
             }
-            Link::Down => self.settle = None,
+            Link::Down => {
+                self.settle = None;
+                self.standing.unsubscribed();
+            }
             Link::Incoming { topic, payload } if topic == self.peer_topic => {
                 let peer = Peer::from_status(&payload);
                 if let Some(n) = &mut self.node {
@@ -288,6 +294,11 @@ impl Controller {
         let reconnected = ups != self.seen_ups;
         self.seen_ups = ups;
         self.standing.connections(up, reconnected);
+        if reconnected {
+            // Hear the peer afresh: what the watch connection holds may be
+            // from before this instance's connections were dropped.
+            resubscribe(&self.watch, &self.peer_topic);
+        }
         let clock = self.health.data_clock();
         if let Some((active, why)) = self.standing.decide(now, clock) {
             self.events.changed(active, why.as_str());
@@ -333,6 +344,7 @@ impl Controller {
             // Its connection lost the session.
             n.granted = false;
             n.relisten = Relisten::AwaitSubscribe;
+            resubscribe(&self.watch, &self.peer_topic);
         }
         if n.granted {
             if !active {
@@ -381,6 +393,17 @@ impl Controller {
             peer: PeerView { client_id: self.peer_id.clone(), status, active, data_ts: peer_ts },
         }
     }
+}
+
+/// Subscribe the peer's status again: the broker delivers what it retains
+/// of it now, and the watch connection says `Subscribed` (on a connection
+/// dropped meanwhile, the request goes with it, and the next connect
+/// subscribes anyway).
+fn resubscribe(watch: &Client, peer_topic: &str) {
+    let (watch, topic) = (watch.clone(), peer_topic.to_string());
+    tokio::spawn(async move {
+        let _ = watch.subscribe(topic, rumqttc::QoS::AtLeastOnce).await;
+    });
 }
 
 /// A connect must be answered, whoever listens.

@@ -356,7 +356,10 @@ impl Connection {
                             h.subscription_refused(filter);
                         }
                     }
-                    if subacks == self.filters.len() {
+                    // The watch subscribes its peer's status again on request
+                    // (see the redundancy controller): each of those says so too.
+                    let again = subacks > self.filters.len() && matches!(self.role, Role::Watch);
+                    if subacks == self.filters.len() || again {
                         if let (Some(h), 0, Role::Telemetry(_)) = (&self.health, refusals, &self.role) {
                             h.subscriptions_granted();
                         }

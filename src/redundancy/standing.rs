@@ -106,8 +106,16 @@ pub(crate) struct Standing {
     /// When the peer last said its status.
     peer_said: Option<Instant>,
     /// The broker has delivered what it retains of the peer (its status
-    /// subscription is in place, and a moment has passed).
+    /// subscription is in place, and a moment has passed), since this
+    /// instance's connections last came back.
     heard: bool,
+    /// The peer's status subscription was made (or made again) since this
+    /// instance's connections last came back, so what it delivers is fresh.
+    /// What a frozen instance reads on waking, sent before its connections
+    /// were dropped, is not: it may be long superseded.
+    fresh: bool,
+    /// Since when the backup has been waiting to hear the peer afresh.
+    unheard_since: Option<Instant>,
     connected: bool,
     /// The primary: caught up since its last (re)connect, and since when.
     caught_up: Option<Instant>,
@@ -129,6 +137,8 @@ impl Standing {
             peer: Peer::Unknown,
             peer_said: None,
             heard: false,
+            fresh: false,
+            unheard_since: None,
             connected: false,
             caught_up: None,
             took_over: false,
@@ -160,6 +170,9 @@ impl Standing {
             self.caught_up = None;
             self.took_over = false;
         }
+        if reconnected {
+            (self.heard, self.fresh) = (false, false);
+        }
         self.connected = up;
     }
 
@@ -167,12 +180,23 @@ impl Standing {
     pub(crate) fn peer_status(&mut self, peer: Peer, now: Instant) {
         self.peer = peer;
         self.peer_said = Some(now);
-        self.heard = true;
+        self.heard |= self.fresh;
+    }
+
+    /// The peer's status subscription is in place (again): the broker
+    /// delivers what it retains of the peer now.
+    pub(crate) fn subscribed(&mut self) {
+        self.fresh = true;
+    }
+
+    /// The watch connection is down: what comes next comes after a new subscription.
+    pub(crate) fn unsubscribed(&mut self) {
+        self.fresh = false;
     }
 
     /// What the broker retains of the peer has been delivered (or there is none).
     pub(crate) fn heard(&mut self) {
-        self.heard = true;
+        self.heard |= self.fresh;
     }
 
     /// Decide again at `now`, with this instance's data clock; `Some` when
@@ -191,8 +215,19 @@ impl Standing {
         if !self.connected {
             return (false, Why::Disconnected);
         }
+        if self.heard {
+            self.unheard_since = None;
+        }
         match self.role {
             Role::Primary => self.primary(now, data_clock),
+            // Until the primary is heard afresh (or for the patience, if it
+            // cannot be), the backup stays as it is.
+            Role::Backup
+                if !self.heard
+                    && now.duration_since(*self.unheard_since.get_or_insert(now)) < self.patience =>
+            {
+                (false, Why::Listening)
+            }
             Role::Backup => match self.peer {
                 // A status that stopped following the data (a will the
                 // broker lost, a retained message it kept stale): silent for
@@ -314,6 +349,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Standing::new(Role::Primary, KA3, t0);
         p.connections(true, true);
+        p.subscribed();
         assert_eq!(p.decide(t0, 100), None);
         assert_eq!(p.why(), Why::Listening, "not before it knows whether the backup is active");
         p.peer_status(online(true, 5_000), t0);
@@ -327,12 +363,14 @@ mod tests {
         assert_eq!(p.decide(t0, 5_200), None, "once it took over it stays, whatever the backup says");
         // A reconnect (after a partition, say): standing by, catching up again.
         p.connections(true, true);
+        p.subscribed();
         p.peer_status(online(true, 9_000), t0);
         assert_eq!(p.decide(t0, 6_000), Some((false, Why::CatchingUp)));
         p.peer_status(Peer::Offline, t0);
         assert_eq!(p.decide(t0, 6_000), Some((true, Why::CaughtUp)), "no active backup to catch up with");
         // A backup that never stands down (its watch is cut off): taken over after the patience.
         p.connections(true, true);
+        p.subscribed();
         p.peer_status(online(true, 6_000), t0);
         assert_eq!(p.decide(t0, 6_000), Some((false, Why::Ready)));
         assert_eq!(p.decide(t0 + KA3, 6_000), Some((true, Why::BackupStayed)));
@@ -343,6 +381,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Standing::new(Role::Backup, KA3, t0);
         b.connections(true, true);
+        b.subscribed();
         b.peer_status(Peer::Offline, t0);
         assert_eq!(b.decide(t0, 0), Some((true, Why::PeerOffline)));
         b.peer_status(online(false, 10), t0);
@@ -356,8 +395,45 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Standing::new(Role::Primary, KA3, t0);
         p.connections(true, true);
+        p.subscribed();
         assert_eq!(p.decide(t0, 0), None);
         p.heard();
         assert_eq!(p.decide(t0, 0), Some((true, Why::CaughtUp)));
+    }
+
+    /// A frozen instance reads, on waking, statuses sent before its
+    /// connections were dropped: it decides only once it has heard the peer
+    /// through a subscription made after its connections came back.
+    #[test]
+    fn after_a_reconnect_only_a_status_heard_afresh_counts() {
+        let t0 = Instant::now();
+        let mut p = Standing::new(Role::Primary, KA3, t0);
+        p.connections(true, true);
+        p.subscribed();
+        p.peer_status(online(false, 100), t0);
+        assert_eq!(p.decide(t0, 100), Some((true, Why::CaughtUp)));
+        // Frozen; the backup took over meanwhile. On waking: a reconnect,
+        // and the backup's stale "standing by" still in the socket.
+        p.connections(true, true);
+        p.peer_status(online(false, 100), t0);
+        p.heard();
+        assert_eq!(p.decide(t0, 100), Some((false, Why::Listening)), "not on what it read before");
+        p.subscribed();
+        p.peer_status(online(true, 9_000), t0);
+        assert_eq!(p.decide(t0, 100), None);
+        assert_eq!(p.why(), Why::CatchingUp, "the backup's fresh status: active, ahead");
+
+        let mut b = Standing::new(Role::Backup, KA3, t0);
+        b.connections(true, true);
+        b.subscribed();
+        b.peer_status(Peer::Offline, t0);
+        assert_eq!(b.decide(t0, 0), Some((true, Why::PeerOffline)));
+        b.connections(false, false);
+        assert_eq!(b.decide(t0, 0), Some((false, Why::Disconnected)));
+        b.connections(true, true);
+        b.peer_status(Peer::Offline, t0);
+        assert_eq!(b.decide(t0, 0), None, "a stale offline does not make it active");
+        assert_eq!(b.why(), Why::Listening);
+        assert_eq!(b.decide(t0 + KA3, 0), Some((true, Why::PeerOffline)), "unheard for the patience");
     }
 }
