@@ -472,6 +472,111 @@ fn clocked_cpu(format: lineguard::tools::sim::Format, rate: f64, secs: f64) -> (
     (cpu / wall, cpu * 1e6 / (ticks as f64 * 8000.0), scored)
 }
 
+/// What a redundant pair costs beside a standalone instance on the same
+/// stream (see [`pair_costs`]).
+struct PairCosts {
+    /// CPU seconds per 10k messages: standalone, active, standby.
+    solo: f64,
+    active: f64,
+    standby: f64,
+    /// What the standby keeps for its replay: scores, their topic and
+    /// payload bytes (its outbox gauges), and its resident memory beyond the
+    /// active instance's, MiB.
+    kept: f64,
+    kept_bytes: f64,
+    rss_over_active: f64,
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = status.lines().find(|l| l.starts_with("VmRSS")).and_then(|l| l.split_whitespace().nth(1));
+    kib.and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+fn gauge(daemon: &Daemon, name: &str) -> f64 {
+    let (_, text) = daemon.http_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// A primary (active), a backup (standby) and, with `solo`, a standalone
+/// instance, all on one mosquitto and one stream of `devices` devices
+/// (samples 100 ms apart in data time, `takeover_replay_secs = 3`: the
+/// standby keeps 30 scores a device, as many as 30 s of one score a
+/// second). Windows filled, then `rounds` rounds; the CPU is counted over
+/// those rounds.
+fn pair_costs(devices: usize, rounds: usize, solo: bool) -> PairCosts {
+    let broker = Broker::mosquitto().start();
+    let start = |id: &str, output: &str, extra: &str, wait: &str| {
+        let text = bench_config(broker.port, id, support::daemon::own_state(), devices)
+            .replace("lineguard/scores", output)
+            .replace("[state]\n", "[state]\noutbox_max_bytes = 2147483648\n")
+            + extra;
+        let d = Daemon::start(&text);
+        let topic = format!("lineguard/{id}/status");
+        loadgen::subscriber(broker.port, &[&topic]).wait_for(&topic, wait, Duration::from_secs(60));
+        d
+    };
+    let pair = |role: &str, peer: &str| {
+        format!("\n[redundancy]\nrole = \"{role}\"\npeer = \"{peer}\"\ntakeover_replay_secs = 3\n")
+    };
+    let primary = start("bench-pri", "pair/scores", &pair("primary", "bench-bak"), "\"active\":true");
+    let backup = start("bench-bak", "pair/scores", &pair("backup", "bench-pri"), "\"active\":false");
+    let standalone = solo.then(|| start("bench-solo", "solo/scores", "", "\"online\""));
+    let sub = loadgen::subscriber(broker.port, &["plant/+/+/pair/scores", "plant/+/+/solo/scores"]);
+    let per_round = if solo { 2 * devices } else { devices };
+    let mut p = Publisher::new(broker.port);
+    publish_stream(&mut p, devices, 0, devices * 16);
+    receive(&sub, per_round, |_| true);
+    let cpu = |d: &Daemon| d.cpu_seconds();
+    let before = (cpu(&primary), cpu(&backup), standalone.as_ref().map_or(0.0, cpu));
+    for r in 0..rounds {
+        publish_stream(&mut p, devices, 16 + r, devices);
+        receive(&sub, per_round, |_| true);
+    }
+    // The standby publishes nothing to wait for: give it a moment to finish.
+    std::thread::sleep(Duration::from_secs(1));
+    let per_10k = |now: f64, then: f64| (now - then) / ((rounds * devices) as f64 / 10_000.0);
+    let costs = PairCosts {
+        solo: standalone.as_ref().map_or(0.0, |d| per_10k(cpu(d), before.2)),
+        active: per_10k(cpu(&primary), before.0),
+        standby: per_10k(cpu(&backup), before.1),
+        kept: gauge(&backup, "lineguard_outbox_scores "),
+        kept_bytes: gauge(&backup, "lineguard_outbox_bytes "),
+        rss_over_active: rss_mib(backup.pid()) - rss_mib(primary.pid()),
+    };
+    assert_eq!(gauge(&backup, "lineguard_redundancy_active "), 0.0, "the backup stood by");
+    costs
+}
+
+fn print_pair(c: &PairCosts, devices: usize) {
+    println!("{:<58} {:>12}", format!("a redundant pair, {devices} devices, CPU s per 10k messages:"), "");
+    if c.solo > 0.0 {
+        println!("{:<58} {:>12.3}", "  standalone (peer)", c.solo);
+        println!(
+            "{:<58} {:>12}",
+            "  active / standalone",
+            format!("{:.3} ({:.2})", c.active, c.active / c.solo)
+        );
+        println!(
+            "{:<58} {:>12}",
+            "  standby / standalone",
+            format!("{:.3} ({:.2})", c.standby, c.standby / c.solo)
+        );
+    }
+    println!(
+        "{:<58} {:>12}",
+        "  standby's replay: scores kept, MiB (outbox / RSS over active)",
+        format!("{:.0}, {:.1} / {:.1}", c.kept, c.kept_bytes / 1048576.0, c.rss_over_active)
+    );
+    println!(
+        "{:<58} {:>12.0}",
+        "  bytes per kept score (RSS over active / kept)",
+        c.rss_over_active * 1048576.0 / c.kept
+    );
+}
+
 fn main() {
     // `BENCH_ONLY=clock [RATE=values/s]`: lineguard's CPU for 1000 machines x
     // 8 tags on a sampling clock, as tags and as Kepware messages.
@@ -489,6 +594,13 @@ fn main() {
                 us * 80_000.0 / 1e6
             );
         }
+        return;
+    }
+    // `BENCH_ONLY=pair`: a redundant pair's CPU against a standalone
+    // instance (1k devices), and its standby's replay memory at 1k and 10k.
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("pair") {
+        print_pair(&pair_costs(1000, 40, true), 1000);
+        print_pair(&pair_costs(10_000, 40, false), 10_000);
         return;
     }
     // `BENCH_ONLY=rss cargo bench --bench e2e`: only the 10k-device memory figure.
@@ -645,4 +757,6 @@ fn main() {
     );
     println!("{:<58} {:>12.3}", "lineguard CPU seconds per 10k messages", cpu_per_10k);
     print_replay(devices, lg_rate);
+    print_pair(&pair_costs(devices, 40, true), devices);
+    print_pair(&pair_costs(10_000, 40, false), 10_000);
 }
