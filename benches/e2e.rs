@@ -475,8 +475,10 @@ fn clocked_cpu(format: lineguard::tools::sim::Format, rate: f64, secs: f64) -> (
 /// What a redundant pair costs beside a standalone instance on the same
 /// stream (see [`pair_costs`]).
 struct PairCosts {
-    /// CPU seconds per 10k messages: standalone, active, standby.
+    /// CPU seconds per 10k messages: standalone, active, standby, and a
+    /// standalone instance of the build named by `PEER_BIN` (0: none).
     solo: f64,
+    earlier: f64,
     active: f64,
     standby: f64,
     /// What the standby keeps for its replay: scores, their topic and
@@ -505,32 +507,46 @@ fn gauge(daemon: &Daemon, name: &str) -> f64 {
 /// (samples 100 ms apart in data time, `takeover_replay_secs = 3`: the
 /// standby keeps 30 scores a device, as many as 30 s of one score a
 /// second). Windows filled, then `rounds` rounds; the CPU is counted over
-/// those rounds.
+/// those rounds. With `solo` and `PEER_BIN=path/to/lineguard` (an earlier
+/// build, say one from before `[redundancy]`), a fourth instance, standalone,
+/// runs that build.
 fn pair_costs(devices: usize, rounds: usize, solo: bool) -> PairCosts {
     let broker = Broker::mosquitto().start();
-    let start = |id: &str, output: &str, extra: &str, wait: &str| {
+    let this_build = std::path::PathBuf::from(env!("CARGO_BIN_EXE_lineguard"));
+    let start_bin = |bin: &std::path::Path, id: &str, output: &str, extra: &str, wait: &str| {
         let text = bench_config(broker.port, id, support::daemon::own_state(), devices)
             .replace("lineguard/scores", output)
             .replace("[state]\n", "[state]\noutbox_max_bytes = 2147483648\n")
             + extra;
-        let d = Daemon::start(&text);
+        let d = Daemon::start_bin(bin, &text, &[]);
         let topic = format!("lineguard/{id}/status");
         loadgen::subscriber(broker.port, &[&topic]).wait_for(&topic, wait, Duration::from_secs(60));
         d
     };
+    let start =
+        |id: &str, output: &str, extra: &str, wait: &str| start_bin(&this_build, id, output, extra, wait);
     let pair = |role: &str, peer: &str| {
         format!("\n[redundancy]\nrole = \"{role}\"\npeer = \"{peer}\"\ntakeover_replay_secs = 3\n")
     };
     let primary = start("bench-pri", "pair/scores", &pair("primary", "bench-bak"), "\"active\":true");
     let backup = start("bench-bak", "pair/scores", &pair("backup", "bench-pri"), "\"active\":false");
     let standalone = solo.then(|| start("bench-solo", "solo/scores", "", "\"online\""));
-    let sub = loadgen::subscriber(broker.port, &["plant/+/+/pair/scores", "plant/+/+/solo/scores"]);
-    let per_round = if solo { 2 * devices } else { devices };
+    let peer_bin = std::env::var_os("PEER_BIN").filter(|_| solo).map(std::path::PathBuf::from);
+    let earlier = peer_bin.map(|bin| start_bin(&bin, "bench-earlier", "earlier/scores", "", "\"online\""));
+    let filters = ["plant/+/+/pair/scores", "plant/+/+/solo/scores", "plant/+/+/earlier/scores"];
+    let sub = loadgen::subscriber(broker.port, &filters);
+    let instances = 1 + usize::from(standalone.is_some()) + usize::from(earlier.is_some());
+    let per_round = instances * devices;
     let mut p = Publisher::new(broker.port);
     publish_stream(&mut p, devices, 0, devices * 16);
     receive(&sub, per_round, |_| true);
     let cpu = |d: &Daemon| d.cpu_seconds();
-    let before = (cpu(&primary), cpu(&backup), standalone.as_ref().map_or(0.0, cpu));
+    let before = (
+        cpu(&primary),
+        cpu(&backup),
+        standalone.as_ref().map_or(0.0, cpu),
+        earlier.as_ref().map_or(0.0, cpu),
+    );
     for r in 0..rounds {
         publish_stream(&mut p, devices, 16 + r, devices);
         receive(&sub, per_round, |_| true);
@@ -540,6 +556,7 @@ fn pair_costs(devices: usize, rounds: usize, solo: bool) -> PairCosts {
     let per_10k = |now: f64, then: f64| (now - then) / ((rounds * devices) as f64 / 10_000.0);
     let costs = PairCosts {
         solo: standalone.as_ref().map_or(0.0, |d| per_10k(cpu(d), before.2)),
+        earlier: earlier.as_ref().map_or(0.0, |d| per_10k(cpu(d), before.3)),
         active: per_10k(cpu(&primary), before.0),
         standby: per_10k(cpu(&backup), before.1),
         kept: gauge(&backup, "lineguard_outbox_scores "),
@@ -563,6 +580,13 @@ fn print_pair(c: &PairCosts, devices: usize) {
             "{:<58} {:>12}",
             "  standby / standalone",
             format!("{:.3} ({:.2})", c.standby, c.standby / c.solo)
+        );
+    }
+    if c.earlier > 0.0 {
+        println!(
+            "{:<58} {:>12}",
+            "  standalone, this build / PEER_BIN's",
+            format!("{:.3} / {:.3} ({:.2})", c.solo, c.earlier, c.solo / c.earlier)
         );
     }
     println!(

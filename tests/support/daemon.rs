@@ -60,6 +60,8 @@ pub fn config(
 
 pub struct Daemon {
     child: Option<Child>,
+    /// The lineguard executable: this build's, unless a benchmark compares another.
+    bin: PathBuf,
     env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -75,12 +77,18 @@ impl Daemon {
 
     /// Start with `LINEGUARD__...` overrides in the environment.
     pub fn start_with_env(config_text: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_bin(std::path::Path::new(env!("CARGO_BIN_EXE_lineguard")), config_text, env)
+    }
+
+    /// Start another lineguard executable (a benchmark's peer: an earlier build).
+    pub fn start_bin(bin: &std::path::Path, config_text: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("lineguard.toml");
         let state = dir.path().join("state").display().to_string();
         std::fs::write(&config, config_text.replace(STATE, &state)).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { child: None, env, log: dir.path().join("lineguard.log"), dir, config };
+        let bin = bin.to_path_buf();
+        let mut d = Daemon { child: None, bin, env, log: dir.path().join("lineguard.log"), dir, config };
         d.spawn();
         d
     }
@@ -88,7 +96,7 @@ impl Daemon {
     /// Start again with the same config (after a kill).
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        let child = Command::new(&self.bin)
             .arg("run")
             .arg("--config")
             .arg(&self.config)
