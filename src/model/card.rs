@@ -167,6 +167,16 @@ struct ScoreFile {
     explain: Explain,
     #[serde(default = "three")]
     explain_top: i64,
+    /// Fit the trend over this much data time (seconds); absent or 0: no forecast.
+    #[serde(default)]
+    forecast_secs: i64,
+    /// A threshold crossing further ahead than this is no forecast.
+    #[serde(default = "one_day")]
+    forecast_horizon_secs: i64,
+}
+
+fn one_day() -> i64 {
+    86_400
 }
 
 fn three() -> i64 {
@@ -195,6 +205,8 @@ pub struct ScoreSpec {
     pub explain: Explain,
     /// Features an explanation lists (>= 1).
     pub explain_top: usize,
+    /// When this score will reach warn and alarm (see [`pipeline::forecast`](crate::pipeline::forecast)).
+    pub forecast: Option<ForecastSpec>,
 }
 
 impl ScoreSpec {
@@ -216,6 +228,14 @@ impl ScoreSpec {
             State::Ok
         }
     }
+}
+
+/// A score's forecast (`forecast_secs`, `forecast_horizon_secs`): see
+/// [`pipeline::forecast`](crate::pipeline::forecast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForecastSpec {
+    pub secs: u64,
+    pub horizon_secs: u64,
 }
 
 /// z-score constants, one per feature.
@@ -477,7 +497,23 @@ impl ModelCard {
             let explain_top = usize::try_from(s.explain_top).ok().filter(|t| *t >= 1).ok_or_else(|| {
                 invalid(format!("scores.{name}.explain_top = {} must be at least 1", s.explain_top))
             })?;
+            let forecast = match (s.forecast_secs, s.forecast_horizon_secs) {
+                (0, _) => None,
+                (secs, _) if secs < 0 => {
+                    return Err(invalid(format!("scores.{name}.forecast_secs = {secs} must be >= 0 (0: no forecast)")))
+                }
+                (_, h) if h < 1 => {
+                    return Err(invalid(format!("scores.{name}.forecast_horizon_secs = {h} must be at least 1")))
+                }
+                _ if s.warn.is_none() && s.alarm.is_none() => {
+                    return Err(invalid(format!(
+                        "scores.{name}: forecast_secs asks when the score reaches warn or alarm, and it has neither"
+                    )))
+                }
+                (secs, h) => Some(ForecastSpec { secs: secs as u64, horizon_secs: h as u64 }),
+            };
             scores.push(ScoreSpec {
+                forecast,
                 kind: s.kind,
                 explain: s.explain,
                 explain_top,

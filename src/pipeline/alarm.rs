@@ -110,33 +110,20 @@ impl Alarms {
             snap.extend_from_slice(&a.up.to_le_bytes());
             snap.extend_from_slice(&a.down.to_le_bytes());
         }
-        let sum = crc32fast::hash(&snap[start..]);
-        snap.extend_from_slice(&sum.to_le_bytes());
-        let len = (snap.len() - start) as u32;
-        snap.extend_from_slice(&len.to_le_bytes());
-        snap.extend_from_slice(&STORED_MAGIC);
+        super::stored::seal(snap, start, STORED_MAGIC);
     }
 
     /// Split a stored value into the window's bytes and the alarm record
     /// [`Alarms::store_with`] appended (none in a store from before).
     pub(super) fn split_stored(stored: &[u8]) -> (&[u8], Option<&[u8]>) {
-        let Some(body) = stored.strip_suffix(&STORED_MAGIC) else { return (stored, None) };
-        let Some(at) = body.len().checked_sub(4) else { return (stored, None) };
-        let len = u32::from_le_bytes(body[at..].try_into().expect("4 bytes")) as usize;
-        match at.checked_sub(len) {
-            Some(start) => (&body[..start], Some(&body[start..at])),
-            None => (stored, None),
-        }
+        super::stored::split(stored, STORED_MAGIC)
     }
 
     /// Restore `device`'s state machines from a record `store_with` wrote,
     /// if it passes its checksum and was made for these scores; otherwise
     /// the device starts afresh (its first window is published).
     pub(super) fn restore(&mut self, device: &str, specs: &[ScoreSpec], record: &[u8]) -> bool {
-        let Some((body, sum)) = record.split_at_checked(record.len().saturating_sub(4)) else { return false };
-        if sum.len() != 4 || crc32fast::hash(body).to_le_bytes() != sum {
-            return false;
-        }
+        let Some(body) = super::stored::checked(record) else { return false };
         let Some((fp, states)) = body.split_at_checked(8) else { return false };
         if fp != specs_fingerprint(specs).to_le_bytes() || states.len() != 9 * specs.len() {
             return false;
@@ -170,22 +157,17 @@ const STORED_MAGIC: [u8; 4] = *b"LGa1";
 /// What stored state machines were made for: each score's name, levels,
 /// direction and debounce (FNV-1a, stable across builds).
 fn specs_fingerprint(specs: &[ScoreSpec]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut h = super::stored::Fnv::default();
     for s in specs {
-        eat(s.name.as_bytes());
-        eat(&[0]);
+        h.eat(s.name.as_bytes());
+        h.eat(&[0]);
         for level in [s.warn, s.alarm, s.clear] {
-            eat(&level.map_or(f64::NAN, |v| v).to_le_bytes());
+            h.eat(&level.map_or(f64::NAN, |v| v).to_le_bytes());
         }
-        eat(&[matches!(s.direction, Direction::Above) as u8]);
-        eat(&s.debounce.to_le_bytes());
+        h.eat(&[matches!(s.direction, Direction::Above) as u8]);
+        h.eat(&s.debounce.to_le_bytes());
     }
-    h
+    h.0
 }
 
 #[cfg(test)]
@@ -205,6 +187,7 @@ mod tests {
             debounce,
             explain: crate::model::card::Explain::Never,
             explain_top: 3,
+            forecast: None,
         }
     }
 

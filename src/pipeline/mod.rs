@@ -16,6 +16,7 @@
 //! - [`render`]: what a scored window publishes (JSON score, alarm state,
 //!   Sparkplug record);
 //! - [`alarm`]: alarm states with hysteresis and debounce;
+//! - [`forecast`]: when each device's scores will reach warn and alarm;
 //! - [`recent`]: each device's latest scores and their trend, for `/devices`;
 //! - [`drift`]: whether live inputs still look like the training data;
 //! - [`explain`]: which feature drove a score, by occlusion.
@@ -28,11 +29,13 @@ pub(crate) mod alarm;
 pub(crate) mod batch;
 pub mod drift;
 pub mod explain;
+pub(crate) mod forecast;
 pub(crate) mod grid;
 mod models;
 pub(crate) mod recent;
 pub(crate) mod render;
 mod settings;
+mod stored;
 pub mod window;
 pub(crate) mod worker;
 

@@ -11,6 +11,7 @@ use crate::model::card::{Explain, ScoreSpec, State};
 use crate::model::ModelId;
 use crate::pipeline::alarm::Transition;
 use crate::pipeline::explain::Explanation;
+use crate::pipeline::forecast::Forecast;
 use crate::pipeline::{Output, Pipeline};
 use crate::sparkplug::node::{Record, RecordValue};
 use crate::sparkplug::DeviceIdTemplate;
@@ -27,6 +28,8 @@ pub(super) struct Scored<'a> {
     pub state: State,
     /// The scores it explains (none: not explained).
     pub explain: &'a [Explanation],
+    /// The forecasts it made, by score index (none: it made none).
+    pub forecast: &'a [(usize, Forecast)],
 }
 
 /// Which pipeline and model scored a window.
@@ -47,6 +50,8 @@ struct Payload<'a> {
     state: State,
     #[serde(skip_serializing_if = "Explained::is_empty")]
     explain: Explained<'a>,
+    #[serde(skip_serializing_if = "Forecasted::is_empty")]
+    forecast: Forecasted<'a>,
     /// On `shadow_topic`: scored by the pipeline's shadow model.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     shadow: bool,
@@ -76,6 +81,28 @@ impl Serialize for Explained<'_> {
             let top: Vec<Contribution> =
                 e.top.iter().map(|(f, d)| Contribution { feature: f, delta: *d }).collect();
             map.serialize_entry(&self.specs[e.score].name, &top)?;
+        }
+        map.end()
+    }
+}
+
+/// `{"anomaly": {"slope_per_hour": 0.41, "z": 5.8, "to_warn_s": 312.0, "to_alarm_s": null}}`.
+struct Forecasted<'a> {
+    specs: &'a [ScoreSpec],
+    forecast: &'a [(usize, Forecast)],
+}
+
+impl Forecasted<'_> {
+    fn is_empty(&self) -> bool {
+        self.forecast.is_empty()
+    }
+}
+
+impl Serialize for Forecasted<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.forecast.len()))?;
+        for (i, f) in self.forecast {
+            map.serialize_entry(&self.specs[*i].name, f)?;
         }
         map.end()
     }
@@ -117,6 +144,7 @@ fn payload<'a>(origin: &'a Origin, specs: &'a [ScoreSpec], w: &'a Scored, shadow
         scores: Scores { specs, values: w.values },
         state: w.state,
         explain: Explained { specs, explain: w.explain },
+        forecast: Forecasted { specs, forecast: w.forecast },
         shadow,
     }
 }
@@ -283,6 +311,7 @@ mod tests {
             values: &values,
             state: State::Ok,
             explain: &[],
+            forecast: &[],
         };
         write_payload(&mut out, &origin(), &specs, &w);
         assert_eq!(
@@ -296,6 +325,15 @@ mod tests {
         assert!(
             std::str::from_utf8(&out).unwrap().ends_with(
                 r#""state":"ok","explain":{"anomaly":[{"feature":"vibration_rms","delta":0.61},{"feature":"torque","delta":-0.125}]}}"#
+            ),
+            "{}",
+            std::str::from_utf8(&out).unwrap()
+        );
+        let f = Forecast { slope_per_hour: 0.5, z: 3.25, to_warn_s: Some(0.0), to_alarm_s: None };
+        write_payload(&mut out, &origin(), &specs, &Scored { forecast: &[(0, f)], ..w });
+        assert!(
+            std::str::from_utf8(&out).unwrap().ends_with(
+                r#""state":"ok","forecast":{"anomaly":{"slope_per_hour":0.5,"z":3.25,"to_warn_s":0.0,"to_alarm_s":null}}}"#
             ),
             "{}",
             std::str::from_utf8(&out).unwrap()
@@ -315,6 +353,7 @@ mod tests {
             debounce: 1,
             explain: crate::model::card::Explain::Never,
             explain_top: 3,
+            forecast: None,
         }
     }
 
@@ -337,6 +376,7 @@ mod tests {
             values: &values,
             state: State::Alarm,
             explain: &[],
+            forecast: &[],
         };
         let t =
             Transition { previous: Some(State::Warn), state: State::Alarm, active: vec!["anomaly".into()] };
@@ -374,7 +414,8 @@ mod tests {
             shadow: None,
         };
         let values = [0.5f32];
-        let w = Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok, explain: &[] };
+        let w =
+            Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok, explain: &[], forecast: &[] };
         let e = score_entry(&pipeline, &origin(), &[spec("anomaly")], &w, 1);
         assert_eq!((e.topic.as_str(), e.sparkplug, e.retain), ("l1.m2", true, false));
         let expected = Record::Data {

@@ -228,15 +228,15 @@ impl<L: PipelineLabels> PipelineEvents<L> {
     }
 
     /// Windows restored from the state store at start-up; `alarms_dropped`
-    /// of them had alarm states that could not be trusted (made for other
-    /// scores, or damaged): those devices start their alarm states afresh.
+    /// of them had alarm states or forecast buckets that could not be
+    /// trusted (made for other scores, or damaged): those start afresh.
     pub(crate) fn windows_restored(&self, devices: usize, alarms_dropped: usize) {
         info!(pipeline = %self.pipeline, devices, "windows restored from the state store");
         if alarms_dropped > 0 {
             warn!(
                 pipeline = %self.pipeline,
                 devices = alarms_dropped,
-                "stored alarm states dropped (made for other scores, or damaged): these devices' next windows publish their state afresh"
+                "stored alarm states or forecast buckets dropped (made for other scores, or damaged): these devices start them afresh (their next windows publish their alarm state)"
             );
         }
     }

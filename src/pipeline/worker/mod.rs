@@ -54,6 +54,7 @@ use crate::pipeline::alarm::Alarms;
 use crate::pipeline::batch::Batch;
 use crate::pipeline::drift::Drift;
 use crate::pipeline::explain::Explainer;
+use crate::pipeline::forecast::{Forecast, Forecasts};
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin};
 use crate::pipeline::window::{Reset, Unrestored, Windows};
@@ -138,6 +139,9 @@ pub(crate) struct Worker {
     /// Devices evicted to make room, not yet reported.
     evicted: Vec<String>,
     alarms: Alarms,
+    /// Each device's buckets of the scores that forecast, and the forecasts a window made.
+    forecasts: Forecasts,
+    forecast_out: Vec<(usize, Forecast)>,
     /// Each device's latest scores, for `/devices`.
     recent: Recent,
     /// Explanations: the occluded windows of a batch, and which windows they are.
@@ -188,6 +192,8 @@ impl Worker {
             turn_newest: i64::MIN,
             evicted: Vec::new(),
             alarms: Alarms::default(),
+            forecasts: Forecasts::default(),
+            forecast_out: Vec::new(),
             recent: Recent::new(model.score_count()),
             explainer: Explainer::default(),
             explain_rows: Vec::new(),
@@ -240,7 +246,8 @@ impl Worker {
         let mut dropped: BTreeMap<Unrestored, usize> = BTreeMap::new();
         let (mut restored, mut alarms_dropped) = (0, 0);
         for (device, stored) in stored {
-            let (snap, alarms) = Alarms::split_stored(&stored);
+            let (rest, alarms) = Alarms::split_stored(&stored);
+            let (snap, forecasts) = Forecasts::split_stored(rest);
             let result = match trusted {
                 true => self.windows.restore(&device, snap, newest_allowed),
                 false => Err(Unrestored::RolledBack),
@@ -250,6 +257,11 @@ impl Worker {
                     restored += 1;
                     if let Some(record) = alarms {
                         if !self.alarms.restore(&device, &self.model.card.scores, record) {
+                            alarms_dropped += 1;
+                        }
+                    }
+                    if let Some(record) = forecasts {
+                        if !self.forecasts.restore(&device, &self.model.card.scores, record) {
                             alarms_dropped += 1;
                         }
                     }
@@ -383,6 +395,7 @@ impl Worker {
                 if !self.staged.is_empty() || self.windows.has_dirty() {
                     let mut windows = self.windows.take_dirty();
                     for (device, snap) in &mut windows {
+                        self.forecasts.store_with(device, &self.model.card.scores, snap);
                         self.alarms.store_with(device, &self.model.card.scores, snap);
                     }
                     let (health, index) = (&d.health, d.index);
@@ -415,6 +428,7 @@ impl Worker {
     /// too, and a Sparkplug device dies (DDEATH).
     fn forget(&mut self, devices: Vec<String>) {
         self.alarms.forget(&devices);
+        self.forecasts.forget(&devices);
         self.recent.forget(&devices);
         if let Some(sp) = &mut self.sparkplug_in {
             devices.iter().for_each(|d| sp.forget(d));

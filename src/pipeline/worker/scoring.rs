@@ -116,7 +116,12 @@ impl Worker {
             let state: State = card.state(values);
             self.events.state(state);
             self.recent.record(&due.device, due.ts, values, &explain, state, created_ms);
-            let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain };
+            self.forecasts.update(&due.device, due.ts, &card.scores, values, &mut self.forecast_out);
+            if !self.forecast_out.is_empty() {
+                self.recent.forecasted(&due.device, due.ts, &self.forecast_out);
+            }
+            let forecast = &self.forecast_out[..];
+            let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain, forecast };
             let input = &self.pipeline.input.topic;
             if let Some(e) = self.shadow.as_mut().and_then(|s| s.stage(i, &w, input, created_ms)) {
                 self.staged.publish(due.cause, e);

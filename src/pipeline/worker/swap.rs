@@ -73,6 +73,8 @@ impl Worker {
         self.origin = Origin { pipeline: self.pipeline.name.clone(), model: model.id.clone() };
         // The next window of each device publishes its state under the new model.
         self.alarms = Alarms::default();
+        // Another model's scores: its trend starts afresh.
+        self.forecasts = crate::pipeline::forecast::Forecasts::default();
         self.model = model;
         // Not only for safety (a state for another plan is never reused):
         // the old states hold the old model's plans and scratch in memory.

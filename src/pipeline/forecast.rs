@@ -1,0 +1,392 @@
+//! Forecasts: when a device's score will reach warn and alarm at its trend.
+//!
+//! Defined so that anyone can recompute a forecast from the published
+//! scores (the README's "Forecasts" section is the contract):
+//! - data time is cut into buckets of `b = forecast_secs / 64` seconds;
+//!   bucket `k = floor(ts_ms / (b·1000))` holds the device's windows whose
+//!   `ts` falls in it, and is the point `((k + 0.5)·b, mean of their scores)`;
+//! - a window in a later bucket than the device's previous window completes
+//!   the buckets before it; the complete buckets among the 64 bucket numbers
+//!   before the new window's then make a forecast, if there are 16 or more;
+//! - the trend is Theil–Sen (median of pairwise slopes, median intercept),
+//!   and counts only when it runs toward the bad side and Mann–Kendall's `z`
+//!   says so at the 1% level (|z| > 2.326);
+//! - from the newest point, the time to each threshold: 0 when the fit is
+//!   already at or past it, else along a counting trend if within the
+//!   horizon, else none.
+//!
+//! Everything is f64 and order-deterministic: a replay, a restart (the state
+//! is stored with the device's window, see [`Forecasts::store_with`]) and
+//! the other instance of a pair give the same bytes.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::model::card::{Direction, ForecastSpec, ScoreSpec};
+use crate::pipeline::stored;
+
+/// Points a forecast spans, and buckets of `forecast_secs`.
+pub(crate) const BUCKETS: i64 = 64;
+/// Points a forecast needs at least.
+pub(crate) const MIN_POINTS: usize = 16;
+/// One-sided 1% level of the standard normal: a trend counts beyond it.
+pub(crate) const Z_COUNTS: f64 = 2.326;
+
+/// A bucket's width in ms (`b·1000`).
+fn bucket_ms(f: &ForecastSpec) -> f64 {
+    f.secs as f64 / BUCKETS as f64 * 1000.0
+}
+
+/// A bucket's width in seconds (`b`).
+fn bucket_secs(f: &ForecastSpec) -> f64 {
+    f.secs as f64 / BUCKETS as f64
+}
+
+/// One forecast of one score, as published.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct Forecast {
+    pub slope_per_hour: f64,
+    pub z: f64,
+    pub to_warn_s: Option<f64>,
+    pub to_alarm_s: Option<f64>,
+}
+
+/// A score's buckets for one device.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Series {
+    /// The bucket being filled: its number, the sum of its scores and their count.
+    current: Option<(i64, f64, u32)>,
+    /// Complete buckets, oldest first: number and mean.
+    complete: VecDeque<(i64, f64)>,
+}
+
+impl Series {
+    /// Add one window's score; a forecast if it completed buckets and enough are in reach.
+    fn add(&mut self, spec: &ScoreSpec, f: &ForecastSpec, ts: i64, value: f64) -> Option<Forecast> {
+        let k = (ts as f64 / bucket_ms(f)).floor() as i64;
+        match &mut self.current {
+            None => {
+                self.current = Some((k, value, 1));
+                None
+            }
+            Some((ck, sum, n)) if k == *ck => {
+                *sum += value;
+                *n += 1;
+                None
+            }
+            // Windows of a device come in `ts` order; an earlier bucket is not reopened.
+            Some((ck, _, _)) if k < *ck => None,
+            Some((ck, sum, n)) => {
+                self.complete.push_back((*ck, *sum / f64::from(*n)));
+                self.current = Some((k, value, 1));
+                while self.complete.front().is_some_and(|(b, _)| *b < k - BUCKETS) {
+                    self.complete.pop_front();
+                }
+                if self.complete.len() < MIN_POINTS {
+                    return None;
+                }
+                let b = bucket_secs(f);
+                let points: Vec<(f64, f64)> =
+                    self.complete.iter().map(|(k, y)| ((*k as f64 + 0.5) * b, *y)).collect();
+                Some(forecast(spec, f, &points))
+            }
+        }
+    }
+}
+
+/// The median of `v` (reordered): of an even count, the mean of the middle two.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    let n = v.len();
+    match n % 2 {
+        1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Theil–Sen and Mann–Kendall over `points` (in `x` order, `x` distinct),
+/// and the time from the newest point to each threshold.
+pub(crate) fn forecast(spec: &ScoreSpec, f: &ForecastSpec, points: &[(f64, f64)]) -> Forecast {
+    let n = points.len();
+    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    let mut s: i64 = 0;
+    for (i, (xi, yi)) in points.iter().enumerate() {
+        for (xj, yj) in &points[i + 1..] {
+            slopes.push((yj - yi) / (xj - xi));
+            s += match yj.partial_cmp(yi) {
+                Some(std::cmp::Ordering::Greater) => 1,
+                Some(std::cmp::Ordering::Less) => -1,
+                _ => 0,
+            };
+        }
+    }
+    let m = median(&mut slopes);
+    let mut intercepts: Vec<f64> = points.iter().map(|(x, y)| y - m * x).collect();
+    let c = median(&mut intercepts);
+    let nf = n as f64;
+    let var = nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0;
+    let z = match s {
+        0 => 0.0,
+        s if s > 0 => (s - 1) as f64 / var.sqrt(),
+        s => (s + 1) as f64 / var.sqrt(),
+    };
+    let counts = match spec.direction {
+        Direction::Above => m > 0.0 && z > Z_COUNTS,
+        Direction::Below => m < 0.0 && z < -Z_COUNTS,
+    };
+    let t = points[n - 1].0;
+    let fit = m * t + c;
+    let horizon = f.horizon_secs as f64;
+    let to = |threshold: Option<f64>| {
+        let th = threshold?;
+        let past = match spec.direction {
+            Direction::Above => fit >= th,
+            Direction::Below => fit <= th,
+        };
+        if past {
+            return Some(0.0);
+        }
+        let secs = (th - fit) / m;
+        (counts && secs <= horizon).then_some(secs)
+    };
+    Forecast { slope_per_hour: m * 3600.0, z, to_warn_s: to(spec.warn), to_alarm_s: to(spec.alarm) }
+}
+
+/// Every device's buckets, for the scores whose card asks for a forecast.
+#[derive(Debug, Default)]
+pub(crate) struct Forecasts {
+    devices: HashMap<String, Vec<Series>>,
+}
+
+/// Whether any score of `specs` asks for a forecast.
+pub(crate) fn wanted(specs: &[ScoreSpec]) -> bool {
+    specs.iter().any(|s| s.forecast.is_some())
+}
+
+impl Forecasts {
+    /// Feed one window's scores (card order); the forecasts it triggered,
+    /// by score index (empty: none).
+    pub(crate) fn update(
+        &mut self,
+        device: &str,
+        ts: i64,
+        specs: &[ScoreSpec],
+        values: &[f32],
+        out: &mut Vec<(usize, Forecast)>,
+    ) {
+        out.clear();
+        if !wanted(specs) {
+            return;
+        }
+        let series = match self.devices.get_mut(device) {
+            Some(s) => s,
+            None => {
+                self.devices.entry(device.to_string()).or_insert_with(|| vec![Series::default(); specs.len()])
+            }
+        };
+        for (i, ((spec, v), s)) in specs.iter().zip(values).zip(series.iter_mut()).enumerate() {
+            let Some(f) = &spec.forecast else { continue };
+            if let Some(fc) = s.add(spec, f, ts, f64::from(*v)) {
+                out.push((i, fc));
+            }
+        }
+    }
+
+    /// Append `device`'s buckets to its stored window `snap` (see
+    /// [`stored`]): a fingerprint of what they were made for, then per
+    /// score the bucket being filled and the complete ones.
+    pub(crate) fn store_with(&self, device: &str, specs: &[ScoreSpec], snap: &mut Vec<u8>) {
+        let Some(series) = self.devices.get(device) else { return };
+        let start = snap.len();
+        snap.extend_from_slice(&fingerprint(specs).to_le_bytes());
+        for s in series {
+            let (k, sum, n) = s.current.unwrap_or((0, 0.0, 0));
+            snap.extend_from_slice(&k.to_le_bytes());
+            snap.extend_from_slice(&sum.to_le_bytes());
+            snap.extend_from_slice(&n.to_le_bytes());
+            snap.extend_from_slice(&(s.complete.len() as u32).to_le_bytes());
+            for (k, y) in &s.complete {
+                snap.extend_from_slice(&k.to_le_bytes());
+                snap.extend_from_slice(&y.to_le_bytes());
+            }
+        }
+        stored::seal(snap, start, MAGIC);
+    }
+
+    /// Split a stored value into what comes before the buckets and their record.
+    pub(crate) fn split_stored(stored: &[u8]) -> (&[u8], Option<&[u8]>) {
+        stored::split(stored, MAGIC)
+    }
+
+    /// Restore `device`'s buckets from a record `store_with` wrote, if it
+    /// passes its checksum and was made for these scores.
+    pub(crate) fn restore(&mut self, device: &str, specs: &[ScoreSpec], record: &[u8]) -> bool {
+        let Some(body) = stored::checked(record) else { return false };
+        let mut r = Reader(body);
+        if r.u64() != Some(fingerprint(specs)) {
+            return false;
+        }
+        let mut series = Vec::with_capacity(specs.len());
+        for _ in specs {
+            let (Some(k), Some(sum), Some(n), Some(len)) = (r.i64(), r.f64(), r.u32(), r.u32()) else {
+                return false;
+            };
+            let mut s = Series { current: (n > 0).then_some((k, sum, n)), complete: VecDeque::new() };
+            if len as i64 > BUCKETS {
+                return false;
+            }
+            for _ in 0..len {
+                let (Some(k), Some(y)) = (r.i64(), r.f64()) else { return false };
+                s.complete.push_back((k, y));
+            }
+            series.push(s);
+        }
+        if !r.0.is_empty() {
+            return false;
+        }
+        self.devices.insert(device.to_string(), series);
+        true
+    }
+
+    /// Forget devices (evicted windows).
+    pub(crate) fn forget(&mut self, devices: &[String]) {
+        for d in devices {
+            self.devices.remove(d);
+        }
+    }
+}
+
+/// Ends a stored window that carries its device's forecast buckets.
+const MAGIC: [u8; 4] = *b"LGf1";
+
+/// What stored buckets were made for: each score's name and forecast span.
+fn fingerprint(specs: &[ScoreSpec]) -> u64 {
+    let mut h = stored::Fnv::default();
+    for s in specs {
+        h.eat(s.name.as_bytes());
+        h.eat(&[0]);
+        h.eat(&s.forecast.map_or(0, |f| f.secs).to_le_bytes());
+    }
+    h.0
+}
+
+/// Reads little-endian numbers off the front of a record.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_le_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_le_bytes)
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.take().map(f64::from_le_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::card::{Explain, ScoreKind};
+
+    fn spec(direction: Direction, warn: f64, alarm: f64) -> ScoreSpec {
+        ScoreSpec {
+            kind: ScoreKind::Column,
+            name: "anomaly".into(),
+            output: "anomaly".into(),
+            index: 0,
+            warn: Some(warn),
+            alarm: Some(alarm),
+            direction,
+            clear: None,
+            debounce: 1,
+            explain: Explain::Never,
+            explain_top: 3,
+            forecast: Some(ForecastSpec { secs: 640, horizon_secs: 86_400 }),
+        }
+    }
+
+    #[test]
+    fn a_line_is_fitted_exactly_and_its_crossings_computed() {
+        // y = 0.001·x + 0.2 on 20 points: every pairwise slope is 0.001.
+        let s = spec(Direction::Above, 0.6, 0.9);
+        let f = s.forecast.unwrap();
+        let points: Vec<(f64, f64)> =
+            (0..20).map(|i| (i as f64 * 10.0 + 5.0, 0.001 * (i as f64 * 10.0 + 5.0) + 0.2)).collect();
+        let fc = forecast(&s, &f, &points);
+        assert!((fc.slope_per_hour - 3.6).abs() < 1e-9, "{fc:?}");
+        // S = 190 pairs all rising; var = 20·19·45/18 = 950.
+        assert!((fc.z - 189.0 / 950f64.sqrt()).abs() < 1e-12, "{fc:?}");
+        let t = 195.0;
+        let fit = 0.001 * t + 0.2;
+        assert!((fc.to_warn_s.unwrap() - (0.6 - fit) / 0.001).abs() < 1e-6, "{fc:?}");
+        assert!((fc.to_alarm_s.unwrap() - (0.9 - fit) / 0.001).abs() < 1e-6, "{fc:?}");
+    }
+
+    #[test]
+    fn a_trend_toward_the_good_side_or_beyond_the_horizon_says_null_but_past_is_zero() {
+        let s = spec(Direction::Above, 0.6, 0.9);
+        let f = s.forecast.unwrap();
+        let falling: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 0.5 - 0.01 * i as f64)).collect();
+        let fc = forecast(&s, &f, &falling);
+        assert_eq!((fc.to_warn_s, fc.to_alarm_s), (None, None), "{fc:?}");
+        let high: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 0.7 - 0.001 * i as f64)).collect();
+        let fc = forecast(&s, &f, &high);
+        assert_eq!((fc.to_warn_s, fc.to_alarm_s), (Some(0.0), None), "past warn whatever the trend: {fc:?}");
+        let slow: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 0.1 + 1e-9 * i as f64)).collect();
+        let fc = forecast(&s, &f, &slow);
+        assert!(fc.z > Z_COUNTS && fc.to_warn_s.is_none(), "beyond the horizon: {fc:?}");
+        // Below: low is bad.
+        let b = spec(Direction::Below, 0.8, 0.6);
+        let dropping: Vec<(f64, f64)> = (0..20).map(|i| (i as f64, 0.95 - 0.001 * i as f64)).collect();
+        let fc = forecast(&b, &f, &dropping);
+        let fit = 0.95 - 0.019;
+        assert!((fc.to_warn_s.unwrap() - (0.8 - fit) / -0.001).abs() < 1e-6, "{fc:?}");
+    }
+
+    #[test]
+    fn buckets_complete_when_a_later_one_starts_and_need_sixteen_points() {
+        let s = spec(Direction::Above, 0.6, 0.9);
+        let specs = std::slice::from_ref(&s);
+        let mut fs = Forecasts::default();
+        let mut out = Vec::new();
+        // Buckets of 10 s; two windows a bucket.
+        let mut made = Vec::new();
+        for i in 0..40i64 {
+            let ts = i * 5_000;
+            fs.update("d", ts, specs, &[0.1 + 0.001 * i as f32], &mut out);
+            made.push(!out.is_empty());
+        }
+        // The 17th bucket's first window (i = 32) completes the 16th bucket.
+        let first = made.iter().position(|m| *m).unwrap();
+        assert_eq!(first, 32, "{made:?}");
+        assert!(made[32..].iter().step_by(2).all(|m| *m) && made[33..].iter().step_by(2).all(|m| !*m));
+
+        // Stored and restored, it goes on the same.
+        let mut snap = b"window".to_vec();
+        fs.store_with("d", specs, &mut snap);
+        let (window, record) = Forecasts::split_stored(&snap);
+        assert_eq!(window, b"window");
+        let mut back = Forecasts::default();
+        assert!(back.restore("d", specs, record.unwrap()));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 40..60i64 {
+            fs.update("d", i * 5_000, specs, &[0.3], &mut a);
+            back.update("d", i * 5_000, specs, &[0.3], &mut b);
+            assert_eq!(a, b);
+        }
+        let mut damaged = record.unwrap().to_vec();
+        damaged[10] ^= 1;
+        assert!(!Forecasts::default().restore("d", specs, &damaged));
+    }
+}
