@@ -29,6 +29,38 @@ pub(super) struct Config {
     #[serde(default)]
     pub redundancy: Option<RedundancyConfig>,
     pub pipelines: Vec<PipelineConfig>,
+    /// Health indices over groups of a pipeline's devices.
+    #[serde(default)]
+    pub rollups: Vec<RollupConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RollupConfig {
+    pub name: String,
+    pub pipeline: String,
+    /// Placeholders of the pipeline's input template, e.g. `{line}`.
+    pub group: String,
+    pub output_topic: String,
+    /// Score name → weight.
+    pub inputs: std::collections::BTreeMap<String, f64>,
+    /// Device key or glob → weight (others 1.0).
+    #[serde(default)]
+    pub weights: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub method: crate::pipeline::rollup::Method,
+    #[serde(default = "default_rollup_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_rollup_stale")]
+    pub stale_secs: u64,
+}
+
+fn default_rollup_interval() -> u64 {
+    10
+}
+
+fn default_rollup_stale() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

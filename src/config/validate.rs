@@ -41,7 +41,8 @@ pub(super) fn validate(path: &Path, raw: Config) -> Result<Settings, ConfigError
     let mqtt = mqtt(&blame, &raw.mqtt)?;
     let limits = limits(&blame, &raw.limits)?;
     let state = state(&blame, &raw.state)?;
-    let pipelines = pipelines(&blame, &raw, path)?;
+    let mut pipelines = pipelines(&blame, &raw, path)?;
+    rollups(&blame, &raw, &mut pipelines)?;
     let sparkplug = raw.sparkplug.as_ref().map(|sp| sparkplug(&blame, sp, &raw.mqtt)).transpose()?;
     no_feedback(&blame, &pipelines, sparkplug.as_ref())?;
     let redundancy = raw.redundancy.as_ref().map(|r| redundancy(&blame, r, &raw.mqtt)).transpose()?;
@@ -461,7 +462,77 @@ fn pipeline(
         alarm,
         drift,
         shadow,
+        rollups: Vec::new(),
     })
+}
+
+/// The `[[rollups]]`, each given to its pipeline.
+fn rollups(blame: &Blame, raw: &Config, pipelines: &mut [Pipeline]) -> Result<(), ConfigError> {
+    for (i, r) in raw.rollups.iter().enumerate() {
+        let key = |k: &str| format!("rollups[{i}].{k}");
+        if r.name.trim().is_empty() {
+            return Err(blame.invalid(key("name"), "is empty"));
+        }
+        if raw.rollups[..i].iter().any(|q| q.name == r.name) {
+            return Err(blame.invalid(key("name"), format!("`{}` is used by two rollups", r.name)));
+        }
+        let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+        let Some(p) = pipelines.iter_mut().find(|p| p.name == r.pipeline) else {
+            return Err(blame.invalid(
+                key("pipeline"),
+                format!("`{}` is not a pipeline (there are {names:?})", r.pipeline),
+            ));
+        };
+        let input = &p.input.topic;
+        let group = TopicTemplate::parse_output(&r.group, input)
+            .map_err(|e| blame.invalid(key("group"), format!("`{}`: {e}", r.group)))?;
+        if group.placeholders().is_empty() {
+            return Err(blame.invalid(
+                key("group"),
+                format!(
+                    "`{}` has no placeholder of `{}`: say what groups the devices, e.g. `{{line}}`",
+                    r.group,
+                    input.as_str()
+                ),
+            ));
+        }
+        let output = TopicTemplate::parse_output(&r.output_topic, input)
+            .map_err(|e| blame.invalid(key("output_topic"), format!("`{}`: {e}", r.output_topic)))?;
+        if let Some(n) = output.placeholders().iter().find(|n| !group.placeholders().contains(n)) {
+            return Err(blame.invalid(
+                key("output_topic"),
+                format!("`{{{n}}}` is not in the group `{}`: a group's devices would share one topic under several names", r.group),
+            ));
+        }
+        if output.as_str().contains('+') || output.as_str().contains('#') {
+            return Err(blame.invalid(key("output_topic"), "must not hold MQTT wildcards"));
+        }
+        if r.inputs.is_empty() {
+            return Err(blame.invalid(key("inputs"), "is empty: name the scores, e.g. `{ anomaly = 1.0 }`"));
+        }
+        if let Some((s, w)) = r.inputs.iter().find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
+            return Err(blame.invalid(key(&format!("inputs.{s}")), format!("{w} must be a positive number")));
+        }
+        if let Some((d, w)) = r.weights.iter().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
+            return Err(blame.invalid(key(&format!("weights.{d}")), format!("{w} must be a number >= 0")));
+        }
+        for (k, secs) in [("interval_secs", r.interval_secs), ("stale_secs", r.stale_secs)] {
+            if secs == 0 || secs > 366 * 86_400 {
+                return Err(blame.invalid(key(k), format!("{secs} must be 1 s .. a year")));
+            }
+        }
+        p.rollups.push(crate::pipeline::rollup::RollupSettings {
+            name: r.name.clone(),
+            group,
+            output,
+            inputs: r.inputs.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            weights: crate::pipeline::rollup::Weights::new(&r.weights),
+            method: r.method,
+            interval_ms: r.interval_secs as i64 * 1000,
+            stale_ms: r.stale_secs as i64 * 1000,
+        });
+    }
+    Ok(())
 }
 
 /// The `drift_*` keys, checked.

@@ -100,6 +100,8 @@ pub(crate) struct Overview {
     pub pipelines: Vec<PipelineStatus>,
     /// Worst first: alarm, warn, ok, not yet scored; then by pipeline and device.
     pub devices: Vec<DeviceView>,
+    /// The latest roll-up of every group (`[[rollups]]`), by roll-up and group.
+    pub rollups: Vec<crate::pipeline::rollup::RollupMessage>,
     /// Pipelines that did not answer in time (busy or stopping).
     pub unanswered: Vec<String>,
     /// Under `[redundancy]`: this instance's role, whether it is active and
@@ -168,6 +170,7 @@ impl DeviceViews {
         let mut devices = Vec::new();
         let mut unanswered = Vec::new();
         let mut drifting = std::collections::HashMap::new();
+        let mut rollups = Vec::new();
         for (name, answer) in pending {
             let view = match answer {
                 Some(a) => tokio::time::timeout(ANSWER_WITHIN, a).await.ok().and_then(Result::ok),
@@ -177,6 +180,7 @@ impl DeviceViews {
                 Some(v) => {
                     devices.extend(v.devices.into_iter().filter(|d| filter.keeps(d)));
                     drifting.insert(name, v.drifting);
+                    rollups.extend(v.rollups);
                 }
                 None => unanswered.push(name),
             }
@@ -196,6 +200,7 @@ impl DeviceViews {
             connections: health.connections().into_iter().collect(),
             pipelines,
             devices,
+            rollups,
             unanswered,
             redundancy: board.pair().map(|pair| PairDetail { why: pair.why, peer: pair.peer.clone(), pair }),
         }

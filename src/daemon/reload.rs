@@ -108,7 +108,10 @@ pub(crate) async fn watch(
                 continue;
             }
             live[i] = now;
-            match load(files, &w.pipeline).await {
+            let loaded = load(files, &w.pipeline)
+                .await
+                .and_then(|m| w.pipeline.serves_rollups(&m).map(|_| m).map_err(anyhow::Error::from));
+            match loaded {
                 Ok(model) => {
                     let model = Arc::new(model);
                     let retired = board.swap(w.index, model.id.clone());

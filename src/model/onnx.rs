@@ -27,6 +27,8 @@ pub enum ModelError {
     Mismatch { path: PathBuf, card: PathBuf, message: String },
     #[error("inference failed: {0}")]
     Run(String),
+    #[error("{}: {message}", card.display())]
+    Rollup { card: PathBuf, message: String },
     #[error(
         "input_format = \"{format}\" brings one value per message; the model card {} must set \
          `sample_period_ms` (the rate the model was trained at) so that lineguard can form its samples",

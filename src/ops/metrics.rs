@@ -55,6 +55,7 @@ pub(crate) mod names {
     pub(crate) const SHADOW_WINDOWS: &str = "lineguard_shadow_windows_total";
     pub(crate) const SHADOW_DISAGREEMENTS: &str = "lineguard_shadow_state_disagreements_total";
     pub(crate) const SHADOW_ABS_DIFF: &str = "lineguard_shadow_abs_diff";
+    pub(crate) const ROLLUP_INDEX: &str = "lineguard_rollup_index";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,11 @@ pub(crate) const FAMILIES: &[Family] = &[
     family(names::SHADOW_WINDOWS, Counter, "With shadow_model: windows the shadow model scored (published on shadow_topic)."),
     family(names::SHADOW_DISAGREEMENTS, Counter, "With shadow_model: windows whose state by the shadow differs from the live model's."),
     family(names::SHADOW_ABS_DIFF, Histogram, "With shadow_model: |shadow - live| per score the two share."),
+    family(
+        names::ROLLUP_INDEX,
+        Gauge,
+        "With [[rollups]]: each group's latest health index (0 at warn, 1 at alarm; NaN while all its devices are stale).",
+    ),
 ];
 
 static PROCESS: LazyLock<metrics_process::Collector> = LazyLock::new(metrics_process::Collector::default);

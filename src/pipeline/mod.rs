@@ -17,6 +17,7 @@
 //!   Sparkplug record);
 //! - [`alarm`]: alarm states with hysteresis and debounce;
 //! - [`forecast`]: when each device's scores will reach warn and alarm;
+//! - [`rollup`]: one health index per group of devices (a line);
 //! - [`recent`]: each device's latest scores and their trend, for `/devices`;
 //! - [`drift`]: whether live inputs still look like the training data;
 //! - [`explain`]: which feature drove a score, by occlusion.
@@ -34,6 +35,7 @@ pub(crate) mod grid;
 mod models;
 pub(crate) mod recent;
 pub(crate) mod render;
+pub mod rollup;
 mod settings;
 mod stored;
 pub mod window;

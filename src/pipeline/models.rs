@@ -26,6 +26,16 @@ pub(crate) struct ModelsError {
 }
 
 impl Pipeline {
+    /// Whether `live`'s card has the scores this pipeline's roll-ups read,
+    /// each with warn and alarm.
+    pub(crate) fn serves_rollups(&self, live: &Model) -> Result<(), ModelError> {
+        for r in &self.rollups {
+            crate::pipeline::rollup::check_card(r, &live.card)
+                .map_err(|message| ModelError::Rollup { card: self.model.card.clone(), message })?;
+        }
+        Ok(())
+    }
+
     /// Load this pipeline's models (logged as loaded, with any card keys
     /// lineguard does not use).
     pub(crate) fn load_models(&self) -> Result<PipelineModels, ModelsError> {
@@ -36,6 +46,7 @@ impl Pipeline {
         };
         let format = Some(self.input.format);
         let live = crate::model::load(&self.model, format, None).map_err(refused(String::new()))?;
+        self.serves_rollups(&live).map_err(refused(String::new()))?;
         if !live.card.unknown_keys.is_empty() {
             events.unknown_card_keys(&live.card.unknown_keys);
         }

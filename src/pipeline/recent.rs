@@ -212,6 +212,7 @@ pub(crate) struct PipelineView {
     pub pipeline: String,
     pub devices: Vec<DeviceView>,
     pub drifting: Vec<String>,
+    pub rollups: Vec<crate::pipeline::rollup::RollupMessage>,
 }
 
 /// Build a pipeline's view from its windows, latest scores and alarm
@@ -246,7 +247,7 @@ pub(crate) fn pipeline_view<'a>(
             }
         })
         .collect();
-    PipelineView { pipeline: pipeline.to_string(), devices, drifting }
+    PipelineView { pipeline: pipeline.to_string(), devices, drifting, rollups: Vec::new() }
 }
 
 #[cfg(test)]

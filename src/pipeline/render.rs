@@ -149,6 +149,12 @@ fn payload<'a>(origin: &'a Origin, specs: &'a [ScoreSpec], w: &'a Scored, shadow
     }
 }
 
+/// A roll-up, retained on its topic (QoS 1, like an alarm state).
+pub(super) fn rollup_entry(m: crate::pipeline::rollup::Made, created_ms: i64) -> NewEntry {
+    let payload = serde_json::to_vec(&m.message).expect("a roll-up serializes");
+    NewEntry { created_ms, ts: m.message.ts, topic: m.topic, payload, retain: true, sparkplug: false }
+}
+
 /// A window's scores as its pipeline publishes them: the JSON payload on
 /// the output topic, or a Sparkplug record for the device.
 pub(super) fn score_entry(
@@ -412,6 +418,7 @@ mod tests {
             alarm: None,
             drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
             shadow: None,
+            rollups: Vec::new(),
         };
         let values = [0.5f32];
         let w =

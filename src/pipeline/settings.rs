@@ -23,6 +23,8 @@ pub(crate) struct Pipeline {
     pub drift: DriftSettings,
     /// A shadow model: scored on every window, published apart, never acted on.
     pub shadow: Option<Shadow>,
+    /// Health indices over groups of its devices (`[[rollups]]`).
+    pub rollups: Vec<crate::pipeline::rollup::RollupSettings>,
 }
 
 /// Where a pipeline's scores go.

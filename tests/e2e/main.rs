@@ -18,6 +18,7 @@ mod cluster;
 mod daemon;
 mod explain;
 mod faults;
+mod forecast;
 mod formats;
 mod fuzz_regressions;
 mod golden;

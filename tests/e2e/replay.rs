@@ -15,15 +15,39 @@ use crate::support::golden::Golden;
 use crate::support::line::{line_topic, wait_online, LINE_GOLDEN, LINE_IN, LINE_MODEL, LINE_OUT};
 use crate::support::mqtt::{Message, Publisher, Subscriber};
 
-/// Alarm states (with explanations of warn and alarm windows) and an
-/// autoencoder shadowing the live model: every kind of message a JSON
-/// pipeline publishes per window.
+/// Alarm states (with explanations of warn and alarm windows), an
+/// autoencoder shadowing the live model, forecasts of both scores (over 3 s
+/// of data time: the golden stream's 2.4 s make some) and a roll-up per line
+/// each second: every kind of message a JSON pipeline publishes.
 fn pipeline_keys() -> String {
     format!(
-        "alarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n\
-         shadow_model = \"{}\"\nshadow_topic = \"plant/{{line}}/{{machine}}/lineguard/shadow\"\n",
+        "card = \"{}\"\nalarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n\
+         shadow_model = \"{}\"\nshadow_topic = \"plant/{{line}}/{{machine}}/lineguard/shadow\"\n\n\
+         [[rollups]]\nname = \"line-health\"\npipeline = \"press-line\"\ngroup = \"{{line}}\"\n\
+         output_topic = \"plant/{{line}}/lineguard/health\"\ninputs = {{ anomaly = 1.0, quality = 1.0 }}\n\
+         method = \"worst\"\ninterval_secs = 1\nstale_secs = 1\n",
+        forecasting_card().display(),
         crate::support::repo_path("models/line-ae.onnx").display()
     )
+}
+
+/// The shipped card, forecasting both scores over 3 s (written once per test run).
+fn forecasting_card() -> &'static Path {
+    static CARD: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    CARD.get_or_init(|| {
+        let card =
+            std::fs::read_to_string(crate::support::repo_path(crate::support::line::LINE_CARD)).unwrap();
+        let card: String =
+            card.lines().filter(|l| !l.starts_with("forecast")).map(|l| format!("{l}\n")).collect();
+        let card = card
+            .replace("alarm = 0.9\n", "alarm = 0.9\nforecast_secs = 3\n")
+            .replace("alarm = 0.65\n", "alarm = 0.65\nforecast_secs = 3\nforecast_horizon_secs = 60\n");
+        let dir = std::env::temp_dir().join(format!("lineguard-replay-card-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("line-mlp-forecast.toml");
+        std::fs::write(&path, card).unwrap();
+        path
+    })
 }
 
 /// `dir/replay.toml`: the pipeline for replay (no broker; a `state.dir`,
@@ -101,7 +125,7 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     let dir = tempfile::tempdir().unwrap();
     let dead = format!("[limits]\ndead_letter_topic = \"{DEAD}\"\n");
     let config_text = config_with(broker.port, "parity", crate::support::daemon::own_state(), &dead);
-    let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#", DEAD]);
+    let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/#", "plant/+/lineguard/#", DEAD]);
     let daemon = Daemon::start(&config_text);
     wait_online(&broker, "parity");
 
@@ -167,6 +191,8 @@ fn a_recording_replays_to_the_bytes_the_daemon_published() {
     assert_eq!(kinds(&daemon_said, "/shadow"), golden.windows.len(), "{}", daemon.log());
     assert!(kinds(&daemon_said, "/alarm") >= 3, "alarm states: {daemon_said:?}");
     assert!(daemon_said.iter().any(|(_, p)| p.contains("\"explain\"")), "no explanation was published");
+    assert!(daemon_said.iter().any(|(_, p)| p.contains("\"forecast\"")), "no forecast was published");
+    assert!(kinds(&daemon_said, "/health") >= 2, "roll-ups: {daemon_said:?}");
     for (i, (d, r)) in daemon_said.iter().zip(&replay_said).enumerate() {
         assert_eq!(d, r, "message {i}: the daemon published the first, replay wrote the second");
     }

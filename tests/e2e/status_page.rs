@@ -141,6 +141,12 @@ fn the_status_page_shows_every_device_with_its_state_and_follows_changes() {
     });
     let shown: BTreeMap<String, String> = serde_json::from_str(shown.as_str().unwrap()).unwrap();
     assert_eq!(shown.iter().map(|(d, s)| (d.as_str(), s.as_str())).collect::<BTreeMap<_, _>>(), want);
+    let fits = page.eval(
+        "JSON.stringify([innerWidth, ...[...document.querySelectorAll('section')].map(s => s.scrollWidth - s.clientWidth)])",
+    );
+    let fits: Vec<i64> = serde_json::from_str(fits.as_str().unwrap()).unwrap();
+    assert_eq!(fits[0], 1280, "the window is 1280 px wide");
+    assert!(fits[1..].iter().all(|over| *over <= 0), "no section scrolls sideways at 1280 px: {fits:?}");
     let first = page.eval("document.querySelector('tr[data-device]').dataset.device");
     assert_eq!(first, "line2/lathe1", "worst first on the page");
     let colour = page.eval(

@@ -41,6 +41,8 @@ impl Page {
         let browser = Command::new(binary())
             .args([
                 "--headless=new",
+                // The width of a control-room screen: the page must fit it.
+                "--window-size=1280,900",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--no-first-run",

@@ -132,6 +132,12 @@ impl<L: PipelineLabels> PipelineEvents<L> {
         }
     }
 
+    /// A roll-up was made: its index, as a gauge by roll-up and group.
+    pub(crate) fn rollup(&self, rollup: &str, group: &str, index: Option<f64>) {
+        gauge!(names::ROLLUP_INDEX, "rollup" => rollup.to_string(), "group" => group.to_string())
+            .set(index.unwrap_or(f64::NAN));
+    }
+
     pub(crate) fn tally(&self) -> &Tally<L> {
         &self.tally
     }

@@ -57,6 +57,7 @@ use crate::pipeline::explain::Explainer;
 use crate::pipeline::forecast::{Forecast, Forecasts};
 use crate::pipeline::recent::{self, PipelineView, Recent};
 use crate::pipeline::render::{self, Origin};
+use crate::pipeline::rollup::{Made, Rollups};
 use crate::pipeline::window::{Reset, Unrestored, Windows};
 use crate::pipeline::{Intake, Limits, Output, Pipeline};
 use crate::sparkplug::input::SparkplugInput;
@@ -142,6 +143,9 @@ pub(crate) struct Worker {
     /// Each device's buckets of the scores that forecast, and the forecasts a window made.
     forecasts: Forecasts,
     forecast_out: Vec<(usize, Forecast)>,
+    /// Each device's latest scores, by the groups its pipeline's roll-ups form.
+    rollups: Rollups,
+    rollup_out: Vec<Made>,
     /// Each device's latest scores, for `/devices`.
     recent: Recent,
     /// Explanations: the occluded windows of a batch, and which windows they are.
@@ -194,6 +198,8 @@ impl Worker {
             alarms: Alarms::default(),
             forecasts: Forecasts::default(),
             forecast_out: Vec::new(),
+            rollups: Rollups::new(pipeline.rollups.clone(), card),
+            rollup_out: Vec::new(),
             recent: Recent::new(model.score_count()),
             explainer: Explainer::default(),
             explain_rows: Vec::new(),
@@ -247,6 +253,7 @@ impl Worker {
         let (mut restored, mut alarms_dropped) = (0, 0);
         for (device, stored) in stored {
             let (rest, alarms) = Alarms::split_stored(&stored);
+            let (rest, latest) = Rollups::split_stored(rest);
             let (snap, forecasts) = Forecasts::split_stored(rest);
             let result = match trusted {
                 true => self.windows.restore(&device, snap, newest_allowed),
@@ -257,6 +264,12 @@ impl Worker {
                     restored += 1;
                     if let Some(record) = alarms {
                         if !self.alarms.restore(&device, &self.model.card.scores, record) {
+                            alarms_dropped += 1;
+                        }
+                    }
+                    let scores = self.model.card.scores.len();
+                    if let Some(record) = latest {
+                        if !self.rollups.restore(&self.pipeline.input.topic, &device, scores, record) {
                             alarms_dropped += 1;
                         }
                     }
@@ -396,6 +409,7 @@ impl Worker {
                     let mut windows = self.windows.take_dirty();
                     for (device, snap) in &mut windows {
                         self.forecasts.store_with(device, &self.model.card.scores, snap);
+                        self.rollups.store_with(device, snap);
                         self.alarms.store_with(device, &self.model.card.scores, snap);
                     }
                     let (health, index) = (&d.health, d.index);
@@ -429,6 +443,7 @@ impl Worker {
     fn forget(&mut self, devices: Vec<String>) {
         self.alarms.forget(&devices);
         self.forecasts.forget(&devices);
+        self.rollups.forget(&devices);
         self.recent.forget(&devices);
         if let Some(sp) = &mut self.sparkplug_in {
             devices.iter().for_each(|d| sp.forget(d));
@@ -464,7 +479,7 @@ impl Worker {
     fn view(&self) -> PipelineView {
         let names: Vec<String> = self.model.card.scores.iter().map(|s| s.name.clone()).collect();
         let alarms = self.pipeline.alarm.as_ref().map(|_| &self.alarms);
-        recent::pipeline_view(
+        let mut view = recent::pipeline_view(
             &self.pipeline.name,
             self.model.card.window,
             &names,
@@ -472,7 +487,9 @@ impl Worker {
             &self.recent,
             |device| alarms.and_then(|a| a.state(device)),
             self.drift.drifting(&self.model.card.features),
-        )
+        );
+        view.rollups = self.rollups.view();
+        view
     }
 }
 
@@ -534,6 +551,7 @@ mod tests {
             alarm: None,
             drift: crate::pipeline::drift::DriftSettings::defaults("lineguard/t/drift/p".into()),
             shadow: None,
+            rollups: Vec::new(),
         };
         let state = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(state.path()).unwrap());

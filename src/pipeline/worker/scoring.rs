@@ -126,6 +126,14 @@ impl Worker {
             if let Some(e) = self.shadow.as_mut().and_then(|s| s.stage(i, &w, input, created_ms)) {
                 self.staged.publish(due.cause, e);
             }
+            if !self.rollups.is_empty() {
+                // Made from the scores before this one: published before it.
+                self.rollups.scored(input, &due.device, due.ts, values, state, &mut self.rollup_out);
+                for m in self.rollup_out.drain(..) {
+                    self.events.rollup(&m.message.rollup, &m.message.group, m.message.index);
+                    self.staged.publish(due.cause, render::rollup_entry(m, created_ms));
+                }
+            }
             let e = render::score_entry(&self.pipeline, &self.origin, &card.scores, &w, created_ms);
             self.staged.publish(due.cause, e);
             if let Some(alarm_topic) = &self.pipeline.alarm {

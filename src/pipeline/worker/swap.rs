@@ -75,6 +75,7 @@ impl Worker {
         self.alarms = Alarms::default();
         // Another model's scores: its trend starts afresh.
         self.forecasts = crate::pipeline::forecast::Forecasts::default();
+        self.rollups.recard(&model.card);
         self.model = model;
         // Not only for safety (a state for another plan is never reused):
         // the old states hold the old model's plans and scratch in memory.
