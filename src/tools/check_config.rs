@@ -46,6 +46,65 @@ fn example(p: &Pipeline, features: &[String]) -> String {
     )
 }
 
+/// The device key of the pipeline's example message (or, for Sparkplug, one
+/// made of its placeholders' names), and the topic it came on.
+fn example_device(p: &Pipeline, features: &[String]) -> (String, String) {
+    let reader = Reader::new(&p.input, Decoder::new(features));
+    if let Some((topic, _)) = reader.example(features) {
+        if let Some(device) = p.input.topic.device_key(&topic).filter(|d| !d.is_empty()) {
+            return (device.into_owned(), topic);
+        }
+    }
+    let device: Vec<String> = p.input.topic.placeholders().iter().map(|n| format!("{n}1")).collect();
+    (device.join("/"), String::new())
+}
+
+/// A pipeline's forecasts and roll-ups, as people read them.
+fn forecasts_and_rollups(p: &Pipeline, card: &crate::model::card::ModelCard, out: &mut String) {
+    for s in &card.scores {
+        if let Some(f) = &s.forecast {
+            let _ = writeln!(
+                out,
+                "#   forecast: `{}` reaching warn/alarm, fitted over {} s of data time (buckets of {} s), horizon {} s",
+                s.name,
+                f.secs,
+                f.secs as f64 / 64.0,
+                f.horizon_secs
+            );
+        }
+    }
+    if p.rollups.is_empty() {
+        return;
+    }
+    let (device, topic) = example_device(p, &card.features);
+    let from = if topic.is_empty() { String::new() } else { format!(" (of `{topic}`)") };
+    for r in &p.rollups {
+        let inputs: Vec<String> = r.inputs.iter().map(|(s, w)| format!("{s}×{w}")).collect();
+        let method = match r.method {
+            crate::pipeline::rollup::Method::Weighted => "weighted",
+            crate::pipeline::rollup::Method::Worst => "worst",
+        };
+        let _ = writeln!(
+            out,
+            "#   rollup `{}`: groups devices by `{}`, {method} over {}, every {} s of data time (stale after {} s), publishes `{}` retained",
+            r.name,
+            r.group.as_str(),
+            inputs.join(", "),
+            r.interval_ms / 1000,
+            r.stale_ms / 1000,
+            r.output.as_str(),
+        );
+        let input = &p.input.topic;
+        let _ = writeln!(
+            out,
+            "#     e.g. device `{device}`{from} -> group `{}` on `{}`, weight {}",
+            r.group.render(input, &device),
+            r.output.render(input, &device),
+            r.weights.of(&device)
+        );
+    }
+}
+
 /// Whether the daemon could serve `/metrics` on `listen`: bound (not
 /// listened on) and released at once. With SO_REUSEPORT, so that two
 /// checks at the same moment do not fail each other, while a process
@@ -112,6 +171,7 @@ pub(crate) fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>
             &m.id.sha256[..16]
         );
         let _ = writeln!(out, "#   {}", example(p, &m.card.features));
+        forecasts_and_rollups(p, &m.card, &mut out);
         if let (Some(s), Some(sm)) = (&p.shadow, shadow) {
             let _ = writeln!(
                 out,

@@ -231,6 +231,62 @@ fn check_config_prints_the_redundancy_settings() {
     );
 }
 
+const ROLLUP: &str = r#"
+[[rollups]]
+name = "line-health"
+pipeline = "press-line"
+group = "{line}"
+output_topic = "plant/{line}/lineguard/health"
+inputs = { anomaly = 1.0 }
+weights = { "line1/*" = 2.0 }
+method = "worst"
+"#;
+
+#[test]
+fn check_config_shows_each_rollup_with_the_group_of_an_example_device_and_refuses_bad_ones() {
+    let (_d, path) = write_config(&format!("{CONFIG}{ROLLUP}"));
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("#   rollup `line-health`: groups devices by `{line}`, worst over anomaly×1, every 10 s of data time (stale after 60 s), publishes `plant/{line}/lineguard/health` retained")
+            && out.contains("e.g. device `line1/machine1` (of `plant/line1/machine1/telemetry`) -> group `line1` on `plant/line1/lineguard/health`, weight 2"),
+        "{out}"
+    );
+    let cases = [
+        (
+            ROLLUP.replace("anomaly = 1.0", "anomaly = 1.0, vibes = 1.0"),
+            "score `vibes`, which the card does not have",
+        ),
+        (ROLLUP.replace("\"{line}\"\n", "\"{cell}\"\n"), "rollups[0].group"),
+        (
+            ROLLUP.replace("plant/{line}/lineguard/health", "plant/{machine}/health"),
+            "rollups[0].output_topic",
+        ),
+        (ROLLUP.replace("pipeline = \"press-line\"", "pipeline = \"other\""), "rollups[0].pipeline"),
+        (ROLLUP.replace("anomaly = 1.0", "anomaly = 0.0"), "rollups[0].inputs.anomaly"),
+        (ROLLUP.replace("method = \"worst\"", "method = \"mean\""), "mean"),
+    ];
+    for (rollup, needle) in cases {
+        let (_d, path) = write_config(&format!("{CONFIG}{rollup}"));
+        let o = lineguard(&["check-config", "--config", &path], &[]);
+        assert!(
+            !o.status.success() && text(&o).contains(needle),
+            "should refuse, naming {needle}:\n{}",
+            text(&o)
+        );
+    }
+    // A score without both thresholds cannot be put on the warn..alarm scale.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(p("models/line-mlp.onnx"), dir.path().join("m.onnx")).unwrap();
+    let card = std::fs::read_to_string(p("models/line-mlp.toml")).unwrap().replacen("alarm = 0.9\n", "", 1);
+    std::fs::write(dir.path().join("m.toml"), card).unwrap();
+    let model = dir.path().join("m.onnx").display().to_string();
+    let (_d, path) = write_config(&format!("{CONFIG}{ROLLUP}").replace("MODEL", &model));
+    let o = lineguard(&["check-config", "--config", &path], &[]);
+    assert!(!o.status.success() && text(&o).contains("needs both `warn` and `alarm`"), "{}", text(&o));
+}
+
 #[test]
 fn check_config_checks_that_http_listen_can_be_bound() {
     let (_d, path) = write_config(CONFIG);
