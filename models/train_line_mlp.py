@@ -135,6 +135,10 @@ output = "anomaly"
 index = 0
 warn = 0.6
 alarm = 0.9
+# The simulated line's faults develop over ~20 s: the trend of the last 16 s
+# says when a machine will reach warn and alarm (a real line: its faults' own
+# time scale, e.g. 600).
+forecast_secs = 16
 
 [scores.quality]
 output = "quality"
@@ -142,6 +146,7 @@ index = 0
 direction = "below"   # low quality is bad
 warn = 0.8
 alarm = 0.65
+forecast_secs = 16
 """)
     fixture = golden_stream(onnx_path, card, fixture_devices(rng))
     fixture["model"] = "models/line-mlp.onnx"

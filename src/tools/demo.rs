@@ -55,8 +55,31 @@ pub struct DemoArgs {
 #[derive(Debug, Deserialize)]
 struct ScoreMsg {
     device: String,
+    ts: i64,
     scores: BTreeMap<String, f64>,
     state: String,
+    /// Made once per bucket of data time (see the README's Forecasts).
+    #[serde(default)]
+    forecast: BTreeMap<String, ForecastMsg>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ForecastMsg {
+    to_alarm_s: Option<f64>,
+}
+
+/// A line's health index (`[[rollups]]`), as the view reads it.
+#[derive(Debug, Clone, Deserialize)]
+struct HealthMsg {
+    group: String,
+    index: Option<f64>,
+    driver: Option<Driver>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Driver {
+    device: String,
+    share: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -72,9 +95,36 @@ struct Seen {
     warns_before_alarm: u64,
     /// An ok window after an alarm: the repair was seen.
     ok_after_alarm: bool,
+    /// The latest forecast's soonest alarm (seconds; none: none in reach).
+    alarm_in: Option<f64>,
+    /// Before the first alarm: when (data time, ms) a forecast first named
+    /// one, and in how many seconds.
+    first_forecast: Option<(i64, f64)>,
+    /// The data time of the first alarm window.
+    first_alarm_ts: Option<i64>,
 }
 
-type Board = Arc<Mutex<BTreeMap<String, Seen>>>;
+impl Seen {
+    /// A score message's forecast, if it carries one.
+    fn forecasted(&mut self, ts: i64, forecast: &BTreeMap<String, ForecastMsg>) {
+        if forecast.is_empty() {
+            return;
+        }
+        self.alarm_in = forecast.values().filter_map(|f| f.to_alarm_s).reduce(f64::min);
+        if let (None, None, Some(s)) = (self.first_alarm_ts, self.first_forecast, self.alarm_in) {
+            self.first_forecast = Some((ts, s));
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct View {
+    machines: BTreeMap<String, Seen>,
+    /// The latest health index per line.
+    lines: BTreeMap<String, HealthMsg>,
+}
+
+type Board = Arc<Mutex<View>>;
 
 /// A demo daemon's config, on the embedded broker, serving `model` as the
 /// `press-line` pipeline with its scores on `plant/{line}/{machine}/lineguard/scores`.
@@ -135,6 +185,19 @@ pub(super) fn line_client(port: u16) -> AsyncClient {
     });
     client
 }
+
+/// The demo's roll-up: each line's worst machine, every second of data time.
+const LINE_HEALTH: &str = r#"
+[[rollups]]
+name = "line-health"
+pipeline = "press-line"
+group = "{line}"
+output_topic = "plant/{line}/lineguard/health"
+inputs = { anomaly = 1.0, quality = 1.0 }
+method = "worst"
+interval_secs = 1
+stale_secs = 5
+"#;
 
 fn rank(state: &str) -> u8 {
     match state {
@@ -198,6 +261,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         pipeline: args.format.pipeline_keys(),
     }
     .write(&config_path, port)?;
+    // One health figure per line: its worst machine's, named.
+    let mut text = std::fs::read_to_string(&config_path)?;
+    text.push_str(LINE_HEALTH);
+    std::fs::write(&config_path, text)?;
     let settings = config::load(&config_path, std::iter::empty())?;
     let settings_http = settings.http_listen;
 
@@ -212,14 +279,24 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     opts.set_keep_alive(Duration::from_secs(30));
     let (view, mut view_loop) = AsyncClient::new(opts, 64);
     view.subscribe("plant/+/+/lineguard/scores", QoS::AtLeastOnce).await?;
+    view.subscribe("plant/+/lineguard/health", QoS::AtLeastOnce).await?;
     let b = board.clone();
     tokio::spawn(async move {
         loop {
             match view_loop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.ends_with("/health") => {
+                    if let Ok(h) = serde_json::from_slice::<HealthMsg>(&p.payload) {
+                        b.lock().expect("board lock").lines.insert(h.group.clone(), h);
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Ok(m) = serde_json::from_slice::<ScoreMsg>(&p.payload) {
                         let mut board = b.lock().expect("board lock");
-                        let e = board.entry(m.device).or_default();
+                        let e = board.machines.entry(m.device).or_default();
+                        e.forecasted(m.ts, &m.forecast);
+                        if m.state == "alarm" && e.first_alarm_ts.is_none() {
+                            e.first_alarm_ts = Some(m.ts);
+                        }
                         e.windows += 1;
                         if m.state == "warn" && e.alarms == 0 {
                             e.warns_before_alarm += 1;
@@ -295,7 +372,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     daemon_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(12), daemon).await;
 
-    let board = board.lock().expect("board lock").clone();
+    let board = board.lock().expect("board lock").machines.clone();
     println!("{}", summary(&machines, &board));
     let scored: u64 = board.values().map(|s| s.windows).sum();
     if scored == 0 {
@@ -340,10 +417,21 @@ fn paint(state: &str, tty: bool) -> String {
     }
 }
 
-fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty: bool) -> String {
+/// Seconds ahead, as the table shows them.
+fn ahead(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s <= 0.0 => "now".into(),
+        Some(s) if s < 90.0 => format!("~{s:.0} s"),
+        Some(s) => format!("~{:.0} min", s / 60.0),
+    }
+}
+
+fn render(machines: &[sim::Machine], view: &View, t: f64, tty: bool) -> String {
+    let board = &view.machines;
     let mut s = format!(
-        "lineguard demo  t = {t:5.1} s   (Ctrl-C to stop)\n\n{:<14} {:<24} {:>8} {:>9} {:>9}  {}\n",
-        "machine", "injected fault", "windows", "anomaly", "quality", "state"
+        "lineguard demo  t = {t:5.1} s   (Ctrl-C to stop)\n\n{:<14} {:<24} {:>8} {:>9} {:>9} {:>9}  {}\n",
+        "machine", "injected fault", "windows", "anomaly", "quality", "alarm in", "state"
     );
     for m in machines {
         let fault = match m.fault {
@@ -356,13 +444,25 @@ fn render(machines: &[sim::Machine], board: &BTreeMap<String, Seen>, t: f64, tty
         let seen = board.get(&m.device()).cloned().unwrap_or_default();
         let score = |k: &str| seen.scores.get(k).map_or("-".to_string(), |v| format!("{v:.3}"));
         s.push_str(&format!(
-            "{:<14} {:<24} {:>8} {:>9} {:>9}  {}\n",
+            "{:<14} {:<24} {:>8} {:>9} {:>9} {:>9}  {}\n",
             m.device(),
             fault,
             seen.windows,
             score("anomaly"),
             score("quality"),
+            ahead(seen.alarm_in),
             paint(if seen.state.is_empty() { "-" } else { &seen.state }, tty)
+        ));
+    }
+    for h in view.lines.values() {
+        let index = h.index.map_or("-".to_string(), |i| format!("{i:.2}"));
+        let driver = h.driver.as_ref().map_or("-".to_string(), |d| match d.share {
+            Some(share) => format!("{} ({:.0}%)", d.device, share * 100.0),
+            None => d.device.clone(),
+        });
+        s.push_str(&format!(
+            "\n{} health {index} (worst machine, 0 at warn, 1 at alarm), driven by {driver}",
+            h.group
         ));
     }
     s
@@ -388,6 +488,26 @@ fn summary(machines: &[sim::Machine], board: &BTreeMap<String, Seen>) -> String 
             if seen.ok_after_alarm { "yes" } else { "no" },
             if seen.worst.is_empty() { "-" } else { &seen.worst }
         ));
+    }
+    s.push_str(
+        "\nforecasts: per faulty machine, how long before its first alarm a forecast first named one, \
+         and how far off it was\n",
+    );
+    for m in machines.iter().filter(|m| m.fault.is_some()) {
+        let seen = board.get(&m.device()).cloned().unwrap_or_default();
+        let line = match (seen.first_forecast, seen.first_alarm_ts) {
+            (Some((at, said)), Some(alarm)) => {
+                let came = (alarm - at) as f64 / 1000.0;
+                format!(
+                    "forecast {came:.1} s before the alarm: said in {said:.1} s, it came in {came:.1} s (off by {:+.1} s)",
+                    came - said
+                )
+            }
+            (None, Some(_)) => "alarmed with no forecast before it".into(),
+            (Some((_, said)), None) => format!("forecast an alarm in {said:.1} s; none came in the run"),
+            (None, None) => "no alarm, no forecast of one".into(),
+        };
+        s.push_str(&format!("  {:<14} {line}\n", m.device()));
     }
     s
 }

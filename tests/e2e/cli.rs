@@ -477,6 +477,17 @@ fn the_demo_shows_each_fault_developing_warn_before_alarm() {
             );
         }
     }
+    // The shipped card forecasts: the table counts down to the alarm, each
+    // line has its health index and driver, and the summary says how early
+    // the first forecast of each fault's alarm came.
+    assert!(out.contains("alarm in  state"), "{out}");
+    assert!(
+        out.contains("line1 health ") && out.contains("line2 health ") && out.contains("driven by line"),
+        "{out}"
+    );
+    let forecasts = out.split("forecasts:").nth(1).unwrap_or_else(|| panic!("no forecast summary:\n{out}"));
+    let early: Vec<&str> = forecasts.lines().filter(|l| l.contains("s before the alarm: said in")).collect();
+    assert!(early.len() >= 4, "most faults forecast before their alarm:\n{forecasts}");
 }
 
 /// `lineguard demo --redundant`: the primary is killed and brought back,
