@@ -726,6 +726,12 @@ alarm = 0.6
         assert!(parse(&GOOD.replacen("warn = 0.6\n", "warn = 0.6\nclear = 0.4\ndebounce = 3\n", 1)).is_ok());
         assert!(broken("layout = \"sequence\"", "layout = \"matrix\"").contains("matrix"));
         assert!(broken("warn = 0.6", "wran = 0.6").contains("wran"));
+        let forecast = parse(&GOOD.replacen("warn = 0.6\n", "warn = 0.6\nforecast_secs = 600\n", 1)).unwrap();
+        assert_eq!(forecast.scores[0].forecast, Some(ForecastSpec { secs: 600, horizon_secs: 86_400 }));
+        assert_eq!(parse(GOOD).unwrap().scores[0].forecast, None, "off unless asked");
+        assert!(broken("warn = 0.6\n", "warn = 0.6\nforecast_secs = -5\n").contains("forecast_secs = -5"));
+        assert!(broken("warn = 0.6\n", "warn = 0.6\nforecast_secs = 60\nforecast_horizon_secs = 0\n")
+            .contains("forecast_horizon_secs = 0"));
         assert!(broken("name = \"m\"", "").contains("name"));
         let no_scores = GOOD.split("[scores.anomaly]").next().unwrap();
         assert!(parse(no_scores).unwrap_err().to_string().contains("scores"));

@@ -573,3 +573,65 @@ fn record_writes_each_telemetry_message_as_a_json_line() {
         assert!(before <= t && t <= after, "{l}");
     }
 }
+
+/// `GET path` on `addr`: the body.
+fn http_body(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the status page");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: lineguard\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// What a new user sees on the demo's status page: an input is named as
+/// drifting only once an injected fault that moves it has begun (the line
+/// runs steadier than the training set, which is not drift).
+#[test]
+fn the_demo_names_no_drifting_input_that_no_fault_has_moved() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lineguard"))
+        .args(["demo", "--duration", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("the demo prints its status page").unwrap();
+        if let Some(rest) = line.split("status page: http://").nth(1) {
+            break rest.split('/').next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    // Which faults move which inputs, and when each begins (src/tools/sim.rs:
+    // machine i > 0 develops fault i - 1 from 3 + 5(i - 1) s).
+    let moved_from = |feature: &str| -> f64 {
+        match feature {
+            "motor_temp" | "vibration_rms" | "motor_current" => 3.0, // bearing wear, press2
+            "torque" => 8.0,                                         // coolant loss, press3
+            "spindle_speed" => 13.0,                                 // tool wear, lathe1
+            "feed_rate" | "hydraulic_pressure" => 18.0,              // hydraulic leak, lathe2
+            _ => f64::INFINITY,
+        }
+    };
+    let mut seen = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(28) {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let body = http_body(&addr, "/devices");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+        let t = started.elapsed().as_secs_f64();
+        for f in v["pipelines"][0]["drifting"].as_array().into_iter().flatten() {
+            let f = f.as_str().unwrap();
+            assert!(
+                moved_from(f) < t,
+                "at {t:.0} s the page names {f} as drifting; no fault has moved it yet"
+            );
+        }
+        seen.push(v["pipelines"][0]["drifting"].clone());
+    }
+    assert!(seen.len() >= 10, "the status page answered: {seen:?}");
+    assert!(child.wait().unwrap().success());
+}
