@@ -59,6 +59,8 @@ struct Series {
     current: Option<(i64, f64, u32)>,
     /// Complete buckets, oldest first: number and mean.
     complete: VecDeque<(i64, f64)>,
+    /// The latest forecast made (what a Sparkplug device's metrics hold).
+    last: Option<Forecast>,
 }
 
 impl Series {
@@ -89,7 +91,8 @@ impl Series {
                 let b = bucket_secs(f);
                 let points: Vec<(f64, f64)> =
                     self.complete.iter().map(|(k, y)| ((*k as f64 + 0.5) * b, *y)).collect();
-                Some(forecast(spec, f, &points))
+                self.last = Some(forecast(spec, f, &points));
+                self.last
             }
         }
     }
@@ -193,6 +196,14 @@ impl Forecasts {
         }
     }
 
+    /// The latest forecast of each score of `device` (card order), into `out`.
+    pub(crate) fn latest_into(&self, device: &str, out: &mut Vec<Option<Forecast>>) {
+        out.clear();
+        if let Some(series) = self.devices.get(device) {
+            out.extend(series.iter().map(|s| s.last));
+        }
+    }
+
     /// Append `device`'s buckets to its stored window `snap` (see
     /// [`stored`]): a fingerprint of what they were made for, then per
     /// score the bucket being filled and the complete ones.
@@ -209,6 +220,13 @@ impl Forecasts {
             for (k, y) in &s.complete {
                 snap.extend_from_slice(&k.to_le_bytes());
                 snap.extend_from_slice(&y.to_le_bytes());
+            }
+            snap.push(u8::from(s.last.is_some()));
+            if let Some(f) = &s.last {
+                for v in [Some(f.slope_per_hour), Some(f.z), f.to_warn_s, f.to_alarm_s] {
+                    // NaN stands for null: a forecast's own numbers are never NaN.
+                    snap.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
+                }
             }
         }
         stored::seal(snap, start, MAGIC);
@@ -232,13 +250,25 @@ impl Forecasts {
             let (Some(k), Some(sum), Some(n), Some(len)) = (r.i64(), r.f64(), r.u32(), r.u32()) else {
                 return false;
             };
-            let mut s = Series { current: (n > 0).then_some((k, sum, n)), complete: VecDeque::new() };
+            let mut s =
+                Series { current: (n > 0).then_some((k, sum, n)), complete: VecDeque::new(), last: None };
             if len as i64 > BUCKETS {
                 return false;
             }
             for _ in 0..len {
                 let (Some(k), Some(y)) = (r.i64(), r.f64()) else { return false };
                 s.complete.push_back((k, y));
+            }
+            match r.take::<1>() {
+                Some([0]) => {}
+                Some([1]) => {
+                    let (Some(m), Some(z), Some(w), Some(a)) = (r.f64(), r.f64(), r.f64(), r.f64()) else {
+                        return false;
+                    };
+                    let null = |v: f64| (!v.is_nan()).then_some(v);
+                    s.last = Some(Forecast { slope_per_hour: m, z, to_warn_s: null(w), to_alarm_s: null(a) });
+                }
+                _ => return false,
             }
             series.push(s);
         }
@@ -379,6 +409,10 @@ mod tests {
         assert_eq!(window, b"window");
         let mut back = Forecasts::default();
         assert!(back.restore("d", specs, record.unwrap()));
+        let (mut la, mut lb) = (Vec::new(), Vec::new());
+        fs.latest_into("d", &mut la);
+        back.latest_into("d", &mut lb);
+        assert!(la[0].is_some() && la == lb, "the latest forecast too: {la:?} {lb:?}");
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for i in 40..60i64 {
             fs.update("d", i * 5_000, specs, &[0.3], &mut a);

@@ -30,6 +30,8 @@ pub(super) struct Scored<'a> {
     pub explain: &'a [Explanation],
     /// The forecasts it made, by score index (none: it made none).
     pub forecast: &'a [(usize, Forecast)],
+    /// Sparkplug: each score's latest forecast (card order; empty: none yet).
+    pub latest: &'a [Option<Forecast>],
 }
 
 /// Which pipeline and model scored a window.
@@ -190,6 +192,18 @@ pub(super) fn score_entry(
                 });
                 metrics.push((format!("{name}/{}/top", spec.name), RecordValue::Text(top)));
             }
+            // Every record carries the latest forecast (null before the
+            // first), so the DBIRTH declares them and a forecast never
+            // changes the device's metric set.
+            for (s, spec) in specs.iter().enumerate().filter(|(_, s)| s.forecast.is_some()) {
+                let latest = w.latest.get(s).copied().flatten();
+                for (what, v) in [
+                    ("to_warn_s", latest.and_then(|f| f.to_warn_s)),
+                    ("to_alarm_s", latest.and_then(|f| f.to_alarm_s)),
+                ] {
+                    metrics.push((format!("{name}/{}/{what}", spec.name), RecordValue::Double(v)));
+                }
+            }
             let payload = Record::Data { ts: w.ts, metrics }.encode();
             NewEntry {
                 created_ms,
@@ -318,6 +332,7 @@ mod tests {
             state: State::Ok,
             explain: &[],
             forecast: &[],
+            latest: &[],
         };
         write_payload(&mut out, &origin(), &specs, &w);
         assert_eq!(
@@ -383,6 +398,7 @@ mod tests {
             state: State::Alarm,
             explain: &[],
             forecast: &[],
+            latest: &[],
         };
         let t =
             Transition { previous: Some(State::Warn), state: State::Alarm, active: vec!["anomaly".into()] };
@@ -421,8 +437,15 @@ mod tests {
             rollups: Vec::new(),
         };
         let values = [0.5f32];
-        let w =
-            Scored { device: "l1/m2", ts: 9, values: &values, state: State::Ok, explain: &[], forecast: &[] };
+        let w = Scored {
+            device: "l1/m2",
+            ts: 9,
+            values: &values,
+            state: State::Ok,
+            explain: &[],
+            forecast: &[],
+            latest: &[],
+        };
         let e = score_entry(&pipeline, &origin(), &[spec("anomaly")], &w, 1);
         assert_eq!((e.topic.as_str(), e.sparkplug, e.retain), ("l1.m2", true, false));
         let expected = Record::Data {
@@ -441,6 +464,29 @@ mod tests {
                 score_entry(&pipeline, &origin(), std::slice::from_ref(&always), &Scored { explain, ..w }, 1);
             let Some(Record::Data { metrics, .. }) = Record::decode(&e.payload) else { panic!("not data") };
             assert_eq!(metrics.last(), Some(&("p/anomaly/top".to_string(), RecordValue::Text(top.into()))));
+        }
+        // A forecasting score: its latest crossings in every record, null before any.
+        let forecasting = ScoreSpec {
+            forecast: Some(crate::model::card::ForecastSpec { secs: 600, horizon_secs: 86_400 }),
+            ..spec("anomaly")
+        };
+        let f = Forecast { slope_per_hour: 1.0, z: 3.0, to_warn_s: Some(0.0), to_alarm_s: None };
+        for (latest, warn) in [(&[Some(f)][..], Some(0.0)), (&[][..], None)] {
+            let e = score_entry(
+                &pipeline,
+                &origin(),
+                std::slice::from_ref(&forecasting),
+                &Scored { latest, ..w },
+                1,
+            );
+            let Some(Record::Data { metrics, .. }) = Record::decode(&e.payload) else { panic!("not data") };
+            assert_eq!(
+                metrics[2..],
+                [
+                    ("p/anomaly/to_warn_s".to_string(), RecordValue::Double(warn)),
+                    ("p/anomaly/to_alarm_s".to_string(), RecordValue::Double(None))
+                ]
+            );
         }
         let d = death_entry(&id, "l1/m2", 1);
         assert_eq!((d.topic.as_str(), Record::decode(&d.payload)), ("l1.m2", Some(Record::Death)));

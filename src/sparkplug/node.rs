@@ -100,6 +100,8 @@ pub(crate) enum Record {
 pub(crate) enum RecordValue {
     Float(f32),
     Text(String),
+    /// A forecast's seconds to a threshold; none: null (not in reach).
+    Double(Option<f64>),
 }
 
 impl RecordValue {
@@ -107,14 +109,22 @@ impl RecordValue {
         match self {
             RecordValue::Float(_) => DataType::Float,
             RecordValue::Text(_) => DataType::String,
+            RecordValue::Double(_) => DataType::Double,
         }
     }
 
-    fn wire(&self) -> Value {
+    /// The wire value; none for a null (then `is_null`, see [`RecordValue::null`]).
+    fn wire(&self) -> Option<Value> {
         match self {
-            RecordValue::Float(v) => Value::Float(*v),
-            RecordValue::Text(s) => Value::String(s.clone()),
+            RecordValue::Float(v) => Some(Value::Float(*v)),
+            RecordValue::Text(s) => Some(Value::String(s.clone())),
+            RecordValue::Double(v) => v.map(Value::Double),
         }
+    }
+
+    /// Sparkplug's `is_null`, set only on a null.
+    fn null(&self) -> Option<bool> {
+        matches!(self, RecordValue::Double(None)).then_some(true)
     }
 }
 
@@ -271,7 +281,8 @@ impl EdgeNode {
                 alias: Some(m.alias),
                 timestamp: Some(m.ts as u64),
                 datatype: Some(m.value.datatype() as u32),
-                value: Some(m.value.wire()),
+                value: m.value.wire(),
+                is_null: m.value.null(),
                 ..Default::default()
             })
             .collect();
@@ -306,7 +317,8 @@ impl EdgeNode {
                             Some(Metric {
                                 alias: Some(m.alias),
                                 timestamp: Some(*ts as u64),
-                                value: Some(value.wire()),
+                                value: value.wire(),
+                                is_null: value.null(),
                                 is_historical: Some(true),
                                 ..Default::default()
                             })
@@ -350,7 +362,8 @@ impl EdgeNode {
                         Metric {
                             alias: Some(m.alias),
                             timestamp: Some(m.ts as u64),
-                            value: Some(m.value.wire()),
+                            value: m.value.wire(),
+                            is_null: m.value.null(),
                             ..Default::default()
                         }
                     })

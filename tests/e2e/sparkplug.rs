@@ -61,19 +61,31 @@ struct Seen {
     ts: i64,
     scores: BTreeMap<String, f32>,
     state: String,
+    /// `{score}/to_warn_s` and `{score}/to_alarm_s`: seconds, or none (null).
+    forecast: BTreeMap<String, Option<f64>>,
 }
 
 /// Read a DBIRTH (names, learning aliases) or a DDATA (aliases only).
 fn read_device(topic: &str, p: &sp::Payload, aliases: &mut BTreeMap<u64, (String, String)>) -> Seen {
     let (kind, device) = sp::topic_kind(topic);
     let device = device.expect("device topic").to_string();
-    let mut seen = Seen { device: device_key(&device), ts: 0, scores: BTreeMap::new(), state: String::new() };
+    let mut seen = Seen {
+        device: device_key(&device),
+        ts: 0,
+        scores: BTreeMap::new(),
+        state: String::new(),
+        forecast: BTreeMap::new(),
+    };
     for m in &p.metrics {
         let name = match kind {
             "DBIRTH" => {
                 let name = m.name.clone().expect("DBIRTH metrics have names");
                 let alias = m.alias.expect("DBIRTH metrics have aliases");
-                let want = if name.ends_with("/state") { sp::STRING } else { sp::FLOAT };
+                let want = match name.as_str() {
+                    n if n.ends_with("/state") => sp::STRING,
+                    n if n.ends_with("/to_warn_s") || n.ends_with("/to_alarm_s") => sp::DOUBLE,
+                    _ => sp::FLOAT,
+                };
                 assert_eq!(m.datatype, Some(want), "datatype of {name}");
                 if let Some((d, n)) = aliases.insert(alias, (device.clone(), name.clone())) {
                     assert_eq!(
@@ -102,6 +114,12 @@ fn read_device(topic: &str, p: &sp::Payload, aliases: &mut BTreeMap<u64, (String
                 seen.scores.insert(short.to_string(), *v);
             }
             Val::Str(s) if short == "state" => seen.state = s.clone(),
+            Val::Double(v) if short.ends_with("_s") => {
+                seen.forecast.insert(short.to_string(), Some(*v));
+            }
+            Val::Null if short.ends_with("_s") => {
+                seen.forecast.insert(short.to_string(), None);
+            }
             v => panic!("{name}: value {v:?}"),
         }
     }
@@ -153,12 +171,19 @@ fn edge_node_births_data_rebirth_and_death_decode_independently() {
         let (kind, device) = sp::topic_kind(&m.topic);
         if kind == "DBIRTH" {
             assert!(births.insert(device.unwrap().to_string()), "one DBIRTH per device before a rebirth");
-            assert_eq!(p.metrics.len(), 3, "anomaly, quality, state");
+            // The shipped card forecasts both scores: each record declares
+            // their crossings (null until a forecast names one; the golden
+            // stream is too short for any).
+            assert_eq!(p.metrics.len(), 7, "anomaly, quality, state, and to_warn_s and to_alarm_s of both");
         } else {
             assert_eq!(kind, "DDATA", "{}", m.topic);
             assert!(births.contains(device.unwrap()), "DDATA before DBIRTH for {}", m.topic);
         }
         let seen = read_device(&m.topic, &p, &mut aliases);
+        if kind == "DBIRTH" {
+            let nulls = seen.forecast.values().filter(|v| v.is_none()).count();
+            assert_eq!((seen.forecast.len(), nulls), (4, 4), "declared, null: {:?}", seen.forecast);
+        }
         check_window(&seen, &expected);
         assert!(windows.insert((seen.device.clone(), seen.ts)), "window twice");
         // A device born while several of its records were pending is born

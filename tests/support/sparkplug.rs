@@ -11,6 +11,8 @@ pub enum Val {
     Double(f64),
     Bool(bool),
     Str(String),
+    /// `is_null`: a metric declared with no value.
+    Null,
     None,
 }
 
@@ -120,6 +122,11 @@ fn decode_metric(b: &[u8]) -> Metric {
             }
             (2, 0) => m.alias = Some(r.varint()),
             (3, 0) => m.timestamp = Some(r.varint()),
+            (7, 0) => {
+                if r.varint() != 0 {
+                    m.value = Val::Null;
+                }
+            }
             (4, 0) => m.datatype = Some(r.varint()),
             (10, 0) => m.value = Val::Int(r.varint()),
             (11, 0) => m.value = Val::Long(r.varint()),
@@ -193,6 +200,10 @@ pub fn encode(p: &Payload) -> Vec<u8> {
                 put_varint(&mut b, u64::from(*v));
             }
             Val::Str(s) => put_len(&mut b, 15, s.as_bytes()),
+            Val::Null => {
+                put_key(&mut b, 7, 0);
+                put_varint(&mut b, 1);
+            }
             Val::None => {}
         }
         put_len(&mut out, 2, &b);

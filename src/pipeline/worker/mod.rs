@@ -143,6 +143,7 @@ pub(crate) struct Worker {
     /// Each device's buckets of the scores that forecast, and the forecasts a window made.
     forecasts: Forecasts,
     forecast_out: Vec<(usize, Forecast)>,
+    forecast_latest: Vec<Option<Forecast>>,
     /// Each device's latest scores, by the groups its pipeline's roll-ups form.
     rollups: Rollups,
     rollup_out: Vec<Made>,
@@ -198,6 +199,7 @@ impl Worker {
             alarms: Alarms::default(),
             forecasts: Forecasts::default(),
             forecast_out: Vec::new(),
+            forecast_latest: Vec::new(),
             rollups: Rollups::new(pipeline.rollups.clone(), card),
             rollup_out: Vec::new(),
             recent: Recent::new(model.score_count()),

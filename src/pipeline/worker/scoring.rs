@@ -120,8 +120,19 @@ impl Worker {
             if !self.forecast_out.is_empty() {
                 self.recent.forecasted(&due.device, due.ts, &self.forecast_out);
             }
-            let forecast = &self.forecast_out[..];
-            let w = Scored { device: &due.device, ts: due.ts, values, state, explain: &explain, forecast };
+            if matches!(self.pipeline.output, crate::pipeline::Output::Sparkplug(_)) {
+                self.forecasts.latest_into(&due.device, &mut self.forecast_latest);
+            }
+            let (forecast, latest) = (&self.forecast_out[..], &self.forecast_latest[..]);
+            let w = Scored {
+                device: &due.device,
+                ts: due.ts,
+                values,
+                state,
+                explain: &explain,
+                forecast,
+                latest,
+            };
             let input = &self.pipeline.input.topic;
             if let Some(e) = self.shadow.as_mut().and_then(|s| s.stage(i, &w, input, created_ms)) {
                 self.staged.publish(due.cause, e);

@@ -73,7 +73,15 @@ impl Shadowing {
             return None;
         }
         let state = self.model.card.state(values);
-        let w = Scored { device: live.device, ts: live.ts, values, state, explain: &[], forecast: &[] };
+        let w = Scored {
+            device: live.device,
+            ts: live.ts,
+            values,
+            state,
+            explain: &[],
+            forecast: &[],
+            latest: &[],
+        };
         let entry =
             render::shadow_entry(input, &self.topic, &self.origin, &self.model.card.scores, &w, created_ms);
         let diffs = self
