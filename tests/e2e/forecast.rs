@@ -312,7 +312,7 @@ fn forecasts_and_rollups_equal_their_definitions_over_the_published_scores() {
     let state = crate::support::daemon::own_state();
     let text = config(broker.port, "lg-forecast", state, &[pipeline], "") + ROLLUPS;
     let outputs = Subscriber::new(broker.port, &["plant/+/+/lineguard/scores", "plant/+/lineguard/+"]);
-    let daemon = Daemon::start(&text);
+    let mut daemon = Daemon::start(&text);
     wait_online(&broker, "lg-forecast");
 
     // Four machines on two lines, two with faults ramping at different
@@ -327,19 +327,53 @@ fn forecasts_and_rollups_equal_their_definitions_over_the_published_scores() {
     let ts0 = now_ms() - 120_000;
     let mut p = Publisher::new(broker.port);
     let mut sent = 0;
-    for i in 0..240 {
-        for (k, (device, ramp, n)) in machines.iter().enumerate() {
-            if i < *n {
-                p.publish(&line_topic(device), sample(k as u64 + 1, i, *ramp, ts0 + i as i64 * 250));
-                sent += 1;
+    let mut publish = |p: &mut Publisher, rounds: std::ops::Range<usize>| {
+        for i in rounds {
+            for (k, (device, ramp, n)) in machines.iter().enumerate() {
+                if i < *n {
+                    p.publish(&line_topic(device), sample(k as u64 + 1, i, *ramp, ts0 + i as i64 * 250));
+                    sent += 1;
+                }
             }
         }
-    }
-    p.flush(Duration::from_secs(30));
-    let windows: usize = machines.iter().map(|(_, _, n)| n - 15).sum();
-    let got = outputs.collect(windows, Duration::from_secs(60), Duration::from_secs(3), |_| true);
+        p.flush(Duration::from_secs(30));
+    };
+    // Half the stream, a restart (the buckets and latest scores come back
+    // from the state store), then the rest: one definition over it all.
+    let windows_by =
+        |rounds: usize| -> usize { machines.iter().map(|(_, _, n)| rounds.min(*n).saturating_sub(15)).sum() };
+    publish(&mut p, 0..120);
+    let mut got = outputs.collect(windows_by(120), Duration::from_secs(60), Duration::from_secs(1), |_| true);
+    daemon.sigterm(Duration::from_secs(20));
+    daemon.spawn();
+    wait_online(&broker, "lg-forecast");
+    publish(&mut p, 120..240);
+    let windows = windows_by(240);
+    let scored_before = got.iter().filter(|m| m.topic.ends_with("/scores")).count();
+    got.extend(outputs.collect(
+        windows - scored_before,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+        |_| true,
+    ));
+    // Once each (a copy must equal its first: determinism).
+    let mut first: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    got.retain(|m| {
+        let key = (m.topic.clone(), m.json()["ts"].to_string() + m.json()["device"].as_str().unwrap_or(""));
+        match first.get(&key) {
+            Some(p) => {
+                assert_eq!(p, &m.payload, "a copy differs from the first on {}", m.topic);
+                false
+            }
+            None => {
+                first.insert(key, m.payload.clone());
+                true
+            }
+        }
+    });
     let scores: Vec<&Message> = got.iter().filter(|m| m.topic.ends_with("/scores")).collect();
     assert_eq!(scores.len(), windows, "every window of {sent} samples scored\n{}", daemon.log());
+    assert!(daemon.log().contains("windows restored from the state store"), "{}", daemon.log());
 
     // Forecasts: on exactly the windows the definition says, equal to it.
     let want = expected_forecasts(&scores);
