@@ -45,7 +45,7 @@ use crate::durable::store::{Entry, Store};
 use crate::ops::events::durable::{Overflow, SinkEvents};
 use crate::ops::events::redundancy::ReplayEvents;
 use crate::sparkplug::node::OutMessage;
-use crate::sparkplug::session::{Reaction, Session, UnreadableRecord};
+use crate::sparkplug::session::{Reaction, Rendered, Session, UnreadableRecord};
 
 /// Messages that are not scores.
 #[derive(Debug)]
@@ -552,7 +552,16 @@ impl<P: Publisher> Sink<P> {
                     self.events.unreadable_record(seq);
                     self.acked(seq);
                 }
-                Ok(Some(m)) => {
+                Ok(Rendered::Rebirth(births)) => {
+                    // The births first (they declare the new metric), then this record again.
+                    match early {
+                        true => self.slots[at].early = false,
+                        false => self.cursor -= 1,
+                    }
+                    self.queue_births(births);
+                    return self.control.pop_front().map(|p| (Ref::Control, p));
+                }
+                Ok(Rendered::Message(m)) => {
                     let p = Pending {
                         topic: m.topic,
                         payload: Bytes::from(m.payload),
@@ -562,7 +571,7 @@ impl<P: Publisher> Sink<P> {
                     };
                     return Some((Ref::Data(seq), p));
                 }
-                Ok(None) => self.acked(seq), // e.g. the death of a device never born
+                Ok(Rendered::Nothing) => self.acked(seq), // e.g. the death of a device never born
             }
         }
         None

@@ -64,8 +64,16 @@ struct Series {
 }
 
 impl Series {
-    /// Add one window's score; a forecast if it completed buckets and enough are in reach.
-    fn add(&mut self, spec: &ScoreSpec, f: &ForecastSpec, ts: i64, value: f64) -> Option<Forecast> {
+    /// Add one window's score; a forecast if it completed buckets and enough
+    /// are in reach (`scratch`: the points and slopes, reused).
+    fn add(
+        &mut self,
+        spec: &ScoreSpec,
+        f: &ForecastSpec,
+        ts: i64,
+        value: f64,
+        scratch: &mut (Vec<(f64, f64)>, Vec<f64>),
+    ) -> Option<Forecast> {
         let k = (ts as f64 / bucket_ms(f)).floor() as i64;
         match &mut self.current {
             None => {
@@ -89,30 +97,45 @@ impl Series {
                     return None;
                 }
                 let b = bucket_secs(f);
-                let points: Vec<(f64, f64)> =
-                    self.complete.iter().map(|(k, y)| ((*k as f64 + 0.5) * b, *y)).collect();
-                self.last = Some(forecast(spec, f, &points));
+                let (points, slopes) = scratch;
+                points.clear();
+                points.extend(self.complete.iter().map(|(k, y)| ((*k as f64 + 0.5) * b, *y)));
+                self.last = Some(forecast_with(spec, f, points, slopes));
                 self.last
             }
         }
     }
 }
 
-/// The median of `v` (reordered): of an even count, the mean of the middle two.
+/// The median of `v` (reordered): of an even count, the mean of the middle
+/// two. By selection, not a sort (a forecast's ~2k slopes): the values picked
+/// are the same whatever the order they came in.
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_unstable_by(f64::total_cmp);
     let n = v.len();
+    let (below, mid, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+    let mid = *mid;
     match n % 2 {
-        1 => v[n / 2],
-        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        1 => mid,
+        _ => (below.iter().copied().max_by(f64::total_cmp).expect("n >= 2") + mid) / 2.0,
     }
 }
 
 /// Theil–Sen and Mann–Kendall over `points` (in `x` order, `x` distinct),
 /// and the time from the newest point to each threshold.
+#[cfg(test)]
 pub(crate) fn forecast(spec: &ScoreSpec, f: &ForecastSpec, points: &[(f64, f64)]) -> Forecast {
+    forecast_with(spec, f, points, &mut Vec::new())
+}
+
+/// [`forecast`], with `slopes` as scratch.
+fn forecast_with(
+    spec: &ScoreSpec,
+    f: &ForecastSpec,
+    points: &[(f64, f64)],
+    slopes: &mut Vec<f64>,
+) -> Forecast {
     let n = points.len();
-    let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
+    slopes.clear();
     let mut s: i64 = 0;
     for (i, (xi, yi)) in points.iter().enumerate() {
         for (xj, yj) in &points[i + 1..] {
@@ -124,7 +147,7 @@ pub(crate) fn forecast(spec: &ScoreSpec, f: &ForecastSpec, points: &[(f64, f64)]
             };
         }
     }
-    let m = median(&mut slopes);
+    let m = median(slopes);
     let mut intercepts: Vec<f64> = points.iter().map(|(x, y)| y - m * x).collect();
     let c = median(&mut intercepts);
     let nf = n as f64;
@@ -160,6 +183,8 @@ pub(crate) fn forecast(spec: &ScoreSpec, f: &ForecastSpec, points: &[(f64, f64)]
 #[derive(Debug, Default)]
 pub(crate) struct Forecasts {
     devices: HashMap<String, Vec<Series>>,
+    /// A forecast's points and slopes, reused.
+    scratch: (Vec<(f64, f64)>, Vec<f64>),
 }
 
 /// Whether any score of `specs` asks for a forecast.
@@ -190,7 +215,7 @@ impl Forecasts {
         };
         for (i, ((spec, v), s)) in specs.iter().zip(values).zip(series.iter_mut()).enumerate() {
             let Some(f) = &spec.forecast else { continue };
-            if let Some(fc) = s.add(spec, f, ts, f64::from(*v)) {
+            if let Some(fc) = s.add(spec, f, ts, f64::from(*v), &mut self.scratch) {
                 out.push((i, fc));
             }
         }

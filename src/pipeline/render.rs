@@ -157,6 +157,15 @@ pub(super) fn rollup_entry(m: crate::pipeline::rollup::Made, created_ms: i64) ->
     NewEntry { created_ms, ts: m.message.ts, topic: m.topic, payload, retain: true, sparkplug: false }
 }
 
+/// A Sparkplug pipeline's roll-up as the Edge Node's own metric
+/// `rollup/{name}/{group}` (Double; null while every device is stale).
+pub(super) fn rollup_node_entry(m: &crate::pipeline::rollup::Made, created_ms: i64) -> NewEntry {
+    let r = &m.message;
+    let metrics = vec![(format!("rollup/{}/{}", r.rollup, r.group), RecordValue::Double(r.index))];
+    let payload = Record::Node { ts: r.ts, metrics }.encode();
+    NewEntry { created_ms, ts: r.ts, topic: String::new(), payload, retain: false, sparkplug: true }
+}
+
 /// A window's scores as its pipeline publishes them: the JSON payload on
 /// the output topic, or a Sparkplug record for the device.
 pub(super) fn score_entry(

@@ -94,6 +94,20 @@ pub(crate) enum Record {
     Data { ts: i64, metrics: Vec<(String, RecordValue)> },
     /// The device left (evicted): DDEATH.
     Death,
+    /// Node metrics (a roll-up's index): NDATA, or a rebirth when one is new.
+    Node { ts: i64, metrics: Vec<(String, RecordValue)> },
+}
+
+/// What a node record becomes.
+#[derive(Debug, PartialEq)]
+pub(crate) enum NodeRendered {
+    /// An NDATA by alias.
+    Data(OutMessage),
+    /// A metric the NBIRTH did not declare: the node must be born again
+    /// (NBIRTH with it, then every DBIRTH) before the record is rendered.
+    Rebirth,
+    /// Not now: no session is born.
+    Unborn,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +192,8 @@ pub(crate) struct EdgeNode {
     seq: u8,
     next_alias: u64,
     devices: BTreeMap<String, Device>,
+    /// The node's own metrics beyond bdSeq, Rebirth and the version (roll-ups).
+    node_metrics: Vec<MetricState>,
     /// NBIRTH sent in this session.
     born: bool,
     host_online: bool,
@@ -193,6 +209,7 @@ impl EdgeNode {
             seq: 0,
             next_alias: 1,
             devices: BTreeMap::new(),
+            node_metrics: Vec::new(),
             born: false,
             host_state_ts: 0,
         }
@@ -261,6 +278,16 @@ impl EdgeNode {
                 ..Default::default()
             },
         ];
+        let mut node_metrics = node_metrics;
+        node_metrics.extend(self.node_metrics.iter().map(|m| Metric {
+            name: Some(m.name.clone()),
+            alias: Some(m.alias),
+            timestamp: Some(m.ts as u64),
+            datatype: Some(m.value.datatype() as u32),
+            value: m.value.wire(),
+            is_null: m.value.null(),
+            ..Default::default()
+        }));
         let mut out = vec![self.message("NBIRTH", None, node_metrics, now_ms)];
         self.born = true;
         let names: Vec<String> = self.devices.keys().cloned().collect();
@@ -300,6 +327,8 @@ impl EdgeNode {
                 }
                 _ => Vec::new(),
             },
+            // Rendered by `render_node`.
+            Record::Node { .. } => Vec::new(),
             Record::Data { ts, metrics } => {
                 let next_alias = &mut self.next_alias;
                 let d = self.devices.entry(device.to_string()).or_default();
@@ -371,6 +400,55 @@ impl EdgeNode {
                 vec![self.message("DDATA", Some(device), metrics, now_ms)]
             }
         }
+    }
+
+    /// A node record: an NDATA by alias, or, for a metric the NBIRTH did not
+    /// declare, the need of a rebirth (the metric is declared from now on).
+    pub(crate) fn render_node(
+        &mut self,
+        ts: i64,
+        metrics: &[(String, RecordValue)],
+        now_ms: i64,
+    ) -> NodeRendered {
+        if !self.born {
+            return NodeRendered::Unborn;
+        }
+        let mut new = false;
+        for (name, value) in metrics {
+            match self.node_metrics.iter_mut().find(|m| &m.name == name) {
+                Some(m) if m.value.datatype() == value.datatype() => {}
+                Some(m) => {
+                    (m.value, m.ts, new) = (value.clone(), ts, true);
+                }
+                None => {
+                    let alias = self.next_alias;
+                    self.next_alias += 1;
+                    self.node_metrics.push(MetricState {
+                        name: name.clone(),
+                        alias,
+                        value: value.clone(),
+                        ts,
+                    });
+                    new = true;
+                }
+            }
+        }
+        if new {
+            return NodeRendered::Rebirth;
+        }
+        let mut out = Vec::with_capacity(metrics.len());
+        for (name, value) in metrics {
+            let m = self.node_metrics.iter_mut().find(|m| &m.name == name).expect("declared above");
+            (m.value, m.ts) = (value.clone(), ts);
+            out.push(Metric {
+                alias: Some(m.alias),
+                timestamp: Some(ts as u64),
+                value: value.wire(),
+                is_null: value.null(),
+                ..Default::default()
+            });
+        }
+        NodeRendered::Data(self.message("NDATA", None, out, now_ms))
     }
 
     /// React to a message on one of [`NodeConfig::filters`].

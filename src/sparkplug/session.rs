@@ -12,11 +12,21 @@ use tokio::sync::mpsc;
 
 use crate::clock::now_ms;
 use crate::ops::events::sparkplug::NodeEvents;
-use crate::sparkplug::node::{Command, EdgeNode, OutMessage, Record};
+use crate::sparkplug::node::{Command, EdgeNode, NodeRendered, OutMessage, Record};
 
 /// An outbox record that is not a Sparkplug record.
 #[derive(Debug)]
 pub(crate) struct UnreadableRecord;
+
+/// What an outbox record becomes in this session.
+pub(crate) enum Rendered {
+    Message(OutMessage),
+    /// Nothing to publish (the death of a device never born): done.
+    Nothing,
+    /// A node metric the NBIRTH did not declare: publish these births
+    /// first, then the record again.
+    Rebirth(Vec<OutMessage>),
+}
 
 /// What a message on the node's subscriptions asks of its sink.
 pub(crate) enum Reaction {
@@ -103,15 +113,25 @@ impl Session {
         self.node.config().ndeath(self.bd_seq(), now_ms())
     }
 
-    /// The message for one outbox record (none for the death of a device
-    /// never born).
-    pub(crate) fn render(
-        &mut self,
-        device: &str,
-        record: &[u8],
-    ) -> Result<Option<OutMessage>, UnreadableRecord> {
+    /// What one outbox record becomes: its message, nothing (the death of a
+    /// device never born), or a rebirth first (a new node metric).
+    pub(crate) fn render(&mut self, device: &str, record: &[u8]) -> Result<Rendered, UnreadableRecord> {
         let record = Record::decode(record).ok_or(UnreadableRecord)?;
-        Ok(self.node.render(device, &record, now_ms()).pop())
+        if let Record::Node { ts, metrics } = &record {
+            return Ok(match self.node.render_node(*ts, metrics, now_ms()) {
+                NodeRendered::Data(m) => Rendered::Message(m),
+                NodeRendered::Rebirth => {
+                    self.events.rebirth("a new node metric");
+                    Rendered::Rebirth(self.births())
+                }
+                // The sink renders only once the node is born.
+                NodeRendered::Unborn => Rendered::Nothing,
+            });
+        }
+        Ok(match self.node.render(device, &record, now_ms()).pop() {
+            Some(m) => Rendered::Message(m),
+            None => Rendered::Nothing,
+        })
     }
 
     /// For the record `seq` of a device not born in this session: a newer
@@ -127,8 +147,8 @@ impl Session {
         record: &[u8],
         pending: impl Iterator<Item = (u64, &'a str, &'a [u8])>,
     ) -> Option<u64> {
-        // A record is JSON: `{"Data":..}` or `"Death"`.
-        if self.node.device_born(device) || record.first() != Some(&b'{') {
+        // A record is JSON: `{"Data":..}`, `"Death"` or (the node's own, no device) `{"Node":..}`.
+        if device.is_empty() || self.node.device_born(device) || record.first() != Some(&b'{') {
             return None;
         }
         let newest = self.newest_pending.get_or_insert_with(|| {

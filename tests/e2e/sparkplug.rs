@@ -21,6 +21,11 @@ fn node_topic(kind: &str) -> String {
 /// A daemon whose `press-line` pipeline publishes Sparkplug B; `sparkplug`
 /// is extra text for the `[sparkplug]` section.
 fn start(broker: &Broker, client_id: &str, sparkplug: &str) -> Daemon {
+    start_with(broker, client_id, sparkplug, "")
+}
+
+/// [`start`], with `tables` after the pipeline.
+fn start_with(broker: &Broker, client_id: &str, sparkplug: &str, tables: &str) -> Daemon {
     let extra = format!("[sparkplug]\ngroup_id = \"{GROUP}\"\nedge_node_id = \"{NODE}\"\n{sparkplug}");
     let mut text = config(broker.port, client_id, crate::support::daemon::own_state(), &[], &extra);
     text.push_str(&format!(
@@ -28,6 +33,7 @@ fn start(broker: &Broker, client_id: &str, sparkplug: &str) -> Daemon {
          format = \"sparkplug\"\ndevice_id = \"{{line}}-{{machine}}\"\n",
         crate::support::repo_path(LINE_MODEL).display()
     ));
+    text.push_str(tables);
     Daemon::start(&text)
 }
 
@@ -576,4 +582,86 @@ fn a_redundant_pair_hands_over_the_edge_node_one_session_at_a_time() {
     let log = backup.log();
     assert!(log.contains("redundancy: the Sparkplug session is this instance's (births follow)"), "{log}");
     assert!(log.contains("redundancy: the Sparkplug session ends (NDEATH)"), "{log}");
+}
+
+/// A Sparkplug pipeline's roll-up is also a metric of the Edge Node itself,
+/// `rollup/{name}/{group}`: a new one is declared by a rebirth (NBIRTH with
+/// it, then the devices' DBIRTHs), then it goes out in NDATA by alias,
+/// equal to the roll-up published as JSON.
+#[test]
+fn a_rollup_is_a_node_metric_declared_by_a_rebirth() {
+    let broker = Broker::start();
+    let sub = Subscriber::new(broker.port, &["spBv1.0/#", "plant/+/lineguard/health"]);
+    let rollup = "\n[[rollups]]\nname = \"line-health\"\npipeline = \"press-line\"\ngroup = \"{line}\"\n\
+                  output_topic = \"plant/{line}/lineguard/health\"\ninputs = { anomaly = 1.0 }\n\
+                  method = \"worst\"\ninterval_secs = 1\n";
+    let _daemon = start_with(&broker, "lg-spb-rollup", "", rollup);
+    let (_, first) = next_of(&sub, "NBIRTH", Duration::from_secs(30));
+    assert!(
+        first.metrics.iter().all(|m| !m.name.as_deref().unwrap_or("").starts_with("rollup/")),
+        "none yet"
+    );
+    let golden = Golden::load(LINE_GOLDEN);
+    let mut publisher = Publisher::new(broker.port);
+    publish_interleaved(&mut publisher, &golden);
+    let got = sub.collect(10_000, Duration::from_secs(8), Duration::from_millis(1500), |_| true);
+
+    // The JSON roll-ups: index by (group, ts).
+    let json: BTreeMap<(String, i64), Option<f64>> = got
+        .iter()
+        .filter(|m| m.topic.ends_with("/health"))
+        .map(|m| {
+            let j = m.json();
+            ((j["group"].as_str().unwrap().to_string(), j["ts"].as_i64().unwrap()), j["index"].as_f64())
+        })
+        .collect();
+    assert!(json.len() >= 4, "two lines, two roll-ups each: {json:?}");
+    // The node's: aliases from each NBIRTH, values from NBIRTH and NDATA.
+    let mut aliases: BTreeMap<u64, String> = BTreeMap::new();
+    let mut node: BTreeMap<(String, i64), Option<f64>> = BTreeMap::new();
+    let mut rebirths = 0;
+    let value = |m: &sp::Metric| match &m.value {
+        Val::Double(v) => Some(*v),
+        Val::Null => None,
+        v => panic!("a roll-up metric is a Double: {v:?}"),
+    };
+    for m in got.iter().filter(|m| m.topic.starts_with("spBv1.0/")) {
+        let (kind, _) = sp::topic_kind(&m.topic);
+        let p = sp::decode(&m.payload);
+        match kind {
+            "NBIRTH" => {
+                rebirths += 1;
+                assert_eq!(p.seq, Some(0), "a rebirth starts seq again");
+                for metric in
+                    p.metrics.iter().filter(|x| x.name.as_deref().is_some_and(|n| n.starts_with("rollup/")))
+                {
+                    assert_eq!(metric.datatype, Some(sp::DOUBLE));
+                    let name = metric.name.clone().unwrap();
+                    aliases.insert(metric.alias.expect("an alias"), name.clone());
+                    let group = name.rsplit('/').next().unwrap().to_string();
+                    node.insert((group, metric.timestamp.unwrap() as i64), value(metric));
+                }
+            }
+            "NDATA" => {
+                for metric in &p.metrics {
+                    let name =
+                        aliases.get(&metric.alias.expect("NDATA by alias")).expect("declared in an NBIRTH");
+                    let group = name.rsplit('/').next().unwrap().to_string();
+                    node.insert((group, metric.timestamp.unwrap() as i64), value(metric));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(rebirths >= 1, "a rebirth declared the roll-up metrics");
+    assert_eq!(
+        aliases.values().collect::<BTreeSet<_>>(),
+        ["rollup/line-health/line1", "rollup/line-health/line2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>()
+            .iter()
+            .collect(),
+    );
+    assert_eq!(node, json, "every roll-up as the node's metric, equal to its JSON");
 }

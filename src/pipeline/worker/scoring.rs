@@ -140,8 +140,12 @@ impl Worker {
             if !self.rollups.is_empty() {
                 // Made from the scores before this one: published before it.
                 self.rollups.scored(input, &due.device, due.ts, values, state, &mut self.rollup_out);
+                let node = matches!(self.pipeline.output, crate::pipeline::Output::Sparkplug(_));
                 for m in self.rollup_out.drain(..) {
                     self.events.rollup(&m.message.rollup, &m.message.group, m.message.index);
+                    if node {
+                        self.staged.publish(due.cause, render::rollup_node_entry(&m, created_ms));
+                    }
                     self.staged.publish(due.cause, render::rollup_entry(m, created_ms));
                 }
             }
