@@ -326,11 +326,29 @@ fn scoring_rate(devices: usize) -> Scoring {
 /// then three runs of `N`) as a recording: (windows/s over its own replay
 /// time, windows scored, seconds of the whole process with the model load).
 fn replay_rate(devices: usize) -> (f64, u64, f64) {
+    let r = replay_run(devices, devices * 16 + 3 * N, "");
+    (r.windows as f64 / r.seconds, r.windows, r.whole)
+}
+
+/// One `lineguard replay` run.
+struct Replayed {
+    /// Its own replay time (the model load aside), and the whole process's.
+    seconds: f64,
+    whole: f64,
+    windows: u64,
+    /// Lines it wrote holding `"rollup"` (roll-ups made).
+    rollups: usize,
+}
+
+/// `lineguard replay` of `messages` of the round robin over `devices`
+/// (samples 100 ms apart), with `extra` appended to the configuration
+/// (keys of the pipeline, then tables).
+fn replay_run(devices: usize, messages: usize, extra: &str) -> Replayed {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let recording = dir.path().join("recording.jsonl");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&recording).unwrap());
-    for k in 0..devices * 16 + 3 * N {
+    for k in 0..messages {
         let (d, sample) = (k % devices, k / devices);
         let ts = TS0 + sample as i64 * 100;
         let line = serde_json::json!({"topic": topic(d), "payload": payload(ts, k), "received_ms": ts});
@@ -338,7 +356,8 @@ fn replay_rate(devices: usize) -> (f64, u64, f64) {
     }
     out.flush().unwrap();
     let cfg = dir.path().join("replay.toml");
-    std::fs::write(&cfg, bench_config(1, "bench-replay", &dir.path().join("state"), devices)).unwrap();
+    let text = bench_config(1, "bench-replay", &dir.path().join("state"), devices) + extra;
+    std::fs::write(&cfg, text).unwrap();
     let started = Instant::now();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_lineguard"))
         .arg("replay")
@@ -366,7 +385,66 @@ fn replay_rate(devices: usize) -> (f64, u64, f64) {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no window count in the summary: {summary}"));
-    (windows as f64 / seconds, windows, whole)
+    let written = std::fs::read_to_string(dir.path().join("scores.jsonl")).unwrap_or_default();
+    let rollups = written.lines().filter(|l| l.contains("\\\"rollup\\\"")).count();
+    Replayed { seconds, whole, windows, rollups }
+}
+
+/// The shipped card without its forecasts, written in `dir`: `card = ...` for the pipeline.
+fn card_without_forecasts(dir: &std::path::Path) -> String {
+    let card = std::fs::read_to_string(support::repo_path("models/line-mlp.toml")).unwrap();
+    let card: String =
+        card.lines().filter(|l| !l.starts_with("forecast")).map(|l| format!("{l}\n")).collect();
+    let path = dir.join("line-mlp-no-forecast.toml");
+    std::fs::write(&path, card).unwrap();
+    format!("card = \"{}\"\n", path.display())
+}
+
+/// What forecasts and roll-ups cost, from `lineguard replay` runs of the
+/// same recording (CPU-bound, no broker): the median of 3 runs each.
+fn print_forecast_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = card_without_forecasts(dir.path());
+    let median = |devices: usize, messages: usize, extra: &str| -> Replayed {
+        let mut runs: Vec<Replayed> = (0..3).map(|_| replay_run(devices, messages, extra)).collect();
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        runs.swap_remove(1)
+    };
+    // 1000 devices, 10 samples/s each: the shipped card's buckets of 0.25 s
+    // hold 2.5 windows, so a forecast of each score every 2.5 windows.
+    let (devices, messages) = (1000, 1000 * 16 + 3 * N);
+    let without = median(devices, messages, &off);
+    let with = median(devices, messages, "");
+    let us = |r: &Replayed| r.seconds * 1e6 / r.windows as f64;
+    println!("forecasts, lineguard replay, {devices} devices, {} windows (median of 3):", with.windows);
+    println!("{:<58} {:>12.2}", "µs per scored window, card without forecasts", us(&without));
+    println!("{:<58} {:>12.2}", "µs per scored window, shipped card (2 scores, 16 s)", us(&with));
+    println!("{:<58} {:>12.2}", "ratio with / without", us(&with) / us(&without));
+    println!(
+        "{:<58} {:>12.2}",
+        "µs per forecast (2 per 2.5 windows)",
+        (us(&with) - us(&without)) * 2.5 / 2.0
+    );
+    // A roll-up over 10k devices (one group), every second of data time.
+    let (devices, messages) = (10_000, 10_000 * 26);
+    let rollup = format!(
+        "{off}\n[[rollups]]\nname = \"all\"\npipeline = \"bench\"\ngroup = \"{{line}}\"\n\
+         output_topic = \"plant/all/lineguard/health\"\ninputs = {{ anomaly = 1.0, quality = 1.0 }}\n\
+         weights = {{ \"line1/*\" = 2.0 }}\ninterval_secs = 1\nstale_secs = 60\n"
+    );
+    let plain = median(devices, messages, &off);
+    let rolled = median(devices, messages, &rollup);
+    println!(
+        "roll-ups, lineguard replay, {devices} devices in 10 groups of 1000, {} windows:",
+        rolled.windows
+    );
+    println!("{:<58} {:>12.2}", "µs per scored window without roll-ups", us(&plain));
+    println!("{:<58} {:>12.2}", "µs per scored window with a roll-up every second", us(&rolled));
+    println!(
+        "{:<58} {:>12.0}",
+        format!("µs per roll-up of 1000 devices ({} made)", rolled.rollups),
+        (rolled.seconds - plain.seconds) * 1e6 / rolled.rollups.max(1) as f64
+    );
 }
 
 fn print_replay(devices: usize, daemon_rate: f64) {
@@ -618,6 +696,11 @@ fn main() {
                 us * 80_000.0 / 1e6
             );
         }
+        return;
+    }
+    // `BENCH_ONLY=forecast`: what forecasts and roll-ups cost (replay).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("forecast") {
+        print_forecast_costs();
         return;
     }
     // `BENCH_ONLY=pair`: a redundant pair's CPU against a standalone

@@ -372,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn the_median_by_selection_is_the_sorted_median() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for n in [1usize, 2, 3, 16, 17, 120, 2016] {
+            let v: Vec<f64> = (0..n)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((x >> 40) % 7) as f64 - 3.0 // many ties
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let want = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+            assert_eq!(median(&mut v.clone()), want, "n = {n}");
+        }
+    }
+
+    #[test]
     fn a_line_is_fitted_exactly_and_its_crossings_computed() {
         // y = 0.001·x + 0.2 on 20 points: every pairwise slope is 0.001.
         let s = spec(Direction::Above, 0.6, 0.9);
