@@ -70,11 +70,11 @@ impl Weights {
         if let Some(w) = self.exact.get(device) {
             return *w;
         }
-        let levels: Vec<&str> = device.split('/').collect();
+        let levels = device.split('/').count();
         self.globs
             .iter()
             .find(|(pattern, _, _)| {
-                pattern.len() == levels.len() && pattern.iter().zip(&levels).all(|(p, l)| glob(p, l))
+                pattern.len() == levels && pattern.iter().zip(device.split('/')).all(|(p, l)| glob(p, l))
             })
             .map_or(1.0, |g| g.2)
     }
