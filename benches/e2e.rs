@@ -872,4 +872,5 @@ fn main() {
     print_replay(devices, lg_rate);
     print_pair(&pair_costs(devices, 40, true), devices);
     print_pair(&pair_costs(10_000, 40, false), 10_000);
+    print_forecast_costs();
 }
