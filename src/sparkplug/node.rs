@@ -168,6 +168,21 @@ struct MetricState {
     ts: i64,
 }
 
+impl MetricState {
+    /// As a birth declares it: name, alias, type and current value.
+    fn birth(&self) -> Metric {
+        Metric {
+            name: Some(self.name.clone()),
+            alias: Some(self.alias),
+            timestamp: Some(self.ts as u64),
+            datatype: Some(self.value.datatype() as u32),
+            value: self.value.wire(),
+            is_null: self.value.null(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Device {
     metrics: Vec<MetricState>,
@@ -279,15 +294,7 @@ impl EdgeNode {
             },
         ];
         let mut node_metrics = node_metrics;
-        node_metrics.extend(self.node_metrics.iter().map(|m| Metric {
-            name: Some(m.name.clone()),
-            alias: Some(m.alias),
-            timestamp: Some(m.ts as u64),
-            datatype: Some(m.value.datatype() as u32),
-            value: m.value.wire(),
-            is_null: m.value.null(),
-            ..Default::default()
-        }));
+        node_metrics.extend(self.node_metrics.iter().map(MetricState::birth));
         let mut out = vec![self.message("NBIRTH", None, node_metrics, now_ms)];
         self.born = true;
         let names: Vec<String> = self.devices.keys().cloned().collect();
@@ -300,19 +307,7 @@ impl EdgeNode {
     fn dbirth(&mut self, device: &str, now_ms: i64) -> OutMessage {
         let d = self.devices.get_mut(device).expect("caller knows the device");
         d.born = true;
-        let metrics = d
-            .metrics
-            .iter()
-            .map(|m| Metric {
-                name: Some(m.name.clone()),
-                alias: Some(m.alias),
-                timestamp: Some(m.ts as u64),
-                datatype: Some(m.value.datatype() as u32),
-                value: m.value.wire(),
-                is_null: m.value.null(),
-                ..Default::default()
-            })
-            .collect();
+        let metrics = d.metrics.iter().map(MetricState::birth).collect();
         self.message("DBIRTH", Some(device), metrics, now_ms)
     }
 
