@@ -120,14 +120,14 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Theil–Sen and Mann–Kendall over `points` (in `x` order, `x` distinct),
-/// and the time from the newest point to each threshold.
+/// [`forecast_with`], its own scratch.
 #[cfg(test)]
 pub(crate) fn forecast(spec: &ScoreSpec, f: &ForecastSpec, points: &[(f64, f64)]) -> Forecast {
     forecast_with(spec, f, points, &mut Vec::new())
 }
 
-/// [`forecast`], with `slopes` as scratch.
+/// Theil–Sen and Mann–Kendall over `points` (in `x` order, `x` distinct),
+/// and the time from the newest point to each threshold (`slopes`: scratch).
 fn forecast_with(
     spec: &ScoreSpec,
     f: &ForecastSpec,

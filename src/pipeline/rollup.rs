@@ -372,8 +372,8 @@ fn make(
         }
         let (mut sum, mut wsum) = (0.0f64, 0.0f64);
         for i in inputs {
-            let v = f64::from(l.values[i.index]);
-            sum += i.weight * (v - i.warn) / (i.alarm - i.warn);
+            let u = (f64::from(l.values[i.index]) - i.warn) / (i.alarm - i.warn);
+            sum += i.weight * u;
             wsum += i.weight;
         }
         let value = sum / wsum;
