@@ -237,14 +237,21 @@ impl Forecasts {
         let start = snap.len();
         snap.extend_from_slice(&fingerprint(specs).to_le_bytes());
         for s in series {
-            let (k, sum, n) = s.current.unwrap_or((0, 0.0, 0));
-            snap.extend_from_slice(&k.to_le_bytes());
-            snap.extend_from_slice(&sum.to_le_bytes());
-            snap.extend_from_slice(&n.to_le_bytes());
-            snap.extend_from_slice(&(s.complete.len() as u32).to_le_bytes());
-            for (k, y) in &s.complete {
-                snap.extend_from_slice(&k.to_le_bytes());
-                snap.extend_from_slice(&y.to_le_bytes());
+            // The complete buckets lie in the 64 before the current one: a
+            // mask of which, then their means (9–545 bytes a score).
+            match s.current {
+                None => snap.push(0),
+                Some((k, sum, n)) => {
+                    snap.push(1);
+                    snap.extend_from_slice(&k.to_le_bytes());
+                    snap.extend_from_slice(&sum.to_le_bytes());
+                    snap.extend_from_slice(&n.to_le_bytes());
+                    let mask = s.complete.iter().fold(0u64, |m, (b, _)| m | 1 << (b - (k - BUCKETS)));
+                    snap.extend_from_slice(&mask.to_le_bytes());
+                    for (_, y) in &s.complete {
+                        snap.extend_from_slice(&y.to_le_bytes());
+                    }
+                }
             }
             snap.push(u8::from(s.last.is_some()));
             if let Some(f) = &s.last {
@@ -272,17 +279,24 @@ impl Forecasts {
         }
         let mut series = Vec::with_capacity(specs.len());
         for _ in specs {
-            let (Some(k), Some(sum), Some(n), Some(len)) = (r.i64(), r.f64(), r.u32(), r.u32()) else {
-                return false;
-            };
-            let mut s =
-                Series { current: (n > 0).then_some((k, sum, n)), complete: VecDeque::new(), last: None };
-            if len as i64 > BUCKETS {
-                return false;
-            }
-            for _ in 0..len {
-                let (Some(k), Some(y)) = (r.i64(), r.f64()) else { return false };
-                s.complete.push_back((k, y));
+            let mut s = Series::default();
+            match r.take::<1>() {
+                Some([0]) => {}
+                Some([1]) => {
+                    let (Some(k), Some(sum), Some(n), Some(mask)) = (r.i64(), r.f64(), r.u32(), r.u64())
+                    else {
+                        return false;
+                    };
+                    if n == 0 {
+                        return false;
+                    }
+                    s.current = Some((k, sum, n));
+                    for j in (0..BUCKETS).filter(|j| mask & 1 << j != 0) {
+                        let Some(y) = r.f64() else { return false };
+                        s.complete.push_back((k - BUCKETS + j, y));
+                    }
+                }
+                _ => return false,
             }
             match r.take::<1>() {
                 Some([0]) => {}
@@ -369,6 +383,25 @@ mod tests {
             explain_top: 3,
             forecast: Some(ForecastSpec { secs: 640, horizon_secs: 86_400 }),
         }
+    }
+
+    #[test]
+    fn buckets_with_gaps_are_stored_and_restored_as_they_were() {
+        let s = spec(Direction::Above, 0.6, 0.9);
+        let specs = [s.clone(), ScoreSpec { name: "other".into(), forecast: None, ..s }];
+        let mut fs = Forecasts::default();
+        let mut out = Vec::new();
+        // Buckets of 10 s, a window every 3 s, with data missing from 60 s to 130 s.
+        for ts in (0..400_000i64).step_by(3_000).filter(|t| !(60_000..130_000).contains(t)) {
+            fs.update("d", ts, &specs, &[0.1 + ts as f32 * 1e-6, 0.5], &mut out);
+        }
+        let mut snap = Vec::new();
+        fs.store_with("d", &specs, &mut snap);
+        let (_, record) = Forecasts::split_stored(&snap);
+        let mut back = Forecasts::default();
+        assert!(back.restore("d", &specs, record.unwrap()));
+        assert_eq!(back.devices["d"], fs.devices["d"]);
+        assert!(fs.devices["d"][0].complete.len() < 40, "{:?}", fs.devices["d"][0].complete);
     }
 
     #[test]
