@@ -246,9 +246,12 @@ async fn load_models(
 /// The state store, opened (a damaged file set aside) and its recovery reported.
 async fn open_store(settings: &Settings) -> anyhow::Result<Arc<Store>> {
     let dir = settings.state.dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
-        .await?
-        .context("cannot open the state store")?;
+    let store = tokio::task::spawn_blocking(move || {
+        crate::durable::store::check_writable(&dir)?;
+        Store::open(&dir)
+    })
+    .await?
+    .context("cannot open the state store")?;
     store.report_recovery();
     Ok(Arc::new(store))
 }

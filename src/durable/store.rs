@@ -332,19 +332,38 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
     Ok(aside)
 }
 
-/// `dir` exists (or can be made) and takes a durable write: what the
-/// daemon needs of `state.dir` (`check-config` tests it before a start).
+/// `dir` exists (or can be made) and takes a durable write, and its
+/// `state.redb`, if there is one, can be written: what the daemon needs of
+/// `state.dir` (`check-config` tests it, and `run` before it opens anything
+/// there). The error names the path and what to change.
 pub fn check_writable(dir: &Path) -> Result<(), StoreError> {
     let err = |message: String| StoreError::Open { path: dir.to_path_buf(), message };
-    std::fs::create_dir_all(dir)
-        .map_err(|e| err(format!("cannot create it: {e} (state.dir must be writable by the daemon)")))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        err(format!("cannot create it: {e} (state.dir must be writable by the daemon's user: create it and give it to that user)"))
+    })?;
     let probe = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = tempfile::Builder::new().prefix(".lineguard-probe").tempfile_in(dir)?;
         f.write_all(b"lineguard")?;
         f.as_file().sync_all()
     };
-    probe().map_err(|e| err(format!("cannot write in it: {e} (state.dir must be writable by the daemon)")))
+    probe().map_err(|e| {
+        err(format!(
+            "cannot write in it: {e} (state.dir must be writable by the daemon's user, who keeps its store and \
+             the relay's socket there: chown it to that user, or chmod u+w)"
+        ))
+    })?;
+    let path = dir.join("state.redb");
+    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Open {
+            message: format!(
+                "cannot open it for writing: {e} (the daemon's user must be able to write its state store: \
+                 chown it to that user, or chmod u+w)"
+            ),
+            path,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl Store {

@@ -142,7 +142,12 @@ impl Relay {
             Ok(_) => anyhow::bail!("{} exists and is not a socket", socket.display()),
             Err(_) => {}
         }
-        let listener = UnixListener::bind(&socket)?;
+        let listener = UnixListener::bind(&socket).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create its socket {}: {e} (state.dir must be writable by the daemon's user)",
+                socket.display()
+            )
+        })?;
         let error = Arc::new(Mutex::new(None));
         let errors = error.clone();
         let relayed = Arc::clone(&upstream);

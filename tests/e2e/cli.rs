@@ -635,3 +635,84 @@ fn the_demo_names_no_drifting_input_that_no_fault_has_moved() {
     assert!(seen.len() >= 10, "the status page answered: {seen:?}");
     assert!(child.wait().unwrap().success());
 }
+
+/// Whether this test runs as root (who writes any file, whatever its mode).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next().map(|uid| uid == "0"))
+        .unwrap()
+}
+
+/// `lineguard args` as a service user would run it: as `nobody` (through
+/// util-linux's `setpriv`) when the test runs as root, else as this user.
+fn as_service_user(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_lineguard");
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let mut child = c
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run lineguard through setpriv (util-linux): {e}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "lineguard {args:?} still running after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// State the service user cannot write is refused by `check-config` and by
+/// `run` alike, naming the path and what to change: a `state.redb` of mode
+/// 0444 in a writable `state.dir`, and a read-only `state.dir` holding a
+/// writable `state.redb`.
+#[test]
+fn state_the_service_user_cannot_write_is_refused_naming_the_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("lineguard.toml");
+    std::fs::write(&config, CONFIG.replace("MODEL", &p("models/line-mlp.onnx"))).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let give = |path: &Path, mode: u32| {
+        if is_root() {
+            std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let cases = [("read-only-file", 0o755, 0o444), ("read-only-dir", 0o555, 0o666)];
+    for (name, dir_mode, file_mode) in cases {
+        let state = dir.path().join(name);
+        std::fs::create_dir(&state).unwrap();
+        let store = state.join("state.redb");
+        std::fs::write(&store, b"").unwrap();
+        give(&store, file_mode);
+        give(&state, dir_mode);
+        let listen = format!("127.0.0.1:{}", lineguard::tools::broker::free_port().unwrap());
+        let env = [
+            ("LINEGUARD__STATE__DIR", state.to_str().unwrap()),
+            ("LINEGUARD__HTTP__LISTEN", listen.as_str()),
+        ];
+        let named =
+            if file_mode == 0o444 { store.display().to_string() } else { state.display().to_string() };
+        for command in ["check-config", "run"] {
+            let o = as_service_user(&[command, "--config", config.to_str().unwrap()], &env);
+            let out = text(&o);
+            assert!(!o.status.success(), "{name}: {command} accepted state it cannot write:\n{out}");
+            assert!(
+                out.contains(&named) && (out.contains("chown") || out.contains("chmod")),
+                "{name}: {command} should name {named} and what to change:\n{out}"
+            );
+        }
+    }
+}
