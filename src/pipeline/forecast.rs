@@ -19,7 +19,7 @@
 //! is stored with the device's window, see [`Forecasts::store_with`]) and
 //! the other instance of a pair give the same bytes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -43,6 +43,15 @@ fn bucket_secs(f: &ForecastSpec) -> f64 {
     f.secs as f64 / BUCKETS as f64
 }
 
+/// A device's latest forecast of a score, and the window (`ts`) that made
+/// it, as `/devices` shows it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub(crate) struct ForecastView {
+    pub ts: i64,
+    #[serde(flatten)]
+    pub forecast: Forecast,
+}
+
 /// One forecast of one score, as published.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Forecast {
@@ -59,8 +68,9 @@ struct Series {
     current: Option<(i64, f64, u32)>,
     /// Complete buckets, oldest first: number and mean.
     complete: VecDeque<(i64, f64)>,
-    /// The latest forecast made (what a Sparkplug device's metrics hold).
-    last: Option<Forecast>,
+    /// The latest forecast made and the `ts` of the window that made it
+    /// (what `/devices` and a Sparkplug device's metrics show).
+    last: Option<(i64, Forecast)>,
 }
 
 impl Series {
@@ -100,8 +110,9 @@ impl Series {
                 let (points, slopes) = scratch;
                 points.clear();
                 points.extend(self.complete.iter().map(|(k, y)| ((*k as f64 + 0.5) * b, *y)));
-                self.last = Some(forecast_with(spec, f, points, slopes));
-                self.last
+                let made = forecast_with(spec, f, points, slopes);
+                self.last = Some((ts, made));
+                Some(made)
             }
         }
     }
@@ -221,12 +232,25 @@ impl Forecasts {
         }
     }
 
-    /// The latest forecast of each score of `device` (card order), into `out`.
-    pub(crate) fn latest_into(&self, device: &str, out: &mut Vec<Option<Forecast>>) {
+    /// The latest forecast of each score of `device` (card order) and the
+    /// `ts` of the window that made it, into `out`.
+    pub(crate) fn latest_into(&self, device: &str, out: &mut Vec<Option<(i64, Forecast)>>) {
         out.clear();
         if let Some(series) = self.devices.get(device) {
             out.extend(series.iter().map(|s| s.last));
         }
+    }
+
+    /// `device`'s latest forecast of each score that has one, by score name.
+    pub(crate) fn view(&self, device: &str, specs: &[ScoreSpec]) -> BTreeMap<String, ForecastView> {
+        let Some(series) = self.devices.get(device) else { return BTreeMap::new() };
+        specs
+            .iter()
+            .zip(series)
+            .filter_map(|(spec, s)| {
+                s.last.map(|(ts, forecast)| (spec.name.clone(), ForecastView { ts, forecast }))
+            })
+            .collect()
     }
 
     /// Append `device`'s buckets to its stored window `snap` (see
@@ -238,7 +262,8 @@ impl Forecasts {
         snap.extend_from_slice(&fingerprint(specs).to_le_bytes());
         for s in series {
             // The complete buckets lie in the 64 before the current one: a
-            // mask of which, then their means (9–545 bytes a score).
+            // mask of which, then their means (≤ 541 bytes; with the latest
+            // forecast, ≤ 582 a score).
             match s.current {
                 None => snap.push(0),
                 Some((k, sum, n)) => {
@@ -254,7 +279,8 @@ impl Forecasts {
                 }
             }
             snap.push(u8::from(s.last.is_some()));
-            if let Some(f) = &s.last {
+            if let Some((ts, f)) = &s.last {
+                snap.extend_from_slice(&ts.to_le_bytes());
                 for v in [Some(f.slope_per_hour), Some(f.z), f.to_warn_s, f.to_alarm_s] {
                     // NaN stands for null: a forecast's own numbers are never NaN.
                     snap.extend_from_slice(&v.unwrap_or(f64::NAN).to_le_bytes());
@@ -301,11 +327,14 @@ impl Forecasts {
             match r.take::<1>() {
                 Some([0]) => {}
                 Some([1]) => {
-                    let (Some(m), Some(z), Some(w), Some(a)) = (r.f64(), r.f64(), r.f64(), r.f64()) else {
+                    let (Some(ts), Some(m), Some(z), Some(w), Some(a)) =
+                        (r.i64(), r.f64(), r.f64(), r.f64(), r.f64())
+                    else {
                         return false;
                     };
                     let null = |v: f64| (!v.is_nan()).then_some(v);
-                    s.last = Some(Forecast { slope_per_hour: m, z, to_warn_s: null(w), to_alarm_s: null(a) });
+                    let f = Forecast { slope_per_hour: m, z, to_warn_s: null(w), to_alarm_s: null(a) };
+                    s.last = Some((ts, f));
                 }
                 _ => return false,
             }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::card::State;
 use crate::pipeline::explain::Explanation;
-use crate::pipeline::forecast::Forecast;
+use crate::pipeline::forecast::ForecastView;
 
 /// Scored windows kept per device for the trend.
 pub(crate) const TREND: usize = 30;
@@ -26,9 +26,6 @@ struct DeviceRecent {
     trend: Box<[f32]>,
     head: usize,
     len: usize,
-    /// The latest forecast per score (card order) and the window that made it;
-    /// empty until the first.
-    forecast: Vec<Option<(i64, Forecast)>>,
 }
 
 /// The latest scores of every device of one pipeline.
@@ -66,7 +63,6 @@ impl Recent {
                 trend: vec![0.0; k * TREND].into_boxed_slice(),
                 head: 0,
                 len: 0,
-                forecast: Vec::new(),
             }),
         };
         (d.ts, d.scored_ms, d.state) = (ts, now_ms, state);
@@ -81,19 +77,6 @@ impl Recent {
             d.len += 1;
         } else {
             d.head = (d.head + 1) % TREND;
-        }
-    }
-
-    /// The window at `ts` made `forecasts` (by score index) for `device`.
-    pub(crate) fn forecasted(&mut self, device: &str, ts: i64, forecasts: &[(usize, Forecast)]) {
-        let Some(d) = self.devices.get_mut(device) else { return };
-        if d.forecast.is_empty() {
-            d.forecast = vec![None; self.scores];
-        }
-        for (i, f) in forecasts {
-            if let Some(slot) = d.forecast.get_mut(*i) {
-                *slot = Some((ts, *f));
-            }
         }
     }
 
@@ -131,12 +114,7 @@ impl Recent {
                 Some((names.get(e.score)?.clone(), top.collect()))
             })
             .collect();
-        let forecast = names
-            .iter()
-            .zip(&d.forecast)
-            .filter_map(|(name, f)| f.map(|(ts, f)| (name.clone(), ForecastView { ts, forecast: f })))
-            .collect();
-        Some(Scores { ts: d.ts, scored_ms: d.scored_ms, state: d.state, values, explain, trend, forecast })
+        Some(Scores { ts: d.ts, scored_ms: d.scored_ms, state: d.state, values, explain, trend })
     }
 }
 
@@ -147,15 +125,6 @@ struct Scores {
     values: std::collections::BTreeMap<String, f64>,
     explain: std::collections::BTreeMap<String, Vec<Contribution>>,
     trend: std::collections::BTreeMap<String, Vec<f64>>,
-    forecast: std::collections::BTreeMap<String, ForecastView>,
-}
-
-/// A device's latest forecast of a score, and the window (`ts`) that made it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
-pub(crate) struct ForecastView {
-    pub ts: i64,
-    #[serde(flatten)]
-    pub forecast: Forecast,
 }
 
 /// A feature's part in a score, as the score payload's `explain` lists it.
@@ -192,7 +161,8 @@ pub(crate) struct DeviceView {
     pub explain: std::collections::BTreeMap<String, Vec<Contribution>>,
     /// The last scored windows' scores, oldest first.
     pub trend: std::collections::BTreeMap<String, Vec<f64>>,
-    /// The latest forecast per score that has one (see the score payload's `forecast`).
+    /// The latest forecast per score that has one (see the score payload's
+    /// `forecast`; the worker adds them from its forecasts).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub forecast: std::collections::BTreeMap<String, ForecastView>,
 }
@@ -242,7 +212,7 @@ pub(crate) fn pipeline_view<'a>(
                 alarm: alarm(w.device),
                 scores: scores.as_ref().map(|s| s.values.clone()).unwrap_or_default(),
                 explain: scores.as_ref().map(|s| s.explain.clone()).unwrap_or_default(),
-                forecast: scores.as_ref().map(|s| s.forecast.clone()).unwrap_or_default(),
+                forecast: Default::default(),
                 trend: scores.map(|s| s.trend).unwrap_or_default(),
             }
         })

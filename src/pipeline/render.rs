@@ -30,8 +30,9 @@ pub(super) struct Scored<'a> {
     pub explain: &'a [Explanation],
     /// The forecasts it made, by score index (none: it made none).
     pub forecast: &'a [(usize, Forecast)],
-    /// Sparkplug: each score's latest forecast (card order; empty: none yet).
-    pub latest: &'a [Option<Forecast>],
+    /// Sparkplug: each score's latest forecast and the `ts` of the window
+    /// that made it (card order; empty: none yet).
+    pub latest: &'a [Option<(i64, Forecast)>],
 }
 
 /// Which pipeline and model scored a window.
@@ -205,7 +206,7 @@ pub(super) fn score_entry(
             // first), so the DBIRTH declares them and a forecast never
             // changes the device's metric set.
             for (s, spec) in specs.iter().enumerate().filter(|(_, s)| s.forecast.is_some()) {
-                let latest = w.latest.get(s).copied().flatten();
+                let latest = w.latest.get(s).copied().flatten().map(|(_, f)| f);
                 for (what, v) in [
                     ("to_warn_s", latest.and_then(|f| f.to_warn_s)),
                     ("to_alarm_s", latest.and_then(|f| f.to_alarm_s)),
@@ -480,7 +481,7 @@ mod tests {
             ..spec("anomaly")
         };
         let f = Forecast { slope_per_hour: 1.0, z: 3.0, to_warn_s: Some(0.0), to_alarm_s: None };
-        for (latest, warn) in [(&[Some(f)][..], Some(0.0)), (&[][..], None)] {
+        for (latest, warn) in [(&[Some((9, f))][..], Some(0.0)), (&[][..], None)] {
             let e = score_entry(
                 &pipeline,
                 &origin(),

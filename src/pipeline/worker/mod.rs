@@ -143,7 +143,7 @@ pub(crate) struct Worker {
     /// Each device's buckets of the scores that forecast, and the forecasts a window made.
     forecasts: Forecasts,
     forecast_out: Vec<(usize, Forecast)>,
-    forecast_latest: Vec<Option<Forecast>>,
+    forecast_latest: Vec<Option<(i64, Forecast)>>,
     /// Each device's latest scores, by the groups its pipeline's roll-ups form.
     rollups: Rollups,
     rollup_out: Vec<Made>,
@@ -490,6 +490,9 @@ impl Worker {
             |device| alarms.and_then(|a| a.state(device)),
             self.drift.drifting(&self.model.card.features),
         );
+        for d in &mut view.devices {
+            d.forecast = self.forecasts.view(&d.device, &self.model.card.scores);
+        }
         view.rollups = self.rollups.view();
         view
     }

@@ -117,9 +117,6 @@ impl Worker {
             self.events.state(state);
             self.recent.record(&due.device, due.ts, values, &explain, state, created_ms);
             self.forecasts.update(&due.device, due.ts, &card.scores, values, &mut self.forecast_out);
-            if !self.forecast_out.is_empty() {
-                self.recent.forecasted(&due.device, due.ts, &self.forecast_out);
-            }
             if matches!(self.pipeline.output, crate::pipeline::Output::Sparkplug(_)) {
                 self.forecasts.latest_into(&due.device, &mut self.forecast_latest);
             }
