@@ -138,6 +138,8 @@ pub(super) struct DaemonConfig<'a> {
     pub sections: &'a str,
     /// The pipeline's input keys, and any more of its keys.
     pub pipeline: String,
+    /// Tables after the pipeline (`[[rollups]]`).
+    pub after: &'a str,
 }
 
 impl DaemonConfig<'_> {
@@ -157,7 +159,7 @@ listen = "127.0.0.1:{http}"
 name = "press-line"
 model = "{model}"
 {pipeline}output_topic = "plant/{{line}}/{{machine}}/lineguard/scores"
-"#,
+{after}"#,
             id = self.client_id,
             mqtt = self.mqtt,
             state = self.state.display(),
@@ -165,6 +167,7 @@ model = "{model}"
             sections = self.sections,
             model = self.model.display(),
             pipeline = self.pipeline,
+            after = self.after,
         );
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
@@ -259,12 +262,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         mqtt: "",
         sections: "",
         pipeline: args.format.pipeline_keys(),
+        // One health figure per line: its worst machine's, named.
+        after: LINE_HEALTH,
     }
     .write(&config_path, port)?;
-    // One health figure per line: its worst machine's, named.
-    let mut text = std::fs::read_to_string(&config_path)?;
-    text.push_str(LINE_HEALTH);
-    std::fs::write(&config_path, text)?;
     let settings = config::load(&config_path, std::iter::empty())?;
     let settings_http = settings.http_listen;
 

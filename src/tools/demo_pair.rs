@@ -106,6 +106,7 @@ fn config(dir: &Path, port: u16, model: &Path, role: &str, id: &str, peer: &str)
             "{}alarm_topic = \"plant/{{line}}/{{machine}}/lineguard/alarm\"\n",
             sim::Format::Lineguard.pipeline_keys()
         ),
+        after: "",
     }
     .write(&path, port)?;
     Ok(path)
